@@ -1,0 +1,1 @@
+//! frame (to be written).

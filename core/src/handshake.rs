@@ -1,0 +1,1 @@
+//! handshake (to be written).

@@ -1,0 +1,29 @@
+//! wsgate-core: the WebSocket protocol of RFC 6455 and the wsgate pub/sub envelope, with no I/O,
+//! no threads and no clock.
+//!
+//! Everything here is a deterministic function of the bytes it is given, so tests can feed it
+//! any byte at any moment, as the gateway's event loop does:
+//!
+//! - [`handshake`]: parse an HTTP/1.1 request incrementally, validate a WebSocket upgrade and build
+//!   the `101` or the 4xx answer;
+//! - [`frame`]: decode frames incrementally (unmasking in place and validating text as bytes
+//!   arrive), encode frame headers;
+//! - [`mask`]: SIMD unmasking chosen once at run time;
+//! - [`utf8`]: incremental, fail-fast UTF-8 validation across fragments;
+//! - [`close`]: close codes and close payload rules;
+//! - [`message`]: the pub/sub envelope (JSON control messages, binary publishes, deliveries).
+//!
+//! Errors of every module are one type, [`Error`], which knows the close code or HTTP status that
+//! answers it.
+#![deny(missing_docs)]
+#![deny(unsafe_code)]
+
+pub mod close;
+pub mod error;
+pub mod frame;
+pub mod handshake;
+pub mod mask;
+pub mod message;
+pub mod utf8;
+
+pub use error::{Error, Result};
