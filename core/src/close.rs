@@ -82,7 +82,8 @@ pub fn parse_close_payload(payload: &[u8]) -> Result<Option<CloseFrame<'_>>> {
             if !code.is_allowed_on_wire() {
                 return Err(Error::InvalidCloseCode(code.0));
             }
-            let reason = simdutf8::basic::from_utf8(&payload[2..]).map_err(|_| Error::InvalidUtf8)?;
+            let reason =
+                simdutf8::basic::from_utf8(&payload[2..]).map_err(|_| Error::InvalidUtf8)?;
             Ok(Some(CloseFrame { code, reason }))
         }
     }
@@ -109,12 +110,18 @@ impl ClosePayload {
         let mut buf = [0u8; 125];
         buf[..2].copy_from_slice(&code.0.to_be_bytes());
         buf[2..2 + cut].copy_from_slice(&reason.as_bytes()[..cut]);
-        ClosePayload { buf, len: (2 + cut) as u8 }
+        ClosePayload {
+            buf,
+            len: (2 + cut) as u8,
+        }
     }
 
     /// An empty close payload (no status code).
     pub fn empty() -> ClosePayload {
-        ClosePayload { buf: [0; 125], len: 0 }
+        ClosePayload {
+            buf: [0; 125],
+            len: 0,
+        }
     }
 
     /// The encoded bytes.
@@ -125,7 +132,9 @@ impl ClosePayload {
 
 impl fmt::Debug for ClosePayload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("ClosePayload").field(&self.as_bytes()).finish()
+        f.debug_tuple("ClosePayload")
+            .field(&self.as_bytes())
+            .finish()
     }
 }
 
@@ -167,12 +176,20 @@ mod tests {
     #[test]
     fn code_with_and_without_reason() {
         // Autobahn 7.3.3, 7.3.4, 7.3.5 (123-byte reason)
-        let f = parse_close_payload(&payload(1000, b"")).unwrap().unwrap();
-        assert_eq!(f, CloseFrame { code: CloseCode::NORMAL, reason: "" });
-        let f = parse_close_payload(&payload(1000, b"Hello World!")).unwrap().unwrap();
+        let p = payload(1000, b"");
+        let f = parse_close_payload(&p).unwrap().unwrap();
+        assert_eq!(
+            f,
+            CloseFrame {
+                code: CloseCode::NORMAL,
+                reason: ""
+            }
+        );
+        let p = payload(1000, b"Hello World!");
+        let f = parse_close_payload(&p).unwrap().unwrap();
         assert_eq!(f.reason, "Hello World!");
-        let long = vec![b'*'; 123];
-        let f = parse_close_payload(&payload(1000, &long)).unwrap().unwrap();
+        let p = payload(1000, &[b'*'; 123]);
+        let f = parse_close_payload(&p).unwrap().unwrap();
         assert_eq!(f.reason.len(), 123);
     }
 
@@ -180,13 +197,17 @@ mod tests {
     fn oversized_payload_is_refused() {
         // Autobahn 7.3.6: 126 bytes is caught by the frame decoder; this guards direct callers.
         let long = vec![b'*'; 124];
-        assert_eq!(parse_close_payload(&payload(1000, &long)), Err(Error::ControlTooLong));
+        assert_eq!(
+            parse_close_payload(&payload(1000, &long)),
+            Err(Error::ControlTooLong)
+        );
     }
 
     #[test]
     fn invalid_utf8_reason_is_1007() {
         // Autobahn 7.5.1
-        let bad = b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80\x65\x64\x69\x74\x65\x64";
+        let bad =
+            b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80\x65\x64\x69\x74\x65\x64";
         let err = parse_close_payload(&payload(1000, bad)).unwrap_err();
         assert_eq!(err, Error::InvalidUtf8);
         assert_eq!(err.close_code(), Some(CloseCode::INVALID_PAYLOAD));
@@ -194,20 +215,28 @@ mod tests {
 
     #[test]
     fn valid_codes_of_autobahn_7_7() {
-        for code in [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999] {
-            let f = parse_close_payload(&payload(code, b"")).unwrap().unwrap();
+        for code in [
+            1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999,
+        ] {
+            let p = payload(code, b"");
+            let f = parse_close_payload(&p).unwrap().unwrap();
             assert_eq!(f.code.0, code);
             // the reply echoes the code
             assert_eq!(reply_to(Some(f)).as_bytes(), &code.to_be_bytes());
         }
         for code in [1012, 1013, 1014] {
-            assert!(CloseCode(code).is_allowed_on_wire(), "{code} is IANA-registered");
+            assert!(
+                CloseCode(code).is_allowed_on_wire(),
+                "{code} is IANA-registered"
+            );
         }
     }
 
     #[test]
     fn invalid_codes_of_autobahn_7_9() {
-        for code in [0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535] {
+        for code in [
+            0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
+        ] {
             let err = parse_close_payload(&payload(code, b"")).unwrap_err();
             assert_eq!(err, Error::InvalidCloseCode(code));
             assert_eq!(err.close_code(), Some(CloseCode::PROTOCOL_ERROR));
@@ -218,7 +247,8 @@ mod tests {
     fn every_code_is_classified_consistently() {
         for code in 0..=u16::MAX {
             let allowed = CloseCode(code).is_allowed_on_wire();
-            let parsed = parse_close_payload(&payload(code, b"ok"));
+            let p = payload(code, b"ok");
+            let parsed = parse_close_payload(&p);
             assert_eq!(parsed.is_ok(), allowed, "code {code}");
         }
     }

@@ -282,9 +282,15 @@ mod tests {
 
     #[test]
     fn close_codes_follow_rfc6455() {
-        assert_eq!(Error::InvalidUtf8.close_code(), Some(CloseCode::INVALID_PAYLOAD));
+        assert_eq!(
+            Error::InvalidUtf8.close_code(),
+            Some(CloseCode::INVALID_PAYLOAD)
+        );
         assert_eq!(Error::MessageTooBig.close_code(), Some(CloseCode::TOO_BIG));
-        assert_eq!(Error::ReservedBits.close_code(), Some(CloseCode::PROTOCOL_ERROR));
+        assert_eq!(
+            Error::ReservedBits.close_code(),
+            Some(CloseCode::PROTOCOL_ERROR)
+        );
         assert_eq!(Error::UnsupportedVersion.http_status(), Some(426));
         assert_eq!(Error::HeadersTooLarge.http_status(), Some(431));
         assert_eq!(Error::UnknownType.close_code(), None);
