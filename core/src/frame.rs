@@ -582,8 +582,10 @@ pub struct MessageDecoder {
     header: Option<FrameHeader>,
     /// Payload bytes of that frame at the front of the buffer, already processed.
     processed: usize,
-    /// The fragments of a fragmented message so far.
-    assembled: BytesMut,
+    /// The fragments of a fragmented message so far. A `Vec` so that growth is a `realloc`
+    /// (which large allocators do in place, by remapping pages) rather than a copy next to the old
+    /// buffer; it becomes `Bytes` without a copy when the message is complete.
+    assembled: Vec<u8>,
     assembled_opcode: OpCode,
 }
 
@@ -594,7 +596,7 @@ impl MessageDecoder {
             frames: FrameDecoder::new(config),
             header: None,
             processed: 0,
-            assembled: BytesMut::new(),
+            assembled: Vec::new(),
             assembled_opcode: OpCode::Binary,
         }
     }
@@ -668,7 +670,8 @@ impl MessageDecoder {
             }
             OpCode::Text | OpCode::Binary if header.fin => data(header.opcode, payload.freeze()),
             OpCode::Text | OpCode::Binary => {
-                self.assembled = payload;
+                self.assembled.clear();
+                self.assembled.extend_from_slice(&payload);
                 self.assembled_opcode = header.opcode;
                 return Ok(None);
             }
@@ -679,7 +682,7 @@ impl MessageDecoder {
                 }
                 data(
                     self.assembled_opcode,
-                    std::mem::take(&mut self.assembled).freeze(),
+                    Bytes::from(std::mem::take(&mut self.assembled)),
                 )
             }
         }))
