@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The one command that tests wsgate on a fresh machine: installs what the tests need, then runs
+# formatting, lint and every test of the workspace (unit, integration, doc tests, and each
+# criterion bench once in test mode).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+# Toolchain components the checks use.
+if command -v rustup >/dev/null 2>&1; then
+  rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+  rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== cargo test"
+cargo test --workspace --all-targets --locked
+cargo test --workspace --doc --locked
