@@ -90,6 +90,8 @@ pub enum Error {
     InvalidTopic(&'static str),
     /// A binary publish is shorter than its length-prefixed topic.
     InvalidBinary(&'static str),
+    /// More topics than the limit (carried here) in one request, e.g. `GET /ws?subscribe=...`.
+    TooManyTopics(usize),
 }
 
 impl Error {
@@ -173,6 +175,7 @@ impl Error {
             InvalidId => "invalid_id",
             InvalidTopic(_) => "invalid_topic",
             InvalidBinary(_) => "invalid_binary",
+            TooManyTopics(_) => "too_many_topics",
         }
     }
 }
@@ -219,6 +222,7 @@ impl fmt::Display for Error {
             InvalidId => f.write_str("\"id\" must be an integer"),
             InvalidTopic(why) => write!(f, "invalid topic: {why}"),
             InvalidBinary(why) => write!(f, "invalid binary publish: {why}"),
+            TooManyTopics(max) => write!(f, "too many topics (at most {max})"),
         }
     }
 }
@@ -269,6 +273,7 @@ mod tests {
             Error::InvalidId,
             Error::InvalidTopic("empty"),
             Error::InvalidBinary("short"),
+            Error::TooManyTopics(100),
         ];
         let mut codes = std::collections::HashSet::new();
         for e in &all {
