@@ -1,0 +1,229 @@
+//! Plain HTTP on the WebSocket port: routing, `/healthz`, `/readyz`, `/metrics`,
+//! `POST /publish/{topic}`, and the answers for everything else.
+
+use crate::conn::SessionKind;
+use bytes::Bytes;
+use wsgate_core::handshake::{self, Request};
+
+/// Where a request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// A WebSocket upgrade to a session of this kind.
+    Upgrade(SessionKind),
+    /// `GET /healthz`.
+    Healthz,
+    /// `GET /readyz`.
+    Readyz,
+    /// `GET /metrics`.
+    Metrics,
+    /// `POST /publish/{topic}`, with the topic as it appears in the path (still encoded).
+    Publish(String),
+    /// A known path with the wrong method; the allowed method.
+    MethodNotAllowed(&'static str),
+    /// Nothing here.
+    NotFound,
+}
+
+/// Routes a request. `/echo` exists only when `echo` is on.
+pub fn route(req: &Request<'_>, echo: bool) -> Route {
+    let path = req.path();
+    let method = req.method();
+    let get = |r: Route| {
+        if method == "GET" || method == "HEAD" {
+            r
+        } else {
+            Route::MethodNotAllowed("GET")
+        }
+    };
+    match path {
+        "/ws" if req.is_upgrade() => Route::Upgrade(SessionKind::PubSub),
+        "/echo" if echo && req.is_upgrade() => Route::Upgrade(SessionKind::Echo),
+        "/ws" => get(Route::NotFound),
+        "/echo" if echo => get(Route::NotFound),
+        "/healthz" => get(Route::Healthz),
+        "/readyz" => get(Route::Readyz),
+        "/metrics" => get(Route::Metrics),
+        _ => match path.strip_prefix("/publish/") {
+            Some(topic) if method == "POST" => Route::Publish(topic.to_string()),
+            Some(_) => Route::MethodNotAllowed("POST"),
+            None => Route::NotFound,
+        },
+    }
+}
+
+/// Whether the connection stays open after answering this request.
+pub fn keep_alive(req: &Request<'_>) -> bool {
+    if req.has_token("Connection", "close") {
+        return false;
+    }
+    req.minor_version() >= 1 || req.has_token("Connection", "keep-alive")
+}
+
+/// An answer with a plain-text body (a newline is added).
+pub fn text(status: u16, body: &str, keep_alive: bool, extra: &[(&str, &str)]) -> Bytes {
+    let mut headers = vec![("Content-Type", "text/plain; charset=utf-8")];
+    headers.extend_from_slice(extra);
+    headers.push((
+        "Connection",
+        if keep_alive { "keep-alive" } else { "close" },
+    ));
+    let mut body = body.as_bytes().to_vec();
+    body.push(b'\n');
+    Bytes::from(handshake::response(status, &headers, &body))
+}
+
+/// An answer with a body of the given content type.
+pub fn with_type(status: u16, content_type: &str, body: &[u8], keep_alive: bool) -> Bytes {
+    let headers = [
+        ("Content-Type", content_type),
+        (
+            "Connection",
+            if keep_alive { "keep-alive" } else { "close" },
+        ),
+    ];
+    Bytes::from(handshake::response(status, &headers, body))
+}
+
+/// Whether the request carries `Authorization: Bearer KEY` with the configured key.
+pub fn authorized(req: &Request<'_>, key: Option<&str>) -> bool {
+    let Some(key) = key else { return true };
+    let Some(given) = req
+        .header_str("Authorization")
+        .and_then(|v| v.trim().strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    constant_time_eq(given.trim().as_bytes(), key.as_bytes())
+}
+
+/// Compares two byte strings in time independent of where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Whether the request's content type is JSON (`application/json`, any parameters).
+pub fn is_json(req: &Request<'_>) -> bool {
+    req.header_str("Content-Type")
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wsgate_core::handshake::{Limits, parse_request};
+
+    fn req(text: &str) -> Request<'_> {
+        parse_request(text.as_bytes(), &Limits::default())
+            .unwrap()
+            .unwrap()
+    }
+
+    const UPGRADE: &str = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+
+    #[test]
+    fn routes() {
+        assert_eq!(
+            route(
+                &req(&format!("GET /ws HTTP/1.1\r\nHost: x\r\n{UPGRADE}\r\n")),
+                true
+            ),
+            Route::Upgrade(SessionKind::PubSub)
+        );
+        assert_eq!(
+            route(
+                &req(&format!(
+                    "GET /ws?subscribe=a HTTP/1.1\r\nHost: x\r\n{UPGRADE}\r\n"
+                )),
+                true
+            ),
+            Route::Upgrade(SessionKind::PubSub)
+        );
+        assert_eq!(
+            route(
+                &req(&format!("GET /echo HTTP/1.1\r\nHost: x\r\n{UPGRADE}\r\n")),
+                true
+            ),
+            Route::Upgrade(SessionKind::Echo)
+        );
+        assert_eq!(
+            route(
+                &req(&format!("GET /echo HTTP/1.1\r\nHost: x\r\n{UPGRADE}\r\n")),
+                false
+            ),
+            Route::NotFound
+        );
+        assert_eq!(
+            route(&req("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"), true),
+            Route::Healthz
+        );
+        assert_eq!(
+            route(&req("POST /healthz HTTP/1.1\r\nHost: x\r\n\r\n"), true),
+            Route::MethodNotAllowed("GET")
+        );
+        assert_eq!(
+            route(
+                &req("POST /publish/a%20b HTTP/1.1\r\nHost: x\r\n\r\n"),
+                true
+            ),
+            Route::Publish("a%20b".into())
+        );
+        assert_eq!(
+            route(&req("GET /publish/a HTTP/1.1\r\nHost: x\r\n\r\n"), true),
+            Route::MethodNotAllowed("POST")
+        );
+        assert_eq!(
+            route(&req("GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"), true),
+            Route::NotFound
+        );
+    }
+
+    #[test]
+    fn keep_alive_rules() {
+        assert!(keep_alive(&req("GET / HTTP/1.1\r\nHost: x\r\n\r\n")));
+        assert!(!keep_alive(&req(
+            "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )));
+        assert!(!keep_alive(&req("GET / HTTP/1.0\r\n\r\n")));
+        assert!(keep_alive(&req(
+            "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+        )));
+    }
+
+    #[test]
+    fn api_key() {
+        let r = req("POST /publish/t HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\n\r\n");
+        assert!(authorized(&r, Some("s3cret")));
+        assert!(!authorized(&r, Some("s3cre")));
+        assert!(!authorized(
+            &req("POST /publish/t HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Some("k")
+        ));
+        assert!(authorized(
+            &req("POST /publish/t HTTP/1.1\r\nHost: x\r\n\r\n"),
+            None
+        ));
+    }
+
+    #[test]
+    fn json_content_type() {
+        assert!(is_json(&req(
+            "POST / HTTP/1.1\r\nContent-Type: application/json; charset=utf-8\r\n\r\n"
+        )));
+        assert!(!is_json(&req(
+            "POST / HTTP/1.1\r\nContent-Type: application/octet-stream\r\n\r\n"
+        )));
+        assert!(!is_json(&req("POST / HTTP/1.1\r\n\r\n")));
+    }
+
+    #[test]
+    fn answers_are_well_formed() {
+        let a = text(404, "no such endpoint", false, &[]);
+        let s = std::str::from_utf8(&a).unwrap();
+        assert!(s.starts_with("HTTP/1.1 404 Not Found\r\n"), "{s}");
+        assert!(s.contains("Connection: close\r\n") && s.ends_with("\r\n\r\nno such endpoint\n"));
+    }
+}

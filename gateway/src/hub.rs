@@ -1,0 +1,404 @@
+//! The topic registry and the fanout across workers.
+//!
+//! Each topic has one shared [`Topic`]: an atomic bitset of the workers that have local
+//! subscribers, and a count of subscribers on this node. Workers keep their own subscriber
+//! lists (plain data, never shared). Publishing takes no lock: the publishing worker delivers to
+//! its own subscribers, then pushes one reference to the encoded frame onto the inbox of every
+//! other worker whose bit is set, waking that worker only when its inbox goes from empty to
+//! non-empty. Looking a topic up by name takes the registry lock, which workers do on the
+//! first subscribe or publish of a topic and then cache.
+
+use crossbeam_queue::SegQueue;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use wsgate_core::frame::OutFrame;
+
+/// One topic, shared by every worker that subscribes to it or publishes to it.
+#[derive(Debug)]
+pub struct Topic {
+    name: Arc<str>,
+    /// Bit `w` set: worker `w` has local subscribers.
+    workers: Box<[AtomicU64]>,
+    /// Subscribers on this node, all workers together.
+    subscribers: AtomicUsize,
+}
+
+impl Topic {
+    fn new(name: Arc<str>, workers: usize) -> Topic {
+        Topic {
+            name,
+            workers: (0..workers.div_ceil(64))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            subscribers: AtomicUsize::new(0),
+        }
+    }
+
+    /// The topic's name.
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// Subscribers on this node.
+    pub fn subscribers(&self) -> usize {
+        self.subscribers.load(Ordering::Relaxed)
+    }
+
+    /// Whether worker `w` has local subscribers.
+    pub fn has_worker(&self, w: usize) -> bool {
+        self.workers[w / 64].load(Ordering::Acquire) & (1 << (w % 64)) != 0
+    }
+
+    fn any_worker(&self) -> bool {
+        self.workers
+            .iter()
+            .any(|word| word.load(Ordering::Acquire) != 0)
+    }
+}
+
+/// A published frame on its way to another worker's subscribers of `topic`.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The topic.
+    pub topic: Arc<Topic>,
+    /// The frame, encoded once; cloning it is a reference count.
+    pub frame: OutFrame,
+}
+
+/// Something that wakes a worker's event loop.
+pub trait Wake: Send + Sync {
+    /// Wakes the worker.
+    fn wake(&self);
+}
+
+impl Wake for mio::Waker {
+    fn wake(&self) {
+        if let Err(e) = mio::Waker::wake(self) {
+            tracing::error!("cannot wake worker: {e}");
+        }
+    }
+}
+
+struct Inbox {
+    queue: SegQueue<Delivery>,
+    /// Deliveries pushed and not yet taken. Incremented after the push, so a count of n means at
+    /// least n deliveries can be popped.
+    pending: AtomicUsize,
+    waker: Box<dyn Wake>,
+    wakeups: AtomicU64,
+}
+
+/// The registry of topics and the inboxes of the workers.
+pub struct Hub {
+    inboxes: Box<[Inbox]>,
+    registry: Mutex<HashMap<Arc<str>, Arc<Topic>>>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("workers", &self.inboxes.len())
+            .finish()
+    }
+}
+
+impl Hub {
+    /// A hub for one worker per waker.
+    pub fn new(wakers: Vec<Box<dyn Wake>>) -> Hub {
+        let inboxes = wakers
+            .into_iter()
+            .map(|waker| Inbox {
+                queue: SegQueue::new(),
+                pending: AtomicUsize::new(0),
+                waker,
+                wakeups: AtomicU64::new(0),
+            })
+            .collect();
+        Hub {
+            inboxes,
+            registry: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The number of workers.
+    pub fn workers(&self) -> usize {
+        self.inboxes.len()
+    }
+
+    /// The shared entry of a topic, created if needed. Takes the registry lock: callers cache
+    /// the result.
+    pub fn topic(&self, name: &str) -> Arc<Topic> {
+        let mut registry = self.registry.lock();
+        if let Some(t) = registry.get(name) {
+            return t.clone();
+        }
+        let name: Arc<str> = Arc::from(name);
+        let topic = Arc::new(Topic::new(name.clone(), self.inboxes.len()));
+        registry.insert(name, topic.clone());
+        topic
+    }
+
+    /// Hands back a cached entry. The registry forgets a topic once no worker has subscribers
+    /// and no worker holds it.
+    pub fn release(&self, topic: Arc<Topic>) {
+        let mut registry = self.registry.lock();
+        // the registry's reference and ours
+        if Arc::strong_count(&topic) == 2 && !topic.any_worker() {
+            registry.remove(topic.name());
+        }
+    }
+
+    /// Topics known to the registry, with their subscriber counts on this node.
+    pub fn topics(&self) -> Vec<(Arc<str>, usize)> {
+        let registry = self.registry.lock();
+        registry
+            .values()
+            .map(|t| (t.name.clone(), t.subscribers()))
+            .collect()
+    }
+
+    /// Records that worker `w` gained a subscriber of `topic`; `first` when it is the worker's
+    /// first one, which sets the worker's bit.
+    pub fn subscribed(&self, w: usize, topic: &Topic, first: bool) {
+        topic.subscribers.fetch_add(1, Ordering::Relaxed);
+        if first {
+            topic.workers[w / 64].fetch_or(1 << (w % 64), Ordering::AcqRel);
+        }
+    }
+
+    /// Records that worker `w` lost a subscriber of `topic`; `last` when it was the worker's
+    /// last one, which clears the worker's bit.
+    pub fn unsubscribed(&self, w: usize, topic: &Topic, last: bool) {
+        topic.subscribers.fetch_sub(1, Ordering::Relaxed);
+        if last {
+            topic.workers[w / 64].fetch_and(!(1 << (w % 64)), Ordering::AcqRel);
+        }
+    }
+
+    /// Sends `frame` to every worker other than `from` that has subscribers of `topic`.
+    /// Returns how many workers it went to. Lock-free.
+    pub fn publish_remote(&self, from: usize, topic: &Arc<Topic>, frame: &OutFrame) -> usize {
+        let mut sent = 0;
+        for (i, word) in topic.workers.iter().enumerate() {
+            let mut bits = word.load(Ordering::Acquire);
+            while bits != 0 {
+                let w = i * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                if w == from {
+                    continue;
+                }
+                self.push(
+                    w,
+                    Delivery {
+                        topic: topic.clone(),
+                        frame: frame.clone(),
+                    },
+                );
+                sent += 1;
+            }
+        }
+        sent
+    }
+
+    /// Pushes a delivery onto worker `w`'s inbox, waking it if the inbox was empty.
+    pub fn push(&self, w: usize, delivery: Delivery) {
+        let inbox = &self.inboxes[w];
+        inbox.queue.push(delivery);
+        if inbox.pending.fetch_add(1, Ordering::AcqRel) == 0 {
+            inbox.wakeups.fetch_add(1, Ordering::Relaxed);
+            inbox.waker.wake();
+        }
+    }
+
+    /// Takes every delivery waiting for worker `w`, in order, and hands each to `f`. Returns how
+    /// many were taken. After it returns, the next push wakes the worker again.
+    pub fn drain(&self, w: usize, mut f: impl FnMut(Delivery)) -> usize {
+        let inbox = &self.inboxes[w];
+        let mut taken = 0;
+        loop {
+            let n = inbox.pending.load(Ordering::Acquire);
+            if n == 0 {
+                return taken;
+            }
+            for _ in 0..n {
+                // counted deliveries were pushed before they were counted
+                let d = inbox
+                    .queue
+                    .pop()
+                    .expect("a counted delivery is in the queue");
+                f(d);
+            }
+            taken += n;
+            if inbox.pending.fetch_sub(n, Ordering::AcqRel) == n {
+                return taken;
+            }
+        }
+    }
+
+    /// Deliveries waiting in worker `w`'s inbox.
+    pub fn inbox_depth(&self, w: usize) -> usize {
+        self.inboxes[w].pending.load(Ordering::Relaxed)
+    }
+
+    /// Times worker `w` was woken for its inbox.
+    pub fn inbox_wakeups(&self, w: usize) -> u64 {
+        self.inboxes[w].wakeups.load(Ordering::Relaxed)
+    }
+
+    /// Wakes every worker (for shutdown and drain).
+    pub fn wake_all(&self) {
+        for inbox in self.inboxes.iter() {
+            inbox.waker.wake();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use std::sync::atomic::AtomicUsize as Count;
+    use wsgate_core::frame::OpCode;
+
+    struct Counter(Arc<Count>);
+    impl Wake for Counter {
+        fn wake(&self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn hub(n: usize) -> (Hub, Vec<Arc<Count>>) {
+        let counts: Vec<Arc<Count>> = (0..n).map(|_| Arc::new(Count::new(0))).collect();
+        let wakers = counts
+            .iter()
+            .map(|c| Box::new(Counter(c.clone())) as Box<dyn Wake>)
+            .collect();
+        (Hub::new(wakers), counts)
+    }
+
+    fn frame(i: u32) -> OutFrame {
+        OutFrame::new(OpCode::Binary, Bytes::copy_from_slice(&i.to_be_bytes()))
+    }
+
+    #[test]
+    fn publish_reaches_only_workers_with_subscribers() {
+        let (hub, wakes) = hub(4);
+        let t = hub.topic("news");
+        hub.subscribed(1, &t, true);
+        hub.subscribed(3, &t, true);
+        hub.subscribed(3, &t, false);
+        assert_eq!(t.subscribers(), 3);
+        assert_eq!(hub.publish_remote(0, &t, &frame(1)), 2);
+        assert_eq!(hub.publish_remote(3, &t, &frame(2)), 1, "not to itself");
+        let mut got = vec![];
+        hub.drain(3, |d| got.push(d.frame.payload().clone()));
+        assert_eq!(got, vec![Bytes::from_static(&[0, 0, 0, 1])]);
+        assert_eq!(hub.drain(1, |_| {}), 2);
+        assert_eq!(wakes[2].load(Ordering::SeqCst), 0);
+        hub.unsubscribed(1, &t, true);
+        assert_eq!(hub.publish_remote(0, &t, &frame(3)), 1);
+    }
+
+    #[test]
+    fn wakes_only_on_empty_to_non_empty() {
+        let (hub, wakes) = hub(2);
+        let t = hub.topic("t");
+        hub.subscribed(1, &t, true);
+        for i in 0..100 {
+            hub.publish_remote(0, &t, &frame(i));
+        }
+        assert_eq!(wakes[1].load(Ordering::SeqCst), 1);
+        assert_eq!(hub.inbox_depth(1), 100);
+        let mut order = vec![];
+        hub.drain(1, |d| order.push(d.frame.payload().clone()));
+        let expected: Vec<Bytes> = (0..100u32)
+            .map(|i| Bytes::copy_from_slice(&i.to_be_bytes()))
+            .collect();
+        assert_eq!(order, expected, "FIFO per publisher");
+        hub.publish_remote(0, &t, &frame(0));
+        assert_eq!(wakes[1].load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn publishing_shares_one_payload() {
+        let (hub, _) = hub(8);
+        let t = hub.topic("t");
+        for w in 1..8 {
+            hub.subscribed(w, &t, true);
+        }
+        let f = OutFrame::new(OpCode::Binary, Bytes::from(vec![0u8; 1 << 20]));
+        hub.publish_remote(0, &t, &f);
+        for w in 1..8 {
+            hub.drain(w, |d| {
+                assert_eq!(d.frame.payload().as_ptr(), f.payload().as_ptr())
+            });
+        }
+    }
+
+    #[test]
+    fn concurrent_publishers_lose_nothing_and_keep_order() {
+        let (hub, _) = hub(3);
+        let hub = Arc::new(hub);
+        let t = hub.topic("t");
+        hub.subscribed(2, &t, true);
+        let publishers: Vec<_> = (0..2)
+            .map(|p| {
+                let (hub, t) = (hub.clone(), t.clone());
+                std::thread::spawn(move || {
+                    for i in 0..20_000u32 {
+                        hub.publish_remote(p, &t, &frame(p as u32 * 1_000_000 + i));
+                    }
+                })
+            })
+            .collect();
+        let mut last = [None::<u32>; 2];
+        let mut total = 0;
+        while total < 40_000 {
+            total += hub.drain(2, |d| {
+                let v = u32::from_be_bytes(d.frame.payload()[..].try_into().unwrap());
+                let p = (v / 1_000_000) as usize;
+                let i = v % 1_000_000;
+                assert_eq!(
+                    last[p].map_or(0, |l| l + 1),
+                    i,
+                    "publisher {p} in order, no gap"
+                );
+                last[p] = Some(i);
+            });
+        }
+        for p in publishers {
+            p.join().unwrap();
+        }
+        assert_eq!(hub.inbox_depth(2), 0);
+    }
+
+    #[test]
+    fn registry_forgets_unused_topics() {
+        let (hub, _) = hub(2);
+        let t = hub.topic("gone");
+        hub.release(t);
+        assert!(hub.topics().is_empty());
+        let t = hub.topic("kept");
+        hub.subscribed(0, &t, true);
+        hub.release(t.clone());
+        assert_eq!(hub.topics().len(), 1, "a worker still has subscribers");
+        hub.unsubscribed(0, &t, true);
+        let held = hub.topic("kept");
+        hub.release(t);
+        assert_eq!(hub.topics().len(), 1, "another holder remains");
+        hub.release(held);
+        assert!(hub.topics().is_empty());
+    }
+
+    #[test]
+    fn more_than_64_workers() {
+        let (hub, _) = hub(130);
+        let t = hub.topic("t");
+        hub.subscribed(129, &t, true);
+        hub.subscribed(64, &t, true);
+        assert!(t.has_worker(129) && t.has_worker(64) && !t.has_worker(0));
+        assert_eq!(hub.publish_remote(0, &t, &frame(0)), 2);
+    }
+}

@@ -1,0 +1,55 @@
+//! The `wsgate` binary: parses the configuration, starts the workers, prints
+//! `listening on ADDR`, and drains on SIGTERM or SIGINT.
+
+use clap::Parser;
+use std::io::Write;
+use std::process::ExitCode;
+use wsgate::config::{self, Cli};
+use wsgate::server::Server;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse(); // a bad flag prints clap's message and exits 2
+    let print_config = cli.print_config;
+    let config = match config::load(cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if print_config {
+        print!("{}", config.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&config.log).expect("checked by Config::resolve");
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .init();
+    let workers = config.workers;
+    let server = match Server::start(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot start: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let addr = server.local_addr();
+    tracing::info!(workers, %addr, "wsgate started");
+    let mut stdout = std::io::stdout();
+    let _ = writeln!(stdout, "listening on {addr}");
+    let _ = stdout.flush();
+    match server.run_until_signal() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! A connection's write queue: (inline header, shared payload) pairs flushed with `writev`.
+//!
+//! Pushing a frame never copies its payload: a fanout of one message to ten thousand
+//! connections queues ten thousand references to one buffer. A flush gathers up to
+//! [`MAX_IOVECS`] slices into one `writev` call and resumes a partial write where it stopped.
+
+use bytes::Bytes;
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Write};
+use wsgate_core::frame::OutFrame;
+
+/// One queued item: a WebSocket frame, or raw bytes (an HTTP answer).
+#[derive(Debug, Clone)]
+enum Chunk {
+    Frame(OutFrame),
+    Raw(Bytes),
+}
+
+impl Chunk {
+    fn len(&self) -> usize {
+        match self {
+            Chunk::Frame(f) => f.wire_len(),
+            Chunk::Raw(b) => b.len(),
+        }
+    }
+
+    fn parts(&self) -> [&[u8]; 2] {
+        match self {
+            Chunk::Frame(f) => [f.header(), &f.payload()[..]],
+            Chunk::Raw(b) => [&b[..], &[]],
+        }
+    }
+}
+
+/// The most slices handed to one `writev` (two per frame: header and payload).
+pub const MAX_IOVECS: usize = 128;
+
+/// The write queue of one connection.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    frames: VecDeque<Chunk>,
+    /// Bytes of the front frame already written.
+    head_written: usize,
+    /// Bytes queued and not yet written.
+    queued: usize,
+}
+
+/// What a flush achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flushed {
+    /// Bytes written.
+    pub bytes: usize,
+    /// Frames completely written.
+    pub frames: usize,
+}
+
+impl Outbox {
+    /// An empty outbox (no allocation until the first push).
+    pub fn new() -> Outbox {
+        Outbox::default()
+    }
+
+    /// Queues a frame.
+    pub fn push(&mut self, frame: OutFrame) {
+        self.queued += frame.wire_len();
+        self.frames.push_back(Chunk::Frame(frame));
+    }
+
+    /// Queues raw bytes (an HTTP answer).
+    pub fn push_raw(&mut self, bytes: Bytes) {
+        self.queued += bytes.len();
+        self.frames.push_back(Chunk::Raw(bytes));
+    }
+
+    /// Drops every item not started yet, keeping a partly written one so the stream stays
+    /// well-formed. Used before closing a slow consumer: its close goes out next.
+    pub fn drop_unstarted(&mut self) {
+        let keep = usize::from(self.head_written > 0);
+        while self.frames.len() > keep {
+            let dropped = self.frames.pop_back().expect("non-empty");
+            self.queued -= dropped.len();
+        }
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Drops everything queued (the connection is gone).
+    pub fn clear(&mut self) {
+        self.frames = VecDeque::new();
+        self.head_written = 0;
+        self.queued = 0;
+    }
+
+    /// Writes as much as `out` takes. Stops at `WouldBlock` (returning what was written) or when
+    /// the queue is empty; any other error is returned.
+    pub fn flush<W: Write>(&mut self, out: &mut W) -> io::Result<Flushed> {
+        let mut total = Flushed {
+            bytes: 0,
+            frames: 0,
+        };
+        while !self.frames.is_empty() {
+            let n = {
+                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                let count = self.gather(&mut slices);
+                match out.write_vectored(&slices[..count]) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            };
+            total.bytes += n;
+            total.frames += self.advance(n);
+        }
+        if self.frames.is_empty() && self.frames.capacity() > 64 {
+            self.frames = VecDeque::new(); // give back what a burst grew
+        }
+        Ok(total)
+    }
+
+    /// Fills `slices` with the unwritten bytes, front first; returns how many were filled.
+    fn gather<'a>(&'a self, slices: &mut [IoSlice<'a>; MAX_IOVECS]) -> usize {
+        let mut count = 0;
+        let mut skip = self.head_written;
+        for chunk in &self.frames {
+            for part in chunk.parts() {
+                if skip >= part.len() {
+                    skip -= part.len();
+                    continue;
+                }
+                if count == MAX_IOVECS {
+                    return count;
+                }
+                slices[count] = IoSlice::new(&part[skip..]);
+                skip = 0;
+                count += 1;
+            }
+        }
+        count
+    }
+
+    /// Marks `n` bytes written; returns the number of frames completed.
+    fn advance(&mut self, mut n: usize) -> usize {
+        self.queued -= n;
+        let mut done = 0;
+        while n > 0 {
+            let front = self.frames.front().expect("wrote more than queued").len();
+            let left = front - self.head_written;
+            if n < left {
+                self.head_written += n;
+                return done;
+            }
+            n -= left;
+            self.head_written = 0;
+            self.frames.pop_front();
+            done += 1;
+        }
+        done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use wsgate_core::frame::OpCode;
+
+    /// A writer that takes at most `chunk` bytes per call and blocks after `budget` bytes.
+    struct Trickle {
+        got: Vec<u8>,
+        chunk: usize,
+        budget: usize,
+        calls: usize,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.write_vectored(&[IoSlice::new(buf)])
+        }
+        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            self.calls += 1;
+            if self.budget == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let mut n = 0;
+            for b in bufs {
+                let take = b.len().min(self.chunk - n).min(self.budget);
+                self.got.extend_from_slice(&b[..take]);
+                n += take;
+                self.budget -= take;
+                if n == self.chunk || self.budget == 0 {
+                    break;
+                }
+            }
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn frames() -> Vec<OutFrame> {
+        (0..300)
+            .map(|i| OutFrame::new(OpCode::Binary, Bytes::from(vec![i as u8; i * 7 % 200])))
+            .collect()
+    }
+
+    #[test]
+    fn partial_writes_resume_exactly() {
+        for chunk in [1, 3, 100, 4096, 1 << 20] {
+            let mut outbox = Outbox::new();
+            let mut expected = Vec::new();
+            for f in frames() {
+                expected.extend(f.to_vec());
+                outbox.push(f);
+            }
+            assert_eq!(outbox.queued_bytes(), expected.len());
+            let mut w = Trickle {
+                got: Vec::new(),
+                chunk,
+                budget: expected.len() / 2,
+                calls: 0,
+            };
+            let first = outbox.flush(&mut w).unwrap();
+            assert_eq!(first.bytes, expected.len() / 2);
+            assert_eq!(outbox.queued_bytes(), expected.len() - first.bytes);
+            w.budget = usize::MAX;
+            outbox.flush(&mut w).unwrap();
+            assert!(outbox.is_empty());
+            assert_eq!(outbox.queued_bytes(), 0);
+            assert_eq!(w.got, expected, "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn many_frames_go_out_in_few_calls() {
+        let mut outbox = Outbox::new();
+        for _ in 0..1000 {
+            outbox.push(OutFrame::new(OpCode::Text, Bytes::from_static(b"hello")));
+        }
+        let mut w = Trickle {
+            got: Vec::new(),
+            chunk: usize::MAX,
+            budget: usize::MAX,
+            calls: 0,
+        };
+        let done = outbox.flush(&mut w).unwrap();
+        assert_eq!(done.frames, 1000);
+        assert_eq!(
+            w.calls,
+            1000 * 2 / MAX_IOVECS + 1,
+            "one writev per {MAX_IOVECS} slices"
+        );
+    }
+
+    #[test]
+    fn pushing_shares_the_payload() {
+        let payload = Bytes::from(vec![1u8; 1 << 20]);
+        let mut boxes: Vec<Outbox> = (0..100).map(|_| Outbox::new()).collect();
+        let frame = OutFrame::new(OpCode::Binary, payload.clone());
+        for b in &mut boxes {
+            b.push(frame.clone());
+        }
+        for b in &boxes {
+            let Chunk::Frame(f) = &b.frames[0] else {
+                panic!()
+            };
+            assert_eq!(f.payload().as_ptr(), payload.as_ptr());
+        }
+    }
+
+    #[test]
+    fn slow_consumer_queue_is_cut_but_stays_well_formed() {
+        let head = b"HTTP/1.1 101 Switching Protocols\r\n\r\n";
+        let mut outbox = Outbox::new();
+        outbox.push_raw(Bytes::from_static(head));
+        for _ in 0..10 {
+            outbox.push(OutFrame::new(OpCode::Binary, Bytes::from(vec![0u8; 1000])));
+        }
+        let mut w = Trickle {
+            got: Vec::new(),
+            chunk: usize::MAX,
+            budget: head.len() + 500,
+            calls: 0,
+        };
+        outbox.flush(&mut w).unwrap();
+        outbox.drop_unstarted();
+        let close = OutFrame::close_with(wsgate_core::close::CloseCode::TRY_AGAIN_LATER, "slow");
+        outbox.push(close.clone());
+        w.budget = usize::MAX;
+        outbox.flush(&mut w).unwrap();
+        let mut expected = head.to_vec();
+        expected.extend(OutFrame::new(OpCode::Binary, Bytes::from(vec![0u8; 1000])).to_vec());
+        expected.extend(close.to_vec());
+        assert_eq!(
+            w.got, expected,
+            "the started frame completes, then the close"
+        );
+        assert_eq!(outbox.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn errors_other_than_would_block_are_returned() {
+        struct Broken;
+        impl Write for Broken {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut outbox = Outbox::new();
+        outbox.push(OutFrame::new(OpCode::Text, Bytes::from_static(b"x")));
+        assert_eq!(
+            outbox.flush(&mut Broken).unwrap_err().kind(),
+            io::ErrorKind::BrokenPipe
+        );
+    }
+}

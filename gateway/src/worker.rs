@@ -1,0 +1,1117 @@
+//! One worker: a thread with its own `mio::Poll`, its own listening socket and the connections
+//! the kernel gave it, owned in a slab. Nothing on its hot path takes a lock: the only shared
+//! structures it touches while serving are the hub's atomics and lock-free inboxes.
+//!
+//! Each turn of the loop: wait for events (or the next timer), read every readable connection
+//! into the worker's one read buffer and act on what arrived, take the deliveries other workers
+//! queued, fire due timers, then flush every connection that got something to send, so that
+//! many frames leave in one `writev`.
+
+use crate::config::Config;
+use crate::conn::{self, Conn, PendingBody, Phase, Session, SessionKind, Timeouts};
+use crate::http::{self, Route};
+use crate::hub::{Delivery, Hub, Topic};
+use crate::metrics::{self, WorkerMetrics, add, inc};
+use bytes::{Buf, Bytes, BytesMut};
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+use std::cmp::Reverse;
+use std::collections::hash_map::Entry;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use wsgate_core::close::{self, CloseCode};
+use wsgate_core::frame::{DecoderConfig, Message, MessageDecoder, OpCode, OutFrame};
+use wsgate_core::handshake::{self, Limits};
+use wsgate_core::message::{self, Command};
+use wsgate_core::{Error, Result};
+
+/// The poll token of a worker's listening socket.
+pub const LISTENER: Token = Token(usize::MAX - 1);
+/// The poll token of a worker's waker.
+pub const WAKER: Token = Token(usize::MAX - 2);
+
+/// Serving normally.
+pub const RUNNING: u8 = 0;
+/// SIGTERM received: `/readyz` says 503, upgrades are refused.
+pub const DRAINING: u8 = 1;
+/// The grace has passed: every session is closed with 1001.
+pub const CLOSING: u8 = 2;
+/// Workers exit.
+pub const STOPPING: u8 = 3;
+
+/// Publish-only topics a worker caches before it forgets them.
+const TOPIC_CACHE_LIMIT: usize = 65_536;
+
+/// State shared by every worker.
+#[derive(Debug)]
+pub struct Shared {
+    /// The configuration.
+    pub config: Config,
+    /// Topics and inboxes.
+    pub hub: Hub,
+    /// Every worker's counters.
+    pub metrics: Vec<Arc<WorkerMetrics>>,
+    /// RUNNING, DRAINING, CLOSING or STOPPING.
+    pub state: AtomicU8,
+    /// Open WebSocket sessions, all workers together.
+    pub sessions: AtomicUsize,
+}
+
+impl Shared {
+    /// The drain state.
+    pub fn state(&self) -> u8 {
+        self.state.load(Ordering::Acquire)
+    }
+}
+
+/// A worker's subscribers of one topic (or, with none, a cached entry for publishing).
+struct LocalTopic {
+    topic: Arc<Topic>,
+    subscribers: HashSet<u64>,
+}
+
+/// Identifies a connection across slab slot reuse.
+fn conn_id(key: usize, generation: u32) -> u64 {
+    (key as u64) | (u64::from(generation) << 32)
+}
+
+/// One worker and everything it owns.
+pub struct Worker {
+    id: usize,
+    poll: Poll,
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    metrics: Arc<WorkerMetrics>,
+    conns: Slab<Conn>,
+    readbuf: BytesMut,
+    topics: HashMap<Arc<str>, LocalTopic>,
+    timers: BinaryHeap<Reverse<(Instant, usize, u32)>>,
+    dirty: Vec<usize>,
+    next_generation: u32,
+    timeouts: Timeouts,
+    decoder: DecoderConfig,
+    limits: Limits,
+    seen_state: u8,
+    now: Instant,
+    accept_error_logged: Option<Instant>,
+}
+
+impl Worker {
+    /// A worker over its poll (whose waker the hub holds) and its listening socket.
+    pub fn new(
+        id: usize,
+        poll: Poll,
+        listener: std::net::TcpListener,
+        shared: Arc<Shared>,
+    ) -> Worker {
+        let c = &shared.config;
+        let timeouts = Timeouts {
+            handshake: c.handshake_timeout,
+            ping: c.ping_interval,
+            idle: c.idle_timeout,
+            close: c.close_timeout,
+        };
+        let decoder = DecoderConfig {
+            max_frame_size: c.max_frame_size,
+            max_message_size: c.max_message_size,
+            ..DecoderConfig::server()
+        };
+        let limits = Limits {
+            max_head_bytes: c.max_head_size,
+        };
+        Worker {
+            id,
+            poll,
+            listener: TcpListener::from_std(listener),
+            metrics: shared.metrics[id].clone(),
+            readbuf: BytesMut::with_capacity(c.read_buffer_size),
+            shared,
+            conns: Slab::new(),
+            topics: HashMap::new(),
+            timers: BinaryHeap::new(),
+            dirty: Vec::new(),
+            next_generation: 0,
+            timeouts,
+            decoder,
+            limits,
+            seen_state: RUNNING,
+            now: Instant::now(),
+            accept_error_logged: None,
+        }
+    }
+
+    /// Runs the event loop until the shared state says STOPPING.
+    pub fn run(mut self) -> io::Result<()> {
+        self.poll
+            .registry()
+            .register(&mut self.listener, LISTENER, Interest::READABLE)?;
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self
+                .timers
+                .peek()
+                .map(|Reverse((at, _, _))| at.saturating_duration_since(Instant::now()));
+            if let Err(e) = self.poll.poll(&mut events, timeout)
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                return Err(e);
+            }
+            self.now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(),
+                    WAKER => {}
+                    Token(key) => {
+                        if event.is_writable() {
+                            self.flush(key);
+                        }
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            if let Some(c) = self.conns.get_mut(key) {
+                                c.readable = true;
+                            }
+                            self.read(key);
+                        }
+                    }
+                }
+            }
+            self.take_inbox();
+            if self.check_state() {
+                return Ok(());
+            }
+            self.fire_timers();
+            self.flush_dirty();
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((mut stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let entry = self.conns.vacant_entry();
+                    let key = entry.key();
+                    if let Err(e) =
+                        self.poll
+                            .registry()
+                            .register(&mut stream, Token(key), Interest::READABLE)
+                    {
+                        tracing::warn!("cannot register connection: {e}");
+                        continue;
+                    }
+                    self.next_generation = self.next_generation.wrapping_add(1);
+                    entry.insert(Conn::new(stream, peer, self.next_generation, self.now));
+                    inc(&self.metrics.connections_total);
+                    self.metrics
+                        .connections_open
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.schedule(key);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // out of file descriptors, usually: say so at most once a minute
+                    let quiet = self
+                        .accept_error_logged
+                        .is_some_and(|t| self.now < t + Duration::from_secs(60));
+                    if !quiet {
+                        tracing::warn!(worker = self.id, "accept failed: {e}");
+                        self.accept_error_logged = Some(self.now);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    // ---- reading ---------------------------------------------------------------------------
+
+    /// Reads everything the socket has (unless the connection's outbox is full) and acts on it.
+    fn read(&mut self, key: usize) {
+        loop {
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
+            if conn.read_paused || !conn.readable {
+                return;
+            }
+            let own = !conn.inbuf.is_empty();
+            let (mut buf, max) = if own {
+                let want = self.own_read_size(key);
+                (std::mem::take(&mut self.conns[key].inbuf), want)
+            } else {
+                (
+                    std::mem::take(&mut self.readbuf),
+                    self.shared.config.read_buffer_size,
+                )
+            };
+            let conn = &mut self.conns[key];
+            match conn::read_into(&conn.stream, &mut buf, max) {
+                Ok(0) => {
+                    self.put_back(key, buf, own);
+                    self.close_now(key);
+                    return;
+                }
+                Ok(_) => {
+                    self.process(key, &mut buf);
+                    self.put_back(key, buf, own);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    conn.readable = false;
+                    self.put_back(key, buf, own);
+                    return;
+                }
+                Err(_) => {
+                    self.put_back(key, buf, own);
+                    self.close_now(key);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// How much to read into a connection's own buffer: the rest of a large frame or body in
+    /// one go (within the limits), else one read buffer's worth.
+    fn own_read_size(&self, key: usize) -> usize {
+        let base = self.shared.config.read_buffer_size;
+        let conn = &self.conns[key];
+        let want = match &conn.phase {
+            Phase::Ws(s) => usize::try_from(s.decoder.wanted()).unwrap_or(usize::MAX),
+            Phase::Body(b) => b.len.saturating_sub(conn.inbuf.len()),
+            _ => 0,
+        };
+        want.max(base)
+    }
+
+    /// Keeps what `process` left unconsumed with the connection, and returns the worker's
+    /// buffer to the worker.
+    fn put_back(&mut self, key: usize, mut buf: BytesMut, own: bool) {
+        let conn = self.conns.get_mut(key);
+        if own {
+            if let Some(conn) = conn {
+                // an emptied buffer is freed: an idle connection holds no memory
+                conn.inbuf = if buf.is_empty() { BytesMut::new() } else { buf };
+            }
+            return;
+        }
+        if let Some(conn) = conn
+            && !buf.is_empty()
+            && !matches!(conn.phase, Phase::Closing | Phase::Linger(_))
+        {
+            // a cut frame or request: the connection keeps a copy of just those bytes
+            conn.inbuf = BytesMut::from(&buf[..]);
+        }
+        buf.clear();
+        self.readbuf = buf;
+    }
+
+    /// Acts on the bytes at the front of `buf`, phase by phase, consuming what it used.
+    fn process(&mut self, key: usize, buf: &mut BytesMut) {
+        loop {
+            let Some(conn) = self.conns.get_mut(key) else {
+                buf.clear();
+                return;
+            };
+            let before = buf.len();
+            match conn.phase {
+                Phase::Http => self.process_http(key, buf),
+                Phase::Body(_) => self.process_body(key, buf),
+                Phase::Ws(_) => {
+                    self.process_ws(key, buf);
+                    return;
+                }
+                Phase::Closing | Phase::Linger(_) => {
+                    buf.clear();
+                    return;
+                }
+            }
+            if buf.is_empty() || buf.len() == before {
+                return;
+            }
+        }
+    }
+
+    // ---- HTTP ------------------------------------------------------------------------------
+
+    fn process_http(&mut self, key: usize, buf: &mut BytesMut) {
+        enum Action {
+            Answer {
+                response: Bytes,
+                keep_alive: bool,
+                reason: Option<&'static str>,
+            },
+            Upgrade {
+                response: Bytes,
+                kind: SessionKind,
+                topics: Vec<String>,
+            },
+            Body(Box<PendingBody>),
+        }
+        let draining = self.shared.state() >= DRAINING;
+        let config = &self.shared.config;
+        let (head_len, action) = match handshake::parse_request(buf, &self.limits) {
+            Ok(None) => return,
+            Err(e) => {
+                self.metrics.failure(e.code());
+                let response = Bytes::from(handshake::error_response(&e));
+                buf.clear();
+                self.answer(key, response, false);
+                return;
+            }
+            Ok(Some(req)) => {
+                let keep_alive = http::keep_alive(&req);
+                let action = match http::route(&req, config.echo) {
+                    Route::Upgrade(_) if draining => Action::Answer {
+                        response: http::text(
+                            503,
+                            "draining: reconnect to another node",
+                            false,
+                            &[("Retry-After", "1")],
+                        ),
+                        keep_alive: false,
+                        reason: Some("draining"),
+                    },
+                    Route::Upgrade(kind) => match req.validate_upgrade() {
+                        Err(e) => Action::Answer {
+                            response: Bytes::from(handshake::error_response(&e)),
+                            keep_alive: false,
+                            reason: Some(e.code()),
+                        },
+                        Ok(up) => {
+                            let topics = match (kind, up.query()) {
+                                (SessionKind::PubSub, Some(q)) => message::parse_subscribe_query(
+                                    q,
+                                    config.max_topics_per_connection,
+                                ),
+                                _ => Ok(Vec::new()),
+                            };
+                            match topics {
+                                Ok(topics) => Action::Upgrade {
+                                    response: Bytes::from(up.response(None, None)),
+                                    kind,
+                                    topics,
+                                },
+                                Err(e) => Action::Answer {
+                                    response: http::text(400, &e.to_string(), false, &[]),
+                                    keep_alive: false,
+                                    reason: Some("bad_request"),
+                                },
+                            }
+                        }
+                    },
+                    Route::Healthz => Action::Answer {
+                        response: http::text(200, "ok", keep_alive, &[]),
+                        keep_alive,
+                        reason: None,
+                    },
+                    Route::Readyz if draining => Action::Answer {
+                        response: http::text(503, "draining", keep_alive, &[]),
+                        keep_alive,
+                        reason: None,
+                    },
+                    Route::Readyz => Action::Answer {
+                        response: http::text(200, "ready", keep_alive, &[]),
+                        keep_alive,
+                        reason: None,
+                    },
+                    Route::Metrics => {
+                        let body =
+                            metrics::render(&self.shared.metrics, &self.shared.hub, draining);
+                        Action::Answer {
+                            response: http::with_type(
+                                200,
+                                "text/plain; version=0.0.4; charset=utf-8",
+                                body.as_bytes(),
+                                keep_alive,
+                            ),
+                            keep_alive,
+                            reason: None,
+                        }
+                    }
+                    Route::Publish(raw_topic) => {
+                        let framing = req
+                            .body_framing()
+                            .and_then(|f| f.check_max(config.max_body_size as u64));
+                        let topic = message::decode_topic_path(&raw_topic)
+                            .and_then(|t| message::validate_topic(&t).map(|_| t));
+                        match (framing, topic) {
+                            _ if !http::authorized(&req, config.api_key.as_deref()) => {
+                                Action::Answer {
+                                    response: http::text(
+                                        401,
+                                        "missing or wrong API key",
+                                        false,
+                                        &[("WWW-Authenticate", "Bearer")],
+                                    ),
+                                    keep_alive: false,
+                                    reason: Some("unauthorized"),
+                                }
+                            }
+                            (Err(e), _) => Action::Answer {
+                                response: Bytes::from(handshake::error_response(&e)),
+                                keep_alive: false,
+                                reason: Some(e.code()),
+                            },
+                            (Ok(handshake::BodyFraming::Chunked), _) => Action::Answer {
+                                response: http::text(
+                                    411,
+                                    "send the body with Content-Length, not chunked",
+                                    false,
+                                    &[],
+                                ),
+                                keep_alive: false,
+                                reason: Some("bad_request"),
+                            },
+                            (_, Err(e)) => Action::Answer {
+                                response: http::text(400, &e.to_string(), false, &[]),
+                                keep_alive: false,
+                                reason: Some("bad_request"),
+                            },
+                            (Ok(framing), Ok(topic)) => {
+                                let len = match framing {
+                                    handshake::BodyFraming::Length(n) => n as usize,
+                                    _ => 0,
+                                };
+                                Action::Body(Box::new(PendingBody {
+                                    topic,
+                                    json: http::is_json(&req),
+                                    len,
+                                    keep_alive,
+                                }))
+                            }
+                        }
+                    }
+                    Route::MethodNotAllowed(allow) => Action::Answer {
+                        response: http::text(405, "method not allowed", false, &[("Allow", allow)]),
+                        keep_alive: false,
+                        reason: Some("method_not_allowed"),
+                    },
+                    Route::NotFound => Action::Answer {
+                        response: http::text(
+                            404,
+                            "no such endpoint (try /ws, /healthz, /metrics)",
+                            keep_alive,
+                            &[],
+                        ),
+                        keep_alive,
+                        reason: Some("not_found"),
+                    },
+                };
+                (req.head_len(), action)
+            }
+        };
+        buf.advance(head_len);
+        match action {
+            Action::Answer {
+                response,
+                keep_alive,
+                reason,
+            } => {
+                if let Some(reason) = reason {
+                    self.metrics.failure(reason);
+                }
+                inc(&self.metrics.http_requests);
+                if !keep_alive {
+                    buf.clear();
+                }
+                self.answer(key, response, keep_alive);
+            }
+            Action::Body(body) => {
+                self.conns[key].phase = Phase::Body(body);
+            }
+            Action::Upgrade {
+                response,
+                kind,
+                topics,
+            } => self.open_session(key, response, kind, topics),
+        }
+    }
+
+    /// Queues an HTTP answer; keeps the connection for the next request or closes it after.
+    fn answer(&mut self, key: usize, response: Bytes, keep_alive: bool) {
+        let conn = &mut self.conns[key];
+        conn.outbox.push_raw(response);
+        if keep_alive {
+            conn.phase = Phase::Http;
+            conn.request_started = self.now;
+        } else {
+            conn.phase = Phase::Closing;
+        }
+        self.mark_dirty(key);
+        self.schedule(key);
+    }
+
+    fn process_body(&mut self, key: usize, buf: &mut BytesMut) {
+        let Phase::Body(pending) = &self.conns[key].phase else {
+            return;
+        };
+        if buf.len() < pending.len {
+            return;
+        }
+        let Phase::Body(pending) = std::mem::replace(&mut self.conns[key].phase, Phase::Http)
+        else {
+            unreachable!()
+        };
+        let body = buf.split_to(pending.len);
+        inc(&self.metrics.http_requests);
+        let frame = if pending.json {
+            message::json_body_delivery(&pending.topic, &body)
+        } else {
+            message::binary_body_delivery(&pending.topic, &body)
+        };
+        match frame {
+            Ok(frame) => {
+                let delivered = self.publish(&pending.topic, frame);
+                let reply = format!("{{\"delivered\":{delivered}}}");
+                let response = http::with_type(
+                    202,
+                    "application/json",
+                    reply.as_bytes(),
+                    pending.keep_alive,
+                );
+                self.answer(key, response, pending.keep_alive);
+            }
+            Err(e) => {
+                self.metrics.failure("bad_request");
+                self.answer(key, http::text(400, &e.to_string(), false, &[]), false);
+            }
+        }
+        if !pending.keep_alive {
+            buf.clear();
+        }
+    }
+
+    // ---- WebSocket -------------------------------------------------------------------------
+
+    fn open_session(
+        &mut self,
+        key: usize,
+        response: Bytes,
+        kind: SessionKind,
+        topics: Vec<String>,
+    ) {
+        let conn = &mut self.conns[key];
+        conn.outbox.push_raw(response);
+        conn.phase = Phase::Ws(Box::new(Session {
+            kind,
+            decoder: MessageDecoder::new(self.decoder),
+            topics: Vec::new(),
+            last_read: self.now,
+            ping_sent: false,
+            close_sent: None,
+        }));
+        inc(&self.metrics.upgrades_total);
+        self.shared.sessions.fetch_add(1, Ordering::AcqRel);
+        for topic in topics {
+            // the query's topics were validated and counted by parse_subscribe_query
+            let _ = self.subscribe(key, &topic);
+        }
+        self.mark_dirty(key);
+        self.schedule(key);
+        if self.shared.state() >= CLOSING {
+            self.start_close(key, CloseCode::GOING_AWAY, "server draining");
+        }
+    }
+
+    fn process_ws(&mut self, key: usize, buf: &mut BytesMut) {
+        loop {
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
+            let Phase::Ws(session) = &mut conn.phase else {
+                buf.clear();
+                return;
+            };
+            session.last_read = self.now;
+            session.ping_sent = false;
+            match session.decoder.decode(buf) {
+                Ok(None) => return,
+                Ok(Some(message)) => self.on_message(key, message),
+                Err(e) => {
+                    buf.clear();
+                    self.fail(key, &e);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_message(&mut self, key: usize, message: Message) {
+        let kind = match message {
+            Message::Text(_) => 0,
+            Message::Binary(_) => 1,
+            _ => 2,
+        };
+        inc(&self.metrics.messages_in[kind]);
+        let conn = &mut self.conns[key];
+        let Phase::Ws(session) = &mut conn.phase else {
+            return;
+        };
+        let closing = session.close_sent.is_some();
+        let session_kind = session.kind;
+        match message {
+            Message::Ping(payload) if !closing => {
+                self.send(key, OutFrame::new(OpCode::Pong, payload))
+            }
+            Message::Ping(_) | Message::Pong(_) => {}
+            Message::Close(received) => {
+                if !closing {
+                    let frame = received.as_ref().map(|c| close::CloseFrame {
+                        code: c.code,
+                        reason: "",
+                    });
+                    let reply = close::reply_to(frame);
+                    if let Some(c) = &received {
+                        self.metrics.close_sent(c.code.0);
+                    }
+                    self.send(key, OutFrame::close(&reply));
+                }
+                self.end_session(key);
+                self.conns[key].phase = Phase::Closing;
+                self.mark_dirty(key);
+            }
+            Message::Text(_) | Message::Binary(_) if closing => {}
+            Message::Text(payload) | Message::Binary(payload) => {
+                add(&self.metrics.bytes_in[kind], payload.len() as u64);
+                match (session_kind, kind) {
+                    (SessionKind::Echo, 0) => self.send(key, OutFrame::new(OpCode::Text, payload)),
+                    (SessionKind::Echo, _) => {
+                        self.send(key, OutFrame::new(OpCode::Binary, payload))
+                    }
+                    (SessionKind::PubSub, 0) => self.on_control(key, &payload),
+                    (SessionKind::PubSub, _) => self.on_binary_publish(key, payload),
+                }
+                let conn = &mut self.conns[key];
+                if conn.outbox.queued_bytes() > self.shared.config.outbox_limit {
+                    // stop reading from a peer that does not read its answers
+                    conn.read_paused = true;
+                }
+            }
+        }
+    }
+
+    fn on_control(&mut self, key: usize, text: &[u8]) {
+        let reply = match message::parse_control(text) {
+            Err(bad) => {
+                inc(&self.metrics.message_errors);
+                bad.reply()
+            }
+            Ok(msg) => {
+                let result = match &msg.command {
+                    Command::Subscribe { topic } => self.subscribe(key, topic),
+                    Command::Unsubscribe { topic } => {
+                        self.unsubscribe(key, topic);
+                        Ok(())
+                    }
+                    Command::Publish { topic, data } => {
+                        self.publish(topic, message::text_delivery(topic, data));
+                        Ok(())
+                    }
+                };
+                match (result, msg.id) {
+                    (Ok(()), Some(id)) => message::ack_frame(id),
+                    (Ok(()), None) => return,
+                    (Err(e), id) => {
+                        inc(&self.metrics.message_errors);
+                        message::error_frame(id, &e)
+                    }
+                }
+            }
+        };
+        if self.conns.contains(key) {
+            self.send(key, reply);
+        }
+    }
+
+    fn on_binary_publish(&mut self, key: usize, payload: Bytes) {
+        let topic = match message::parse_binary_publish(&payload) {
+            Ok(p) => p.topic.to_string(),
+            Err(e) => {
+                inc(&self.metrics.message_errors);
+                self.send(key, message::error_frame(None, &e));
+                return;
+            }
+        };
+        self.publish(&topic, message::binary_delivery(payload));
+    }
+
+    /// Queues a frame to one connection.
+    fn send(&mut self, key: usize, frame: OutFrame) {
+        let kind = match frame.header()[0] & 0x0F {
+            0x1 => 0,
+            0x2 => 1,
+            _ => 2,
+        };
+        inc(&self.metrics.messages_out[kind]);
+        self.conns[key].outbox.push(frame);
+        self.mark_dirty(key);
+    }
+
+    fn mark_dirty(&mut self, key: usize) {
+        self.dirty.push(key);
+    }
+
+    /// Fails the connection: a close frame with the error's code, then the socket is closed.
+    fn fail(&mut self, key: usize, error: &Error) {
+        let code = error.close_code().unwrap_or(CloseCode::INTERNAL_ERROR);
+        self.metrics.close_sent(code.0);
+        self.send(key, OutFrame::close_with(code, &error.to_string()));
+        self.end_session(key);
+        self.conns[key].phase = Phase::Closing;
+    }
+
+    /// Starts a close handshake from the server side: the peer has the close timeout to answer.
+    fn start_close(&mut self, key: usize, code: CloseCode, reason: &str) {
+        let Some(session) = self.conns.get_mut(key).and_then(Conn::session) else {
+            return;
+        };
+        if session.close_sent.is_some() {
+            return;
+        }
+        session.close_sent = Some(self.now);
+        self.metrics.close_sent(code.0);
+        self.unsubscribe_all(key);
+        self.send(key, OutFrame::close_with(code, reason));
+        self.schedule(key);
+    }
+
+    /// Leaves the WebSocket phase: forgets subscriptions and counts the session closed.
+    fn end_session(&mut self, key: usize) {
+        if !matches!(self.conns[key].phase, Phase::Ws(_)) {
+            return;
+        }
+        self.unsubscribe_all(key);
+        self.shared.sessions.fetch_sub(1, Ordering::AcqRel);
+        self.conns[key].phase = Phase::Closing;
+    }
+
+    // ---- pub/sub ---------------------------------------------------------------------------
+
+    fn subscribe(&mut self, key: usize, topic: &str) -> Result<()> {
+        let max = self.shared.config.max_topics_per_connection;
+        let conn = &mut self.conns[key];
+        let id = conn_id(key, conn.generation);
+        let Phase::Ws(session) = &mut conn.phase else {
+            return Ok(());
+        };
+        if session.topics.iter().any(|t| &**t == topic) {
+            return Ok(());
+        }
+        if session.topics.len() >= max {
+            return Err(Error::TooManyTopics(max));
+        }
+        let local = match self.topics.entry(Arc::from(topic)) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                let topic = self.shared.hub.topic(topic);
+                e.insert(LocalTopic {
+                    topic,
+                    subscribers: HashSet::new(),
+                })
+            }
+        };
+        session.topics.push(local.topic.name().clone());
+        let first = local.subscribers.is_empty();
+        local.subscribers.insert(id);
+        self.shared.hub.subscribed(self.id, &local.topic, first);
+        Ok(())
+    }
+
+    fn unsubscribe(&mut self, key: usize, topic: &str) {
+        let conn = &mut self.conns[key];
+        let id = conn_id(key, conn.generation);
+        let Phase::Ws(session) = &mut conn.phase else {
+            return;
+        };
+        let Some(i) = session.topics.iter().position(|t| &**t == topic) else {
+            return;
+        };
+        session.topics.swap_remove(i);
+        self.forget_subscriber(topic, id);
+    }
+
+    fn unsubscribe_all(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        let id = conn_id(key, conn.generation);
+        let Phase::Ws(session) = &mut conn.phase else {
+            return;
+        };
+        for topic in std::mem::take(&mut session.topics) {
+            self.forget_subscriber(&topic, id);
+        }
+    }
+
+    fn forget_subscriber(&mut self, topic: &str, id: u64) {
+        let Some(local) = self.topics.get_mut(topic) else {
+            return;
+        };
+        if local.subscribers.remove(&id) {
+            let last = local.subscribers.is_empty();
+            self.shared.hub.unsubscribed(self.id, &local.topic, last);
+            if last {
+                let local = self.topics.remove(topic).expect("present");
+                self.shared.hub.release(local.topic);
+            }
+        }
+    }
+
+    /// Publishes a frame to a topic: to other workers by reference, to local subscribers
+    /// directly. Returns the subscribers on this node.
+    fn publish(&mut self, topic: &str, frame: OutFrame) -> usize {
+        inc(&self.metrics.publishes_total);
+        if !self.topics.contains_key(topic) {
+            if self.topics.len() >= TOPIC_CACHE_LIMIT {
+                self.sweep_topic_cache();
+            }
+            let shared = self.shared.hub.topic(topic);
+            self.topics.insert(
+                shared.name().clone(),
+                LocalTopic {
+                    topic: shared,
+                    subscribers: HashSet::new(),
+                },
+            );
+        }
+        let local = &self.topics[topic];
+        let entry = local.topic.clone();
+        self.shared.hub.publish_remote(self.id, &entry, &frame);
+        self.deliver_local(topic, &frame);
+        entry.subscribers()
+    }
+
+    fn sweep_topic_cache(&mut self) {
+        let idle: Vec<Arc<str>> = self
+            .topics
+            .iter()
+            .filter(|(_, l)| l.subscribers.is_empty())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for name in idle {
+            if let Some(local) = self.topics.remove(&name) {
+                self.shared.hub.release(local.topic);
+            }
+        }
+    }
+
+    /// Queues `frame` to every local subscriber of `topic`; closes the ones that fell behind.
+    fn deliver_local(&mut self, topic: &str, frame: &OutFrame) {
+        let Some(local) = self.topics.get(topic) else {
+            return;
+        };
+        let limit = self.shared.config.outbox_limit;
+        let kind = if frame.header()[0] & 0x0F == 0x1 {
+            0
+        } else {
+            1
+        };
+        let mut slow = Vec::new();
+        let mut delivered = 0u64;
+        for &id in &local.subscribers {
+            let key = (id & 0xFFFF_FFFF) as usize;
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            conn.outbox.push(frame.clone());
+            delivered += 1;
+            self.dirty.push(key);
+            if conn.outbox.queued_bytes() > limit {
+                slow.push(key);
+            }
+        }
+        add(&self.metrics.fanout_deliveries, delivered);
+        add(&self.metrics.messages_out[kind], delivered);
+        for key in slow {
+            inc(&self.metrics.slow_consumer_closes);
+            self.conns[key].outbox.drop_unstarted();
+            let reason = format!(
+                "slow consumer: more than {} queued",
+                crate::config::format_size(limit as u64)
+            );
+            self.start_close(key, CloseCode::TRY_AGAIN_LATER, &reason);
+        }
+    }
+
+    fn take_inbox(&mut self) {
+        let shared = self.shared.clone();
+        shared.hub.drain(self.id, |d: Delivery| {
+            self.deliver_local(d.topic.name(), &d.frame)
+        });
+    }
+
+    // ---- writing and closing ---------------------------------------------------------------
+
+    fn flush_dirty(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for key in dirty.drain(..) {
+            self.flush(key);
+        }
+        if self.dirty.is_empty() {
+            self.dirty = dirty; // keep the allocation
+        }
+    }
+
+    fn flush(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.outbox.is_empty() && !matches!(conn.phase, Phase::Closing) {
+            return;
+        }
+        match conn.outbox.flush(&mut conn.stream) {
+            Ok(done) => add(&self.metrics.bytes_out, done.bytes as u64),
+            Err(_) => {
+                self.close_now(key);
+                return;
+            }
+        }
+        let limit = self.shared.config.outbox_limit;
+        let conn = &mut self.conns[key];
+        let wants_write = !conn.outbox.is_empty();
+        if wants_write != conn.interest.is_writable() {
+            let interest = if wants_write {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            if self
+                .poll
+                .registry()
+                .reregister(&mut conn.stream, Token(key), interest)
+                .is_err()
+            {
+                self.close_now(key);
+                return;
+            }
+            conn.interest = interest;
+        }
+        if wants_write {
+            return;
+        }
+        if matches!(conn.phase, Phase::Closing) {
+            // everything is out: half-close and wait for the peer to close its side
+            let _ = conn.stream.shutdown(std::net::Shutdown::Write);
+            conn.phase = Phase::Linger(self.now);
+            self.schedule(key);
+            self.read(key);
+            return;
+        }
+        if conn.read_paused && conn.outbox.queued_bytes() <= limit / 2 {
+            conn.read_paused = false;
+            self.read(key);
+        }
+    }
+
+    /// Drops a connection at once.
+    fn close_now(&mut self, key: usize) {
+        if !self.conns.contains(key) {
+            return;
+        }
+        self.end_session(key);
+        let mut conn = self.conns.remove(key);
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        self.metrics
+            .connections_open
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+
+    // ---- timers and drain ------------------------------------------------------------------
+
+    fn schedule(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Some(at) = conn.deadline(&self.timeouts) else {
+            return;
+        };
+        if conn.timer_at.is_none_or(|t| at < t) {
+            conn.timer_at = Some(at);
+            self.timers.push(Reverse((at, key, conn.generation)));
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        while let Some(&Reverse((at, key, generation))) = self.timers.peek() {
+            if at > self.now {
+                return;
+            }
+            self.timers.pop();
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if conn.generation != generation || conn.timer_at != Some(at) {
+                continue; // stale entry
+            }
+            conn.timer_at = None;
+            self.on_timer(key);
+        }
+    }
+
+    fn on_timer(&mut self, key: usize) {
+        let now = self.now;
+        let conn = &mut self.conns[key];
+        match conn.deadline(&self.timeouts) {
+            None => {}
+            Some(at) if at > now => self.schedule(key),
+            Some(_) => match &mut conn.phase {
+                Phase::Http | Phase::Body(_) => {
+                    if conn.inbuf.is_empty() && matches!(conn.phase, Phase::Http) {
+                        self.close_now(key); // an idle keep-alive or silent connection
+                    } else {
+                        self.metrics.failure("timeout");
+                        conn.inbuf = BytesMut::new();
+                        self.answer(key, http::text(408, "request timeout", false, &[]), false);
+                    }
+                }
+                Phase::Linger(_) | Phase::Closing => self.close_now(key),
+                Phase::Ws(session) => {
+                    let idle_over = !self.timeouts.idle.is_zero()
+                        && now >= session.last_read + self.timeouts.idle;
+                    if session.close_sent.is_some() {
+                        self.close_now(key); // the peer never answered our close
+                    } else if idle_over {
+                        self.start_close(key, CloseCode::GOING_AWAY, "idle timeout");
+                    } else {
+                        session.ping_sent = true;
+                        self.send(key, OutFrame::new(OpCode::Ping, Bytes::new()));
+                        self.schedule(key);
+                    }
+                }
+            },
+        }
+    }
+
+    /// Follows the drain state; returns true when the worker must exit.
+    fn check_state(&mut self) -> bool {
+        let state = self.shared.state();
+        if state == self.seen_state {
+            return false;
+        }
+        self.seen_state = state;
+        if state >= CLOSING {
+            let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+            for key in keys {
+                match self.conns[key].phase {
+                    Phase::Ws(_) => self.start_close(key, CloseCode::GOING_AWAY, "server draining"),
+                    Phase::Http
+                        if self.conns[key].inbuf.is_empty()
+                            && self.conns[key].outbox.is_empty() =>
+                    {
+                        self.close_now(key)
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if state == STOPPING {
+            let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+            for key in keys {
+                self.close_now(key);
+            }
+            return true;
+        }
+        false
+    }
+}
