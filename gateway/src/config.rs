@@ -477,6 +477,8 @@ mod tests {
             "s3\"cret",
             "--ping-interval",
             "1m 30s",
+            "--idle-timeout",
+            "3m",
         ])
         .unwrap()
         .settings;
