@@ -1,0 +1,169 @@
+//! `loadtest echo`: C connections each keep W messages of S bytes in flight against `/echo`;
+//! every echoed payload is compared with what was sent, and round trips go into a histogram.
+
+use crate::client::Client;
+use crate::driver::Scenario;
+use crate::stats::Stats;
+use std::collections::VecDeque;
+use std::time::Instant;
+use wsgate_core::frame::{Message, OpCode};
+
+/// One thread's share of an echo run.
+pub struct Echo {
+    /// The thread number, mixed into the filler so threads' payloads differ.
+    thread: usize,
+    size: usize,
+    window: usize,
+    binary: bool,
+    epoch: Instant,
+    until: Instant,
+    /// Per connection: sequence numbers in flight, oldest first, and the next to send.
+    conns: Vec<(VecDeque<u64>, u64)>,
+    /// Results.
+    pub stats: Stats,
+}
+
+impl Echo {
+    /// A run of `conns` connections until `until`.
+    pub fn new(
+        conns: usize,
+        size: usize,
+        window: usize,
+        binary: bool,
+        epoch: Instant,
+        until: Instant,
+        thread: usize,
+    ) -> Echo {
+        Echo {
+            thread,
+            size,
+            window,
+            binary,
+            epoch,
+            until,
+            conns: (0..conns).map(|_| (VecDeque::new(), 0)).collect(),
+            stats: Stats::new(),
+        }
+    }
+
+    /// The filler byte of a message: differs per connection and sequence number, so a payload
+    /// delivered to the wrong connection or out of order is caught.
+    fn fill(&self, conn: usize, seq: u64) -> u8 {
+        let c = (conn + self.thread * 7) as u64;
+        if self.binary {
+            (c as u8).wrapping_add(seq as u8)
+        } else {
+            b'a' + ((c + seq) % 26) as u8
+        }
+    }
+
+    /// Binary: seq and send time as little-endian u64s; text: the same as 32 hex digits.
+    fn head_len(&self) -> usize {
+        if self.binary { 16 } else { 32 }
+    }
+
+    fn payload(&self, conn: usize, seq: u64, sent_ns: u64) -> Vec<u8> {
+        let mut p = Vec::with_capacity(self.size.max(32));
+        if self.binary {
+            p.extend_from_slice(&seq.to_le_bytes());
+            p.extend_from_slice(&sent_ns.to_le_bytes());
+        } else {
+            p.extend_from_slice(format!("{seq:016x}{sent_ns:016x}").as_bytes());
+        }
+        p.resize(self.size.max(p.len()), self.fill(conn, seq));
+        p
+    }
+
+    fn send_next(&mut self, i: usize, client: &mut Client, now: Instant) {
+        let seq = self.conns[i].1;
+        self.conns[i].1 += 1;
+        self.conns[i].0.push_back(seq);
+        let payload = self.payload(i, seq, (now - self.epoch).as_nanos() as u64);
+        client.send(
+            if self.binary {
+                OpCode::Binary
+            } else {
+                OpCode::Text
+            },
+            &payload,
+        );
+        self.stats.sent += 1;
+    }
+}
+
+impl Scenario for Echo {
+    fn on_open(&mut self, i: usize, client: &mut Client, now: Instant) {
+        self.stats.opened += 1;
+        for _ in 0..self.window {
+            self.send_next(i, client, now);
+        }
+    }
+
+    fn on_message(&mut self, i: usize, client: &mut Client, message: Message, now: Instant) {
+        let data = match message {
+            Message::Binary(b) if self.binary => b,
+            Message::Text(t) if !self.binary => t,
+            Message::Close(c) => {
+                self.stats
+                    .closed_by_server
+                    .push(c.map_or(1005, |c| c.code.0));
+                return;
+            }
+            Message::Ping(_) | Message::Pong(_) => return,
+            _ => {
+                self.stats.mismatched += 1;
+                return;
+            }
+        };
+        let Some(seq) = self.conns[i].0.pop_front() else {
+            self.stats.unexpected += 1;
+            return;
+        };
+        let head = self.head_len();
+        let (got_seq, sent_ns) = match data.get(..head) {
+            Some(h) if self.binary => (read_u64(h, 0), read_u64(h, 8)),
+            Some(h) => (hex_u64(&h[..16]), hex_u64(&h[16..])),
+            None => (u64::MAX, 0),
+        };
+        let fill = self.fill(i, seq);
+        let fill_ok = data.len() == self.size.max(head)
+            && data[head.min(data.len())..].iter().all(|&b| b == fill);
+        if got_seq != seq || !fill_ok {
+            self.stats.mismatched += 1;
+        }
+        let rtt = (now - self.epoch).as_nanos() as u64
+            - sent_ns.min((now - self.epoch).as_nanos() as u64);
+        self.stats.record(rtt / 1000);
+        self.stats.received += 1;
+        if now < self.until {
+            self.send_next(i, client, now);
+        }
+    }
+
+    fn on_end(&mut self, i: usize, error: Option<crate::client::ClientError>) {
+        self.stats.lost += self.conns[i].0.len() as u64;
+        self.conns[i].0.clear();
+        if let Some(e) = error {
+            self.stats.error(e.to_string());
+        }
+    }
+
+    fn finished(&self, now: Instant) -> bool {
+        // after the deadline, wait for what is in flight (bounded by the caller's grace)
+        now >= self.until + crate::stats::GRACE
+            || (now >= self.until && self.conns.iter().all(|(q, _)| q.is_empty()))
+    }
+}
+
+fn read_u64(b: &[u8], at: usize) -> u64 {
+    b.get(at..at + 8).map_or(u64::MAX, |s| {
+        u64::from_le_bytes(s.try_into().expect("8 bytes"))
+    })
+}
+
+fn hex_u64(b: &[u8]) -> u64 {
+    std::str::from_utf8(b)
+        .ok()
+        .and_then(|s| u64::from_str_radix(s, 16).ok())
+        .unwrap_or(u64::MAX)
+}

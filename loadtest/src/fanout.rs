@@ -1,0 +1,289 @@
+//! `loadtest fanout`: N subscribers of T topics, P publishers sending binary publishes that
+//! carry (publisher, sequence number, send time). Every subscriber checks, per publisher, that
+//! it sees every sequence number once and in order; publish-to-receive latency goes into a
+//! histogram. A subscriber the gateway closes as slow (1013) is reported apart from losses.
+
+use crate::client::Client;
+use crate::driver::Scenario;
+use crate::stats::{GRACE, Stats};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+use wsgate_core::frame::{Message, OpCode};
+
+/// Counters shared by every thread of a fanout run.
+#[derive(Debug)]
+pub struct Progress {
+    /// Messages sent so far by each publisher.
+    pub published: Vec<AtomicU64>,
+    /// Publishers that have stopped sending.
+    pub publishers_done: AtomicUsize,
+}
+
+impl Progress {
+    /// Counters for `publishers` publishers.
+    pub fn new(publishers: usize) -> Progress {
+        Progress {
+            published: (0..publishers).map(|_| AtomicU64::new(0)).collect(),
+            publishers_done: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// What a connection of this thread does.
+#[derive(Debug)]
+pub enum Role {
+    /// Subscribed to `topic`; `expected[p]` is the next sequence number from publisher p.
+    Subscriber {
+        /// Topic index.
+        topic: usize,
+        /// Next expected sequence number per publisher.
+        expected: Vec<u64>,
+        /// Closed by the gateway as a slow consumer.
+        slow: bool,
+    },
+    /// Publisher number `id`, publishing to `topic` (and subscribed to it, to see its own
+    /// messages come back and bound what it has in flight).
+    Publisher {
+        /// Publisher number.
+        id: usize,
+        /// Topic index.
+        topic: usize,
+        /// Next sequence number.
+        next: u64,
+        /// Own messages seen back.
+        back: u64,
+        /// When the session opened.
+        opened: Option<Instant>,
+        /// Done sending.
+        done: bool,
+    },
+}
+
+/// The topic name of topic index `t`.
+pub fn topic_name(base: &str, t: usize, topics: usize) -> String {
+    if topics == 1 {
+        base.to_string()
+    } else {
+        format!("{base}-{t}")
+    }
+}
+
+/// One thread's share of a fanout run.
+pub struct Fanout {
+    roles: Vec<Role>,
+    topics: Vec<Vec<u8>>,
+    publishers: usize,
+    size: usize,
+    window: u64,
+    rate: f64,
+    epoch: Instant,
+    until: Instant,
+    progress: Arc<Progress>,
+    /// Results.
+    pub stats: Stats,
+    /// Subscribers closed with 1013.
+    pub slow_closed: u64,
+}
+
+impl Fanout {
+    /// A thread running `roles`, over topics named by `topics`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        roles: Vec<Role>,
+        topics: Vec<String>,
+        publishers: usize,
+        size: usize,
+        window: u64,
+        rate: f64,
+        epoch: Instant,
+        until: Instant,
+        progress: Arc<Progress>,
+    ) -> Fanout {
+        Fanout {
+            roles,
+            topics: topics.into_iter().map(String::into_bytes).collect(),
+            publishers,
+            size,
+            window,
+            rate,
+            epoch,
+            until,
+            progress,
+            stats: Stats::new(),
+            slow_closed: 0,
+        }
+    }
+
+    fn publish_more(&mut self, i: usize, client: &mut Client, now: Instant) {
+        let Role::Publisher {
+            id,
+            topic,
+            next,
+            back,
+            opened,
+            done,
+        } = &mut self.roles[i]
+        else {
+            return;
+        };
+        let Some(opened) = *opened else { return };
+        if now >= self.until {
+            if !*done {
+                *done = true;
+                self.progress.publishers_done.fetch_add(1, Ordering::AcqRel);
+            }
+            return;
+        }
+        let allowed = if self.rate > 0.0 {
+            ((now - opened).as_secs_f64() * self.rate) as u64 + 1
+        } else {
+            u64::MAX
+        };
+        let topic_bytes = &self.topics[*topic];
+        while *next - *back < self.window && *next < allowed {
+            let mut m = Vec::with_capacity(1 + topic_bytes.len() + self.size);
+            m.push(topic_bytes.len() as u8);
+            m.extend_from_slice(topic_bytes);
+            m.extend_from_slice(&(*id as u32).to_le_bytes());
+            m.extend_from_slice(&next.to_le_bytes());
+            m.extend_from_slice(&((now - self.epoch).as_nanos() as u64).to_le_bytes());
+            m.resize(1 + topic_bytes.len() + self.size, (*next as u8) ^ 0x5a);
+            client.send(OpCode::Binary, &m);
+            *next += 1;
+            self.stats.sent += 1;
+            self.progress.published[*id].store(*next, Ordering::Release);
+        }
+    }
+
+    /// Messages still owed to this thread's subscribers, by what publishers have sent so far.
+    fn owed(&self) -> u64 {
+        let mut owed = 0;
+        for role in &self.roles {
+            if let Role::Subscriber {
+                topic,
+                expected,
+                slow: false,
+            } = role
+            {
+                for (p, e) in expected.iter().enumerate() {
+                    if p % self.topics.len() == *topic {
+                        owed += self.progress.published[p]
+                            .load(Ordering::Acquire)
+                            .saturating_sub(*e);
+                    }
+                }
+            }
+        }
+        owed
+    }
+
+    /// Counts what never arrived (call once the run is over).
+    pub fn finish(&mut self) {
+        self.stats.lost += self.owed();
+    }
+}
+
+impl Scenario for Fanout {
+    fn on_open(&mut self, i: usize, client: &mut Client, now: Instant) {
+        self.stats.opened += 1;
+        if let Role::Publisher { opened, .. } = &mut self.roles[i] {
+            *opened = Some(now);
+            self.publish_more(i, client, now);
+        }
+    }
+
+    fn on_message(&mut self, i: usize, client: &mut Client, message: Message, now: Instant) {
+        let data = match message {
+            Message::Binary(b) => b,
+            Message::Close(c) => {
+                let code = c.map_or(1005, |c| c.code.0);
+                self.stats.closed_by_server.push(code);
+                if let Role::Subscriber { slow, .. } = &mut self.roles[i]
+                    && code == 1013
+                {
+                    *slow = true;
+                    self.slow_closed += 1;
+                }
+                return;
+            }
+            Message::Text(_) => {
+                self.stats.unexpected += 1;
+                return;
+            }
+            Message::Ping(_) | Message::Pong(_) => return,
+        };
+        let l = *data.first().unwrap_or(&0) as usize;
+        let body = data.get(1 + l..).unwrap_or(&[]);
+        if body.len() < 20 {
+            self.stats.mismatched += 1;
+            return;
+        }
+        let publisher = u32::from_le_bytes(body[0..4].try_into().expect("4")) as usize;
+        let seq = u64::from_le_bytes(body[4..12].try_into().expect("8"));
+        let sent = u64::from_le_bytes(body[12..20].try_into().expect("8"));
+        let topic = &data[1..1 + l];
+        match &mut self.roles[i] {
+            Role::Publisher { id, back, .. } => {
+                if publisher == *id {
+                    *back += 1;
+                    self.publish_more(i, client, now);
+                }
+            }
+            Role::Subscriber {
+                topic: t, expected, ..
+            } => {
+                if publisher >= self.publishers || topic != &self.topics[*t][..] {
+                    self.stats.mismatched += 1;
+                    return;
+                }
+                let e = &mut expected[publisher];
+                if seq == *e {
+                    *e += 1;
+                } else if seq > *e {
+                    self.stats.lost += seq - *e;
+                    *e = seq + 1;
+                } else {
+                    self.stats.reordered += 1;
+                }
+                self.stats.received += 1;
+                let now_ns = (now - self.epoch).as_nanos() as u64;
+                self.stats.record(now_ns.saturating_sub(sent) / 1000);
+            }
+        }
+    }
+
+    fn on_end(&mut self, i: usize, error: Option<crate::client::ClientError>) {
+        if let Role::Subscriber { slow, .. } = &mut self.roles[i] {
+            *slow = true; // stop expecting anything from it; an error is reported below
+        }
+        if let Role::Publisher { done, .. } = &mut self.roles[i]
+            && !*done
+        {
+            *done = true;
+            self.progress.publishers_done.fetch_add(1, Ordering::AcqRel);
+        }
+        if let Some(e) = error {
+            self.stats.error(e.to_string());
+        }
+    }
+
+    fn tick(&mut self, clients: &mut [Option<Client>], now: Instant) {
+        for i in 0..self.roles.len().min(clients.len()) {
+            if matches!(self.roles[i], Role::Publisher { .. })
+                && let Some(c) = clients[i].as_mut()
+            {
+                self.publish_more(i, c, now);
+            }
+        }
+    }
+
+    fn finished(&self, now: Instant) -> bool {
+        if now < self.until {
+            return false;
+        }
+        now >= self.until + GRACE
+            || (self.progress.publishers_done.load(Ordering::Acquire) == self.publishers
+                && self.owed() == 0)
+    }
+}

@@ -1,0 +1,104 @@
+//! Counters and a latency histogram per thread, merged at the end of a run.
+
+use hdrhistogram::Histogram;
+use std::time::Duration;
+
+/// How long a run waits, after its deadline, for messages still in flight.
+pub const GRACE: Duration = Duration::from_secs(5);
+
+/// What one thread saw.
+#[derive(Debug, Clone)]
+pub struct Stats {
+    /// Connections whose upgrade succeeded.
+    pub opened: u64,
+    /// Messages sent.
+    pub sent: u64,
+    /// Messages received and checked.
+    pub received: u64,
+    /// Messages that came back different from what was sent, or out of place.
+    pub mismatched: u64,
+    /// Messages expected and never received.
+    pub lost: u64,
+    /// Messages received twice or out of order.
+    pub reordered: u64,
+    /// Messages nobody expected.
+    pub unexpected: u64,
+    /// Close codes the server sent.
+    pub closed_by_server: Vec<u16>,
+    /// Connection errors, by message.
+    pub errors: Vec<String>,
+    /// Latency in microseconds.
+    pub latency: Histogram<u64>,
+}
+
+impl Stats {
+    /// Empty counters.
+    pub fn new() -> Stats {
+        Stats {
+            opened: 0,
+            sent: 0,
+            received: 0,
+            mismatched: 0,
+            lost: 0,
+            reordered: 0,
+            unexpected: 0,
+            closed_by_server: Vec::new(),
+            errors: Vec::new(),
+            latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
+        }
+    }
+
+    /// Records one latency sample, in microseconds.
+    pub fn record(&mut self, micros: u64) {
+        self.latency.saturating_record(micros.max(1));
+    }
+
+    /// Records a connection error (kept up to 100 distinct samples).
+    pub fn error(&mut self, e: String) {
+        if self.errors.len() < 100 {
+            self.errors.push(e);
+        } else {
+            self.errors[99] = format!("... and more ({e})");
+        }
+    }
+
+    /// Adds another thread's counters to these.
+    pub fn merge(&mut self, o: &Stats) {
+        self.opened += o.opened;
+        self.sent += o.sent;
+        self.received += o.received;
+        self.mismatched += o.mismatched;
+        self.lost += o.lost;
+        self.reordered += o.reordered;
+        self.unexpected += o.unexpected;
+        self.closed_by_server.extend_from_slice(&o.closed_by_server);
+        for e in &o.errors {
+            self.error(e.clone());
+        }
+        self.latency.add(&o.latency).expect("same bounds");
+    }
+
+    /// Whether the run saw a correctness failure.
+    pub fn correctness_failures(&self) -> u64 {
+        self.mismatched + self.lost + self.reordered + self.unexpected
+    }
+
+    /// The latency percentiles reported, in microseconds.
+    pub fn percentiles(&self) -> [(&'static str, u64); 6] {
+        let h = &self.latency;
+        [
+            ("p50", h.value_at_quantile(0.5)),
+            ("p90", h.value_at_quantile(0.9)),
+            ("p99", h.value_at_quantile(0.99)),
+            ("p99.9", h.value_at_quantile(0.999)),
+            ("max", h.max()),
+            ("mean", h.mean() as u64),
+        ]
+    }
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats::new()
+    }
+}
