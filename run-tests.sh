@@ -20,3 +20,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --all-targets --locked
 cargo test --workspace --doc --locked
+
+echo "== Autobahn TestSuite (cases 1-7, 9, 10 against /echo)"
+cargo build --release -p wsgate --locked
+gateway/tests/autobahn/run.sh target/release/wsgate
