@@ -364,11 +364,20 @@ pub fn parse_toml(text: &str) -> Result<Settings, ConfigError> {
         .map_err(|e| ConfigError(e.message().to_string() + &span_hint(text, e.span())))
 }
 
+/// Where in the file an error is: the line, and the key when the error is in a value (a bad
+/// value's message names only the value).
 fn span_hint(text: &str, span: Option<std::ops::Range<usize>>) -> String {
     match span {
         Some(r) => {
-            let line = text[..r.start.min(text.len())].matches('\n').count() + 1;
-            format!(" (line {line})")
+            let start = r.start.min(text.len());
+            let line = text[..start].matches('\n').count() + 1;
+            let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+            match text[line_start..start].split_once('=') {
+                Some((key, _)) if !key.trim().is_empty() => {
+                    format!(" (key {}, line {line})", key.trim())
+                }
+                _ => format!(" (line {line})"),
+            }
         }
         None => String::new(),
     }
@@ -522,8 +531,13 @@ mod tests {
             err.contains("max-mesage-size") && err.contains("line 2"),
             "{err}"
         );
-        let err = parse_toml("outbox-limit = \"huge\"\n").unwrap_err().0;
-        assert!(err.contains("not a size"), "{err}");
+        let err = parse_toml("workers = 1\noutbox-limit = \"huge\"\n")
+            .unwrap_err()
+            .0;
+        assert!(
+            err.contains("not a size") && err.contains("key outbox-limit, line 2"),
+            "{err}"
+        );
         let err = parse_toml("workers = [1]").unwrap_err().0;
         assert!(!err.is_empty());
     }

@@ -24,11 +24,16 @@ pub struct Server {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<io::Result<()>>>,
     local_addr: SocketAddr,
+    /// SIGTERM and SIGINT, caught from the start: a signal that comes as soon as the
+    /// `listening on` line is out must drain, not kill the process.
+    signals: Option<Signals>,
 }
 
 impl Server {
-    /// Binds the sockets and starts one worker thread per configured worker.
+    /// Binds the sockets and starts one worker thread per configured worker. From here on
+    /// SIGTERM and SIGINT are caught for [`run_until_signal`](Self::run_until_signal).
     pub fn start(config: Config) -> io::Result<Server> {
+        let signals = Signals::new([SIGTERM, SIGINT])?;
         let listeners = crate::listener::bind_all(config.listen, config.workers, config.backlog)?;
         let local_addr = listeners[0].local_addr()?;
         let mut polls = Vec::new();
@@ -65,6 +70,7 @@ impl Server {
             shared,
             threads,
             local_addr,
+            signals: Some(signals),
         })
     }
 
@@ -74,8 +80,11 @@ impl Server {
     }
 
     /// Waits for SIGTERM or SIGINT, drains, and returns when the workers have stopped.
-    pub fn run_until_signal(self) -> io::Result<()> {
-        let mut signals = Signals::new([SIGTERM, SIGINT])?;
+    pub fn run_until_signal(mut self) -> io::Result<()> {
+        let mut signals = match self.signals.take() {
+            Some(s) => s,
+            None => Signals::new([SIGTERM, SIGINT])?,
+        };
         let mut poll = Poll::new()?;
         poll.registry()
             .register(&mut signals, Token(0), Interest::READABLE)?;

@@ -918,7 +918,15 @@ impl Worker {
             delivered += 1;
             self.dirty.push(key);
             if conn.outbox.queued_bytes() > limit {
-                slow.push(key);
+                // A burst queued within one turn of the loop (a publisher's whole read, a full
+                // inbox) is not the subscriber's fault: write what its socket takes now, and
+                // judge it by what is left. A write error is handled by the flush after.
+                if let Ok(done) = conn.outbox.flush(&mut conn.stream) {
+                    add(&self.metrics.bytes_out, done.bytes as u64);
+                }
+                if conn.outbox.queued_bytes() > limit {
+                    slow.push(key);
+                }
             }
         }
         add(&self.metrics.fanout_deliveries, delivered);

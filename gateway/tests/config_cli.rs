@@ -1,0 +1,188 @@
+//! End-to-end tests of the command line and the config file: bad input exits 2 naming what was
+//! wrong; `--print-config` prints what `--config` reads back.
+
+mod common;
+
+use common::{BIN, Gateway};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Runs the binary to completion (it must not start serving), with a time bound.
+fn run(args: &[&str]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start wsgate");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("wsgate {args:?} kept running");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// Asserts exit code 2 and a message on stderr that contains every one of `names`.
+fn fails_naming(args: &[&str], names: &[&str]) {
+    let out = run(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    for name in names {
+        assert!(
+            stderr.contains(name),
+            "{args:?}: stderr does not name {name:?}:\n{stderr}"
+        );
+    }
+    assert!(out.stdout.is_empty(), "{args:?}: printed to stdout");
+}
+
+/// A file in this test target's scratch directory.
+fn scratch(name: &str, contents: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("config_cli");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+#[test]
+fn bad_flags_and_values_exit_2_naming_the_flag() {
+    fails_naming(&["--no-such-flag"], &["--no-such-flag"]);
+    fails_naming(
+        &["--max-message-size", "lots"],
+        &["--max-message-size", "lots"],
+    );
+    fails_naming(&["--workers", "0"], &["--workers"]);
+    fails_naming(&["--workers", "many"], &["--workers"]);
+    fails_naming(&["--listen", "nowhere"], &["--listen"]);
+    fails_naming(&["--handshake-timeout", "soon"], &["--handshake-timeout"]);
+    fails_naming(&["--echo", "maybe"], &["--echo"]);
+    // values that parse but make no sense
+    fails_naming(&["--max-message-size", "3GiB"], &["--max-message-size"]);
+    fails_naming(&["--outbox-limit", "10"], &["--outbox-limit"]);
+    fails_naming(
+        &["--ping-interval", "10s", "--idle-timeout", "5s"],
+        &["--idle-timeout"],
+    );
+    fails_naming(&["--log", "wsgate=[["], &["--log"]);
+}
+
+#[test]
+fn bad_config_files_exit_2_naming_the_file_and_key() {
+    let missing = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("no-such-dir/wsgate.toml");
+    fails_naming(
+        &["--config", missing.to_str().unwrap()],
+        &["no-such-dir/wsgate.toml"],
+    );
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    fails_naming(&["--config", dir.to_str().unwrap()], &["config"]);
+
+    let typo = scratch(
+        "typo.toml",
+        "listen = \"127.0.0.1:0\"\nmax-mesage-size = 5\n",
+    );
+    fails_naming(
+        &["--config", typo.to_str().unwrap()],
+        &["typo.toml", "max-mesage-size", "line 2"],
+    );
+    let bad_size = scratch("bad_size.toml", "workers = 1\noutbox-limit = \"huge\"\n");
+    fails_naming(
+        &["--config", bad_size.to_str().unwrap()],
+        &["bad_size.toml", "outbox-limit", "huge"],
+    );
+    let bad_type = scratch("bad_type.toml", "workers = \"two\"\n");
+    fails_naming(
+        &["--config", bad_type.to_str().unwrap()],
+        &["bad_type.toml", "workers"],
+    );
+    let not_toml = scratch("not_toml.toml", "this is [not toml\n");
+    fails_naming(
+        &["--config", not_toml.to_str().unwrap()],
+        &["not_toml.toml"],
+    );
+    // a file whose values parse but do not make sense together
+    let nonsense = scratch(
+        "nonsense.toml",
+        "ping-interval = \"10s\"\nidle-timeout = \"5s\"\n",
+    );
+    fails_naming(&["--config", nonsense.to_str().unwrap()], &["idle-timeout"]);
+}
+
+#[test]
+fn printed_config_reads_back_the_same() {
+    let first = run(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "3",
+        "--outbox-limit",
+        "64KiB",
+        "--max-message-size",
+        "1000",
+        "--ping-interval",
+        "1m 30s",
+        "--idle-timeout",
+        "3m",
+        "--echo",
+        "false",
+        "--api-key",
+        "s3\"cret\\key",
+        "--log",
+        "wsgate=debug,info",
+        "--print-config",
+    ]);
+    assert_eq!(
+        first.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let text = String::from_utf8(first.stdout).expect("UTF-8");
+    assert!(text.contains("workers = 3"), "{text}");
+    assert!(text.contains("outbox-limit = \"64KiB\""), "{text}");
+    assert!(text.contains("echo = false"), "{text}");
+    let path = scratch("printed.toml", &text);
+    let again = run(&["--config", path.to_str().unwrap(), "--print-config"]);
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(String::from_utf8(again.stdout).unwrap(), text);
+
+    // the defaults round-trip too
+    let defaults = run(&["--print-config"]);
+    assert_eq!(defaults.status.code(), Some(0));
+    let text = String::from_utf8(defaults.stdout).unwrap();
+    let path = scratch("defaults.toml", &text);
+    let again = run(&["--config", path.to_str().unwrap(), "--print-config"]);
+    assert_eq!(String::from_utf8(again.stdout).unwrap(), text);
+}
+
+#[test]
+fn the_config_file_is_used_and_flags_win_over_it() {
+    let path = scratch(
+        "serve.toml",
+        "listen = \"127.0.0.1:1\"\necho = false\nmax-message-size = \"1KiB\"\n",
+    );
+    let gw = Gateway::start_raw(&[
+        "--config",
+        path.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    // echo = false from the file
+    let r = common::http(gw.addr, common::upgrade_request("/echo").as_bytes());
+    assert_eq!(r.status, 404, "{r:?}");
+    // the message limit from the file
+    let mut ws = common::RawWs::connect(gw.addr, "/ws");
+    ws.send(true, wsgate_core::frame::OpCode::Binary, &[1u8; 1025]);
+    ws.expect_close_now(1009);
+}
