@@ -8,7 +8,7 @@ use wsgate_benches::{ascii_text, cjk_text, mixed_text};
 use wsgate_core::utf8::Utf8Validator;
 
 fn validate(c: &mut Criterion) {
-    for size in [1024usize, 64 * 1024] {
+    for size in [1024usize, 4 * 1024, 16 * 1024, 64 * 1024] {
         let mut group = c.benchmark_group(format!("utf8/{size}"));
         for (kind, text) in [
             ("ascii", ascii_text(size)),

@@ -511,12 +511,11 @@ pub fn error_frame(id: Option<i64>, error: &Error) -> OutFrame {
         push_i64(&mut v, id);
         v.push(b',');
     }
-    v.extend_from_slice(br#""code":""#);
-    escape_into(&mut v, error.code());
-    v.extend_from_slice(br#"","message":""#);
-    // Writing into a Vec cannot fail, and Error's Display does not fail either.
-    let _ = fmt::Write::write_fmt(&mut JsonStringWriter(&mut v), format_args!("{error}"));
-    v.extend_from_slice(br#""}"#);
+    v.extend_from_slice(br#""code":"#);
+    push_json_string(&mut v, error.code());
+    v.extend_from_slice(br#","message":"#);
+    push_json_string(&mut v, &error.to_string());
+    v.push(b'}');
     OutFrame::new(OpCode::Text, Bytes::from(v))
 }
 
@@ -528,8 +527,8 @@ fn push_i64(v: &mut Vec<u8>, n: i64) {
 
 // ---- deliveries -------------------------------------------------------------------------
 
-const DELIVERY_HEAD: &[u8] = br#"{"type":"message","topic":""#;
-const DELIVERY_MID: &[u8] = br#"","data":"#;
+const DELIVERY_HEAD: &[u8] = br#"{"type":"message","topic":"#;
+const DELIVERY_MID: &[u8] = br#","data":"#;
 
 /// The text frame `{"type":"message","topic":"T","data":DATA}` delivered to every subscriber of
 /// a text publish: `topic` JSON-escaped, `data` the publisher's text verbatim.
@@ -543,14 +542,15 @@ pub fn text_delivery(topic: &str, data: &RawValue) -> OutFrame {
 
 /// [`text_delivery`] over JSON text the caller has validated.
 fn text_delivery_raw(topic: &str, data: &str) -> OutFrame {
-    let len = DELIVERY_HEAD.len() + escaped_len(topic) + DELIVERY_MID.len() + data.len() + 1;
-    let mut v = Vec::with_capacity(len);
+    // A valid topic has no control characters, so escaping at most doubles it (`"` and `\`):
+    // with the quotes, this capacity is never exceeded and the payload is allocated once.
+    let cap = DELIVERY_HEAD.len() + 2 * topic.len() + 2 + DELIVERY_MID.len() + data.len() + 1;
+    let mut v = Vec::with_capacity(cap);
     v.extend_from_slice(DELIVERY_HEAD);
-    escape_into(&mut v, topic);
+    push_json_string(&mut v, topic);
     v.extend_from_slice(DELIVERY_MID);
     v.extend_from_slice(data.as_bytes());
     v.push(b'}');
-    debug_assert_eq!(v.len(), len);
     OutFrame::new(OpCode::Text, Bytes::from(v))
 }
 
@@ -673,104 +673,26 @@ pub fn decode_topic_path(segment: &str) -> Result<String> {
     Ok(topic)
 }
 
-/// Percent-decoding as WHATWG URL does it: `%XX` with two hex digits is that byte, any other `%`
-/// is kept; `+` becomes a space when `plus_as_space` (form encoding).
+/// Percent-decoding as WHATWG URL does it (`%XX` with two hex digits is that byte, any other
+/// `%` is kept), with `+` as a space first when `plus_as_space` (form encoding; a literal plus is
+/// `%2B`, which is decoded after the replacement and so survives).
 fn percent_decode(input: &[u8], plus_as_space: bool) -> Vec<u8> {
-    let mut out = Vec::with_capacity(input.len());
-    let mut i = 0;
-    while let Some(&b) = input.get(i) {
-        match b {
-            b'%' => {
-                let hi = input.get(i + 1).copied().and_then(hex_value);
-                let lo = input.get(i + 2).copied().and_then(hex_value);
-                if let (Some(hi), Some(lo)) = (hi, lo) {
-                    out.push(hi << 4 | lo);
-                    i += 3;
-                    continue;
-                }
-                out.push(b'%');
-            }
-            b'+' if plus_as_space => out.push(b' '),
-            _ => out.push(b),
-        }
-        i += 1;
+    if plus_as_space && input.contains(&b'+') {
+        let spaced: Vec<u8> = input
+            .iter()
+            .map(|&b| if b == b'+' { b' ' } else { b })
+            .collect();
+        return percent_encoding::percent_decode(&spaced).collect();
     }
-    out
+    percent_encoding::percent_decode(input).collect()
 }
 
-fn hex_value(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
+// ---- JSON strings -------------------------------------------------------------------------
 
-// ---- JSON string escaping -----------------------------------------------------------------
-
-/// The escape of one byte inside a JSON string, as serde_json writes it: `None` for a byte
-/// written as is, `Some(c)` for `\c`, `Some(0)` for `\u00XX`.
-fn escape_of(b: u8) -> Option<u8> {
-    match b {
-        b'"' => Some(b'"'),
-        b'\\' => Some(b'\\'),
-        0x08 => Some(b'b'),
-        0x09 => Some(b't'),
-        0x0A => Some(b'n'),
-        0x0C => Some(b'f'),
-        0x0D => Some(b'r'),
-        0x00..=0x1F => Some(0),
-        _ => None,
-    }
-}
-
-/// The length of `s` escaped for the inside of a JSON string.
-fn escaped_len(s: &str) -> usize {
-    s.bytes()
-        .map(|b| match escape_of(b) {
-            None => 1,
-            Some(0) => 6,
-            Some(_) => 2,
-        })
-        .sum()
-}
-
-/// Appends `s` escaped for the inside of a JSON string, byte for byte what serde_json writes:
-/// `"` and `\` and control characters below U+0020 escaped, everything else (DEL, non-ASCII)
-/// as is.
-fn escape_into(out: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let bytes = s.as_bytes();
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let Some(esc) = escape_of(b) else { continue };
-        out.extend_from_slice(&bytes[start..i]);
-        if esc == 0 {
-            out.extend_from_slice(&[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[usize::from(b >> 4)],
-                HEX[usize::from(b & 0xF)],
-            ]);
-        } else {
-            out.extend_from_slice(&[b'\\', esc]);
-        }
-        start = i + 1;
-    }
-    out.extend_from_slice(&bytes[start..]);
-}
-
-/// A `fmt::Write` that JSON-escapes what is written into a byte buffer.
-struct JsonStringWriter<'a>(&'a mut Vec<u8>);
-
-impl fmt::Write for JsonStringWriter<'_> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        escape_into(self.0, s);
-        Ok(())
-    }
+/// Appends `s` as a JSON string (quoted and escaped by serde_json).
+fn push_json_string(out: &mut Vec<u8>, s: &str) {
+    // Writing a str into a Vec cannot fail.
+    let _ = serde_json::to_writer(out, s);
 }
 
 #[cfg(test)]
@@ -1613,15 +1535,6 @@ mod tests {
                     prop_assert!(validate_topic(t).is_ok());
                 }
             }
-        }
-
-        #[test]
-        fn escaping_matches_serde_json(s in any::<String>()) {
-            let mut v = Vec::new();
-            escape_into(&mut v, &s);
-            prop_assert_eq!(v.len(), escaped_len(&s));
-            let expected = serde_json::to_string(&s).unwrap();
-            prop_assert_eq!(&v[..], &expected.as_bytes()[1..expected.len() - 1]);
         }
 
         #[test]
