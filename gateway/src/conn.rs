@@ -65,8 +65,9 @@ pub enum Phase {
     /// An open WebSocket session (including its closing handshake).
     Ws(Box<Session>),
     /// Everything is sent once the outbox drains; then the write side is shut and the
-    /// connection lingers until the peer closes or the close timeout passes.
-    Closing,
+    /// connection lingers until the peer closes or the close timeout passes. A peer that does
+    /// not take what is left within the close timeout (since the instant held) is dropped.
+    Closing(Instant),
     /// Write side shut, waiting for the peer's EOF.
     Linger(Instant),
 }
@@ -128,7 +129,7 @@ impl Conn {
     pub fn deadline(&self, t: &Timeouts) -> Option<Instant> {
         match &self.phase {
             Phase::Http | Phase::Body(_) => Some(self.request_started + t.handshake),
-            Phase::Closing => None,
+            Phase::Closing(since) => Some(*since + t.close),
             Phase::Linger(since) => Some(*since + t.close),
             Phase::Ws(s) => {
                 if let Some(sent) = s.close_sent {

@@ -299,7 +299,7 @@ impl Worker {
         }
         if let Some(conn) = conn
             && !buf.is_empty()
-            && !matches!(conn.phase, Phase::Closing | Phase::Linger(_))
+            && !matches!(conn.phase, Phase::Closing(_) | Phase::Linger(_))
         {
             // a cut frame or request: the connection keeps a copy of just those bytes
             conn.inbuf = BytesMut::from(&buf[..]);
@@ -323,7 +323,7 @@ impl Worker {
                     self.process_ws(key, buf);
                     return;
                 }
-                Phase::Closing | Phase::Linger(_) => {
+                Phase::Closing(_) | Phase::Linger(_) => {
                     buf.clear();
                     return;
                 }
@@ -331,7 +331,28 @@ impl Worker {
             if buf.is_empty() || buf.len() == before {
                 return;
             }
+            if let Some(conn) = self.conns.get_mut(key)
+                && conn.outbox.queued_bytes() > self.shared.config.outbox_limit
+            {
+                // a peer that pipelines requests without reading the answers: the rest waits
+                // (kept in `inbuf`) until the answers are out, see `resume`
+                conn.read_paused = true;
+                return;
+            }
         }
+    }
+
+    /// Lets a connection whose reading was paused go on: first the pipelined requests it
+    /// already holds, then the socket.
+    fn resume(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        conn.read_paused = false;
+        if matches!(conn.phase, Phase::Http | Phase::Body(_)) && !conn.inbuf.is_empty() {
+            let mut buf = std::mem::take(&mut conn.inbuf);
+            self.process(key, &mut buf);
+            self.put_back(key, buf, true);
+        }
+        self.read(key);
     }
 
     // ---- HTTP ------------------------------------------------------------------------------
@@ -538,7 +559,7 @@ impl Worker {
             conn.phase = Phase::Http;
             conn.request_started = self.now;
         } else {
-            conn.phase = Phase::Closing;
+            conn.phase = Phase::Closing(self.now);
         }
         self.mark_dirty(key);
         self.schedule(key);
@@ -670,7 +691,7 @@ impl Worker {
                     self.send(key, OutFrame::close(&reply));
                 }
                 self.end_session(key);
-                self.conns[key].phase = Phase::Closing;
+                self.conns[key].phase = Phase::Closing(self.now);
                 self.mark_dirty(key);
             }
             Message::Text(_) | Message::Binary(_) if closing => {}
@@ -760,7 +781,7 @@ impl Worker {
         self.metrics.close_sent(code.0);
         self.send(key, OutFrame::close_with(code, &error.to_string()));
         self.end_session(key);
-        self.conns[key].phase = Phase::Closing;
+        self.conns[key].phase = Phase::Closing(self.now);
     }
 
     /// Starts a close handshake from the server side: the peer has the close timeout to answer.
@@ -785,7 +806,7 @@ impl Worker {
         }
         self.unsubscribe_all(key);
         self.shared.sessions.fetch_sub(1, Ordering::AcqRel);
-        self.conns[key].phase = Phase::Closing;
+        self.conns[key].phase = Phase::Closing(self.now);
     }
 
     // ---- pub/sub ---------------------------------------------------------------------------
@@ -965,7 +986,7 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if conn.outbox.is_empty() && !matches!(conn.phase, Phase::Closing) {
+        if conn.outbox.is_empty() && !matches!(conn.phase, Phase::Closing(_)) {
             return;
         }
         match conn.outbox.flush(&mut conn.stream) {
@@ -996,9 +1017,13 @@ impl Worker {
             conn.interest = interest;
         }
         if wants_write {
+            if matches!(conn.phase, Phase::Closing(_)) {
+                // the peer has the close timeout to take what is left
+                self.schedule(key);
+            }
             return;
         }
-        if matches!(conn.phase, Phase::Closing) {
+        if matches!(conn.phase, Phase::Closing(_)) {
             // everything is out: half-close and wait for the peer to close its side
             let _ = conn.stream.shutdown(std::net::Shutdown::Write);
             conn.phase = Phase::Linger(self.now);
@@ -1007,8 +1032,7 @@ impl Worker {
             return;
         }
         if conn.read_paused && conn.outbox.queued_bytes() <= limit / 2 {
-            conn.read_paused = false;
-            self.read(key);
+            self.resume(key);
         }
     }
 
@@ -1073,7 +1097,7 @@ impl Worker {
                         self.answer(key, http::text(408, "request timeout", false, &[]), false);
                     }
                 }
-                Phase::Linger(_) | Phase::Closing => self.close_now(key),
+                Phase::Linger(_) | Phase::Closing(_) => self.close_now(key),
                 Phase::Ws(session) => {
                     let idle_over = !self.timeouts.idle.is_zero()
                         && now >= session.last_read + self.timeouts.idle;

@@ -35,7 +35,33 @@ impl Gateway {
 
     /// Starts `wsgate ARGS...` (the arguments must make it listen on a free port).
     pub fn start_raw(args: &[&str]) -> Gateway {
-        let mut child = Command::new(BIN)
+        Gateway::spawn(Command::new(BIN), args)
+    }
+
+    /// Like [`Gateway::start`], with transparent huge pages off for the process
+    /// (`PR_SET_THP_DISABLE`), so that its resident set grows by 4 KiB pages, not by the 2 MiB
+    /// pages the allocator's arena may get: what memory tests measure is then what the gateway
+    /// allocates, not where a huge page boundary happens to fall.
+    pub fn start_without_huge_pages(args: &[&str]) -> Gateway {
+        use std::os::unix::process::CommandExt;
+        let mut all = vec!["--listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let mut command = Command::new(BIN);
+        // SAFETY: the closure runs in the forked child before exec and only makes prctl(2), a
+        // plain system call that allocates nothing and takes no lock.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Gateway::spawn(command, &all)
+    }
+
+    fn spawn(mut command: Command, args: &[&str]) -> Gateway {
+        let mut child = command
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -133,6 +159,36 @@ impl Gateway {
     pub fn metric(&self, series: &str) -> f64 {
         metric(&self.metrics(), series)
     }
+
+    /// Its resident set size now, in bytes (`VmRSS`).
+    pub fn rss(&self) -> u64 {
+        proc_status_bytes(self.pid(), "VmRSS")
+    }
+
+    /// The largest its resident set has been since it started, in bytes (`VmHWM`).
+    pub fn peak_rss(&self) -> u64 {
+        proc_status_bytes(self.pid(), "VmHWM")
+    }
+}
+
+/// A memory field of `/proc/PID/status` (`VmRSS`, `VmHWM`, ...), in bytes.
+pub fn proc_status_bytes(pid: i32, field: &str) -> u64 {
+    let path = format!("/proc/{pid}/status");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix(field)
+            && let Some(value) = rest.strip_prefix(':')
+        {
+            let kib: u64 = value
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("odd {field} line in {path}: {line:?}"));
+            return kib * 1024;
+        }
+    }
+    panic!("no {field} in {path}:\n{text}");
 }
 
 impl Drop for Gateway {
@@ -291,6 +347,15 @@ pub fn closes(stream: &mut TcpStream) -> bool {
             Err(_) => return true, // reset
         }
     }
+}
+
+/// Whether the server closes `stream` (EOF or reset) within `timeout`, discarding whatever it
+/// still sends. The stream's read timeout is [`IO_TIMEOUT`] again afterwards.
+pub fn closes_within(stream: &mut TcpStream, timeout: Duration) -> bool {
+    stream.set_read_timeout(Some(timeout)).unwrap();
+    let closed = closes(stream);
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    closed
 }
 
 /// Sends `request` on a new connection and reads one response.
