@@ -100,6 +100,7 @@ pub struct Client {
     out: Vec<u8>,
     out_pos: usize,
     rng: u64,
+    sent: u64,
 }
 
 impl Client {
@@ -147,6 +148,7 @@ impl Client {
             out: request.into_bytes(),
             out_pos: 0,
             rng,
+            sent: 0,
         })
     }
 
@@ -154,6 +156,25 @@ impl Client {
     pub fn send(&mut self, opcode: OpCode, payload: &[u8]) {
         let key = (xorshift(&mut self.rng) as u32).to_ne_bytes();
         encode_client_frame(&mut self.out, true, opcode, payload, key);
+        self.sent += 1;
+    }
+
+    /// Messages queued since the last call.
+    pub fn take_sent(&mut self) -> u64 {
+        std::mem::take(&mut self.sent)
+    }
+
+    /// Queues a masked message of `len` bytes that `fill` writes in place (no separate copy of
+    /// a large payload).
+    pub fn send_with(&mut self, opcode: OpCode, len: usize, fill: impl FnOnce(&mut [u8])) {
+        let key = (xorshift(&mut self.rng) as u32).to_ne_bytes();
+        let header = wsgate_core::frame::HeaderBuf::new(true, 0, opcode, len as u64, Some(key));
+        self.out.extend_from_slice(header.as_bytes());
+        let start = self.out.len();
+        self.out.resize(start + len, 0);
+        fill(&mut self.out[start..]);
+        wsgate_core::mask::unmask(&mut self.out[start..], key, 0);
+        self.sent += 1;
     }
 
     /// Bytes queued and not written yet.
@@ -210,6 +231,12 @@ impl Client {
             {
                 on_message(m);
             }
+            // a large frame in progress: make room for all of it at once rather than growing
+            // (and copying) as it arrives
+            let wanted = usize::try_from(self.decoder.wanted()).unwrap_or(usize::MAX);
+            if wanted > self.inbuf.capacity() - self.inbuf.len() {
+                self.inbuf.reserve(wanted.min(2 << 30));
+            }
         }
     }
 
@@ -246,6 +273,60 @@ impl Client {
         self.inbuf.advance(len);
         self.open = true;
         Ok(true)
+    }
+}
+
+/// Checks, before a run, that the target answers a WebSocket upgrade: one blocking connection
+/// with a short timeout. The error is one line that says what is wrong.
+pub fn preflight(target: &Target) -> Result<(), String> {
+    use std::io::{Read as _, Write as _};
+    use std::time::Duration;
+    let timeout = Duration::from_secs(3);
+    let mut s = std::net::TcpStream::connect_timeout(&target.addr, timeout)
+        .map_err(|e| format!("cannot connect to {}: {e}", target.addr))?;
+    s.set_read_timeout(Some(timeout)).ok();
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        target.request_target(),
+        target.host
+    );
+    s.write_all(request.as_bytes())
+        .map_err(|e| format!("cannot send to {}: {e}", target.addr))?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut resp = httparse::Response::new(&mut headers);
+        match resp.parse(&buf) {
+            Ok(httparse::Status::Complete(_)) if resp.code == Some(101) => return Ok(()),
+            Ok(httparse::Status::Complete(_)) => {
+                return Err(format!(
+                    "{} answered {} {} to a WebSocket upgrade of {}: is this a wsgate gateway, and the right path?",
+                    target.addr,
+                    resp.code.unwrap_or(0),
+                    resp.reason.unwrap_or(""),
+                    target.request_target()
+                ));
+            }
+            Ok(httparse::Status::Partial) if buf.len() < 16 * 1024 => {}
+            _ => {
+                return Err(format!(
+                    "{} does not speak HTTP: is this a wsgate gateway?",
+                    target.addr
+                ));
+            }
+        }
+        match s.read(&mut chunk) {
+            Ok(0) => {
+                return Err(format!(
+                    "{} closed the connection without answering the upgrade",
+                    target.addr
+                ));
+            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) => return Err(format!("no answer from {}: {e}", target.addr)),
+        }
     }
 }
 

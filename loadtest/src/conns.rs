@@ -83,10 +83,18 @@ impl Scenario for Conns {
 
 /// The resident set of a process, in bytes, from /proc.
 pub fn rss_of(pid: u32) -> Option<u64> {
+    proc_status_kb(pid, "VmRSS:").map(|kb| kb * 1024)
+}
+
+/// The peak resident set of a process since it started (VmHWM), in bytes.
+pub fn peak_rss_of(pid: u32) -> Option<u64> {
+    proc_status_kb(pid, "VmHWM:").map(|kb| kb * 1024)
+}
+
+fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Raises this process's open-file limit to its hard limit; returns the limit in force.

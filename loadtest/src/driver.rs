@@ -2,9 +2,11 @@
 //! driven by a scenario that reacts to each connection opening, each message, and a tick.
 
 use crate::client::{Client, ClientError, Target};
+use crate::progress::Counters;
 use mio::{Events, Interest, Poll, Token};
 use std::io;
 use std::net::IpAddr;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use wsgate_core::frame::Message;
 
@@ -18,8 +20,9 @@ pub trait Scenario {
     fn on_message(&mut self, i: usize, client: &mut Client, message: Message, now: Instant);
     /// Connection `i` ended; `error` says why when it was not a clean close.
     fn on_end(&mut self, i: usize, error: Option<ClientError>);
-    /// Called every loop turn (at least every millisecond while sending).
-    fn tick(&mut self, _clients: &mut [Option<Client>], _now: Instant) {}
+    /// Called every loop turn (at least every millisecond). Connections it sends on go into
+    /// `touched`, so they are flushed.
+    fn tick(&mut self, _clients: &mut [Option<Client>], _now: Instant, _touched: &mut Vec<usize>) {}
     /// Whether the scenario is over.
     fn finished(&self, now: Instant) -> bool;
 }
@@ -39,6 +42,7 @@ pub fn drive<S: Scenario>(
     plans: &[Plan],
     rate: u64,
     seed: u64,
+    counters: &Counters,
     scenario: &mut S,
 ) -> io::Result<Vec<Option<Client>>> {
     let mut poll = Poll::new()?;
@@ -106,8 +110,12 @@ pub fn drive<S: Scenario>(
                 match client.read(&mut scratch, |m| inbox.push(m)) {
                     Ok(alive) => {
                         if !was_open && client.open {
+                            counters.open.fetch_add(1, Ordering::Relaxed);
                             scenario.on_open(i, client, now);
                         }
+                        counters
+                            .received
+                            .fetch_add(inbox.len() as u64, Ordering::Relaxed);
                         let mut closed_cleanly = false;
                         for m in inbox {
                             closed_cleanly |= matches!(m, Message::Close(_));
@@ -132,14 +140,23 @@ pub fn drive<S: Scenario>(
                 dirty.push(i);
             }
             if let Some(error) = failed {
+                if clients[i].as_ref().is_some_and(|c| c.open) {
+                    counters.open.fetch_sub(1, Ordering::Relaxed);
+                }
                 clients[i] = None;
                 scenario.on_end(i, error);
             }
         }
-        scenario.tick(&mut clients, now);
-        // flush everything that has something queued
-        for (i, slot) in clients.iter_mut().enumerate() {
+        scenario.tick(&mut clients, now, &mut dirty);
+        // flush the connections that may have something queued
+        dirty.sort_unstable();
+        dirty.dedup();
+        for &i in &dirty {
+            let slot = &mut clients[i];
             let Some(client) = slot else { continue };
+            counters
+                .sent
+                .fetch_add(client.take_sent(), Ordering::Relaxed);
             if client.pending() == 0 && !client.wants_write {
                 continue;
             }

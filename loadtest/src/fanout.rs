@@ -8,25 +8,70 @@ use crate::driver::Scenario;
 use crate::stats::{GRACE, Stats};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use wsgate_core::frame::{Message, OpCode};
 
-/// Counters shared by every thread of a fanout run.
+/// State shared by every thread of a fanout run. Publishing starts once every subscriber is
+/// connected (or failed to), so every subscriber can expect every message from sequence 0.
 #[derive(Debug)]
 pub struct Progress {
     /// Messages sent so far by each publisher.
     pub published: Vec<AtomicU64>,
     /// Publishers that have stopped sending.
     pub publishers_done: AtomicUsize,
+    subscribers: usize,
+    /// Subscribers whose connection opened or failed.
+    settled: AtomicUsize,
+    /// When publishing started, in nanoseconds after `epoch`; 0 until then.
+    start_ns: AtomicU64,
+    epoch: Instant,
+    duration: Duration,
+    /// Publishing starts by then even if some subscribers are still connecting.
+    connect_deadline: Instant,
 }
 
 impl Progress {
-    /// Counters for `publishers` publishers.
-    pub fn new(publishers: usize) -> Progress {
+    /// State for `publishers` publishers and `subscribers` subscribers publishing for
+    /// `duration` once all are connected (or at `connect_deadline`).
+    pub fn new(
+        publishers: usize,
+        subscribers: usize,
+        epoch: Instant,
+        duration: Duration,
+        connect_deadline: Instant,
+    ) -> Progress {
         Progress {
             published: (0..publishers).map(|_| AtomicU64::new(0)).collect(),
             publishers_done: AtomicUsize::new(0),
+            subscribers,
+            settled: AtomicUsize::new(0),
+            start_ns: AtomicU64::new(0),
+            epoch,
+            duration,
+            connect_deadline,
         }
+    }
+
+    /// The publishing window (start, end), starting it if every subscriber has settled.
+    fn window(&self, now: Instant) -> Option<(Instant, Instant)> {
+        let mut start = self.start_ns.load(Ordering::Acquire);
+        if start == 0 {
+            if self.settled.load(Ordering::Acquire) < self.subscribers
+                && now < self.connect_deadline
+            {
+                return None;
+            }
+            let ns = ((now - self.epoch).as_nanos() as u64).max(1);
+            start = match self
+                .start_ns
+                .compare_exchange(0, ns, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => ns,
+                Err(other) => other,
+            };
+        }
+        let start = self.epoch + Duration::from_nanos(start);
+        Some((start, start + self.duration))
     }
 }
 
@@ -41,6 +86,8 @@ pub enum Role {
         expected: Vec<u64>,
         /// Closed by the gateway as a slow consumer.
         slow: bool,
+        /// The session opened.
+        open: bool,
     },
     /// Publisher number `id`, publishing to `topic` (and subscribed to it, to see its own
     /// messages come back and bound what it has in flight).
@@ -72,13 +119,14 @@ pub fn topic_name(base: &str, t: usize, topics: usize) -> String {
 /// One thread's share of a fanout run.
 pub struct Fanout {
     roles: Vec<Role>,
+    /// Indexes of this thread's publishers.
+    publisher_slots: Vec<usize>,
     topics: Vec<Vec<u8>>,
     publishers: usize,
     size: usize,
     window: u64,
     rate: f64,
     epoch: Instant,
-    until: Instant,
     progress: Arc<Progress>,
     /// Results.
     pub stats: Stats,
@@ -97,10 +145,15 @@ impl Fanout {
         window: u64,
         rate: f64,
         epoch: Instant,
-        until: Instant,
         progress: Arc<Progress>,
     ) -> Fanout {
         Fanout {
+            publisher_slots: roles
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| matches!(r, Role::Publisher { .. }))
+                .map(|(i, _)| i)
+                .collect(),
             roles,
             topics: topics.into_iter().map(String::into_bytes).collect(),
             publishers,
@@ -108,7 +161,6 @@ impl Fanout {
             window,
             rate,
             epoch,
-            until,
             progress,
             stats: Stats::new(),
             slow_closed: 0,
@@ -128,7 +180,10 @@ impl Fanout {
             return;
         };
         let Some(opened) = *opened else { return };
-        if now >= self.until {
+        let Some((start, end)) = self.progress.window(now) else {
+            return;
+        };
+        if now >= end {
             if !*done {
                 *done = true;
                 self.progress.publishers_done.fetch_add(1, Ordering::AcqRel);
@@ -136,7 +191,7 @@ impl Fanout {
             return;
         }
         let allowed = if self.rate > 0.0 {
-            ((now - opened).as_secs_f64() * self.rate) as u64 + 1
+            ((now - opened.max(start)).as_secs_f64() * self.rate) as u64 + 1
         } else {
             u64::MAX
         };
@@ -164,6 +219,7 @@ impl Fanout {
                 topic,
                 expected,
                 slow: false,
+                ..
             } = role
             {
                 for (p, e) in expected.iter().enumerate() {
@@ -187,9 +243,15 @@ impl Fanout {
 impl Scenario for Fanout {
     fn on_open(&mut self, i: usize, client: &mut Client, now: Instant) {
         self.stats.opened += 1;
-        if let Role::Publisher { opened, .. } = &mut self.roles[i] {
-            *opened = Some(now);
-            self.publish_more(i, client, now);
+        match &mut self.roles[i] {
+            Role::Publisher { opened, .. } => {
+                *opened = Some(now);
+                self.publish_more(i, client, now);
+            }
+            Role::Subscriber { open, .. } => {
+                *open = true;
+                self.progress.settled.fetch_add(1, Ordering::AcqRel);
+            }
         }
     }
 
@@ -254,8 +316,11 @@ impl Scenario for Fanout {
     }
 
     fn on_end(&mut self, i: usize, error: Option<crate::client::ClientError>) {
-        if let Role::Subscriber { slow, .. } = &mut self.roles[i] {
+        if let Role::Subscriber { slow, open, .. } = &mut self.roles[i] {
             *slow = true; // stop expecting anything from it; an error is reported below
+            if !*open {
+                self.progress.settled.fetch_add(1, Ordering::AcqRel);
+            }
         }
         if let Role::Publisher { done, .. } = &mut self.roles[i]
             && !*done
@@ -268,21 +333,24 @@ impl Scenario for Fanout {
         }
     }
 
-    fn tick(&mut self, clients: &mut [Option<Client>], now: Instant) {
-        for i in 0..self.roles.len().min(clients.len()) {
-            if matches!(self.roles[i], Role::Publisher { .. })
-                && let Some(c) = clients[i].as_mut()
-            {
+    fn tick(&mut self, clients: &mut [Option<Client>], now: Instant, touched: &mut Vec<usize>) {
+        for k in 0..self.publisher_slots.len() {
+            let i = self.publisher_slots[k];
+            if let Some(c) = clients.get_mut(i).and_then(Option::as_mut) {
                 self.publish_more(i, c, now);
+                touched.push(i);
             }
         }
     }
 
     fn finished(&self, now: Instant) -> bool {
-        if now < self.until {
+        let Some((_, end)) = self.progress.window(now) else {
+            return false;
+        };
+        if now < end {
             return false;
         }
-        now >= self.until + GRACE
+        now >= end + GRACE
             || (self.progress.publishers_done.load(Ordering::Acquire) == self.publishers
                 && self.owed() == 0)
     }

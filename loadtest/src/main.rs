@@ -1,9 +1,9 @@
 //! `loadtest`: drives a wsgate deployment and checks that nothing was lost or reordered.
 //!
-//! Subcommands: `echo` (round trips through `/echo`), `fanout` (publishers and subscribers
-//! through `/ws`) and `conns` (many idle connections, memory per connection). Each prints a
-//! table on stdout (or JSON with `--json`) and exits non-zero on any correctness failure or
-//! when connection errors pass `--max-error-rate`.
+//! Subcommands: `echo`, `fanout`, `conns`, `large`, `soak` and `ramp`. Each shows progress on
+//! stderr, prints a table on stdout (or JSON with `--json`), and exits 1 on any correctness
+//! failure or when connection errors pass `--max-error-rate`, 2 on bad arguments or when the
+//! target is not a reachable WebSocket gateway.
 #![deny(missing_docs)]
 
 mod client;
@@ -11,16 +11,21 @@ mod conns;
 mod driver;
 mod echo;
 mod fanout;
+mod large;
+mod progress;
+mod report;
+mod soak;
 mod stats;
 
 use clap::{Args, Parser, Subcommand};
 use client::Target;
-use driver::Plan;
-use serde_json::json;
+use driver::{Plan, Scenario};
+use progress::{Counters, Progress};
+use report::Report;
 use stats::Stats;
 use std::net::IpAddr;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[global_allocator]
@@ -37,12 +42,13 @@ struct Cli {
     command: Command,
 }
 
+/// Options every subcommand takes.
 #[derive(Args, Clone)]
-struct Common {
+pub struct Common {
     /// The gateway: ws://HOST:PORT (the path is chosen by the subcommand unless given).
     #[arg(long, default_value = "ws://127.0.0.1:8080")]
     url: String,
-    /// How long to send for.
+    /// How long to run.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     duration: Duration,
     /// Load generator threads.
@@ -54,9 +60,35 @@ struct Common {
     /// Connection errors tolerated, as a fraction of connections.
     #[arg(long, default_value_t = 0.0)]
     max_error_rate: f64,
-    /// Local source addresses to spread connections over, e.g. 127.0.0.2-127.0.0.40.
+    /// Local source addresses to spread connections over, e.g. 127.0.0.2-127.0.0.40 (needed
+    /// beyond about 28,000 connections to one address).
     #[arg(long, value_parser = parse_ip_range)]
     source_ips: Option<Vec<IpAddr>>,
+}
+
+#[derive(Args, Clone)]
+struct FanoutArgs {
+    /// Subscribers.
+    #[arg(long, default_value_t = 1000)]
+    subscribers: usize,
+    /// Publishers.
+    #[arg(long, default_value_t = 1)]
+    publishers: usize,
+    /// Topics (subscriber k takes topic k mod T, publisher j publishes to j mod T).
+    #[arg(long, default_value_t = 1)]
+    topics: usize,
+    /// Payload bytes after the topic (at least 20).
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// Messages per second per publisher; 0 sends as fast as the window allows.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Publishes in flight per publisher (sent and not yet seen back).
+    #[arg(long, default_value_t = 16)]
+    window: u64,
+    /// Topic name (with -N suffixes for several topics).
+    #[arg(long, default_value = "loadtest")]
+    topic: String,
 }
 
 #[derive(Subcommand)]
@@ -82,27 +114,8 @@ enum Command {
     Fanout {
         #[command(flatten)]
         common: Common,
-        /// Subscribers.
-        #[arg(long, default_value_t = 1000)]
-        subscribers: usize,
-        /// Publishers.
-        #[arg(long, default_value_t = 1)]
-        publishers: usize,
-        /// Topics (subscriber k takes topic k mod T, publisher j publishes to j mod T).
-        #[arg(long, default_value_t = 1)]
-        topics: usize,
-        /// Payload bytes after the topic (at least 20).
-        #[arg(long, default_value_t = 64)]
-        size: usize,
-        /// Messages per second per publisher; 0 sends as fast as the window allows.
-        #[arg(long, default_value_t = 0.0)]
-        rate: f64,
-        /// Publishes in flight per publisher (sent and not yet seen back).
-        #[arg(long, default_value_t = 16)]
-        window: u64,
-        /// Topic name (with -N suffixes for several topics).
-        #[arg(long, default_value = "loadtest")]
-        topic: String,
+        #[command(flatten)]
+        fanout: FanoutArgs,
     },
     /// Many idle connections: connect rate, handshake latency, server memory per connection.
     Conns {
@@ -118,6 +131,56 @@ enum Command {
         #[arg(long)]
         server_pid: Option<u32>,
     },
+    /// One very large message echoed or fanned out: throughput and the gateway's peak memory.
+    Large {
+        #[command(flatten)]
+        common: Common,
+        /// Message size (e.g. 64MiB, 256MiB).
+        #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+        size: u64,
+        /// Messages to send.
+        #[arg(long, default_value_t = 1)]
+        count: u64,
+        /// Fan out to this many subscribers through /ws instead of echoing through /echo.
+        #[arg(long)]
+        subscribers: Option<usize>,
+        /// The gateway's process id, to read its peak memory from /proc.
+        #[arg(long)]
+        server_pid: Option<u32>,
+    },
+    /// Random subscribe/unsubscribe/publish churn over many topics, checking order and gaps.
+    Soak {
+        #[command(flatten)]
+        common: Common,
+        /// Connections (each subscribes, unsubscribes and publishes).
+        #[arg(long, default_value_t = 200)]
+        conns: usize,
+        /// Topics.
+        #[arg(long, default_value_t = 50)]
+        topics: usize,
+        /// Operations per second per connection.
+        #[arg(long, default_value_t = 20.0)]
+        ops: f64,
+        /// Payload bytes of a publish (at least 20).
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+    },
+    /// Adds subscribers step by step until the publish-to-receive p99 passes the bound.
+    Ramp {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        fanout: FanoutArgs,
+        /// Subscribers added per step (the first step has this many).
+        #[arg(long, default_value_t = 1000)]
+        step: usize,
+        /// Largest number of subscribers to try.
+        #[arg(long, default_value_t = 16_000)]
+        max_subscribers: usize,
+        /// The latency bound: the largest step whose p99 stays under it is the capacity.
+        #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
+        slo_p99: Duration,
+    },
 }
 
 fn parse_ip_range(s: &str) -> Result<Vec<IpAddr>, String> {
@@ -132,6 +195,24 @@ fn parse_ip_range(s: &str) -> Result<Vec<IpAddr>, String> {
     Ok((a..=b).map(|ip| IpAddr::V4(ip.into())).collect())
 }
 
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (examples: 65536, 64MiB)"))?;
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "KiB" | "K" | "k" => 10,
+        "MiB" | "M" => 20,
+        "GiB" | "G" => 30,
+        _ => return Err(format!("'{s}' is not a size (examples: 65536, 64MiB)")),
+    };
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("'{s}' is too large"))
+}
+
+/// The target with the subcommand's default path unless the URL names one.
 fn target(common: &Common, default_path: &str, query: Option<String>) -> Result<Target, String> {
     let t = Target::parse(&common.url)?;
     if t.path.len() > 1 {
@@ -139,15 +220,6 @@ fn target(common: &Common, default_path: &str, query: Option<String>) -> Result<
     } else {
         Ok(t.with_path(default_path, query))
     }
-}
-
-/// Splits connection plans over threads, round-robin.
-fn split<T: Clone>(items: &[T], threads: usize) -> Vec<Vec<(usize, T)>> {
-    let mut out = vec![Vec::new(); threads];
-    for (i, item) in items.iter().enumerate() {
-        out[i % threads].push((i, item.clone()));
-    }
-    out
 }
 
 fn main() -> ExitCode {
@@ -161,23 +233,19 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(command: Command) -> Result<ExitCode, String> {
+/// Checks that this process may hold `wanted` sockets.
+fn check_file_limit(wanted: usize) -> Result<(), String> {
     let limit = conns::raise_file_limit();
-    let wanted = match &command {
-        Command::Echo { conns, .. } => *conns,
-        Command::Fanout {
-            subscribers,
-            publishers,
-            ..
-        } => subscribers + publishers,
-        Command::Conns { count, .. } => *count,
-    };
     if wanted as u64 + 64 > limit {
         return Err(format!(
             "{wanted} connections need {wanted} file descriptors, but this process may open {limit} \
-             (the hard limit here); run several loadtest processes or lower the count"
+             (its hard limit); run several loadtest processes or lower the count"
         ));
     }
+    Ok(())
+}
+
+fn run(command: Command) -> Result<ExitCode, String> {
     match command {
         Command::Echo {
             common,
@@ -193,229 +261,478 @@ fn run(command: Command) -> Result<ExitCode, String> {
                     if text { "text" } else { "binary" }
                 ));
             }
-            let plan = Plan {
-                target: target(&common, "/echo", None)?,
-                source: None,
-            };
-            let plans = with_sources(vec![plan; conns], &common.source_ips);
+            check_file_limit(conns)?;
+            let t = target(&common, "/echo", None)?;
+            client::preflight(&t)?;
+            let plans = with_sources(
+                vec![
+                    Plan {
+                        target: t,
+                        source: None
+                    };
+                    conns
+                ],
+                &common.source_ips,
+            );
             let epoch = Instant::now();
             let until = epoch + common.duration;
+            let counters = Arc::new(Counters::default());
+            let _bar = Progress::start("echo", common.duration, counters.clone());
             let results = on_threads(
                 &plans,
                 common.threads as usize,
-                |t, mine| echo::Echo::new(mine, size, window, !text, epoch, until, t),
+                &counters,
+                |t, mine| echo::Echo::new(mine.len(), size, window, !text, epoch, until, t),
                 |e| e.stats.clone(),
             )?;
-            let stats = merge(&results);
-            let elapsed = common.duration.as_secs_f64();
-            let rate = stats.received as f64 / elapsed;
-            report(
-                &common,
-                "echo",
-                &stats,
-                &[("connections", conns as f64), ("messages_per_sec", rate)],
-                conns,
-            )
+            drop(_bar);
+            let stats = merge(results.iter());
+            let rate = stats.received as f64 / common.duration.as_secs_f64();
+            Report::new("echo", &common, &stats, conns)
+                .with("connections", conns as f64)
+                .with("messages_per_sec", rate)
+                .print()
         }
-        Command::Fanout {
-            common,
-            subscribers,
-            publishers,
-            topics,
-            size,
-            rate,
-            window,
-            topic,
-        } => {
-            if size < 20 {
-                return Err(
-                    "--size must be at least 20 (publisher, sequence number and timestamp)".into(),
-                );
-            }
-            if topics == 0 || publishers == 0 {
-                return Err("--topics and --publishers must be at least 1".into());
-            }
-            let names: Vec<String> = (0..topics)
-                .map(|t| fanout::topic_name(&topic, t, topics))
-                .collect();
-            if names.iter().any(|n| n.is_empty() || n.len() > 255) {
-                return Err("--topic must be 1 to 255 bytes".into());
-            }
-            let base = Target::parse(&common.url)?;
-            // publishers first, so subscribers that connect later still see sequence 0 onwards
-            // (subscribers check from the first message they see from each publisher)
-            let mut plans = Vec::new();
-            let mut roles = Vec::new();
-            for k in 0..subscribers {
-                let t = k % topics;
-                plans.push(Plan {
-                    target: base.with_path("/ws", Some(format!("subscribe={}", names[t]))),
-                    source: None,
-                });
-                roles.push(fanout::Role::Subscriber {
-                    topic: t,
-                    expected: vec![0; publishers],
-                    slow: false,
-                });
-            }
-            for j in 0..publishers {
-                let t = j % topics;
-                plans.push(Plan {
-                    target: base.with_path("/ws", Some(format!("subscribe={}", names[t]))),
-                    source: None,
-                });
-                roles.push(fanout::Role::Publisher {
-                    id: j,
-                    topic: t,
-                    next: 0,
-                    back: 0,
-                    opened: None,
-                    done: false,
-                });
-            }
-            let plans = with_sources(plans, &common.source_ips);
-            let progress = Arc::new(fanout::Progress::new(publishers));
-            let epoch = Instant::now();
-            // subscribers need to be connected before publishing starts: give connecting a head start
-            let connect_time = Duration::from_millis(500 + subscribers as u64 / 5);
-            let until = epoch + connect_time + common.duration;
-            let threads = common.threads as usize;
-            // roles follow the plans' round-robin split over threads
-            let mut per_thread: Vec<Option<Vec<fanout::Role>>> =
-                (0..threads).map(|_| Some(Vec::new())).collect();
-            for (i, r) in roles.into_iter().enumerate() {
-                per_thread[i % threads].get_or_insert_with(Vec::new).push(r);
-            }
-            let roles_cell = std::sync::Mutex::new(per_thread);
-            let results = on_threads(
-                &plans,
-                threads,
-                |t, _mine| {
-                    let roles = roles_cell.lock().expect("not poisoned")[t]
-                        .take()
-                        .expect("taken once");
-                    fanout::Fanout::new(
-                        roles,
-                        names.clone(),
-                        publishers,
-                        size,
-                        window,
-                        rate,
-                        epoch,
-                        until,
-                        progress.clone(),
-                    )
-                },
-                |f| {
-                    f.finish();
-                    (f.stats.clone(), f.slow_closed)
-                },
-            )?;
-            let mut stats = Stats::new();
-            let mut slow = 0;
-            for (s, sl) in &results {
-                stats.merge(s);
-                slow += sl;
-            }
-            let elapsed = common.duration.as_secs_f64();
-            report(
-                &common,
-                "fanout",
-                &stats,
-                &[
-                    ("subscribers", subscribers as f64),
-                    ("publishers", publishers as f64),
-                    ("published", stats.sent as f64),
-                    ("publishes_per_sec", stats.sent as f64 / elapsed),
-                    ("deliveries_per_sec", stats.received as f64 / elapsed),
-                    ("slow_consumer_closes", slow as f64),
-                ],
-                subscribers + publishers,
-            )
+        Command::Fanout { common, fanout } => {
+            let (stats, slow) = run_fanout(&common, &fanout, fanout.subscribers, true)?;
+            fanout_report("fanout", &common, &fanout, &stats, slow, fanout.subscribers).print()
         }
         Command::Conns {
             common,
             count,
             rate,
             server_pid,
-        } => {
-            let plan = Plan {
-                target: target(&common, "/ws", None)?,
-                source: None,
+        } => run_conns(common, count, rate, server_pid),
+        Command::Large {
+            common,
+            size,
+            count,
+            subscribers,
+            server_pid,
+        } => run_large(common, size, count, subscribers, server_pid),
+        Command::Soak {
+            common,
+            conns,
+            topics,
+            ops,
+            size,
+        } => run_soak(common, conns, topics, ops, size),
+        Command::Ramp {
+            common,
+            fanout,
+            step,
+            max_subscribers,
+            slo_p99,
+        } => run_ramp(common, fanout, step, max_subscribers, slo_p99),
+    }
+}
+
+fn fanout_report(
+    name: &str,
+    common: &Common,
+    f: &FanoutArgs,
+    stats: &Stats,
+    slow: u64,
+    subs: usize,
+) -> Report {
+    let secs = common.duration.as_secs_f64();
+    Report::new(name, common, stats, subs + f.publishers)
+        .with("subscribers", subs as f64)
+        .with("publishers", f.publishers as f64)
+        .with("published", stats.sent as f64)
+        .with("publishes_per_sec", stats.sent as f64 / secs)
+        .with("deliveries_per_sec", stats.received as f64 / secs)
+        .with("slow_consumer_closes", slow as f64)
+}
+
+/// One fanout run with `subscribers` subscribers.
+fn run_fanout(
+    common: &Common,
+    f: &FanoutArgs,
+    subscribers: usize,
+    progress: bool,
+) -> Result<(Stats, u64), String> {
+    if f.size < 20 {
+        return Err("--size must be at least 20 (publisher, sequence number and timestamp)".into());
+    }
+    if f.topics == 0 || f.publishers == 0 {
+        return Err("--topics and --publishers must be at least 1".into());
+    }
+    check_file_limit(subscribers + f.publishers)?;
+    let names: Vec<String> = (0..f.topics)
+        .map(|t| fanout::topic_name(&f.topic, t, f.topics))
+        .collect();
+    if names.iter().any(|n| n.is_empty() || n.len() > 255) {
+        return Err("--topic must be 1 to 255 bytes".into());
+    }
+    let base = Target::parse(&common.url)?;
+    client::preflight(&base.with_path("/ws", None))?;
+    let mut plans = Vec::new();
+    let mut roles = Vec::new();
+    for k in 0..subscribers {
+        let t = k % f.topics;
+        plans.push(Plan {
+            target: base.with_path("/ws", Some(format!("subscribe={}", names[t]))),
+            source: None,
+        });
+        roles.push(fanout::Role::Subscriber {
+            topic: t,
+            expected: vec![0; f.publishers],
+            slow: false,
+            open: false,
+        });
+    }
+    for j in 0..f.publishers {
+        let t = j % f.topics;
+        plans.push(Plan {
+            target: base.with_path("/ws", Some(format!("subscribe={}", names[t]))),
+            source: None,
+        });
+        roles.push(fanout::Role::Publisher {
+            id: j,
+            topic: t,
+            next: 0,
+            back: 0,
+            opened: None,
+            done: false,
+        });
+    }
+    let plans = with_sources(plans, &common.source_ips);
+    let threads = common.threads as usize;
+    let epoch = Instant::now();
+    // publishing starts once every subscriber is connected, or after this long regardless
+    let connect_time = Duration::from_secs(10) + Duration::from_millis(subscribers as u64);
+    let progress_state = Arc::new(fanout::Progress::new(
+        f.publishers,
+        subscribers,
+        epoch,
+        common.duration,
+        epoch + connect_time,
+    ));
+    // roles follow the plans' round-robin split over threads
+    let mut per_thread: Vec<Option<Vec<fanout::Role>>> =
+        (0..threads).map(|_| Some(Vec::new())).collect();
+    for (i, r) in roles.into_iter().enumerate() {
+        per_thread[i % threads].get_or_insert_with(Vec::new).push(r);
+    }
+    let per_thread = Mutex::new(per_thread);
+    let counters = Arc::new(Counters::default());
+    let bar = progress.then(|| Progress::start("fanout", common.duration, counters.clone()));
+    let results = on_threads(
+        &plans,
+        threads,
+        &counters,
+        |t, _| {
+            let roles = per_thread.lock().expect("not poisoned")[t]
+                .take()
+                .expect("taken once");
+            fanout::Fanout::new(
+                roles,
+                names.clone(),
+                f.publishers,
+                f.size,
+                f.window,
+                f.rate,
+                epoch,
+                progress_state.clone(),
+            )
+        },
+        |s| {
+            s.finish();
+            (s.stats.clone(), s.slow_closed)
+        },
+    )?;
+    drop(bar);
+    let stats = merge(results.iter().map(|(s, _)| s));
+    Ok((stats, results.iter().map(|(_, slow)| slow).sum()))
+}
+
+fn run_conns(
+    common: Common,
+    count: usize,
+    rate: u64,
+    server_pid: Option<u32>,
+) -> Result<ExitCode, String> {
+    check_file_limit(count)?;
+    let t = target(&common, "/ws", None)?;
+    client::preflight(&t)?;
+    let plans = with_sources(
+        vec![
+            Plan {
+                target: t,
+                source: None
             };
-            let plans = with_sources(vec![plan; count], &common.source_ips);
-            let threads = common.threads as usize;
-            let rss_before = server_pid.and_then(conns::rss_of);
-            let per_thread_rate = rate.div_ceil(threads as u64);
-            let (tx, rx) = std::sync::mpsc::channel();
-            let hold = common.duration;
-            let results = std::thread::scope(|s| {
-                let handles: Vec<_> = split(&plans, threads)
-                    .into_iter()
-                    .enumerate()
-                    .map(|(t, mine)| {
-                        let tx = tx.clone();
-                        s.spawn(move || {
-                            let plans: Vec<Plan> = mine.into_iter().map(|(_, p)| p).collect();
-                            let mut sc = conns::Conns::new(plans.len(), hold);
-                            let clients =
-                                driver::drive(&plans, per_thread_rate, 1 + t as u64, &mut sc);
-                            // keep the connections open until the main thread has measured
-                            let _ = tx.send(());
-                            (sc.stats, sc.first, sc.last_open, clients)
-                        })
-                    })
-                    .collect();
-                drop(tx);
-                let mut out = Vec::new();
-                for h in handles {
-                    out.push(
-                        h.join()
-                            .map_err(|_| "a loadtest thread panicked".to_string())?,
-                    );
-                }
-                for _ in rx.iter() {}
-                Ok::<_, String>(out)
-            })?;
-            // every thread's clients are still open here
-            let rss_after = server_pid.and_then(conns::rss_of);
-            let mut stats = Stats::new();
-            let (mut first, mut last) = (None::<Instant>, None::<Instant>);
-            for (s, f, l, clients) in &results {
-                stats.merge(s);
-                first = match (first, *f) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-                last = match (last, *l) {
-                    (Some(a), Some(b)) => Some(a.max(b)),
-                    (a, b) => a.or(b),
-                };
-                if let Err(e) = clients {
-                    return Err(format!("event loop failed: {e}"));
-                }
-            }
-            let open_secs = match (first, last) {
-                (Some(f), Some(l)) => (l - f).as_secs_f64().max(1e-6),
-                _ => 0.0,
-            };
-            let mut extra = vec![
-                ("connections", count as f64),
-                ("opened", stats.opened as f64),
-                ("connects_per_sec", stats.opened as f64 / open_secs),
-            ];
-            if let (Some(b), Some(a)) = (rss_before, rss_after) {
-                extra.push(("server_rss_before_bytes", b as f64));
-                extra.push(("server_rss_after_bytes", a as f64));
-                extra.push((
-                    "server_rss_per_conn_bytes",
-                    a.saturating_sub(b) as f64 / stats.opened.max(1) as f64,
-                ));
-            }
-            drop(results);
-            report(&common, "conns", &stats, &extra, count)
+            count
+        ],
+        &common.source_ips,
+    );
+    let threads = common.threads as usize;
+    let rss_before = server_pid.and_then(conns::rss_of);
+    let per_thread_rate = rate.div_ceil(threads as u64);
+    let hold = common.duration;
+    let counters = Arc::new(Counters::default());
+    let pace = if rate == 0 {
+        Duration::ZERO
+    } else {
+        Duration::from_secs_f64(count as f64 / rate as f64)
+    };
+    let bar = Progress::start("conns", pace + hold, counters.clone());
+    // every thread keeps its connections open until all threads are done, so memory is
+    // measured with all of them open
+    let (open_tx, open_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let release_rx = Arc::new(Mutex::new(release_rx));
+    let results = std::thread::scope(|s| {
+        let handles: Vec<_> = split(&plans, threads)
+            .into_iter()
+            .enumerate()
+            .map(|(t, mine)| {
+                let (open_tx, release_rx, counters) =
+                    (open_tx.clone(), release_rx.clone(), &counters);
+                s.spawn(move || {
+                    let mut sc = conns::Conns::new(mine.len(), hold);
+                    let clients =
+                        driver::drive(&mine, per_thread_rate, 1 + t as u64, counters, &mut sc);
+                    let _ = open_tx.send(());
+                    // hold the connections (in `clients`) until the memory was measured
+                    let _ = release_rx.lock().map(|rx| rx.recv());
+                    (
+                        sc.stats,
+                        sc.first,
+                        sc.last_open,
+                        clients.err().map(|e| e.to_string()),
+                    )
+                })
+            })
+            .collect();
+        drop(open_tx);
+        for _ in 0..threads {
+            let _ = open_rx.recv();
+        }
+        let rss_after = server_pid.and_then(conns::rss_of);
+        for _ in 0..threads {
+            let _ = release_tx.send(());
+        }
+        let out: Result<Vec<_>, String> = handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| "a loadtest thread panicked".to_string())
+            })
+            .collect();
+        out.map(|o| (o, rss_after))
+    });
+    drop(bar);
+    let (results, rss_after) = results?;
+    let mut stats = Stats::new();
+    let (mut first, mut last) = (None::<Instant>, None::<Instant>);
+    for (s, f, l, err) in &results {
+        stats.merge(s);
+        first = [first, *f].into_iter().flatten().min();
+        last = [last, *l].into_iter().flatten().max();
+        if let Some(e) = err {
+            return Err(format!("event loop failed: {e}"));
         }
     }
+    let open_secs = match (first, last) {
+        (Some(f), Some(l)) => (l - f).as_secs_f64().max(1e-6),
+        _ => f64::INFINITY,
+    };
+    let mut report = Report::new("conns", &common, &stats, count)
+        .with("connections", count as f64)
+        .with("opened", stats.opened as f64)
+        .with("connects_per_sec", stats.opened as f64 / open_secs);
+    if let (Some(b), Some(a)) = (rss_before, rss_after) {
+        report = report
+            .with("server_rss_before_bytes", b as f64)
+            .with("server_rss_after_bytes", a as f64)
+            .with(
+                "server_rss_per_conn_bytes",
+                a.saturating_sub(b) as f64 / stats.opened.max(1) as f64,
+            );
+    }
+    report.print()
+}
+
+fn run_large(
+    common: Common,
+    size: u64,
+    count: u64,
+    subscribers: Option<usize>,
+    server_pid: Option<u32>,
+) -> Result<ExitCode, String> {
+    if !(8..=(2 << 30)).contains(&size) {
+        return Err("--size must be between 8 bytes and 2GiB".into());
+    }
+    let size = size as usize;
+    let base = Target::parse(&common.url)?;
+    let topic = "loadtest-large".to_string();
+    let plans: Vec<Plan> = match subscribers {
+        None => vec![Plan {
+            target: target(&common, "/echo", None)?,
+            source: None,
+        }],
+        Some(n) => {
+            check_file_limit(n + 1)?;
+            let mut p = vec![Plan {
+                target: base.with_path("/ws", None),
+                source: None,
+            }];
+            p.extend((0..n).map(|_| Plan {
+                target: base.with_path("/ws", Some(format!("subscribe={topic}"))),
+                source: None,
+            }));
+            p
+        }
+    };
+    client::preflight(&plans[0].target)?;
+    let baseline = server_pid.and_then(conns::rss_of);
+    let until = Instant::now() + common.duration;
+    let counters = Counters::default();
+    let mut scenario =
+        large::Large::new(subscribers.map(|_| topic), size, count, plans.len(), until);
+    driver::drive(&plans, 0, 7, &counters, &mut scenario).map_err(|e| e.to_string())?;
+    scenario.finish();
+    let peak = server_pid.and_then(conns::peak_rss_of);
+    let receivers = subscribers.unwrap_or(1) as f64;
+    let secs = match (scenario.started, scenario.finished_at) {
+        (Some(s), Some(f)) => (f - s).as_secs_f64().max(1e-6),
+        _ => f64::INFINITY,
+    };
+    let mut report = Report::new("large", &common, &scenario.stats, plans.len())
+        .with("message_bytes", size as f64)
+        .with("messages", count as f64)
+        .with("receivers", receivers)
+        .with("seconds", secs)
+        .with(
+            "mib_per_sec_delivered",
+            size as f64 * count as f64 * receivers / secs / (1 << 20) as f64,
+        );
+    if let (Some(b), Some(p)) = (baseline, peak) {
+        report = report
+            .with("server_rss_before_bytes", b as f64)
+            .with("server_peak_rss_bytes", p as f64)
+            .with(
+                "server_peak_over_message",
+                p.saturating_sub(b) as f64 / size as f64,
+            );
+    }
+    report.print()
+}
+
+fn run_soak(
+    common: Common,
+    conns: usize,
+    topics: usize,
+    ops: f64,
+    size: usize,
+) -> Result<ExitCode, String> {
+    if topics == 0 || conns == 0 || size < 20 {
+        return Err("--conns and --topics must be at least 1, --size at least 20".into());
+    }
+    check_file_limit(conns)?;
+    let t = target(&common, "/ws", None)?;
+    client::preflight(&t)?;
+    let names: Vec<String> = (0..topics).map(|i| format!("soak-{i}")).collect();
+    let plans = with_sources(
+        vec![
+            Plan {
+                target: t,
+                source: None
+            };
+            conns
+        ],
+        &common.source_ips,
+    );
+    let published = Arc::new(soak::Published::new(conns, topics));
+    let epoch = Instant::now();
+    let until = epoch + common.duration;
+    let counters = Arc::new(Counters::default());
+    let bar = Progress::start("soak", common.duration, counters.clone());
+    let threads = common.threads as usize;
+    let results = on_threads(
+        &plans,
+        threads,
+        &counters,
+        |t, _| {
+            let ids: Vec<usize> = (0..conns).filter(|i| i % threads == t).collect();
+            soak::Soak::new(
+                ids,
+                names.clone(),
+                ops,
+                size,
+                epoch,
+                until,
+                0x9e37_79b9 + t as u64,
+                published.clone(),
+            )
+        },
+        |s| {
+            s.finish();
+            (s.stats.clone(), s.operations)
+        },
+    )?;
+    drop(bar);
+    let stats = merge(results.iter().map(|(s, _)| s));
+    let operations: u64 = results.iter().map(|(_, o)| o).sum();
+    Report::new("soak", &common, &stats, conns)
+        .with("connections", conns as f64)
+        .with("topics", topics as f64)
+        .with("operations", operations as f64)
+        .with(
+            "deliveries_per_sec",
+            stats.received as f64 / common.duration.as_secs_f64(),
+        )
+        .print()
+}
+
+fn run_ramp(
+    common: Common,
+    f: FanoutArgs,
+    step: usize,
+    max: usize,
+    slo: Duration,
+) -> Result<ExitCode, String> {
+    if step == 0 {
+        return Err("--step must be at least 1".into());
+    }
+    let mut best: Option<(usize, Stats)> = None;
+    let mut rows = Vec::new();
+    let mut failed = false;
+    let mut n = step;
+    while n <= max {
+        eprintln!("ramp: {n} subscribers");
+        let (stats, slow) = run_fanout(&common, &f, n, true)?;
+        let p99 = stats.latency.value_at_quantile(0.99);
+        let ok = stats.correctness_failures() == 0 && slow == 0 && stats.errors.is_empty();
+        let within = ok && Duration::from_micros(p99) <= slo;
+        rows.push((
+            n,
+            stats.received as f64 / common.duration.as_secs_f64(),
+            p99,
+            ok,
+        ));
+        failed |= !ok;
+        if !within {
+            break;
+        }
+        best = Some((n, stats));
+        n += step;
+    }
+    let mut report = match &best {
+        Some((n, stats)) => {
+            fanout_report("ramp", &common, &f, stats, 0, *n).with("capacity_subscribers", *n as f64)
+        }
+        None => Report::new("ramp", &common, &Stats::new(), 0).with("capacity_subscribers", 0.0),
+    };
+    report = report.with("slo_p99_ms", slo.as_secs_f64() * 1e3);
+    for (n, rate, p99, ok) in &rows {
+        report = report.row(format!(
+            "step {n} subscribers: {rate:.0} deliveries/s, p99 {p99} us{}",
+            if *ok { "" } else { ", FAILED" }
+        ));
+    }
+    report.failed_if(failed).print()
 }
 
 fn with_sources(mut plans: Vec<Plan>, sources: &Option<Vec<IpAddr>>) -> Vec<Plan> {
@@ -427,11 +744,21 @@ fn with_sources(mut plans: Vec<Plan>, sources: &Option<Vec<IpAddr>>) -> Vec<Plan
     plans
 }
 
+/// Splits plans over threads, round-robin: plan i goes to thread i mod threads.
+fn split(plans: &[Plan], threads: usize) -> Vec<Vec<Plan>> {
+    let mut out = vec![Vec::new(); threads];
+    for (i, p) in plans.iter().enumerate() {
+        out[i % threads].push(p.clone());
+    }
+    out
+}
+
 /// Runs one scenario per thread over its share of the plans; collects `result` of each.
-fn on_threads<S: driver::Scenario, R: Send>(
+fn on_threads<S: Scenario, R: Send>(
     plans: &[Plan],
     threads: usize,
-    make: impl Fn(usize, usize) -> S + Sync,
+    counters: &Counters,
+    make: impl Fn(usize, &[Plan]) -> S + Sync,
     result: impl Fn(&mut S) -> R + Sync,
 ) -> Result<Vec<R>, String> {
     std::thread::scope(|s| {
@@ -441,9 +768,8 @@ fn on_threads<S: driver::Scenario, R: Send>(
             .map(|(t, mine)| {
                 let (make, result) = (&make, &result);
                 s.spawn(move || {
-                    let plans: Vec<Plan> = mine.into_iter().map(|(_, p)| p).collect();
-                    let mut scenario = make(t, plans.len());
-                    driver::drive(&plans, 0, 1 + t as u64, &mut scenario)
+                    let mut scenario = make(t, &mine);
+                    driver::drive(&mine, 0, 1 + t as u64, counters, &mut scenario)
                         .map_err(|e| e.to_string())?;
                     Ok::<R, String>(result(&mut scenario))
                 })
@@ -459,89 +785,10 @@ fn on_threads<S: driver::Scenario, R: Send>(
     })
 }
 
-fn merge(all: &[Stats]) -> Stats {
+fn merge<'a>(all: impl Iterator<Item = &'a Stats>) -> Stats {
     let mut s = Stats::new();
     for t in all {
         s.merge(t);
     }
     s
-}
-
-/// Prints the result and decides the exit code.
-fn report(
-    common: &Common,
-    name: &str,
-    stats: &Stats,
-    extra: &[(&str, f64)],
-    conns: usize,
-) -> Result<ExitCode, String> {
-    let errors = stats.errors.len() as f64;
-    let error_rate = if conns == 0 {
-        0.0
-    } else {
-        errors / conns as f64
-    };
-    let failed = stats.correctness_failures() > 0 || error_rate > common.max_error_rate;
-    let pct = stats.percentiles();
-    if common.json {
-        let mut v = json!({
-            "scenario": name,
-            "duration_secs": common.duration.as_secs_f64(),
-            "threads": common.threads,
-            "sent": stats.sent,
-            "received": stats.received,
-            "lost": stats.lost,
-            "reordered": stats.reordered,
-            "mismatched": stats.mismatched,
-            "unexpected": stats.unexpected,
-            "connection_errors": stats.errors.len(),
-            "errors": stats.errors,
-            "server_closes": stats.closed_by_server,
-            "latency_us": pct.iter().map(|(k, v)| ((*k).to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
-            "ok": !failed,
-        });
-        for (k, x) in extra {
-            v[*k] = json!(x);
-        }
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&v).expect("serialisable")
-        );
-    } else {
-        println!(
-            "{name}: {:.1}s, {} thread(s)",
-            common.duration.as_secs_f64(),
-            common.threads
-        );
-        for (k, x) in extra {
-            if x.fract() == 0.0 {
-                println!("  {k:<26} {x:.0}")
-            } else {
-                println!("  {k:<26} {x:.1}")
-            }
-        }
-        println!("  {:<26} {}", "sent", stats.sent);
-        println!("  {:<26} {}", "received", stats.received);
-        for (k, v) in pct {
-            println!("  {:<26} {v} us", format!("latency {k}"));
-        }
-        println!(
-            "  {:<26} lost {} / reordered {} / mismatched {} / unexpected {}",
-            "correctness", stats.lost, stats.reordered, stats.mismatched, stats.unexpected
-        );
-        println!("  {:<26} {}", "connection errors", stats.errors.len());
-        for e in stats.errors.iter().take(5) {
-            println!("    {e}");
-        }
-        println!(
-            "  {:<26} {}",
-            "result",
-            if failed { "FAILED" } else { "ok" }
-        );
-    }
-    Ok(if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
 }

@@ -1,0 +1,222 @@
+//! `loadtest large`: one (or a few) very large messages, echoed through `/echo` or fanned out
+//! to a few subscribers; every byte is checked. With `--server-pid`, the gateway's peak memory
+//! (VmHWM) against the message size shows whether it kept one copy or many.
+
+use crate::client::{Client, ClientError};
+use crate::driver::Scenario;
+use crate::stats::Stats;
+use std::time::Instant;
+use wsgate_core::frame::{Message, OpCode};
+
+/// Writes the payload of message `seq` into `out`: 256-byte blocks of a fixed pattern, each
+/// XORed with a byte derived from the block number and `seq`, so a shifted, truncated or mixed-up
+/// payload is caught, at memory speed.
+pub fn fill_pattern(seq: u64, out: &mut [u8]) {
+    let base: [u8; 256] = std::array::from_fn(|k| (k as u8).wrapping_mul(31));
+    for (c, chunk) in out.chunks_mut(256).enumerate() {
+        let x = block_key(seq, c);
+        for (b, k) in chunk.iter_mut().zip(base) {
+            *b = k ^ x;
+        }
+    }
+}
+
+/// Whether `data` is the payload [`fill_pattern`] writes for message `seq`.
+pub fn check_pattern(seq: u64, data: &[u8]) -> bool {
+    let base: [u8; 256] = std::array::from_fn(|k| (k as u8).wrapping_mul(31));
+    data.chunks(256).enumerate().all(|(c, chunk)| {
+        let x = block_key(seq, c);
+        chunk
+            .iter()
+            .zip(base)
+            .fold(0u8, |acc, (b, k)| acc | (b ^ k ^ x))
+            == 0
+    })
+}
+
+fn block_key(seq: u64, block: usize) -> u8 {
+    (block as u8)
+        ^ ((block >> 8) as u8).rotate_left(3)
+        ^ ((block >> 16) as u8).rotate_left(5)
+        ^ (seq as u8).wrapping_mul(7)
+}
+
+/// One large-message run: connection 0 sends, the others (or 0 itself, for echo) receive.
+pub struct Large {
+    /// `Some(topic)`: fan out through `/ws`; `None`: echo.
+    topic: Option<Vec<u8>>,
+    size: usize,
+    count: u64,
+    conns: usize,
+    opened: usize,
+    /// Messages received, per connection.
+    got: Vec<u64>,
+    /// When the first message was sent.
+    pub started: Option<Instant>,
+    /// When the last expected message arrived.
+    pub finished_at: Option<Instant>,
+    until: Instant,
+    /// Results.
+    pub stats: Stats,
+}
+
+impl Large {
+    /// `count` messages of `size` bytes over `conns` connections.
+    pub fn new(
+        topic: Option<String>,
+        size: usize,
+        count: u64,
+        conns: usize,
+        until: Instant,
+    ) -> Large {
+        Large {
+            topic: topic.map(String::into_bytes),
+            size,
+            count,
+            conns,
+            opened: 0,
+            got: vec![0; conns],
+            started: None,
+            finished_at: None,
+            until,
+            stats: Stats::new(),
+        }
+    }
+
+    fn receivers(&self) -> std::ops::Range<usize> {
+        if self.topic.is_some() {
+            1..self.conns
+        } else {
+            0..1
+        }
+    }
+
+    /// Writes message `seq` into `m` (exactly [`Large::wire_len`] bytes).
+    fn fill(&self, seq: u64, m: &mut [u8]) {
+        let mut at = 0;
+        if let Some(t) = &self.topic {
+            m[0] = t.len() as u8;
+            m[1..1 + t.len()].copy_from_slice(t);
+            at = 1 + t.len();
+        }
+        m[at..at + 8].copy_from_slice(&seq.to_le_bytes());
+        fill_pattern(seq, &mut m[at + 8..]);
+    }
+
+    /// The length of one message on the wire, before framing.
+    fn wire_len(&self) -> usize {
+        self.topic.as_ref().map_or(0, |t| 1 + t.len()) + self.size.max(8)
+    }
+
+    fn check(&mut self, data: &[u8]) -> bool {
+        let head = self.topic.as_ref().map_or(0, |t| 1 + t.len());
+        if data.len() != head + self.size.max(8) {
+            return false;
+        }
+        let seq = u64::from_le_bytes(data[head..head + 8].try_into().expect("8 bytes"));
+        check_pattern(seq, &data[head + 8..])
+    }
+}
+
+impl Large {
+    /// Counts what never arrived (call once the run is over).
+    pub fn finish(&mut self) {
+        for r in self.receivers() {
+            if self.got[r] < self.count {
+                self.stats.lost += self.count - self.got[r];
+                self.got[r] = self.count;
+            }
+        }
+    }
+}
+
+impl Scenario for Large {
+    fn on_open(&mut self, _i: usize, _client: &mut Client, _now: Instant) {
+        self.opened += 1;
+        self.stats.opened += 1;
+    }
+
+    fn on_message(&mut self, i: usize, _client: &mut Client, message: Message, now: Instant) {
+        let data = match message {
+            Message::Binary(b) => b,
+            Message::Close(c) => {
+                self.stats
+                    .closed_by_server
+                    .push(c.map_or(1005, |c| c.code.0));
+                return;
+            }
+            Message::Ping(_) | Message::Pong(_) => return,
+            Message::Text(_) => {
+                self.stats.unexpected += 1;
+                return;
+            }
+        };
+        if !self.receivers().contains(&i) {
+            self.stats.unexpected += 1;
+            return;
+        }
+        if self.check(&data) {
+            self.stats.received += 1;
+        } else {
+            self.stats.mismatched += 1;
+        }
+        if let Some(t) = self.started {
+            self.stats.record((now - t).as_micros() as u64);
+        }
+        self.got[i] += 1;
+        if self.receivers().all(|r| self.got[r] >= self.count) {
+            self.finished_at = Some(now);
+        }
+    }
+
+    fn on_end(&mut self, i: usize, error: Option<ClientError>) {
+        if self.receivers().contains(&i) && self.got[i] < self.count {
+            self.stats.lost += self.count - self.got[i];
+            self.got[i] = self.count;
+        }
+        if let Some(e) = error {
+            self.stats.error(e.to_string());
+        }
+    }
+
+    fn tick(&mut self, clients: &mut [Option<Client>], now: Instant, touched: &mut Vec<usize>) {
+        if self.started.is_some() || self.opened < self.conns {
+            return;
+        }
+        let Some(Some(sender)) = clients.first_mut().map(|c| c.as_mut()) else {
+            return;
+        };
+        let len = self.wire_len();
+        for seq in 0..self.count {
+            sender.send_with(OpCode::Binary, len, |m| self.fill(seq, m));
+            self.stats.sent += 1;
+        }
+        // the clock starts once the messages are built, when they start to go out
+        self.started = Some(Instant::now());
+        let _ = now;
+        touched.push(0);
+    }
+
+    fn finished(&self, now: Instant) -> bool {
+        self.finished_at.is_some() || now >= self.until
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pattern_catches_shifts_and_mix_ups() {
+        let mut a = vec![0u8; 300_000];
+        fill_pattern(3, &mut a);
+        assert!(check_pattern(3, &a));
+        assert!(!check_pattern(4, &a), "another message");
+        assert!(!check_pattern(3, &a[1..]), "shifted by one");
+        assert!(!check_pattern(3, &a[256..]), "shifted by a block");
+        assert!(!check_pattern(3, &a[65536..]), "shifted by 64 KiB");
+        let mut b = a.clone();
+        b[123_456] ^= 1;
+        assert!(!check_pattern(3, &b), "one flipped bit");
+    }
+}

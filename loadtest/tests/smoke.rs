@@ -1,0 +1,308 @@
+//! Every subcommand, briefly and with small counts, against a live gateway: the run must end
+//! with exit code 0, report no correctness failure, and print the JSON it promises. A second
+//! set checks the clear errors for a bad URL, an unreachable server and a server that is not a
+//! WebSocket gateway.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+/// The wsgate binary, built beside this package's binary by `cargo test --workspace`.
+fn wsgate_bin() -> PathBuf {
+    let loadtest = PathBuf::from(env!("CARGO_BIN_EXE_loadtest"));
+    let bin = loadtest.with_file_name("wsgate");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (cargo build -p wsgate)",
+        bin.display()
+    );
+    bin
+}
+
+struct Gateway {
+    child: Child,
+    addr: String,
+}
+
+impl Gateway {
+    fn start(args: &[&str]) -> Gateway {
+        let mut child = Command::new(wsgate_bin())
+            .args(["--listen", "127.0.0.1:0", "--log", "warn"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("wsgate starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("a line");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .expect("listening line")
+            .to_string();
+        Gateway { child, addr }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs loadtest; returns (exit code, stdout, stderr).
+fn loadtest(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args(args)
+        .output()
+        .expect("loadtest runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn json_run(args: &[&str]) -> serde_json::Value {
+    let (code, stdout, stderr) = loadtest(args);
+    let v: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("JSON from {args:?}: {e}\n{stdout}\n{stderr}"));
+    assert_eq!(code, 0, "{args:?} failed:\n{stdout}\n{stderr}");
+    assert_eq!(v["ok"], true);
+    for k in [
+        "lost",
+        "reordered",
+        "mismatched",
+        "unexpected",
+        "connection_errors",
+    ] {
+        assert_eq!(v[k], 0, "{k} in {args:?}: {stdout}");
+    }
+    v
+}
+
+#[test]
+fn every_subcommand_runs_clean_against_a_live_gateway() {
+    let gw = Gateway::start(&["--workers", "2", "--max-message-size", "16MiB"]);
+    let url = gw.url();
+    let pid = gw.child.id().to_string();
+    let common = ["--url", url.as_str(), "--json"];
+    let run = |extra: &[&str]| {
+        let mut args: Vec<&str> = extra.to_vec();
+        args.extend_from_slice(&common);
+        json_run(&args)
+    };
+
+    let v = run(&["echo", "--duration", "1s", "--conns", "10", "--window", "4"]);
+    assert!(v["received"].as_u64().unwrap() > 0);
+    let v = run(&[
+        "echo",
+        "--duration",
+        "1s",
+        "--conns",
+        "5",
+        "--text",
+        "--size",
+        "100",
+        "--threads",
+        "2",
+    ]);
+    assert!(v["received"].as_u64().unwrap() > 0);
+
+    let v = run(&[
+        "fanout",
+        "--duration",
+        "1s",
+        "--subscribers",
+        "50",
+        "--publishers",
+        "2",
+        "--topics",
+        "2",
+    ]);
+    assert!(v["received"].as_u64().unwrap() > 0);
+    assert_eq!(v["slow_consumer_closes"], 0.0);
+
+    let v = run(&[
+        "conns",
+        "--duration",
+        "200ms",
+        "--count",
+        "200",
+        "--rate",
+        "0",
+        "--server-pid",
+        &pid,
+    ]);
+    assert_eq!(v["opened"], 200.0);
+    assert!(v["server_rss_per_conn_bytes"].as_f64().is_some());
+
+    let v = run(&[
+        "large",
+        "--size",
+        "4MiB",
+        "--duration",
+        "20s",
+        "--server-pid",
+        &pid,
+    ]);
+    assert_eq!(v["received"], 1);
+    let v = run(&[
+        "large",
+        "--size",
+        "2MiB",
+        "--count",
+        "2",
+        "--subscribers",
+        "3",
+        "--duration",
+        "20s",
+    ]);
+    assert_eq!(v["received"], 6);
+
+    let v = run(&[
+        "soak",
+        "--duration",
+        "2s",
+        "--conns",
+        "20",
+        "--topics",
+        "5",
+        "--threads",
+        "2",
+    ]);
+    assert!(v["operations"].as_f64().unwrap() > 0.0);
+
+    let v = run(&[
+        "ramp",
+        "--duration",
+        "500ms",
+        "--step",
+        "20",
+        "--max-subscribers",
+        "40",
+        "--rate",
+        "50",
+        "--slo-p99",
+        "10s",
+    ]);
+    assert_eq!(v["capacity_subscribers"], 40.0);
+}
+
+/// A WebSocket echo server that corrupts one byte of every fifth message: loadtest must catch
+/// it. Built on wsgate-core's handshake and frame codec, on a plain blocking socket.
+fn corrupting_echo_server() -> std::net::SocketAddr {
+    use bytes::BytesMut;
+    use std::io::{Read, Write};
+    use wsgate_core::frame::{DecoderConfig, Message, MessageDecoder, OpCode, OutFrame};
+    use wsgate_core::handshake::{Limits, parse_request};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { return };
+            std::thread::spawn(move || {
+                let mut buf = BytesMut::new();
+                let mut chunk = [0u8; 65536];
+                let head = loop {
+                    let n = s.read(&mut chunk).unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    if let Ok(Some(req)) = parse_request(&buf, &Limits::default()) {
+                        let up = req.validate_upgrade().expect("a valid upgrade");
+                        break (req.head_len(), up.response(None, None));
+                    }
+                };
+                let _ = s.write_all(&head.1);
+                let _ = bytes::Buf::advance(&mut buf, head.0);
+                let mut d = MessageDecoder::new(DecoderConfig::server());
+                let mut count = 0u64;
+                loop {
+                    while let Ok(Some(m)) = d.decode(&mut buf) {
+                        if let Message::Binary(b) | Message::Text(b) = m {
+                            count += 1;
+                            let mut v = b.to_vec();
+                            if count % 5 == 0 {
+                                let last = v.len() - 1;
+                                v[last] ^= 0x01;
+                            }
+                            let _ = s.write_all(&OutFrame::new(OpCode::Binary, v.into()).to_vec());
+                        }
+                    }
+                    let n = s.read(&mut chunk).unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_server_that_corrupts_messages_fails_the_run() {
+    let addr = corrupting_echo_server();
+    let (code, stdout, _) = loadtest(&[
+        "echo",
+        "--url",
+        &format!("ws://{addr}/echo"),
+        "--conns",
+        "2",
+        "--duration",
+        "1s",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(code, 1, "{stdout}");
+    assert_eq!(v["ok"], false);
+    assert!(v["mismatched"].as_u64().unwrap() > 0, "{stdout}");
+}
+
+#[test]
+fn bad_targets_get_a_clear_one_line_error() {
+    let (code, _, stderr) = loadtest(&["echo", "--url", "http://127.0.0.1:1/"]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("--url") && stderr.contains("ws://"),
+        "{stderr}"
+    );
+
+    let (code, _, stderr) = loadtest(&["echo", "--url", "ws://127.0.0.1:1", "--duration", "1s"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("cannot connect"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+
+    // an HTTP server that is not a gateway: a plain TCP listener answering 404
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        if let Ok((mut s, _)) = listener.accept() {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    let (code, _, stderr) =
+        loadtest(&["echo", "--url", &format!("ws://{addr}"), "--duration", "1s"]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("404") && stderr.contains("gateway"),
+        "{stderr}"
+    );
+
+    let (code, _, stderr) = loadtest(&["fanout", "--size", "3"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--size"), "{stderr}");
+}
