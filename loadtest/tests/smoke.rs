@@ -223,7 +223,7 @@ fn corrupting_echo_server() -> std::net::SocketAddr {
                     }
                 };
                 let _ = s.write_all(&head.1);
-                let _ = bytes::Buf::advance(&mut buf, head.0);
+                bytes::Buf::advance(&mut buf, head.0);
                 let mut d = MessageDecoder::new(DecoderConfig::server());
                 let mut count = 0u64;
                 loop {
@@ -231,7 +231,7 @@ fn corrupting_echo_server() -> std::net::SocketAddr {
                         if let Message::Binary(b) | Message::Text(b) = m {
                             count += 1;
                             let mut v = b.to_vec();
-                            if count % 5 == 0 {
+                            if count.is_multiple_of(5) {
                                 let last = v.len() - 1;
                                 v[last] ^= 0x01;
                             }
