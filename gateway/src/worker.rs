@@ -273,17 +273,26 @@ impl Worker {
         }
     }
 
-    /// How much to read into a connection's own buffer: the rest of a large frame or body in
-    /// one go (within the limits), else one read buffer's worth.
+    /// How much to read into a connection's own buffer. A large frame or body gets room for
+    /// all of it in one allocation, but only once a 32nd of it has arrived: before that the
+    /// buffer doubles as data comes, so a header that announces 2 GiB and sends nothing costs
+    /// nothing, and what a peer can make the gateway reserve stays proportional to what it
+    /// really sent. The buffers outgrown on the way add up to at most a 16th of the message, so
+    /// the peak stays near one copy of it.
     fn own_read_size(&self, key: usize) -> usize {
         let base = self.shared.config.read_buffer_size;
         let conn = &self.conns[key];
-        let want = match &conn.phase {
+        let have = conn.inbuf.len();
+        let remaining = match &conn.phase {
             Phase::Ws(s) => usize::try_from(s.decoder.wanted()).unwrap_or(usize::MAX),
-            Phase::Body(b) => b.len.saturating_sub(conn.inbuf.len()),
+            Phase::Body(b) => b.len.saturating_sub(have),
             _ => 0,
         };
-        want.max(base)
+        if remaining <= base || have.saturating_mul(32) >= have.saturating_add(remaining) {
+            remaining.max(base)
+        } else {
+            have.max(base)
+        }
     }
 
     /// Keeps what `process` left unconsumed with the connection, and returns the worker's
