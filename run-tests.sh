@@ -19,6 +19,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== cargo test"
 cargo test --workspace --all-targets --locked
+cargo test -p wsgate --features fault-injection --test faults --locked
 cargo test --workspace --doc --locked
 
 echo "== Autobahn TestSuite (cases 1-7, 9, 10 against /echo)"

@@ -90,6 +90,10 @@ pub enum Error {
     InvalidTopic(&'static str),
     /// A binary publish is shorter than its length-prefixed topic.
     InvalidBinary(&'static str),
+    /// The connection publishes faster than its allowed rate.
+    RateLimited,
+    /// The connection's credentials do not allow this subscribe or publish.
+    Forbidden(&'static str),
     /// More topics than the limit (carried here) in one request, e.g. `GET /ws?subscribe=...`.
     TooManyTopics(usize),
 }
@@ -175,6 +179,8 @@ impl Error {
             InvalidId => "invalid_id",
             InvalidTopic(_) => "invalid_topic",
             InvalidBinary(_) => "invalid_binary",
+            RateLimited => "rate_limited",
+            Forbidden(_) => "forbidden",
             TooManyTopics(_) => "too_many_topics",
         }
     }
@@ -222,6 +228,8 @@ impl fmt::Display for Error {
             InvalidId => f.write_str("\"id\" must be an integer"),
             InvalidTopic(why) => write!(f, "invalid topic: {why}"),
             InvalidBinary(why) => write!(f, "invalid binary publish: {why}"),
+            RateLimited => f.write_str("publishing faster than the allowed rate"),
+            Forbidden(what) => write!(f, "not allowed to {what} this topic"),
             TooManyTopics(max) => write!(f, "too many topics (at most {max})"),
         }
     }
@@ -273,6 +281,8 @@ mod tests {
             Error::InvalidId,
             Error::InvalidTopic("empty"),
             Error::InvalidBinary("short"),
+            Error::RateLimited,
+            Error::Forbidden("publish to"),
             Error::TooManyTopics(100),
         ];
         let mut codes = std::collections::HashSet::new();

@@ -42,6 +42,8 @@ pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(2);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Topics one connection may subscribe to.
 pub const DEFAULT_MAX_TOPICS_PER_CONNECTION: usize = 256;
+/// File descriptors kept back from the open-file limit when `max-connections` is automatic.
+pub const FD_RESERVE: usize = 128;
 
 /// The command line.
 #[derive(Debug, Parser)]
@@ -125,6 +127,24 @@ pub struct Settings {
     /// Serve the /echo endpoint [default: true].
     #[arg(long, value_name = "BOOL")]
     pub echo: Option<bool>,
+    /// Connections held at most, all workers together; 0 for the open-file limit less 128
+    /// [default: 0].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Connections from one source address; 0 for no limit [default: 0].
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Publishes a connection may make per second; 0 for no limit [default: 0].
+    #[arg(long, value_name = "N")]
+    pub publish_rate: Option<u32>,
+    /// Publishes a connection may make in a burst above the rate [default: the rate].
+    #[arg(long, value_name = "N")]
+    pub publish_burst: Option<u32>,
+    /// Origins allowed to open a WebSocket, comma separated (`https://app.example.com`,
+    /// `*.example.com`); empty allows any [default: empty].
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    #[serde(default, deserialize_with = "de_list")]
+    pub allowed_origins: Option<Vec<String>>,
     /// Require `Authorization: Bearer KEY` on POST /publish [default: none].
     #[arg(long, value_name = "KEY")]
     pub api_key: Option<String>,
@@ -157,6 +177,11 @@ impl Settings {
             drain_timeout,
             max_topics_per_connection,
             echo,
+            max_connections,
+            max_connections_per_ip,
+            publish_rate,
+            publish_burst,
+            allowed_origins,
             api_key,
             log
         )
@@ -200,6 +225,16 @@ pub struct Config {
     pub max_topics_per_connection: usize,
     /// Whether /echo is served.
     pub echo: bool,
+    /// Connections held at most (resolved: never 0).
+    pub max_connections: usize,
+    /// Connections per source address (0: no limit).
+    pub max_connections_per_ip: usize,
+    /// Publishes per second per connection (0: no limit).
+    pub publish_rate: u32,
+    /// Publish burst per connection.
+    pub publish_burst: u32,
+    /// Allowed origins (empty: any).
+    pub allowed_origins: Vec<String>,
     /// The API key of POST /publish, if any.
     pub api_key: Option<String>,
     /// Log filter.
@@ -246,6 +281,20 @@ impl Config {
                 .max_topics_per_connection
                 .unwrap_or(DEFAULT_MAX_TOPICS_PER_CONNECTION),
             echo: s.echo.unwrap_or(true),
+            max_connections: match s.max_connections.unwrap_or(0) {
+                0 => open_file_limit().saturating_sub(FD_RESERVE).max(1),
+                n => n,
+            },
+            max_connections_per_ip: s.max_connections_per_ip.unwrap_or(0),
+            publish_rate: s.publish_rate.unwrap_or(0),
+            publish_burst: s.publish_burst.or(s.publish_rate).unwrap_or(0),
+            allowed_origins: s
+                .allowed_origins
+                .unwrap_or_default()
+                .into_iter()
+                .map(|o| o.trim().to_string())
+                .filter(|o| !o.is_empty())
+                .collect(),
             api_key: s.api_key.filter(|k| !k.is_empty()),
             log: s.log.unwrap_or_else(|| "info".to_string()),
         };
@@ -292,6 +341,21 @@ impl Config {
                 "must be longer than --ping-interval, or 0",
             );
         }
+        if self.publish_rate > 0 && self.publish_burst == 0 {
+            return bad(
+                "--publish-burst",
+                "must be at least 1 when --publish-rate is set",
+            );
+        }
+        if let Some(o) = self
+            .allowed_origins
+            .iter()
+            .find(|o| o.contains(char::is_whitespace))
+        {
+            return Err(ConfigError(format!(
+                "invalid value for --allowed-origins: '{o}' contains a space"
+            )));
+        }
         if self.max_topics_per_connection == 0 {
             return bad("--max-topics-per-connection", "must be at least 1");
         }
@@ -334,6 +398,20 @@ impl Config {
             self.max_topics_per_connection
         );
         let _ = writeln!(out, "echo = {}", self.echo);
+        let _ = writeln!(out, "max-connections = {}", self.max_connections);
+        let _ = writeln!(
+            out,
+            "max-connections-per-ip = {}",
+            self.max_connections_per_ip
+        );
+        let _ = writeln!(out, "publish-rate = {}", self.publish_rate);
+        let _ = writeln!(out, "publish-burst = {}", self.publish_burst);
+        let origins: Vec<toml::Value> = self
+            .allowed_origins
+            .iter()
+            .map(|o| toml::Value::String(o.clone()))
+            .collect();
+        let _ = writeln!(out, "allowed-origins = {}", toml::Value::Array(origins));
         if let Some(key) = &self.api_key {
             let _ = writeln!(out, "api-key = {}", toml::Value::String(key.clone()));
         }
@@ -429,6 +507,54 @@ fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     match SizeOrNumber::deserialize(d)? {
         SizeOrNumber::Number(n) => Ok(Some(n)),
         SizeOrNumber::Text(s) => parse_size(&s).map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+fn de_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrText {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(Some(match ListOrText::deserialize(d)? {
+        ListOrText::List(v) => v,
+        ListOrText::Text(s) => s.split(',').map(str::to_string).collect(),
+    }))
+}
+
+/// Raises the process's open-file soft limit to its hard limit (each connection is a file).
+pub fn raise_file_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write a valid, owned rlimit struct.
+    #[allow(unsafe_code)]
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &raised);
+        }
+    }
+}
+
+/// The process's open-file limit (its soft limit), which bounds the connections it can hold.
+pub fn open_file_limit() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into a valid, owned rlimit struct.
+    #[allow(unsafe_code)]
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
+    if ok {
+        usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
+    } else {
+        1024
     }
 }
 

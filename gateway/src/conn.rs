@@ -5,6 +5,7 @@
 //! connection only holds bytes of its own (`inbuf`) when a frame or a request was cut between
 //! two reads. Its outbox allocates only while something is queued.
 
+use crate::limits::TokenBucket;
 use crate::outbox::Outbox;
 use bytes::BytesMut;
 use mio::Interest;
@@ -40,6 +41,10 @@ pub struct Session {
     pub ping_sent: bool,
     /// Once the gateway has sent a close frame: when.
     pub close_sent: Option<Instant>,
+    /// Publishes allowed by `publish-rate`.
+    pub publish_bucket: TokenBucket,
+    /// Publishes refused in a row for going over the rate.
+    pub refused_in_a_row: u32,
 }
 
 /// A POST /publish body being received.

@@ -12,6 +12,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse(); // a bad flag prints clap's message and exits 2
+    config::raise_file_limit();
     let print_config = cli.print_config;
     let config = match config::load(cli) {
         Ok(c) => c,
@@ -32,6 +33,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(ansi)
         .init();
+    install_panic_hook();
     let workers = config.workers;
     let server = match Server::start(config) {
         Ok(s) => s,
@@ -52,4 +54,19 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// A panic is a bug: the worker contains it to one connection (closed with 1011, counted in
+/// `wsgate_internal_errors_total`). Log the first one in full, then only count them, so a bug
+/// that a client can trigger cannot flood the logs.
+fn install_panic_hook() {
+    static LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    std::panic::set_hook(Box::new(|info| {
+        if !LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::error!(
+                "internal error (a bug): {info}; the connection was closed with 1011; further \
+                 ones are counted in wsgate_internal_errors_total, not logged"
+            );
+        }
+    }));
 }

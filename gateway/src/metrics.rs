@@ -29,6 +29,10 @@ pub const FAILURE_REASONS: &[&str] = &[
     "timeout",
     "unauthorized",
     "bad_request",
+    "too_many_connections",
+    "too_many_from_address",
+    "origin",
+    "forbidden",
     "other",
 ];
 
@@ -49,7 +53,7 @@ pub struct WorkerMetrics {
     /// WebSocket sessions opened.
     pub upgrades_total: AtomicU64,
     /// Refusals by reason, indexed like [`FAILURE_REASONS`].
-    pub handshake_failures: [AtomicU64; 19],
+    pub handshake_failures: [AtomicU64; FAILURE_REASONS.len()],
     /// Messages received by kind, indexed like [`MESSAGE_KINDS`].
     pub messages_in: [AtomicU64; 3],
     /// Payload bytes received by kind.
@@ -70,6 +74,12 @@ pub struct WorkerMetrics {
     pub message_errors: AtomicU64,
     /// HTTP requests answered (not upgrades).
     pub http_requests: AtomicU64,
+    /// Publishes refused for going over the connection's rate.
+    pub rate_limited: AtomicU64,
+    /// Subscribes and publishes refused by the connection's token.
+    pub forbidden: AtomicU64,
+    /// Connections closed because handling them hit a bug (a caught panic).
+    pub internal_errors: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -117,7 +127,25 @@ pub fn render(workers: &[std::sync::Arc<WorkerMetrics>], hub: &Hub, draining: bo
         "# HELP wsgate_connections_open Open connections.\n# TYPE wsgate_connections_open gauge\nwsgate_connections_open {open}"
     );
     type Getter<'a> = &'a dyn Fn(&WorkerMetrics) -> u64;
-    let simple: [(&str, &str, &str, Getter); 7] = [
+    let simple: [(&str, &str, &str, Getter); 10] = [
+        (
+            "wsgate_rate_limited_total",
+            "counter",
+            "Publishes refused for going over the rate.",
+            &|w| get(&w.rate_limited),
+        ),
+        (
+            "wsgate_forbidden_total",
+            "counter",
+            "Subscribes and publishes the token did not allow.",
+            &|w| get(&w.forbidden),
+        ),
+        (
+            "wsgate_internal_errors_total",
+            "counter",
+            "Connections closed with 1011 after a bug while handling them.",
+            &|w| get(&w.internal_errors),
+        ),
         (
             "wsgate_connections_total",
             "counter",

@@ -7,6 +7,7 @@
 
 use crate::config::Config;
 use crate::hub::{Hub, Wake};
+use crate::limits::ConnectionLimits;
 use crate::metrics::WorkerMetrics;
 use crate::worker::{self, Shared, Worker};
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -48,6 +49,7 @@ impl Server {
                 .map(|_| Arc::new(WorkerMetrics::default()))
                 .collect(),
             hub: Hub::new(wakers),
+            limits: ConnectionLimits::new(config.max_connections, config.max_connections_per_ip),
             config,
             state: AtomicU8::new(worker::RUNNING),
             sessions: AtomicUsize::new(0),

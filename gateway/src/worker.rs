@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::conn::{self, Conn, PendingBody, Phase, Session, SessionKind, Timeouts};
 use crate::http::{self, Route};
 use crate::hub::{Delivery, Hub, Topic};
+use crate::limits::{ConnectionLimits, TokenBucket, origin_allowed};
 use crate::metrics::{self, WorkerMetrics, add, inc};
 use bytes::{Buf, Bytes, BytesMut};
 use mio::net::TcpListener;
@@ -59,6 +60,8 @@ pub struct Shared {
     pub state: AtomicU8,
     /// Open WebSocket sessions, all workers together.
     pub sessions: AtomicUsize,
+    /// Connection counts against `max-connections` and `max-connections-per-ip`.
+    pub limits: ConnectionLimits,
 }
 
 impl Shared {
@@ -166,15 +169,20 @@ impl Worker {
                     LISTENER => self.accept(),
                     WAKER => {}
                     Token(key) => {
-                        if event.is_writable() {
-                            self.flush(key);
-                        }
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            if let Some(c) = self.conns.get_mut(key) {
-                                c.readable = true;
+                        let readable =
+                            event.is_readable() || event.is_read_closed() || event.is_error();
+                        let writable = event.is_writable();
+                        self.guarded(key, |w| {
+                            if writable {
+                                w.flush(key);
                             }
-                            self.read(key);
-                        }
+                            if readable {
+                                if let Some(c) = w.conns.get_mut(key) {
+                                    c.readable = true;
+                                }
+                                w.read(key);
+                            }
+                        });
                     }
                 }
             }
@@ -191,6 +199,12 @@ impl Worker {
         loop {
             match self.listener.accept() {
                 Ok((mut stream, peer)) => {
+                    if let Err(refusal) = self.shared.limits.admit(peer.ip()) {
+                        // best effort: a short answer that fits any socket buffer, then close
+                        let _ = std::io::Write::write(&mut stream, &refusal.response());
+                        self.metrics.failure(refusal.reason());
+                        continue;
+                    }
                     let _ = stream.set_nodelay(true);
                     let entry = self.conns.vacant_entry();
                     let key = entry.key();
@@ -200,6 +214,7 @@ impl Worker {
                             .register(&mut stream, Token(key), Interest::READABLE)
                     {
                         tracing::warn!("cannot register connection: {e}");
+                        self.shared.limits.release(peer.ip());
                         continue;
                     }
                     self.next_generation = self.next_generation.wrapping_add(1);
@@ -410,6 +425,17 @@ impl Worker {
                             keep_alive: false,
                             reason: Some(e.code()),
                         },
+                        Ok(up)
+                            if !up
+                                .origin()
+                                .is_none_or(|o| origin_allowed(o, &config.allowed_origins)) =>
+                        {
+                            Action::Answer {
+                                response: http::text(403, "origin not allowed", false, &[]),
+                                keep_alive: false,
+                                reason: Some("origin"),
+                            }
+                        }
                         Ok(up) => {
                             let topics = match (kind, up.query()) {
                                 (SessionKind::PubSub, Some(q)) => message::parse_subscribe_query(
@@ -632,6 +658,8 @@ impl Worker {
             last_read: self.now,
             ping_sent: false,
             close_sent: None,
+            publish_bucket: TokenBucket::new(self.shared.config.publish_burst, self.now),
+            refused_in_a_row: 0,
         }));
         inc(&self.metrics.upgrades_total);
         self.shared.sessions.fetch_add(1, Ordering::AcqRel);
@@ -706,6 +734,10 @@ impl Worker {
             Message::Text(_) | Message::Binary(_) if closing => {}
             Message::Text(payload) | Message::Binary(payload) => {
                 add(&self.metrics.bytes_in[kind], payload.len() as u64);
+                #[cfg(feature = "fault-injection")]
+                if &payload[..] == b"wsgate:panic" {
+                    panic!("fault injection: a bug while handling a message");
+                }
                 match (session_kind, kind) {
                     (SessionKind::Echo, 0) => self.send(key, OutFrame::new(OpCode::Text, payload)),
                     (SessionKind::Echo, _) => {
@@ -736,10 +768,9 @@ impl Worker {
                         self.unsubscribe(key, topic);
                         Ok(())
                     }
-                    Command::Publish { topic, data } => {
+                    Command::Publish { topic, data } => self.may_publish(key).map(|()| {
                         self.publish(topic, message::text_delivery(topic, data));
-                        Ok(())
-                    }
+                    }),
                 };
                 match (result, msg.id) {
                     (Ok(()), Some(id)) => message::ack_frame(id),
@@ -751,21 +782,62 @@ impl Worker {
                 }
             }
         };
-        if self.conns.contains(key) {
+        if self
+            .conns
+            .get_mut(key)
+            .and_then(Conn::session)
+            .is_some_and(|s| s.close_sent.is_none())
+        {
             self.send(key, reply);
         }
     }
 
     fn on_binary_publish(&mut self, key: usize, payload: Bytes) {
-        let topic = match message::parse_binary_publish(&payload) {
+        let topic = match message::parse_binary_publish(&payload)
+            .and_then(|p| self.may_publish(key).map(|()| p))
+        {
             Ok(p) => p.topic.to_string(),
             Err(e) => {
                 inc(&self.metrics.message_errors);
-                self.send(key, message::error_frame(None, &e));
+                if self
+                    .conns
+                    .get_mut(key)
+                    .and_then(Conn::session)
+                    .is_some_and(|s| s.close_sent.is_none())
+                {
+                    self.send(key, message::error_frame(None, &e));
+                }
                 return;
             }
         };
         self.publish(&topic, message::binary_delivery(payload));
+    }
+
+    /// Whether connection `key` may publish now under `publish-rate`. A connection that keeps
+    /// publishing through a whole burst's worth of refusals is closed with 1008.
+    fn may_publish(&mut self, key: usize) -> Result<()> {
+        let (rate, burst) = (
+            self.shared.config.publish_rate,
+            self.shared.config.publish_burst,
+        );
+        if rate == 0 {
+            return Ok(());
+        }
+        let now = self.now;
+        let Some(session) = self.conns.get_mut(key).and_then(Conn::session) else {
+            return Ok(());
+        };
+        if session.publish_bucket.take(rate, burst, now) {
+            session.refused_in_a_row = 0;
+            return Ok(());
+        }
+        session.refused_in_a_row += 1;
+        inc(&self.metrics.rate_limited);
+        if session.refused_in_a_row > burst {
+            let reason = format!("publish rate over {rate}/s, persistently");
+            self.start_close(key, CloseCode::POLICY, &reason);
+        }
+        Err(Error::RateLimited)
     }
 
     /// Queues a frame to one connection.
@@ -1053,6 +1125,7 @@ impl Worker {
         self.end_session(key);
         let mut conn = self.conns.remove(key);
         let _ = self.poll.registry().deregister(&mut conn.stream);
+        self.shared.limits.release(conn.peer.ip());
         self.metrics
             .connections_open
             .fetch_sub(1, Ordering::Relaxed);
@@ -1086,7 +1159,38 @@ impl Worker {
                 continue; // stale entry
             }
             conn.timer_at = None;
-            self.on_timer(key);
+            self.guarded(key, |w| w.on_timer(key));
+        }
+    }
+
+    /// Runs `f` for connection `key`, containing a panic (a bug) to that connection: it is
+    /// closed with 1011, counted in `wsgate_internal_errors_total`, and the worker goes on with
+    /// its other connections. The panic hook logs the first one.
+    fn guarded(&mut self, key: usize, f: impl FnOnce(&mut Worker)) {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self)));
+        if result.is_ok() {
+            return;
+        }
+        inc(&self.metrics.internal_errors);
+        if !self.conns.contains(key) {
+            return;
+        }
+        // best effort: tell the peer, then drop the connection; if even that fails, forget it
+        let close = OutFrame::close_with(CloseCode::INTERNAL_ERROR, "internal error");
+        let cleaned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if matches!(self.conns[key].phase, Phase::Ws(_)) {
+                self.metrics.close_sent(CloseCode::INTERNAL_ERROR.0);
+                let _ = std::io::Write::write(&mut self.conns[key].stream, &close.to_vec());
+            }
+            self.close_now(key);
+        }));
+        if cleaned.is_err() && self.conns.contains(key) {
+            let mut conn = self.conns.remove(key);
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+            self.shared.limits.release(conn.peer.ip());
+            self.metrics
+                .connections_open
+                .fetch_sub(1, Ordering::Relaxed);
         }
     }
 

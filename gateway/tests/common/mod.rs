@@ -461,6 +461,12 @@ impl RawWs {
     /// Reads the 101 answer on a connection where the upgrade request was sent.
     pub fn finish_upgrade(mut stream: TcpStream, mut buf: Vec<u8>) -> RawWs {
         let r = read_response(&mut stream, &mut buf).expect("an answer to the upgrade");
+        RawWs::finish_upgrade_after(stream, buf, r)
+    }
+
+    /// Checks an upgrade answer already read (`buf` holds the bytes after it).
+    #[allow(dead_code)]
+    pub fn finish_upgrade_after(stream: TcpStream, buf: Vec<u8>, r: HttpResponse) -> RawWs {
         assert_eq!(r.status, 101, "{r:?}");
         assert_eq!(
             r.header("Sec-WebSocket-Accept"),

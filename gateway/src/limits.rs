@@ -1,0 +1,268 @@
+//! Admission limits: connections in total and per source address, the publish rate of one
+//! connection, and the origin allow-list.
+//!
+//! The connection counts are shared by every worker but touched only when a connection is
+//! accepted or closed, never per message; the per-address table is split into shards so that
+//! workers accepting at the same time rarely meet on one lock.
+
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+const SHARDS: usize = 64;
+
+/// Why a connection was refused at accept time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The gateway holds `max-connections` already.
+    TooManyConnections,
+    /// This address holds `max-connections-per-ip` already.
+    TooManyFromAddress,
+}
+
+impl Refusal {
+    /// The metrics label of the refusal.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::TooManyConnections => "too_many_connections",
+            Refusal::TooManyFromAddress => "too_many_from_address",
+        }
+    }
+
+    /// The HTTP answer sent before the socket is closed.
+    pub fn response(self) -> bytes::Bytes {
+        match self {
+            Refusal::TooManyConnections => crate::http::text(
+                503,
+                "too many connections: try again or another node",
+                false,
+                &[("Retry-After", "1")],
+            ),
+            Refusal::TooManyFromAddress => {
+                crate::http::text(429, "too many connections from this address", false, &[])
+            }
+        }
+    }
+}
+
+/// Connection counts, in total and per source address.
+#[derive(Debug)]
+pub struct ConnectionLimits {
+    max_total: usize,
+    max_per_ip: usize,
+    total: AtomicUsize,
+    per_ip: Box<[Mutex<HashMap<IpAddr, u32>>]>,
+}
+
+impl ConnectionLimits {
+    /// Limits of `max_total` connections and `max_per_ip` per address (0: no per-address limit).
+    pub fn new(max_total: usize, max_per_ip: usize) -> ConnectionLimits {
+        ConnectionLimits {
+            max_total,
+            max_per_ip,
+            total: AtomicUsize::new(0),
+            per_ip: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+
+    fn shard(&self, ip: &IpAddr) -> &Mutex<HashMap<IpAddr, u32>> {
+        let h = match ip {
+            IpAddr::V4(v4) => u32::from(*v4) as usize,
+            IpAddr::V6(v6) => u128::from(*v6) as usize,
+        };
+        &self.per_ip[h.wrapping_mul(0x9E37_79B9) % SHARDS]
+    }
+
+    /// Counts a new connection from `ip`, or says why it may not be.
+    pub fn admit(&self, ip: IpAddr) -> Result<(), Refusal> {
+        if self.total.fetch_add(1, Ordering::AcqRel) >= self.max_total {
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refusal::TooManyConnections);
+        }
+        if self.max_per_ip > 0 {
+            let mut table = self.shard(&ip).lock();
+            let n = table.entry(ip).or_insert(0);
+            if *n as usize >= self.max_per_ip {
+                drop(table);
+                self.total.fetch_sub(1, Ordering::AcqRel);
+                return Err(Refusal::TooManyFromAddress);
+            }
+            *n += 1;
+        }
+        Ok(())
+    }
+
+    /// Forgets a connection that [`admit`](Self::admit) counted.
+    pub fn release(&self, ip: IpAddr) {
+        self.total.fetch_sub(1, Ordering::AcqRel);
+        if self.max_per_ip > 0 {
+            let mut table = self.shard(&ip).lock();
+            if let Some(n) = table.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    table.remove(&ip);
+                }
+            }
+        }
+    }
+
+    /// Connections counted now.
+    pub fn total(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
+    }
+}
+
+/// A token bucket: `rate` tokens a second, at most `burst` saved up.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenBucket {
+    tokens: f32,
+    last: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub fn new(burst: u32, now: Instant) -> TokenBucket {
+        TokenBucket {
+            tokens: burst as f32,
+            last: now,
+        }
+    }
+
+    /// Takes one token if there is one.
+    pub fn take(&mut self, rate: u32, burst: u32, now: Instant) -> bool {
+        let dt = now.saturating_duration_since(self.last).as_secs_f32();
+        self.last = now;
+        self.tokens = (self.tokens + dt * rate as f32).min(burst as f32);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Whether `origin` (an `Origin` header: `scheme://host[:port]`) is allowed by `patterns`:
+/// each pattern is an exact origin (`https://app.example.com`), or a host pattern with an
+/// optional scheme where a leading `*.` matches any subdomain (`*.example.com`,
+/// `https://*.example.com`). Comparison ignores ASCII case. An empty list allows every origin.
+pub fn origin_allowed(origin: &str, patterns: &[String]) -> bool {
+    if patterns.is_empty() {
+        return true;
+    }
+    let origin = origin.trim().to_ascii_lowercase();
+    let (scheme, host) = match origin.split_once("://") {
+        Some((s, h)) => (s, h),
+        None => ("", origin.as_str()),
+    };
+    patterns.iter().any(|p| {
+        let p = p.trim().to_ascii_lowercase();
+        let (p_scheme, p_host) = match p.split_once("://") {
+            Some((s, h)) => (Some(s), h),
+            None => (None, p.as_str()),
+        };
+        if p_scheme.is_some_and(|s| s != scheme) {
+            return false;
+        }
+        match p_host.strip_prefix("*.") {
+            Some(suffix) => host
+                .strip_suffix(suffix)
+                .is_some_and(|rest| rest.ends_with('.') && rest.len() > 1),
+            None => host == p_host,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn total_and_per_address_limits() {
+        let l = ConnectionLimits::new(3, 2);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        assert_eq!(l.admit(a), Ok(()));
+        assert_eq!(l.admit(a), Ok(()));
+        assert_eq!(l.admit(a), Err(Refusal::TooManyFromAddress));
+        assert_eq!(l.admit(b), Ok(()));
+        assert_eq!(l.admit(b), Err(Refusal::TooManyConnections));
+        assert_eq!(l.total(), 3);
+        l.release(a);
+        assert_eq!(l.admit(b), Ok(()));
+        assert_eq!(l.admit(b), Err(Refusal::TooManyConnections));
+        l.release(a);
+        l.release(b);
+        l.release(b);
+        assert_eq!(l.total(), 0);
+        assert!(
+            l.per_ip.iter().all(|s| s.lock().is_empty()),
+            "released addresses are forgotten"
+        );
+    }
+
+    #[test]
+    fn refusal_answers_are_well_formed() {
+        for r in [Refusal::TooManyConnections, Refusal::TooManyFromAddress] {
+            let response = r.response();
+            let text = std::str::from_utf8(&response).unwrap();
+            let (head, body) = text.split_once("\r\n\r\n").unwrap();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert_eq!(len, body.len(), "{text}");
+        }
+    }
+
+    #[test]
+    fn token_bucket() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(3, t0);
+        assert!(b.take(10, 3, t0) && b.take(10, 3, t0) && b.take(10, 3, t0));
+        assert!(!b.take(10, 3, t0), "burst spent");
+        assert!(
+            b.take(10, 3, t0 + Duration::from_millis(100)),
+            "refilled at the rate"
+        );
+        assert!(!b.take(10, 3, t0 + Duration::from_millis(100)));
+        let later = t0 + Duration::from_secs(60);
+        assert!(
+            (0..3).all(|_| b.take(10, 3, later)),
+            "never more than the burst"
+        );
+        assert!(!b.take(10, 3, later));
+    }
+
+    #[test]
+    fn origins() {
+        let p = vec![
+            "https://app.example.com".to_string(),
+            "*.example.org".to_string(),
+            "http://*.dev.test".to_string(),
+        ];
+        assert!(origin_allowed("https://app.example.com", &p));
+        assert!(origin_allowed("HTTPS://APP.EXAMPLE.COM", &p));
+        assert!(
+            !origin_allowed("http://app.example.com", &p),
+            "scheme is part of an exact origin"
+        );
+        assert!(!origin_allowed("https://evil.com", &p));
+        assert!(origin_allowed("https://a.example.org", &p));
+        assert!(origin_allowed("http://a.b.example.org", &p));
+        assert!(
+            !origin_allowed("https://example.org", &p),
+            "*. needs a subdomain"
+        );
+        assert!(!origin_allowed("https://badexample.org", &p));
+        assert!(origin_allowed("http://x.dev.test", &p));
+        assert!(!origin_allowed("https://x.dev.test", &p));
+        assert!(!origin_allowed("null", &p));
+        assert!(origin_allowed("https://anything", &[]));
+    }
+}
