@@ -145,6 +145,15 @@ pub struct Settings {
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     #[serde(default, deserialize_with = "de_list")]
     pub allowed_origins: Option<Vec<String>>,
+    /// Require a JWT signed with this HS256 secret on every upgrade [default: none].
+    #[arg(long, value_name = "SECRET")]
+    pub jwt_secret: Option<String>,
+    /// Require a JWT verified with this PEM public key file on every upgrade [default: none].
+    #[arg(long, value_name = "FILE")]
+    pub jwt_public_key: Option<PathBuf>,
+    /// The algorithm of --jwt-public-key: RS256 or ES256 [default: RS256].
+    #[arg(long, value_name = "ALG")]
+    pub jwt_algorithm: Option<String>,
     /// Require `Authorization: Bearer KEY` on POST /publish [default: none].
     #[arg(long, value_name = "KEY")]
     pub api_key: Option<String>,
@@ -182,6 +191,9 @@ impl Settings {
             publish_rate,
             publish_burst,
             allowed_origins,
+            jwt_secret,
+            jwt_public_key,
+            jwt_algorithm,
             api_key,
             log
         )
@@ -235,6 +247,12 @@ pub struct Config {
     pub publish_burst: u32,
     /// Allowed origins (empty: any).
     pub allowed_origins: Vec<String>,
+    /// The HS256 secret tokens are checked with, if any.
+    pub jwt_secret: Option<String>,
+    /// The public key file tokens are checked with, if any.
+    pub jwt_public_key: Option<PathBuf>,
+    /// The algorithm of `jwt_public_key`.
+    pub jwt_algorithm: String,
     /// The API key of POST /publish, if any.
     pub api_key: Option<String>,
     /// Log filter.
@@ -295,6 +313,9 @@ impl Config {
                 .map(|o| o.trim().to_string())
                 .filter(|o| !o.is_empty())
                 .collect(),
+            jwt_secret: s.jwt_secret.filter(|k| !k.is_empty()),
+            jwt_public_key: s.jwt_public_key,
+            jwt_algorithm: s.jwt_algorithm.unwrap_or_else(|| "RS256".to_string()),
             api_key: s.api_key.filter(|k| !k.is_empty()),
             log: s.log.unwrap_or_else(|| "info".to_string()),
         };
@@ -356,6 +377,13 @@ impl Config {
                 "invalid value for --allowed-origins: '{o}' contains a space"
             )));
         }
+        if self.jwt_secret.is_some() && self.jwt_public_key.is_some() {
+            return bad(
+                "--jwt-secret",
+                "give either --jwt-secret or --jwt-public-key, not both",
+            );
+        }
+        self.authenticator()?;
         if self.max_topics_per_connection == 0 {
             return bad("--max-topics-per-connection", "must be at least 1");
         }
@@ -366,6 +394,29 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// The token verifier, when authentication is configured.
+    pub fn authenticator(&self) -> Result<Option<crate::auth::Authenticator>, ConfigError> {
+        if let Some(secret) = &self.jwt_secret {
+            return Ok(Some(crate::auth::Authenticator::hs256(secret.as_bytes())));
+        }
+        let Some(path) = &self.jwt_public_key else {
+            return Ok(None);
+        };
+        let pem = std::fs::read(path).map_err(|e| {
+            ConfigError(format!(
+                "invalid value for --jwt-public-key: cannot read {}: {e}",
+                path.display()
+            ))
+        })?;
+        crate::auth::Authenticator::public_key(&pem, &self.jwt_algorithm)
+            .map(Some)
+            .map_err(|e| {
+                ConfigError(format!(
+                    "invalid value for --jwt-public-key or --jwt-algorithm: {e}"
+                ))
+            })
     }
 
     /// The configuration as TOML, in the form `--config` reads back.
@@ -412,6 +463,21 @@ impl Config {
             .map(|o| toml::Value::String(o.clone()))
             .collect();
         let _ = writeln!(out, "allowed-origins = {}", toml::Value::Array(origins));
+        if let Some(secret) = &self.jwt_secret {
+            let _ = writeln!(out, "jwt-secret = {}", toml::Value::String(secret.clone()));
+        }
+        if let Some(path) = &self.jwt_public_key {
+            let _ = writeln!(
+                out,
+                "jwt-public-key = {}",
+                toml::Value::String(path.display().to_string())
+            );
+        }
+        let _ = writeln!(
+            out,
+            "jwt-algorithm = {}",
+            toml::Value::String(self.jwt_algorithm.clone())
+        );
         if let Some(key) = &self.api_key {
             let _ = writeln!(out, "api-key = {}", toml::Value::String(key.clone()));
         }

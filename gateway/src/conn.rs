@@ -5,6 +5,7 @@
 //! connection only holds bytes of its own (`inbuf`) when a frame or a request was cut between
 //! two reads. Its outbox allocates only while something is queued.
 
+use crate::auth::Grants;
 use crate::limits::TokenBucket;
 use crate::outbox::Outbox;
 use bytes::BytesMut;
@@ -45,6 +46,8 @@ pub struct Session {
     pub publish_bucket: TokenBucket,
     /// Publishes refused in a row for going over the rate.
     pub refused_in_a_row: u32,
+    /// What the session's token allows, when authentication is on.
+    pub grants: Option<Box<Grants>>,
 }
 
 /// A POST /publish body being received.
@@ -142,10 +145,8 @@ impl Conn {
                 }
                 let ping = (!t.ping.is_zero() && !s.ping_sent).then(|| s.last_read + t.ping);
                 let idle = (!t.idle.is_zero()).then(|| s.last_read + t.idle);
-                match (ping, idle) {
-                    (Some(p), Some(i)) => Some(p.min(i)),
-                    (p, i) => p.or(i),
-                }
+                let expiry = s.grants.as_ref().map(|g| g.expires);
+                [ping, idle, expiry].into_iter().flatten().min()
             }
         }
     }

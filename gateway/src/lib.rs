@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
+pub mod auth;
 pub mod config;
 #[allow(unsafe_code)]
 pub mod conn;

@@ -50,6 +50,7 @@ impl Server {
                 .collect(),
             hub: Hub::new(wakers),
             limits: ConnectionLimits::new(config.max_connections, config.max_connections_per_ip),
+            auth: config.authenticator().map_err(|e| io::Error::other(e.0))?,
             config,
             state: AtomicU8::new(worker::RUNNING),
             sessions: AtomicUsize::new(0),

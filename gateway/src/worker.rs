@@ -7,6 +7,7 @@
 //! queued, fire due timers, then flush every connection that got something to send, so that
 //! many frames leave in one `writev`.
 
+use crate::auth::{self, Authenticator, Grants, TokenSource};
 use crate::config::Config;
 use crate::conn::{self, Conn, PendingBody, Phase, Session, SessionKind, Timeouts};
 use crate::http::{self, Route};
@@ -62,6 +63,8 @@ pub struct Shared {
     pub sessions: AtomicUsize,
     /// Connection counts against `max-connections` and `max-connections-per-ip`.
     pub limits: ConnectionLimits,
+    /// The token verifier, when authentication is on.
+    pub auth: Option<Authenticator>,
 }
 
 impl Shared {
@@ -392,6 +395,7 @@ impl Worker {
                 response: Bytes,
                 kind: SessionKind,
                 topics: Vec<String>,
+                grants: Option<Box<Grants>>,
             },
             Body(Box<PendingBody>),
         }
@@ -436,27 +440,56 @@ impl Worker {
                                 reason: Some("origin"),
                             }
                         }
-                        Ok(up) => {
-                            let topics = match (kind, up.query()) {
-                                (SessionKind::PubSub, Some(q)) => message::parse_subscribe_query(
-                                    q,
-                                    config.max_topics_per_connection,
+                        Ok(up) => match self.authorize(&req) {
+                            Err(why) => Action::Answer {
+                                response: http::text(
+                                    401,
+                                    &why,
+                                    false,
+                                    &[("WWW-Authenticate", "Bearer error=\"invalid_token\"")],
                                 ),
-                                _ => Ok(Vec::new()),
-                            };
-                            match topics {
-                                Ok(topics) => Action::Upgrade {
-                                    response: Bytes::from(up.response(None, None)),
-                                    kind,
-                                    topics,
-                                },
-                                Err(e) => Action::Answer {
-                                    response: http::text(400, &e.to_string(), false, &[]),
-                                    keep_alive: false,
-                                    reason: Some("bad_request"),
-                                },
+                                keep_alive: false,
+                                reason: Some("unauthorized"),
+                            },
+                            Ok((grants, protocol)) => {
+                                let topics = match (kind, up.query()) {
+                                    (SessionKind::PubSub, Some(q)) => {
+                                        message::parse_subscribe_query(
+                                            q,
+                                            config.max_topics_per_connection,
+                                        )
+                                    }
+                                    _ => Ok(Vec::new()),
+                                };
+                                let forbidden = topics.as_ref().ok().and_then(|t| {
+                                    let g = grants.as_ref()?;
+                                    t.iter().find(|t| !g.may_subscribe(t)).cloned()
+                                });
+                                match (topics, forbidden) {
+                                    (Ok(_), Some(t)) => Action::Answer {
+                                        response: http::text(
+                                            403,
+                                            &format!("the token does not allow subscribing to {t}"),
+                                            false,
+                                            &[],
+                                        ),
+                                        keep_alive: false,
+                                        reason: Some("forbidden"),
+                                    },
+                                    (Ok(topics), None) => Action::Upgrade {
+                                        response: Bytes::from(up.response(protocol, None)),
+                                        kind,
+                                        topics,
+                                        grants,
+                                    },
+                                    (Err(e), _) => Action::Answer {
+                                        response: http::text(400, &e.to_string(), false, &[]),
+                                        keep_alive: false,
+                                        reason: Some("bad_request"),
+                                    },
+                                }
                             }
-                        }
+                        },
                     },
                     Route::Healthz => Action::Answer {
                         response: http::text(200, "ok", keep_alive, &[]),
@@ -582,8 +615,29 @@ impl Worker {
                 response,
                 kind,
                 topics,
-            } => self.open_session(key, response, kind, topics),
+                grants,
+            } => self.open_session(key, response, kind, topics, grants),
         }
+    }
+
+    /// Checks the token of an upgrade when authentication is on: what it allows, and the
+    /// subprotocol the answer must select (`bearer`, when the token came that way).
+    fn authorize(
+        &self,
+        req: &handshake::Request<'_>,
+    ) -> std::result::Result<(Option<Box<Grants>>, Option<&'static str>), String> {
+        let Some(auth) = &self.shared.auth else {
+            return Ok((None, None));
+        };
+        let Some((token, source)) = auth::token_of(req) else {
+            return Err(
+                "a token is required (?token=, Authorization: Bearer, or the bearer subprotocol)"
+                    .into(),
+            );
+        };
+        let grants = auth.verify(&token, self.now)?;
+        let protocol = (source == TokenSource::Subprotocol).then_some("bearer");
+        Ok((Some(Box::new(grants)), protocol))
     }
 
     /// Queues an HTTP answer; keeps the connection for the next request or closes it after.
@@ -648,6 +702,7 @@ impl Worker {
         response: Bytes,
         kind: SessionKind,
         topics: Vec<String>,
+        grants: Option<Box<Grants>>,
     ) {
         let conn = &mut self.conns[key];
         conn.outbox.push_raw(response);
@@ -660,6 +715,7 @@ impl Worker {
             close_sent: None,
             publish_bucket: TokenBucket::new(self.shared.config.publish_burst, self.now),
             refused_in_a_row: 0,
+            grants,
         }));
         inc(&self.metrics.upgrades_total);
         self.shared.sessions.fetch_add(1, Ordering::AcqRel);
@@ -768,7 +824,7 @@ impl Worker {
                         self.unsubscribe(key, topic);
                         Ok(())
                     }
-                    Command::Publish { topic, data } => self.may_publish(key).map(|()| {
+                    Command::Publish { topic, data } => self.may_publish(key, topic).map(|()| {
                         self.publish(topic, message::text_delivery(topic, data));
                     }),
                 };
@@ -794,7 +850,7 @@ impl Worker {
 
     fn on_binary_publish(&mut self, key: usize, payload: Bytes) {
         let topic = match message::parse_binary_publish(&payload)
-            .and_then(|p| self.may_publish(key).map(|()| p))
+            .and_then(|p| self.may_publish(key, p.topic).map(|()| p))
         {
             Ok(p) => p.topic.to_string(),
             Err(e) => {
@@ -813,20 +869,29 @@ impl Worker {
         self.publish(&topic, message::binary_delivery(payload));
     }
 
-    /// Whether connection `key` may publish now under `publish-rate`. A connection that keeps
-    /// publishing through a whole burst's worth of refusals is closed with 1008.
-    fn may_publish(&mut self, key: usize) -> Result<()> {
+    /// Whether connection `key` may publish to `topic` now: its token allows the topic, and
+    /// it is within `publish-rate`. A connection that keeps publishing through a whole burst's
+    /// worth of refusals is closed with 1008.
+    fn may_publish(&mut self, key: usize, topic: &str) -> Result<()> {
         let (rate, burst) = (
             self.shared.config.publish_rate,
             self.shared.config.publish_burst,
         );
-        if rate == 0 {
-            return Ok(());
-        }
         let now = self.now;
         let Some(session) = self.conns.get_mut(key).and_then(Conn::session) else {
             return Ok(());
         };
+        if session
+            .grants
+            .as_ref()
+            .is_some_and(|g| !g.may_publish(topic))
+        {
+            inc(&self.metrics.forbidden);
+            return Err(Error::Forbidden("publish to"));
+        }
+        if rate == 0 {
+            return Ok(());
+        }
         if session.publish_bucket.take(rate, burst, now) {
             session.refused_in_a_row = 0;
             return Ok(());
@@ -901,6 +966,14 @@ impl Worker {
         };
         if session.topics.iter().any(|t| &**t == topic) {
             return Ok(());
+        }
+        if session
+            .grants
+            .as_ref()
+            .is_some_and(|g| !g.may_subscribe(topic))
+        {
+            inc(&self.metrics.forbidden);
+            return Err(Error::Forbidden("subscribe to"));
         }
         if session.topics.len() >= max {
             return Err(Error::TooManyTopics(max));
@@ -1214,8 +1287,11 @@ impl Worker {
                 Phase::Ws(session) => {
                     let idle_over = !self.timeouts.idle.is_zero()
                         && now >= session.last_read + self.timeouts.idle;
+                    let expired = session.grants.as_ref().is_some_and(|g| now >= g.expires);
                     if session.close_sent.is_some() {
                         self.close_now(key); // the peer never answered our close
+                    } else if expired {
+                        self.start_close(key, CloseCode::POLICY, "token expired");
                     } else if idle_over {
                         self.start_close(key, CloseCode::GOING_AWAY, "idle timeout");
                     } else {

@@ -1,0 +1,255 @@
+//! Optional authentication of WebSocket clients with JSON Web Tokens, and what a token allows.
+//!
+//! Off unless a key is configured: `--jwt-secret` (HS256) or `--jwt-public-key FILE` (a PEM
+//! public key; RS256 or ES256 with `--jwt-algorithm`). The token comes from, in order:
+//! `?token=` in the upgrade URL, `Authorization: Bearer TOKEN`, or `Sec-WebSocket-Protocol`
+//! offering `bearer` followed by the token (`new WebSocket(url, ["bearer", token])`, for browsers,
+//! which cannot set headers; the gateway then answers with the `bearer` subprotocol).
+//!
+//! Claims: `exp` (required; a session is closed with 1008 when it passes), `sub` (optional, for
+//! logs), and `subscribe` / `publish`: lists of topic patterns the holder may subscribe and
+//! publish to, each an exact name or a prefix ending in `*` (`"*"` alone allows every topic). A
+//! missing list allows nothing.
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use wsgate_core::handshake::Request;
+
+/// Seconds of clock difference tolerated on `exp` between the token issuer and the gateway.
+pub const LEEWAY_SECS: u64 = 2;
+
+/// The claims wsgate reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Claims {
+    /// Expiry, seconds since the Unix epoch.
+    pub exp: u64,
+    /// The subject, for logs.
+    #[serde(default)]
+    pub sub: Option<String>,
+    /// Topic patterns the holder may subscribe to.
+    #[serde(default)]
+    pub subscribe: Vec<String>,
+    /// Topic patterns the holder may publish to.
+    #[serde(default)]
+    pub publish: Vec<String>,
+}
+
+/// What a verified token allows, kept with the session.
+#[derive(Debug, Clone)]
+pub struct Grants {
+    /// The subject, if the token named one.
+    pub subject: Option<String>,
+    subscribe: Vec<String>,
+    publish: Vec<String>,
+    /// When the token expires.
+    pub expires: Instant,
+}
+
+fn matches(patterns: &[String], topic: &str) -> bool {
+    patterns.iter().any(|p| match p.strip_suffix('*') {
+        Some(prefix) => topic.starts_with(prefix),
+        None => p == topic,
+    })
+}
+
+impl Grants {
+    /// Whether the token allows subscribing to `topic`.
+    pub fn may_subscribe(&self, topic: &str) -> bool {
+        matches(&self.subscribe, topic)
+    }
+
+    /// Whether the token allows publishing to `topic`.
+    pub fn may_publish(&self, topic: &str) -> bool {
+        matches(&self.publish, topic)
+    }
+}
+
+/// Where the token of a request was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenSource {
+    /// `?token=`.
+    Query,
+    /// `Authorization: Bearer`.
+    Header,
+    /// `Sec-WebSocket-Protocol: bearer, TOKEN`: the answer must select `bearer`.
+    Subprotocol,
+}
+
+/// Finds the token of an upgrade request.
+pub fn token_of<'a>(req: &Request<'a>) -> Option<(String, TokenSource)> {
+    if let Some(query) = req.query() {
+        for pair in query.split('&') {
+            if let Some(v) = pair.strip_prefix("token=") {
+                let token = percent_encoding::percent_decode_str(v)
+                    .decode_utf8()
+                    .ok()?
+                    .into_owned();
+                return Some((token, TokenSource::Query));
+            }
+        }
+    }
+    if let Some(v) = req.header_str("Authorization")
+        && let Some(t) = v.trim().strip_prefix("Bearer ")
+    {
+        return Some((t.trim().to_string(), TokenSource::Header));
+    }
+    let protocols: Vec<&str> = req
+        .header_values("Sec-WebSocket-Protocol")
+        .filter_map(|v| std::str::from_utf8(v).ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let at = protocols
+        .iter()
+        .position(|p| p.eq_ignore_ascii_case("bearer"))?;
+    protocols
+        .get(at + 1)
+        .map(|t| (t.to_string(), TokenSource::Subprotocol))
+}
+
+/// Verifies tokens with the configured key.
+pub struct Authenticator {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("algorithms", &self.validation.algorithms)
+            .finish()
+    }
+}
+
+impl Authenticator {
+    /// An authenticator for HS256 tokens signed with `secret`.
+    pub fn hs256(secret: &[u8]) -> Authenticator {
+        Authenticator::new(DecodingKey::from_secret(secret), Algorithm::HS256)
+    }
+
+    /// An authenticator for RS256 or ES256 tokens, from a PEM public key.
+    pub fn public_key(pem: &[u8], algorithm: &str) -> Result<Authenticator, String> {
+        let (key, alg) = match algorithm.to_ascii_uppercase().as_str() {
+            "RS256" => (DecodingKey::from_rsa_pem(pem), Algorithm::RS256),
+            "ES256" => (DecodingKey::from_ec_pem(pem), Algorithm::ES256),
+            other => return Err(format!("'{other}' is not RS256 or ES256")),
+        };
+        let key = key.map_err(|e| format!("not a PEM {algorithm} public key: {e}"))?;
+        Ok(Authenticator::new(key, alg))
+    }
+
+    fn new(key: DecodingKey, alg: Algorithm) -> Authenticator {
+        let mut validation = Validation::new(alg);
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_exp = true;
+        validation.set_required_spec_claims(&["exp"]);
+        Authenticator { key, validation }
+    }
+
+    /// Checks a token's signature and expiry; `now` turns `exp` into a deadline.
+    pub fn verify(&self, token: &str, now: Instant) -> Result<Grants, String> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+            .map_err(|e| format!("invalid token: {e}"))?;
+        let c = data.claims;
+        let unix_now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let left = (c.exp + LEEWAY_SECS).saturating_sub(unix_now);
+        Ok(Grants {
+            subject: c.sub,
+            subscribe: c.subscribe,
+            publish: c.publish,
+            expires: now + Duration::from_secs(left),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    use serde_json::json;
+    use wsgate_core::handshake::{Limits, parse_request};
+
+    fn token(claims: serde_json::Value, secret: &[u8]) -> String {
+        encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(secret),
+        )
+        .unwrap()
+    }
+
+    fn unix() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    #[test]
+    fn a_good_token_grants_its_patterns() {
+        let auth = Authenticator::hs256(b"secret");
+        let t = token(
+            json!({"exp": unix() + 60, "sub": "alice", "subscribe": ["news", "chat.*"], "publish": ["chat.alice"]}),
+            b"secret",
+        );
+        let g = auth.verify(&t, Instant::now()).unwrap();
+        assert_eq!(g.subject.as_deref(), Some("alice"));
+        assert!(
+            g.may_subscribe("news") && g.may_subscribe("chat.room1") && g.may_subscribe("chat.")
+        );
+        assert!(!g.may_subscribe("newsroom") && !g.may_subscribe("chat"));
+        assert!(g.may_publish("chat.alice") && !g.may_publish("chat.bob"));
+        assert!(g.expires > Instant::now() + Duration::from_secs(50));
+        let all = token(json!({"exp": unix() + 60, "subscribe": ["*"]}), b"secret");
+        let g = auth.verify(&all, Instant::now()).unwrap();
+        assert!(g.may_subscribe("anything") && !g.may_publish("anything"));
+    }
+
+    #[test]
+    fn bad_tokens_are_refused() {
+        let auth = Authenticator::hs256(b"secret");
+        let expired = token(json!({"exp": unix() - 60}), b"secret");
+        assert!(
+            auth.verify(&expired, Instant::now())
+                .unwrap_err()
+                .contains("xpired")
+        );
+        let forged = token(json!({"exp": unix() + 60}), b"other secret");
+        assert!(auth.verify(&forged, Instant::now()).is_err());
+        let no_exp = token(json!({"sub": "x"}), b"secret");
+        assert!(auth.verify(&no_exp, Instant::now()).is_err());
+        assert!(auth.verify("garbage", Instant::now()).is_err());
+        assert!(auth.verify("", Instant::now()).is_err());
+        assert!(Authenticator::public_key(b"not pem", "RS256").is_err());
+        assert!(Authenticator::public_key(b"", "HS512").is_err());
+    }
+
+    #[test]
+    fn tokens_are_found_in_the_query_the_header_or_the_subprotocol() {
+        let req = |text: &'static str| {
+            parse_request(text.as_bytes(), &Limits::default())
+                .unwrap()
+                .unwrap()
+        };
+        let r = req("GET /ws?subscribe=a&token=abc.def%2Dg HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(
+            token_of(&r),
+            Some(("abc.def-g".to_string(), TokenSource::Query))
+        );
+        let r = req("GET /ws HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t0k\r\n\r\n");
+        assert_eq!(token_of(&r), Some(("t0k".to_string(), TokenSource::Header)));
+        let r =
+            req("GET /ws HTTP/1.1\r\nHost: x\r\nSec-WebSocket-Protocol: bearer, eyJ.x.y\r\n\r\n");
+        assert_eq!(
+            token_of(&r),
+            Some(("eyJ.x.y".to_string(), TokenSource::Subprotocol))
+        );
+        let r = req("GET /ws HTTP/1.1\r\nHost: x\r\nSec-WebSocket-Protocol: chat\r\n\r\n");
+        assert_eq!(token_of(&r), None);
+        let r = req("GET /ws HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(token_of(&r), None);
+    }
+}
