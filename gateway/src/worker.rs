@@ -298,6 +298,9 @@ impl Worker {
     /// really sent. The buffers outgrown on the way add up to at most a 16th of the message, so
     /// the peak stays near one copy of it.
     fn own_read_size(&self, key: usize) -> usize {
+        // a cut request head or a small frame's rest: a small read, not a whole read buffer
+        // per connection (hundreds of slow clients must not each pin 64 KiB)
+        const SMALL: usize = 4096;
         let base = self.shared.config.read_buffer_size;
         let conn = &self.conns[key];
         let have = conn.inbuf.len();
@@ -306,8 +309,10 @@ impl Worker {
             Phase::Body(b) => b.len.saturating_sub(have),
             _ => 0,
         };
-        if remaining <= base || have.saturating_mul(32) >= have.saturating_add(remaining) {
-            remaining.max(base)
+        if remaining <= base {
+            remaining.max(SMALL)
+        } else if have.saturating_mul(32) >= have.saturating_add(remaining) {
+            remaining
         } else {
             have.max(base)
         }
