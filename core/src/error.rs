@@ -44,6 +44,8 @@ pub enum Error {
     BodyTooLarge,
     /// A header that must be a number or a token list could not be parsed.
     BadHeader(&'static str),
+    /// A PROXY protocol header is malformed (or missing where one is required).
+    BadProxyHeader(&'static str),
 
     // ---- WebSocket framing ----------------------------------------------------------------
     /// A reserved bit is set that no negotiated extension allows.
@@ -131,6 +133,7 @@ impl Error {
             | MissingConnectionUpgrade
             | BadWebSocketKey
             | BadHeader(_)
+            | BadProxyHeader(_)
             | HttpVersion => Some(400),
             MethodNotAllowed => Some(405),
             BodyTooLarge => Some(413),
@@ -158,6 +161,7 @@ impl Error {
             Hixie76 => "hixie76",
             BodyTooLarge => "body_too_large",
             BadHeader(_) => "bad_header",
+            BadProxyHeader(_) => "bad_proxy_header",
             ReservedBits => "reserved_bits",
             UnknownOpcode(_) => "unknown_opcode",
             FragmentedControl => "fragmented_control",
@@ -207,6 +211,7 @@ impl fmt::Display for Error {
             ),
             BodyTooLarge => f.write_str("request body is too large"),
             BadHeader(name) => write!(f, "invalid {name} header"),
+            BadProxyHeader(why) => write!(f, "invalid PROXY protocol header: {why}"),
             ReservedBits => f.write_str("reserved bits set without a negotiated extension"),
             UnknownOpcode(op) => write!(f, "reserved opcode {op:#x}"),
             FragmentedControl => f.write_str("control frame must not be fragmented"),
@@ -260,6 +265,7 @@ mod tests {
             Error::Hixie76,
             Error::BodyTooLarge,
             Error::BadHeader("Content-Length"),
+            Error::BadProxyHeader("bad port"),
             Error::ReservedBits,
             Error::UnknownOpcode(3),
             Error::FragmentedControl,

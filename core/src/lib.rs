@@ -11,7 +11,8 @@
 //! - [`mask`]: SIMD unmasking chosen once at run time;
 //! - [`utf8`]: incremental, fail-fast UTF-8 validation across fragments;
 //! - [`close`]: close codes and close payload rules;
-//! - [`message`]: the pub/sub envelope (JSON control messages, binary publishes, deliveries).
+//! - [`message`]: the pub/sub envelope (JSON control messages, binary publishes, deliveries);
+//! - [`proxy`]: the PROXY protocol header (versions 1 and 2) a load balancer sends first.
 //!
 //! Errors of every module are one type, [`Error`], which knows the close code or HTTP status that
 //! answers it.
@@ -24,6 +25,7 @@ pub mod frame;
 pub mod handshake;
 pub mod mask;
 pub mod message;
+pub mod proxy;
 pub mod utf8;
 
 pub use error::{Error, Result};
