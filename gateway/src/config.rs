@@ -145,6 +145,15 @@ pub struct Settings {
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     #[serde(default, deserialize_with = "de_list")]
     pub allowed_origins: Option<Vec<String>>,
+    /// Expect a PROXY protocol header (v1 or v2) first on connections from trusted proxies
+    /// [default: false].
+    #[arg(long, value_name = "BOOL")]
+    pub proxy_protocol: Option<bool>,
+    /// Networks whose connections must start with a PROXY header, comma separated
+    /// (`10.0.0.0/8,127.0.0.1/32`); empty trusts every peer [default: empty].
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    #[serde(default, deserialize_with = "de_list")]
+    pub trusted_proxies: Option<Vec<String>>,
     /// Require a JWT signed with this HS256 secret on every upgrade [default: none].
     #[arg(long, value_name = "SECRET")]
     pub jwt_secret: Option<String>,
@@ -194,6 +203,8 @@ impl Settings {
             jwt_secret,
             jwt_public_key,
             jwt_algorithm,
+            proxy_protocol,
+            trusted_proxies,
             api_key,
             log
         )
@@ -247,6 +258,10 @@ pub struct Config {
     pub publish_burst: u32,
     /// Allowed origins (empty: any).
     pub allowed_origins: Vec<String>,
+    /// Whether trusted peers send a PROXY protocol header first.
+    pub proxy_protocol: bool,
+    /// The networks of trusted proxies (empty: every peer).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The HS256 secret tokens are checked with, if any.
     pub jwt_secret: Option<String>,
     /// The public key file tokens are checked with, if any.
@@ -313,6 +328,8 @@ impl Config {
                 .map(|o| o.trim().to_string())
                 .filter(|o| !o.is_empty())
                 .collect(),
+            proxy_protocol: s.proxy_protocol.unwrap_or(false),
+            trusted_proxies: parse_networks(s.trusted_proxies.unwrap_or_default())?,
             jwt_secret: s.jwt_secret.filter(|k| !k.is_empty()),
             jwt_public_key: s.jwt_public_key,
             jwt_algorithm: s.jwt_algorithm.unwrap_or_else(|| "RS256".to_string()),
@@ -463,6 +480,13 @@ impl Config {
             .map(|o| toml::Value::String(o.clone()))
             .collect();
         let _ = writeln!(out, "allowed-origins = {}", toml::Value::Array(origins));
+        let _ = writeln!(out, "proxy-protocol = {}", self.proxy_protocol);
+        let nets: Vec<toml::Value> = self
+            .trusted_proxies
+            .iter()
+            .map(|n| toml::Value::String(n.to_string()))
+            .collect();
+        let _ = writeln!(out, "trusted-proxies = {}", toml::Value::Array(nets));
         if let Some(secret) = &self.jwt_secret {
             let _ = writeln!(out, "jwt-secret = {}", toml::Value::String(secret.clone()));
         }
@@ -587,6 +611,33 @@ fn de_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Er
         ListOrText::List(v) => v,
         ListOrText::Text(s) => s.split(',').map(str::to_string).collect(),
     }))
+}
+
+/// Parses network ranges (`10.0.0.0/8`; a plain address is a single host).
+fn parse_networks(items: Vec<String>) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    items
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<ipnet::IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    ConfigError(format!(
+                        "invalid value for --trusted-proxies: '{s}' is not a network like 10.0.0.0/8"
+                    ))
+                })
+        })
+        .collect()
+}
+
+impl Config {
+    /// Whether a connection from `peer` must start with a PROXY header.
+    pub fn expects_proxy_header(&self, peer: std::net::IpAddr) -> bool {
+        self.proxy_protocol
+            && (self.trusted_proxies.is_empty()
+                || self.trusted_proxies.iter().any(|n| n.contains(&peer)))
+    }
 }
 
 /// Raises the process's open-file soft limit to its hard limit (each connection is a file).

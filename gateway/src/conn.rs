@@ -66,6 +66,8 @@ pub struct PendingBody {
 /// The phase of a connection.
 #[derive(Debug)]
 pub enum Phase {
+    /// Reading the PROXY protocol header a trusted load balancer sends first.
+    Proxy,
     /// Reading an HTTP request head.
     Http,
     /// Reading the body of a POST /publish.
@@ -87,6 +89,10 @@ pub struct Conn {
     pub stream: TcpStream,
     /// The peer's address.
     pub peer: SocketAddr,
+    /// The client's address: the peer's, or the one a trusted proxy's PROXY header gave.
+    pub client: std::net::IpAddr,
+    /// The client's address is counted against `max-connections-per-ip`.
+    pub ip_counted: bool,
     /// Distinguishes reuses of the same slab slot, for timers and subscriber lists.
     pub generation: u32,
     /// The phase.
@@ -113,6 +119,8 @@ impl Conn {
         Conn {
             stream,
             peer,
+            client: peer.ip(),
+            ip_counted: false,
             generation,
             phase: Phase::Http,
             inbuf: BytesMut::new(),
@@ -136,7 +144,7 @@ impl Conn {
     /// When this connection next needs attention, given the timeouts.
     pub fn deadline(&self, t: &Timeouts) -> Option<Instant> {
         match &self.phase {
-            Phase::Http | Phase::Body(_) => Some(self.request_started + t.handshake),
+            Phase::Proxy | Phase::Http | Phase::Body(_) => Some(self.request_started + t.handshake),
             Phase::Closing(since) => Some(*since + t.close),
             Phase::Linger(since) => Some(*since + t.close),
             Phase::Ws(s) => {

@@ -75,37 +75,61 @@ impl ConnectionLimits {
         &self.per_ip[h.wrapping_mul(0x9E37_79B9) % SHARDS]
     }
 
-    /// Counts a new connection from `ip`, or says why it may not be.
-    pub fn admit(&self, ip: IpAddr) -> Result<(), Refusal> {
+    /// Counts a new connection against `max-connections`, or refuses it.
+    pub fn admit_total(&self) -> Result<(), Refusal> {
         if self.total.fetch_add(1, Ordering::AcqRel) >= self.max_total {
             self.total.fetch_sub(1, Ordering::AcqRel);
             return Err(Refusal::TooManyConnections);
         }
-        if self.max_per_ip > 0 {
-            let mut table = self.shard(&ip).lock();
-            let n = table.entry(ip).or_insert(0);
-            if *n as usize >= self.max_per_ip {
-                drop(table);
-                self.total.fetch_sub(1, Ordering::AcqRel);
-                return Err(Refusal::TooManyFromAddress);
-            }
-            *n += 1;
-        }
         Ok(())
+    }
+
+    /// Counts a connection of client address `ip` against `max-connections-per-ip`, or refuses
+    /// it. Returns whether it was counted (false when there is no per-address limit).
+    pub fn admit_ip(&self, ip: IpAddr) -> Result<bool, Refusal> {
+        if self.max_per_ip == 0 {
+            return Ok(false);
+        }
+        let mut table = self.shard(&ip).lock();
+        let n = table.entry(ip).or_insert(0);
+        if *n as usize >= self.max_per_ip {
+            return Err(Refusal::TooManyFromAddress);
+        }
+        *n += 1;
+        Ok(true)
+    }
+
+    /// Counts a new connection from `ip` in total and per address, or says why it may not be.
+    pub fn admit(&self, ip: IpAddr) -> Result<(), Refusal> {
+        self.admit_total()?;
+        self.admit_ip(ip)
+            .map(|_| ())
+            .inspect_err(|_| self.release_total())
+    }
+
+    /// Forgets a connection that [`admit_total`](Self::admit_total) counted.
+    pub fn release_total(&self) {
+        self.total.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Forgets an address that [`admit_ip`](Self::admit_ip) counted.
+    pub fn release_ip(&self, ip: IpAddr) {
+        if self.max_per_ip == 0 {
+            return;
+        }
+        let mut table = self.shard(&ip).lock();
+        if let Some(n) = table.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                table.remove(&ip);
+            }
+        }
     }
 
     /// Forgets a connection that [`admit`](Self::admit) counted.
     pub fn release(&self, ip: IpAddr) {
-        self.total.fetch_sub(1, Ordering::AcqRel);
-        if self.max_per_ip > 0 {
-            let mut table = self.shard(&ip).lock();
-            if let Some(n) = table.get_mut(&ip) {
-                *n -= 1;
-                if *n == 0 {
-                    table.remove(&ip);
-                }
-            }
-        }
+        self.release_total();
+        self.release_ip(ip);
     }
 
     /// Connections counted now.

@@ -33,6 +33,7 @@ pub const FAILURE_REASONS: &[&str] = &[
     "too_many_from_address",
     "origin",
     "forbidden",
+    "bad_proxy_header",
     "other",
 ];
 

@@ -202,12 +202,27 @@ impl Worker {
         loop {
             match self.listener.accept() {
                 Ok((mut stream, peer)) => {
-                    if let Err(refusal) = self.shared.limits.admit(peer.ip()) {
-                        // best effort: a short answer that fits any socket buffer, then close
-                        let _ = std::io::Write::write(&mut stream, &refusal.response());
-                        self.metrics.failure(refusal.reason());
-                        continue;
-                    }
+                    // behind a trusted proxy the client's address comes with the PROXY header;
+                    // otherwise it is the peer's, counted now
+                    let via_proxy = self.shared.config.expects_proxy_header(peer.ip());
+                    let admitted = self.shared.limits.admit_total().and_then(|()| {
+                        if via_proxy {
+                            return Ok(false);
+                        }
+                        self.shared
+                            .limits
+                            .admit_ip(peer.ip())
+                            .inspect_err(|_| self.shared.limits.release_total())
+                    });
+                    let ip_counted = match admitted {
+                        Ok(counted) => counted,
+                        Err(refusal) => {
+                            // best effort: a short answer that fits any socket buffer, then close
+                            let _ = std::io::Write::write(&mut stream, &refusal.response());
+                            self.metrics.failure(refusal.reason());
+                            continue;
+                        }
+                    };
                     let _ = stream.set_nodelay(true);
                     let entry = self.conns.vacant_entry();
                     let key = entry.key();
@@ -217,11 +232,19 @@ impl Worker {
                             .register(&mut stream, Token(key), Interest::READABLE)
                     {
                         tracing::warn!("cannot register connection: {e}");
-                        self.shared.limits.release(peer.ip());
+                        self.shared.limits.release_total();
+                        if ip_counted {
+                            self.shared.limits.release_ip(peer.ip());
+                        }
                         continue;
                     }
                     self.next_generation = self.next_generation.wrapping_add(1);
-                    entry.insert(Conn::new(stream, peer, self.next_generation, self.now));
+                    let mut conn = Conn::new(stream, peer, self.next_generation, self.now);
+                    conn.ip_counted = ip_counted;
+                    if via_proxy {
+                        conn.phase = Phase::Proxy;
+                    }
+                    entry.insert(conn);
                     inc(&self.metrics.connections_total);
                     self.metrics
                         .connections_open
@@ -349,6 +372,7 @@ impl Worker {
             };
             let before = buf.len();
             match conn.phase {
+                Phase::Proxy => self.process_proxy(key, buf),
                 Phase::Http => self.process_http(key, buf),
                 Phase::Body(_) => self.process_body(key, buf),
                 Phase::Ws(_) => {
@@ -387,6 +411,38 @@ impl Worker {
         self.read(key);
     }
 
+    // ---- PROXY protocol --------------------------------------------------------------------
+
+    /// Reads the PROXY header of a connection from a trusted proxy: the client's address, which
+    /// per-address limits and logs then use.
+    fn process_proxy(&mut self, key: usize, buf: &mut BytesMut) {
+        let header = match wsgate_core::proxy::parse(buf) {
+            Ok(None) => return,
+            Ok(Some(h)) => h,
+            Err(e) => {
+                self.metrics.failure("bad_proxy_header");
+                buf.clear();
+                self.answer(key, Bytes::from(handshake::error_response(&e)), false);
+                return;
+            }
+        };
+        let (header, len) = header;
+        buf.advance(len);
+        let conn = &mut self.conns[key];
+        conn.phase = Phase::Http;
+        // LOCAL or UNKNOWN: the proxy's own connection (a health check), not a client's
+        let Some(source) = header.source else { return };
+        conn.client = source.ip();
+        match self.shared.limits.admit_ip(conn.client) {
+            Ok(counted) => conn.ip_counted = counted,
+            Err(refusal) => {
+                self.metrics.failure(refusal.reason());
+                buf.clear();
+                self.answer(key, refusal.response(), false);
+            }
+        }
+    }
+
     // ---- HTTP ------------------------------------------------------------------------------
 
     fn process_http(&mut self, key: usize, buf: &mut BytesMut) {
@@ -406,6 +462,17 @@ impl Worker {
         }
         let draining = self.shared.state() >= DRAINING;
         let config = &self.shared.config;
+        if config.proxy_protocol
+            && (buf.starts_with(b"PROXY ")
+                || buf.starts_with(&wsgate_core::proxy::V2_SIGNATURE[..4]))
+        {
+            // only trusted proxies may say who the client is
+            self.metrics.failure("bad_proxy_header");
+            buf.clear();
+            let e = Error::BadProxyHeader("sent by a peer that is not a trusted proxy");
+            self.answer(key, Bytes::from(handshake::error_response(&e)), false);
+            return;
+        }
         let (head_len, action) = match handshake::parse_request(buf, &self.limits) {
             Ok(None) => return,
             Err(e) => {
@@ -1203,7 +1270,10 @@ impl Worker {
         self.end_session(key);
         let mut conn = self.conns.remove(key);
         let _ = self.poll.registry().deregister(&mut conn.stream);
-        self.shared.limits.release(conn.peer.ip());
+        self.shared.limits.release_total();
+        if conn.ip_counted {
+            self.shared.limits.release_ip(conn.client);
+        }
         self.metrics
             .connections_open
             .fetch_sub(1, Ordering::Relaxed);
@@ -1265,7 +1335,10 @@ impl Worker {
         if cleaned.is_err() && self.conns.contains(key) {
             let mut conn = self.conns.remove(key);
             let _ = self.poll.registry().deregister(&mut conn.stream);
-            self.shared.limits.release(conn.peer.ip());
+            self.shared.limits.release_total();
+            if conn.ip_counted {
+                self.shared.limits.release_ip(conn.client);
+            }
             self.metrics
                 .connections_open
                 .fetch_sub(1, Ordering::Relaxed);
@@ -1288,7 +1361,7 @@ impl Worker {
                         self.answer(key, http::text(408, "request timeout", false, &[]), false);
                     }
                 }
-                Phase::Linger(_) | Phase::Closing(_) => self.close_now(key),
+                Phase::Linger(_) | Phase::Closing(_) | Phase::Proxy => self.close_now(key),
                 Phase::Ws(session) => {
                     let idle_over = !self.timeouts.idle.is_zero()
                         && now >= session.last_read + self.timeouts.idle;
@@ -1321,7 +1394,7 @@ impl Worker {
             for key in keys {
                 match self.conns[key].phase {
                     Phase::Ws(_) => self.start_close(key, CloseCode::GOING_AWAY, "server draining"),
-                    Phase::Http
+                    Phase::Http | Phase::Proxy
                         if self.conns[key].inbuf.is_empty()
                             && self.conns[key].outbox.is_empty() =>
                     {
