@@ -1268,6 +1268,11 @@ impl Worker {
             return;
         }
         self.end_session(key);
+        self.forget(key);
+    }
+
+    /// Removes a connection from the worker and gives back what it counted against the limits.
+    fn forget(&mut self, key: usize) {
         let mut conn = self.conns.remove(key);
         let _ = self.poll.registry().deregister(&mut conn.stream);
         self.shared.limits.release_total();
@@ -1333,15 +1338,7 @@ impl Worker {
             self.close_now(key);
         }));
         if cleaned.is_err() && self.conns.contains(key) {
-            let mut conn = self.conns.remove(key);
-            let _ = self.poll.registry().deregister(&mut conn.stream);
-            self.shared.limits.release_total();
-            if conn.ip_counted {
-                self.shared.limits.release_ip(conn.client);
-            }
-            self.metrics
-                .connections_open
-                .fetch_sub(1, Ordering::Relaxed);
+            self.forget(key);
         }
     }
 
