@@ -6,7 +6,7 @@
 # seeds in seeds/<target>/ are read as a second corpus directory. Crashes land in
 # artifacts/<target>/; the full libFuzzer output of each run in artifacts/logs/<target>.log.
 # Extra libFuzzer flags can be given in FUZZ_FLAGS, cargo fuzz flags in CARGO_FUZZ_FLAGS
-# (e.g. CARGO_FUZZ_FLAGS="--sanitizer none", about twice as fast, without AddressSanitizer).
+# (e.g. CARGO_FUZZ_FLAGS="--sanitizer none": no AddressSanitizer, about five times faster).
 #
 # cargo fuzz needs nightly compiler flags (-Z sanitizer=..., -C passes=sancov-module); on a
 # stable toolchain RUSTC_BOOTSTRAP=1 allows them. Install once: cargo install cargo-fuzz --locked

@@ -10,17 +10,21 @@
 //! in one piece; every error has a close code; text is UTF-8; no message exceeds the message limit, no
 //! control payload 125 bytes; close codes are ones a peer may send, reasons UTF-8 of at most 123
 //! bytes; `assembled_len()` never exceeds the bytes fed nor the message limit; `wanted()` never
-//! exceeds the frame limit; a header parsed from the stream re-encodes to itself.
+//! exceeds the frame limit; a header parsed from the stream re-encodes to itself; the decoded
+//! messages, encoded again as whole frames (`encode_client_frame` for a server to decode,
+//! `OutFrame` for a client; close payloads through `OutFrame::close_with`), decode to the same
+//! messages.
 #![no_main]
 
 mod common;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use common::{Params, pieces};
 use libfuzzer_sys::fuzz_target;
 use wsgate_core::Error;
 use wsgate_core::frame::{
-    DecoderConfig, FrameHeader, MAX_CONTROL_PAYLOAD, Message, MessageDecoder,
+    DecoderConfig, FrameHeader, MAX_CONTROL_PAYLOAD, Message, MessageDecoder, OutFrame, Role,
+    encode_client_frame,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -47,7 +51,46 @@ fuzz_target!(|data: &[u8]| {
     let whole = decode_whole(config, stream);
     let chunked = decode_chunked(config, stream, sizes);
     assert_eq!(whole, chunked, "one piece vs chunks of {sizes:?}");
+    check_reencoded(config, &whole.0, [flags, frame_limit, message_limit, 0x5a]);
 });
+
+/// The decoded messages, encoded again as whole frames (masked with `key` when a client sends
+/// them), decode to the same messages.
+fn check_reencoded(config: DecoderConfig, messages: &[Message], key: [u8; 4]) {
+    let mut wire = Vec::new();
+    for m in messages {
+        let payload: Bytes = match m {
+            Message::Text(b) | Message::Binary(b) | Message::Ping(b) | Message::Pong(b) => {
+                b.clone()
+            }
+            Message::Close(None) => Bytes::new(),
+            Message::Close(Some(close)) => {
+                let reason = std::str::from_utf8(&close.reason).unwrap();
+                let frame = OutFrame::close_with(close.code, reason);
+                let mut p = close.code.0.to_be_bytes().to_vec();
+                p.extend_from_slice(&close.reason);
+                assert_eq!(
+                    frame.payload()[..],
+                    p[..],
+                    "close_with({}, {reason:?})",
+                    close.code
+                );
+                frame.payload().clone()
+            }
+        };
+        match config.role {
+            Role::Server => encode_client_frame(&mut wire, true, m.opcode(), &payload, key),
+            Role::Client => wire.extend_from_slice(&OutFrame::new(m.opcode(), payload).to_vec()),
+        }
+    }
+    // A fragmented message may be larger than one frame may be.
+    let config = DecoderConfig {
+        max_frame_size: config.max_frame_size.max(config.max_message_size),
+        ..config
+    };
+    let again = decode_whole(config, &wire);
+    assert_eq!((&again.0[..], &again.1), (messages, &None), "re-encoded");
+}
 
 type Outcome = (Vec<Message>, Option<Error>);
 
@@ -102,7 +145,11 @@ fn check_state(decoder: &MessageDecoder, config: &DecoderConfig, fed: usize) {
     assert!(assembled <= fed, "assembled {assembled} > fed {fed}");
     assert!(assembled as u64 <= config.max_message_size);
     let frame_max = config.max_frame_size.max(MAX_CONTROL_PAYLOAD as u64);
-    assert!(decoder.wanted() <= frame_max, "wanted {} > {frame_max}", decoder.wanted());
+    assert!(
+        decoder.wanted() <= frame_max,
+        "wanted {} > {frame_max}",
+        decoder.wanted()
+    );
 }
 
 fn check_message(message: &Message, config: &DecoderConfig) {

@@ -41,7 +41,10 @@ fn summary(result: &Result<Option<Request<'_>>, Error>) -> Summary {
             method: r.method().to_owned(),
             target: r.target().to_owned(),
             minor_version: r.minor_version(),
-            headers: r.headers().map(|(n, v)| (n.to_owned(), v.to_vec())).collect(),
+            headers: r
+                .headers()
+                .map(|(n, v)| (n.to_owned(), v.to_vec()))
+                .collect(),
         },
     }
 }
@@ -91,7 +94,12 @@ fn check_request(request: &Request<'_>, limits: &Limits, buf: &[u8]) {
         let _ = request.header_list(name).count();
         let _ = value;
     }
-    let _ = (request.path(), request.query(), request.target(), format!("{request:?}"));
+    let _ = (
+        request.path(),
+        request.query(),
+        request.target(),
+        format!("{request:?}"),
+    );
     assert!(request.path().starts_with('/') || !request.target().starts_with('/'));
 
     match request.body_framing() {
@@ -174,11 +182,20 @@ fn check_request(request: &Request<'_>, limits: &Limits, buf: &[u8]) {
     let hostile = String::from_utf8_lossy(&buf[..head_len.min(200)]);
     let status = u16::from(buf[0]) * 3;
     let out = handshake::response(status, &[("X-Echo", &hostile), (&hostile, "v")], b"body");
-    let written = if (100..=599).contains(&status) { status } else { 500 };
+    let written = if (100..=599).contains(&status) {
+        status
+    } else {
+        500
+    };
     let bodyless = written < 200 || written == 204 || written == 304;
     let expected_lines = 1 + 2 + usize::from(!bodyless) + 1;
     let head = &out[..out.len() - if bodyless { 0 } else { 4 }];
-    assert_eq!(line_count(head), expected_lines, "{}", String::from_utf8_lossy(&out));
+    assert_eq!(
+        line_count(head),
+        expected_lines,
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
 }
 
 /// The number of CRLF-ended lines; panics on a lone CR or LF.
@@ -225,7 +242,10 @@ fn check_101(response: &[u8], key: &str, protocol: Option<&str>, extensions: Opt
     assert_eq!(get("Upgrade"), Some(&b"websocket"[..]));
     assert_eq!(get("Connection"), Some(&b"Upgrade"[..]));
     assert_eq!(get("Sec-WebSocket-Protocol"), protocol.map(str::as_bytes));
-    assert_eq!(get("Sec-WebSocket-Extensions"), extensions.map(str::as_bytes));
+    assert_eq!(
+        get("Sec-WebSocket-Extensions"),
+        extensions.map(str::as_bytes)
+    );
 }
 
 fn check_error_answer(error: &Error) {
@@ -233,7 +253,10 @@ fn check_error_answer(error: &Error) {
     let mut headers = [httparse::EMPTY_HEADER; 16];
     let mut parsed = httparse::Response::new(&mut headers);
     let Ok(httparse::Status::Complete(head_len)) = parsed.parse(&out) else {
-        panic!("error answer does not parse: {}", String::from_utf8_lossy(&out));
+        panic!(
+            "error answer does not parse: {}",
+            String::from_utf8_lossy(&out)
+        );
     };
     assert_eq!(parsed.code, error.http_status().or(Some(400)));
     let body = &out[head_len..];

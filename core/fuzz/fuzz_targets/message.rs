@@ -41,7 +41,10 @@ fuzz_target!(|data: &[u8]| {
 fn object(bytes: &[u8]) -> Object {
     match serde_json::from_slice::<Object>(bytes) {
         Ok(o) => o,
-        Err(e) => panic!("not a JSON object ({e}): {}", String::from_utf8_lossy(bytes)),
+        Err(e) => panic!(
+            "not a JSON object ({e}): {}",
+            String::from_utf8_lossy(bytes)
+        ),
     }
 }
 

@@ -28,9 +28,7 @@ fn first_bad_prefix(text: &[u8]) -> Option<usize> {
     // sequence shows itself within 4 bytes.
     let end = (start + 4).min(text.len());
     let bad = (start + 1..=end)
-        .find(|&n| {
-            std::str::from_utf8(&text[start..n]).is_err_and(|e| e.error_len().is_some())
-        })
+        .find(|&n| std::str::from_utf8(&text[start..n]).is_err_and(|e| e.error_len().is_some()))
         .expect("std reported an invalid sequence at valid_up_to");
     Some(bad)
 }
@@ -41,7 +39,11 @@ fuzz_target!(|data: &[u8]| {
     let text = p.rest();
 
     let std_ok = std::str::from_utf8(text).is_ok();
-    assert_eq!(utf8::validate(text).is_ok(), std_ok, "validate disagrees with std");
+    assert_eq!(
+        utf8::validate(text).is_ok(),
+        std_ok,
+        "validate disagrees with std"
+    );
     let bad = first_bad_prefix(text);
 
     let mut v = Utf8Validator::new();
@@ -55,7 +57,11 @@ fuzz_target!(|data: &[u8]| {
             break;
         }
         let complete = std::str::from_utf8(&text[..end]).is_ok();
-        assert_eq!(v.is_at_boundary(), complete, "is_at_boundary after {end} bytes");
+        assert_eq!(
+            v.is_at_boundary(),
+            complete,
+            "is_at_boundary after {end} bytes"
+        );
     }
     match (bad, failed_in) {
         (Some(bad), Some((start, end))) => assert!(
