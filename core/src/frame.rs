@@ -587,6 +587,8 @@ pub struct MessageDecoder {
     /// buffer; it becomes `Bytes` without a copy when the message is complete.
     assembled: Vec<u8>,
     assembled_opcode: OpCode,
+    /// The first error; returned again by every later call.
+    failed: Option<Error>,
 }
 
 impl MessageDecoder {
@@ -598,6 +600,7 @@ impl MessageDecoder {
             processed: 0,
             assembled: Vec::new(),
             assembled_opcode: OpCode::Binary,
+            failed: None,
         }
     }
 
@@ -617,8 +620,20 @@ impl MessageDecoder {
     }
 
     /// Decodes the next message from the front of `input`, or `Ok(None)` when more bytes are
-    /// needed. Consumed bytes are removed from `input`.
+    /// needed. Consumed bytes are removed from `input`. After an error the connection must be
+    /// failed; every later call returns the same error.
     pub fn decode(&mut self, input: &mut BytesMut) -> Result<Option<Message>> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let result = self.decode_next(input);
+        if let Err(e) = &result {
+            self.failed = Some(e.clone());
+        }
+        result
+    }
+
+    fn decode_next(&mut self, input: &mut BytesMut) -> Result<Option<Message>> {
         loop {
             let header = match self.header {
                 Some(h) => h,
@@ -1003,6 +1018,17 @@ mod tests {
         let mut b = client_frame(false, OpCode::Text, b"ok");
         b.extend(client_frame(true, OpCode::Continuation, &[0xe2, 0x82]));
         assert_eq!(decode_all(server(), &b).1, Some(Error::InvalidUtf8));
+    }
+
+    #[test]
+    fn after_an_error_the_decoder_stays_failed() {
+        // a refused close payload, then a valid frame: the error repeats, the frame is not read
+        let mut bytes = client_frame(true, OpCode::Close, &[0x03]);
+        bytes.extend(client_frame(true, OpCode::Text, b"after"));
+        let mut d = MessageDecoder::new(server());
+        let mut buf = BytesMut::from(&bytes[..]);
+        assert_eq!(d.decode(&mut buf), Err(Error::CloseTooShort));
+        assert_eq!(d.decode(&mut buf), Err(Error::CloseTooShort));
     }
 
     #[test]
