@@ -9,6 +9,12 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 use wsgate_core::frame::OutFrame;
 
+thread_local! {
+    /// Where a small queue is copied for its single `write`: one per worker thread, reused, so
+    /// the copy costs neither an allocation nor zeroing a buffer.
+    static STAGING: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(COALESCE_MAX));
+}
+
 /// One queued item: a WebSocket frame, or raw bytes (an HTTP answer).
 #[derive(Debug, Clone)]
 enum Chunk {
@@ -117,13 +123,13 @@ impl Outbox {
                 let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
                 let count = self.gather(&mut slices);
                 let result = if count > 1 && self.queued <= COALESCE_MAX {
-                    let mut staging = [0u8; COALESCE_MAX];
-                    let mut len = 0;
-                    for s in &slices[..count] {
-                        staging[len..len + s.len()].copy_from_slice(s);
-                        len += s.len();
-                    }
-                    out.write(&staging[..len])
+                    STAGING.with_borrow_mut(|staging| {
+                        staging.clear();
+                        for s in &slices[..count] {
+                            staging.extend_from_slice(s);
+                        }
+                        out.write(staging)
+                    })
                 } else {
                     out.write_vectored(&slices[..count])
                 };
