@@ -261,19 +261,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
                     if text { "text" } else { "binary" }
                 ));
             }
-            check_file_limit(conns)?;
-            let t = target(&common, "/echo", None)?;
-            client::preflight(&t)?;
-            let plans = with_sources(
-                vec![
-                    Plan {
-                        target: t,
-                        source: None
-                    };
-                    conns
-                ],
-                &common.source_ips,
-            );
+            let plans = plans_to(&common, "/echo", conns)?;
             let epoch = Instant::now();
             let until = epoch + common.duration;
             let counters = Arc::new(Counters::default());
@@ -453,19 +441,7 @@ fn run_conns(
     rate: u64,
     server_pid: Option<u32>,
 ) -> Result<ExitCode, String> {
-    check_file_limit(count)?;
-    let t = target(&common, "/ws", None)?;
-    client::preflight(&t)?;
-    let plans = with_sources(
-        vec![
-            Plan {
-                target: t,
-                source: None
-            };
-            count
-        ],
-        &common.source_ips,
-    );
+    let plans = plans_to(&common, "/ws", count)?;
     let threads = common.threads as usize;
     let rss_before = server_pid.and_then(conns::rss_of);
     let per_thread_rate = rate.div_ceil(threads as u64);
@@ -630,20 +606,8 @@ fn run_soak(
     if topics == 0 || conns == 0 || size < 20 {
         return Err("--conns and --topics must be at least 1, --size at least 20".into());
     }
-    check_file_limit(conns)?;
-    let t = target(&common, "/ws", None)?;
-    client::preflight(&t)?;
+    let plans = plans_to(&common, "/ws", conns)?;
     let names: Vec<String> = (0..topics).map(|i| format!("soak-{i}")).collect();
-    let plans = with_sources(
-        vec![
-            Plan {
-                target: t,
-                source: None
-            };
-            conns
-        ],
-        &common.source_ips,
-    );
     let published = Arc::new(soak::Published::new(conns, topics));
     let epoch = Instant::now();
     let until = epoch + common.duration;
@@ -733,6 +697,24 @@ fn run_ramp(
         ));
     }
     report.failed_if(failed).print()
+}
+
+/// `count` connections to the subcommand's path, checked first: the file limit allows them and
+/// the target answers a WebSocket upgrade.
+fn plans_to(common: &Common, path: &str, count: usize) -> Result<Vec<Plan>, String> {
+    check_file_limit(count)?;
+    let t = target(common, path, None)?;
+    client::preflight(&t)?;
+    Ok(with_sources(
+        vec![
+            Plan {
+                target: t,
+                source: None
+            };
+            count
+        ],
+        &common.source_ips,
+    ))
 }
 
 fn with_sources(mut plans: Vec<Plan>, sources: &Option<Vec<IpAddr>>) -> Vec<Plan> {
