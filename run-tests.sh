@@ -11,6 +11,16 @@ if command -v rustup >/dev/null 2>&1; then
   rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 fi
 
+# Servers and clients the integration tests drive for real: Redis, HAProxy and nginx (cluster
+# and load balancer tests), Chromium (browser tests), Python websockets and Node ws (client
+# suites). Each setup script installs only what is missing.
+for setup in deploy/test-setup.sh clients/setup.sh browser/setup.sh; do
+  if [ -x "$setup" ]; then
+    echo "== $setup"
+    "$setup"
+  fi
+done
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 

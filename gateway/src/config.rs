@@ -42,6 +42,10 @@ pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(2);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Topics one connection may subscribe to.
 pub const DEFAULT_MAX_TOPICS_PER_CONNECTION: usize = 256;
+/// Default prefix of each topic's Redis channel.
+pub const DEFAULT_REDIS_PREFIX: &str = "wsgate:";
+/// Default bytes of publishes waiting for Redis.
+pub const DEFAULT_REDIS_MAX_PENDING: u64 = 64 << 20;
 /// File descriptors kept back from the open-file limit when `max-connections` is automatic.
 pub const FD_RESERVE: usize = 128;
 
@@ -166,6 +170,32 @@ pub struct Settings {
     /// Require `Authorization: Bearer KEY` on POST /publish [default: none].
     #[arg(long, value_name = "KEY")]
     pub api_key: Option<String>,
+    /// Take the client's address from `X-Forwarded-For` on requests from trusted proxies
+    /// (--trusted-proxies; empty trusts every peer) [default: false].
+    #[arg(long, value_name = "BOOL")]
+    pub forwarded_for: Option<bool>,
+    /// Redis URL (`redis://[user:password@]host:port`) that joins this node to a cluster;
+    /// none runs a single node [default: none].
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+    /// Prefix of the Redis channel of each topic [default: wsgate:].
+    #[arg(long, value_name = "PREFIX")]
+    pub redis_prefix: Option<String>,
+    /// Use Redis 7 sharded pub/sub (SSUBSCRIBE/SPUBLISH), for Redis Cluster [default: false].
+    #[arg(long, value_name = "BOOL")]
+    pub redis_sharded: Option<bool>,
+    /// Publishes waiting to go to Redis, in bytes, past which new ones stay on this node
+    /// [default: 64MiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[serde(default, deserialize_with = "de_size")]
+    pub redis_max_pending: Option<u64>,
+    /// This node's name in the cluster, for logs and to skip its own messages coming back
+    /// from Redis [default: random at start].
+    #[arg(long, value_name = "NAME")]
+    pub node_id: Option<String>,
+    /// Serve the dashboard at `/` [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub dashboard: Option<bool>,
     /// Log filter, as RUST_LOG takes it [default: info].
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,
@@ -206,6 +236,13 @@ impl Settings {
             proxy_protocol,
             trusted_proxies,
             api_key,
+            forwarded_for,
+            redis,
+            redis_prefix,
+            redis_sharded,
+            redis_max_pending,
+            node_id,
+            dashboard,
             log
         )
     }
@@ -270,6 +307,20 @@ pub struct Config {
     pub jwt_algorithm: String,
     /// The API key of POST /publish, if any.
     pub api_key: Option<String>,
+    /// Whether `X-Forwarded-For` from trusted proxies names the client.
+    pub forwarded_for: bool,
+    /// The Redis URL joining this node to a cluster; none for a single node.
+    pub redis: Option<String>,
+    /// Prefix of each topic's Redis channel.
+    pub redis_prefix: String,
+    /// Whether to use sharded pub/sub (SSUBSCRIBE/SPUBLISH).
+    pub redis_sharded: bool,
+    /// Bytes of publishes waiting for Redis past which new ones stay local.
+    pub redis_max_pending: usize,
+    /// This node's name in the cluster; none picks a random one at start.
+    pub node_id: Option<String>,
+    /// Whether the dashboard is served at `/`.
+    pub dashboard: bool,
     /// Log filter.
     pub log: String,
 }
@@ -334,6 +385,15 @@ impl Config {
             jwt_public_key: s.jwt_public_key,
             jwt_algorithm: s.jwt_algorithm.unwrap_or_else(|| "RS256".to_string()),
             api_key: s.api_key.filter(|k| !k.is_empty()),
+            forwarded_for: s.forwarded_for.unwrap_or(false),
+            redis: s.redis.filter(|u| !u.is_empty()),
+            redis_prefix: s
+                .redis_prefix
+                .unwrap_or_else(|| DEFAULT_REDIS_PREFIX.to_string()),
+            redis_sharded: s.redis_sharded.unwrap_or(false),
+            redis_max_pending: usize_of(s.redis_max_pending.unwrap_or(DEFAULT_REDIS_MAX_PENDING)),
+            node_id: s.node_id.filter(|n| !n.is_empty()),
+            dashboard: s.dashboard.unwrap_or(true),
             log: s.log.unwrap_or_else(|| "info".to_string()),
         };
         cfg.check()?;
@@ -401,6 +461,26 @@ impl Config {
             );
         }
         self.authenticator()?;
+        if let Some(url) = &self.redis {
+            match url::Url::parse(url) {
+                Ok(u) if u.scheme() == "redis" && u.host_str().is_some() => {}
+                Ok(u) if u.scheme() == "rediss" => {
+                    return bad("--redis", "TLS (rediss://) is not supported; use redis://");
+                }
+                _ => return bad("--redis", "expected redis://[user:password@]host[:port]"),
+            }
+        }
+        if let Some(n) = &self.node_id
+            && (n.len() > 64 || !n.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return bad(
+                "--node-id",
+                "at most 64 printable ASCII characters, no spaces",
+            );
+        }
+        if self.redis_max_pending < 1 << 16 {
+            return bad("--redis-max-pending", "must be at least 64KiB");
+        }
         if self.max_topics_per_connection == 0 {
             return bad("--max-topics-per-connection", "must be at least 1");
         }
@@ -505,6 +585,25 @@ impl Config {
         if let Some(key) = &self.api_key {
             let _ = writeln!(out, "api-key = {}", toml::Value::String(key.clone()));
         }
+        let _ = writeln!(out, "forwarded-for = {}", self.forwarded_for);
+        if let Some(url) = &self.redis {
+            let _ = writeln!(out, "redis = {}", toml::Value::String(url.clone()));
+        }
+        let _ = writeln!(
+            out,
+            "redis-prefix = {}",
+            toml::Value::String(self.redis_prefix.clone())
+        );
+        let _ = writeln!(out, "redis-sharded = {}", self.redis_sharded);
+        let _ = writeln!(
+            out,
+            "redis-max-pending = {}",
+            size(self.redis_max_pending as u64)
+        );
+        if let Some(id) = &self.node_id {
+            let _ = writeln!(out, "node-id = {}", toml::Value::String(id.clone()));
+        }
+        let _ = writeln!(out, "dashboard = {}", self.dashboard);
         let _ = writeln!(out, "log = {}", toml::Value::String(self.log.clone()));
         out
     }

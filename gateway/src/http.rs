@@ -16,6 +16,12 @@ pub enum Route {
     Readyz,
     /// `GET /metrics`.
     Metrics,
+    /// `GET /`: the dashboard page (when switched on).
+    Dashboard,
+    /// `GET /client.js`: the JavaScript client.
+    ClientJs,
+    /// `GET /stats`: live numbers as JSON, for the dashboard.
+    Stats,
     /// `POST /publish/{topic}`, with the topic as it appears in the path (still encoded).
     Publish(String),
     /// A known path with the wrong method; the allowed method.
@@ -24,8 +30,8 @@ pub enum Route {
     NotFound,
 }
 
-/// Routes a request. `/echo` exists only when `echo` is on.
-pub fn route(req: &Request<'_>, echo: bool) -> Route {
+/// Routes a request. `/echo` exists only when `echo` is on, `/` only when `dashboard` is.
+pub fn route(req: &Request<'_>, echo: bool, dashboard: bool) -> Route {
     let path = req.path();
     let method = req.method();
     let get = |r: Route| {
@@ -43,6 +49,9 @@ pub fn route(req: &Request<'_>, echo: bool) -> Route {
         "/healthz" => get(Route::Healthz),
         "/readyz" => get(Route::Readyz),
         "/metrics" => get(Route::Metrics),
+        "/" | "/index.html" if dashboard => get(Route::Dashboard),
+        "/client.js" => get(Route::ClientJs),
+        "/stats" => get(Route::Stats),
         _ => match path.strip_prefix("/publish/") {
             Some(topic) if method == "POST" => Route::Publish(topic.to_string()),
             Some(_) => Route::MethodNotAllowed("POST"),
@@ -129,6 +138,7 @@ mod tests {
         assert_eq!(
             route(
                 &req(&format!("GET /ws HTTP/1.1\r\nHost: x\r\n{UPGRADE}\r\n")),
+                true,
                 true
             ),
             Route::Upgrade(SessionKind::PubSub)
@@ -138,6 +148,7 @@ mod tests {
                 &req(&format!(
                     "GET /ws?subscribe=a HTTP/1.1\r\nHost: x\r\n{UPGRADE}\r\n"
                 )),
+                true,
                 true
             ),
             Route::Upgrade(SessionKind::PubSub)
@@ -145,6 +156,7 @@ mod tests {
         assert_eq!(
             route(
                 &req(&format!("GET /echo HTTP/1.1\r\nHost: x\r\n{UPGRADE}\r\n")),
+                true,
                 true
             ),
             Route::Upgrade(SessionKind::Echo)
@@ -152,31 +164,41 @@ mod tests {
         assert_eq!(
             route(
                 &req(&format!("GET /echo HTTP/1.1\r\nHost: x\r\n{UPGRADE}\r\n")),
-                false
+                false,
+                true
             ),
             Route::NotFound
         );
         assert_eq!(
-            route(&req("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"), true),
+            route(&req("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"), true, true),
             Route::Healthz
         );
         assert_eq!(
-            route(&req("POST /healthz HTTP/1.1\r\nHost: x\r\n\r\n"), true),
+            route(
+                &req("POST /healthz HTTP/1.1\r\nHost: x\r\n\r\n"),
+                true,
+                true
+            ),
             Route::MethodNotAllowed("GET")
         );
         assert_eq!(
             route(
                 &req("POST /publish/a%20b HTTP/1.1\r\nHost: x\r\n\r\n"),
+                true,
                 true
             ),
             Route::Publish("a%20b".into())
         );
         assert_eq!(
-            route(&req("GET /publish/a HTTP/1.1\r\nHost: x\r\n\r\n"), true),
+            route(
+                &req("GET /publish/a HTTP/1.1\r\nHost: x\r\n\r\n"),
+                true,
+                true
+            ),
             Route::MethodNotAllowed("POST")
         );
         assert_eq!(
-            route(&req("GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"), true),
+            route(&req("GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"), true, true),
             Route::NotFound
         );
     }

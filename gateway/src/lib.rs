@@ -11,6 +11,7 @@ pub mod auth;
 pub mod config;
 #[allow(unsafe_code)]
 pub mod conn;
+pub mod dashboard;
 pub mod http;
 pub mod hub;
 pub mod limits;

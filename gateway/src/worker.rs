@@ -10,6 +10,7 @@
 use crate::auth::{self, Authenticator, Grants, TokenSource};
 use crate::config::Config;
 use crate::conn::{self, Conn, PendingBody, Phase, Session, SessionKind, Timeouts};
+use crate::dashboard;
 use crate::http::{self, Route};
 use crate::hub::{Delivery, Hub, Topic};
 use crate::limits::{ConnectionLimits, TokenBucket, origin_allowed};
@@ -484,7 +485,7 @@ impl Worker {
             }
             Ok(Some(req)) => {
                 let keep_alive = http::keep_alive(&req);
-                let action = match http::route(&req, config.echo) {
+                let action = match http::route(&req, config.echo, config.dashboard) {
                     Route::Upgrade(_) if draining => Action::Answer {
                         response: http::text(
                             503,
@@ -643,6 +644,39 @@ impl Worker {
                                     keep_alive,
                                 }))
                             }
+                        }
+                    }
+                    Route::Dashboard => Action::Answer {
+                        response: http::with_type(
+                            200,
+                            "text/html; charset=utf-8",
+                            dashboard::PAGE.as_bytes(),
+                            keep_alive,
+                        ),
+                        keep_alive,
+                        reason: None,
+                    },
+                    Route::ClientJs => Action::Answer {
+                        response: http::with_type(
+                            200,
+                            "text/javascript; charset=utf-8",
+                            dashboard::CLIENT_JS.as_bytes(),
+                            keep_alive,
+                        ),
+                        keep_alive,
+                        reason: None,
+                    },
+                    Route::Stats => {
+                        let body = dashboard::stats(&self.shared, draining);
+                        Action::Answer {
+                            response: http::with_type(
+                                200,
+                                "application/json",
+                                body.as_bytes(),
+                                keep_alive,
+                            ),
+                            keep_alive,
+                            reason: None,
                         }
                     }
                     Route::MethodNotAllowed(allow) => Action::Answer {

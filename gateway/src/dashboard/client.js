@@ -1,0 +1,1 @@
+// wsgate client (to be written)
