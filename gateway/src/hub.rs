@@ -8,6 +8,7 @@
 //! non-empty. Looking a topic up by name takes the registry lock, which workers do on the
 //! first subscribe or publish of a topic and then cache.
 
+use crate::cluster::Cluster;
 use crossbeam_queue::SegQueue;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -94,6 +95,7 @@ struct Inbox {
 pub struct Hub {
     inboxes: Box<[Inbox]>,
     registry: Mutex<HashMap<Arc<str>, Arc<Topic>>>,
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -105,8 +107,14 @@ impl std::fmt::Debug for Hub {
 }
 
 impl Hub {
-    /// A hub for one worker per waker.
+    /// A hub for one worker per waker, on a single node.
     pub fn new(wakers: Vec<Box<dyn Wake>>) -> Hub {
+        Hub::clustered(wakers, None)
+    }
+
+    /// A hub for one worker per waker that also publishes to, and follows the topics of, other
+    /// nodes through `cluster`.
+    pub fn clustered(wakers: Vec<Box<dyn Wake>>, cluster: Option<Arc<Cluster>>) -> Hub {
         let inboxes = wakers
             .into_iter()
             .map(|waker| Inbox {
@@ -119,7 +127,13 @@ impl Hub {
         Hub {
             inboxes,
             registry: Mutex::new(HashMap::new()),
+            cluster,
         }
+    }
+
+    /// The link to other nodes, when this node is part of a cluster.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
     }
 
     /// The number of workers.
@@ -161,8 +175,12 @@ impl Hub {
 
     /// Records that worker `w` gained a subscriber of `topic`; `first` when it is the worker's
     /// first one, which sets the worker's bit.
-    pub fn subscribed(&self, w: usize, topic: &Topic, first: bool) {
-        topic.subscribers.fetch_add(1, Ordering::Relaxed);
+    pub fn subscribed(&self, w: usize, topic: &Arc<Topic>, first: bool) {
+        if topic.subscribers.fetch_add(1, Ordering::Relaxed) == 0
+            && let Some(cluster) = &self.cluster
+        {
+            cluster.interest_changed(topic.clone());
+        }
         if first {
             topic.workers[w / 64].fetch_or(1 << (w % 64), Ordering::AcqRel);
         }
@@ -170,8 +188,12 @@ impl Hub {
 
     /// Records that worker `w` lost a subscriber of `topic`; `last` when it was the worker's
     /// last one, which clears the worker's bit.
-    pub fn unsubscribed(&self, w: usize, topic: &Topic, last: bool) {
-        topic.subscribers.fetch_sub(1, Ordering::Relaxed);
+    pub fn unsubscribed(&self, w: usize, topic: &Arc<Topic>, last: bool) {
+        if topic.subscribers.fetch_sub(1, Ordering::Relaxed) == 1
+            && let Some(cluster) = &self.cluster
+        {
+            cluster.interest_changed(topic.clone());
+        }
         if last {
             topic.workers[w / 64].fetch_and(!(1 << (w % 64)), Ordering::AcqRel);
         }

@@ -8,6 +8,7 @@
 #![deny(unsafe_code)]
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 #[allow(unsafe_code)]
 pub mod conn;

@@ -281,7 +281,84 @@ pub fn render(workers: &[std::sync::Arc<WorkerMetrics>], hub: &Hub, draining: bo
         "# HELP wsgate_draining 1 while the node drains.\n# TYPE wsgate_draining gauge"
     );
     let _ = writeln!(out, "wsgate_draining {}", u8::from(draining));
+    if let Some(cluster) = hub.cluster() {
+        render_cluster(&mut out, &cluster.stats);
+    }
     out
+}
+
+/// The cluster bridge's gauges and counters.
+fn render_cluster(out: &mut String, s: &crate::cluster::ClusterStats) {
+    let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let one = |out: &mut String, name: &str, kind: &str, help: &str, v: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+        );
+    };
+    one(
+        out,
+        "wsgate_cluster_up",
+        "gauge",
+        "1 while both connections to Redis are up.",
+        u64::from(s.up.load(Ordering::Relaxed)),
+    );
+    one(
+        out,
+        "wsgate_cluster_channels",
+        "gauge",
+        "Redis channels this node is subscribed to, as Redis last confirmed.",
+        get(&s.channels),
+    );
+    one(
+        out,
+        "wsgate_cluster_published_total",
+        "counter",
+        "Publishes sent to Redis.",
+        get(&s.published),
+    );
+    one(
+        out,
+        "wsgate_cluster_received_total",
+        "counter",
+        "Messages from other nodes delivered here.",
+        get(&s.received),
+    );
+    one(
+        out,
+        "wsgate_cluster_own_skipped_total",
+        "counter",
+        "This node's own messages back from Redis, skipped.",
+        get(&s.own_skipped),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP wsgate_cluster_dropped_total Publishes that reached only this node's subscribers.\n# TYPE wsgate_cluster_dropped_total counter"
+    );
+    let _ = writeln!(
+        out,
+        "wsgate_cluster_dropped_total{{reason=\"redis_down\"}} {}",
+        get(&s.dropped_redis_down)
+    );
+    let _ = writeln!(
+        out,
+        "wsgate_cluster_dropped_total{{reason=\"queue_full\"}} {}",
+        get(&s.dropped_queue_full)
+    );
+    one(
+        out,
+        "wsgate_cluster_reconnects_total",
+        "counter",
+        "Connections to Redis made again after an outage.",
+        get(&s.reconnects),
+    );
+    one(
+        out,
+        "wsgate_cluster_bad_messages_total",
+        "counter",
+        "Messages on a cluster channel that were not a wsgate envelope.",
+        get(&s.bad_messages),
+    );
 }
 
 #[cfg(test)]

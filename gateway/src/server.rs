@@ -5,6 +5,7 @@
 //! 3. When every session has closed, or the drain timeout has passed: STOPPING, workers exit,
 //!    the process exits 0. A second signal at any point exits at once.
 
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::hub::{Hub, Wake};
 use crate::limits::ConnectionLimits;
@@ -44,17 +45,32 @@ impl Server {
             wakers.push(Box::new(Waker::new(poll.registry(), worker::WAKER)?));
             polls.push(poll);
         }
+        let cluster = config.redis.as_ref().map(|_| {
+            let node = config
+                .node_id
+                .clone()
+                .unwrap_or_else(crate::cluster::random_node_id);
+            Arc::new(Cluster::new(
+                &node,
+                &config.redis_prefix,
+                config.redis_sharded,
+                config.redis_max_pending,
+            ))
+        });
         let shared = Arc::new(Shared {
             metrics: (0..config.workers)
                 .map(|_| Arc::new(WorkerMetrics::default()))
                 .collect(),
-            hub: Hub::new(wakers),
+            hub: Hub::clustered(wakers, cluster),
             limits: ConnectionLimits::new(config.max_connections, config.max_connections_per_ip),
             auth: config.authenticator().map_err(|e| io::Error::other(e.0))?,
             config,
             state: AtomicU8::new(worker::RUNNING),
             sessions: AtomicUsize::new(0),
         });
+        if let Some(url) = &shared.config.redis {
+            crate::cluster::spawn(shared.clone(), url)?;
+        }
         let mut threads = Vec::new();
         for (id, (poll, listener)) in polls.into_iter().zip(listeners).enumerate() {
             let worker = Worker::new(id, poll, listener, shared.clone());

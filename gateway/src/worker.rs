@@ -1159,6 +1159,9 @@ impl Worker {
         let local = &self.topics[topic];
         let entry = local.topic.clone();
         self.shared.hub.publish_remote(self.id, &entry, &frame);
+        if let Some(cluster) = self.shared.hub.cluster() {
+            cluster.publish(&entry, &frame);
+        }
         self.deliver_local(topic, &frame);
         entry.subscribers()
     }
