@@ -731,6 +731,13 @@ fn parse_networks(items: Vec<String>) -> Result<Vec<ipnet::IpNet>, ConfigError> 
 }
 
 impl Config {
+    /// Whether `X-Forwarded-For` on requests from `peer` names the client.
+    pub fn trusts_forwarded_for(&self, peer: std::net::IpAddr) -> bool {
+        self.forwarded_for
+            && (self.trusted_proxies.is_empty()
+                || self.trusted_proxies.iter().any(|n| n.contains(&peer)))
+    }
+
     /// Whether a connection from `peer` must start with a PROXY header.
     pub fn expects_proxy_header(&self, peer: std::net::IpAddr) -> bool {
         self.proxy_protocol

@@ -13,6 +13,7 @@ pub mod config;
 #[allow(unsafe_code)]
 pub mod conn;
 pub mod dashboard;
+pub mod forwarded;
 pub mod http;
 pub mod hub;
 pub mod limits;

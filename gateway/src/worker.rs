@@ -203,9 +203,12 @@ impl Worker {
         loop {
             match self.listener.accept() {
                 Ok((mut stream, peer)) => {
-                    // behind a trusted proxy the client's address comes with the PROXY header;
-                    // otherwise it is the peer's, counted now
-                    let via_proxy = self.shared.config.expects_proxy_header(peer.ip());
+                    // behind a trusted proxy the client's address comes with the PROXY header
+                    // or X-Forwarded-For, and is counted then; otherwise it is the peer's,
+                    // counted now
+                    let config = &self.shared.config;
+                    let via_proxy = config.expects_proxy_header(peer.ip())
+                        || config.trusts_forwarded_for(peer.ip());
                     let admitted = self.shared.limits.admit_total().and_then(|()| {
                         if via_proxy {
                             return Ok(false);
@@ -242,7 +245,7 @@ impl Worker {
                     self.next_generation = self.next_generation.wrapping_add(1);
                     let mut conn = Conn::new(stream, peer, self.next_generation, self.now);
                     conn.ip_counted = ip_counted;
-                    if via_proxy {
+                    if self.shared.config.expects_proxy_header(peer.ip()) {
                         conn.phase = Phase::Proxy;
                     }
                     entry.insert(conn);
@@ -444,6 +447,44 @@ impl Worker {
         }
     }
 
+    /// Takes the client's address from `X-Forwarded-For` (the proxy's own when there is none)
+    /// and counts the connection against it. Each request of a kept-alive connection may come
+    /// from another client. Returns the answer of a refusal.
+    fn attribute_forwarded(
+        &mut self,
+        key: usize,
+        req: &handshake::Request<'_>,
+    ) -> std::result::Result<(), Bytes> {
+        let items: Vec<&[u8]> = req.header_list("X-Forwarded-For").collect();
+        let trusted = &self.shared.config.trusted_proxies;
+        let conn = &mut self.conns[key];
+        let client = match crate::forwarded::client(items.into_iter(), trusted) {
+            Ok(client) => client.unwrap_or(conn.client),
+            Err(e) => {
+                self.metrics.failure(e.code());
+                return Err(Bytes::from(handshake::error_response(&e)));
+            }
+        };
+        if conn.ip_counted {
+            if conn.client == client {
+                return Ok(());
+            }
+            self.shared.limits.release_ip(conn.client);
+            conn.ip_counted = false;
+        }
+        conn.client = client;
+        match self.shared.limits.admit_ip(client) {
+            Ok(counted) => {
+                conn.ip_counted = counted;
+                Ok(())
+            }
+            Err(refusal) => {
+                self.metrics.failure(refusal.reason());
+                Err(refusal.response())
+            }
+        }
+    }
+
     // ---- HTTP ------------------------------------------------------------------------------
 
     fn process_http(&mut self, key: usize, buf: &mut BytesMut) {
@@ -462,7 +503,8 @@ impl Worker {
             Body(Box<PendingBody>),
         }
         let draining = self.shared.state() >= DRAINING;
-        let config = &self.shared.config;
+        let shared = self.shared.clone();
+        let config = &shared.config;
         if config.proxy_protocol
             && (buf.starts_with(b"PROXY ")
                 || buf.starts_with(&wsgate_core::proxy::V2_SIGNATURE[..4]))
@@ -484,6 +526,13 @@ impl Worker {
                 return;
             }
             Ok(Some(req)) => {
+                if config.trusts_forwarded_for(self.conns[key].peer.ip())
+                    && let Err(response) = self.attribute_forwarded(key, &req)
+                {
+                    buf.clear();
+                    self.answer(key, response, false);
+                    return;
+                }
                 let keep_alive = http::keep_alive(&req);
                 let action = match http::route(&req, config.echo, config.dashboard) {
                     Route::Upgrade(_) if draining => Action::Answer {
@@ -707,6 +756,8 @@ impl Worker {
             } => {
                 if let Some(reason) = reason {
                     self.metrics.failure(reason);
+                    let conn = &self.conns[key];
+                    tracing::debug!(client = %conn.client, peer = %conn.peer, reason, "refused");
                 }
                 inc(&self.metrics.http_requests);
                 if !keep_alive {
@@ -824,6 +875,7 @@ impl Worker {
             grants,
         }));
         inc(&self.metrics.upgrades_total);
+        tracing::debug!(client = %conn.client, peer = %conn.peer, ?kind, "session opened");
         self.shared.sessions.fetch_add(1, Ordering::AcqRel);
         for topic in topics {
             // the query's topics were validated and counted by parse_subscribe_query

@@ -112,3 +112,67 @@ fn bad_trusted_networks_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--trusted-proxies"));
 }
+
+/// An upgrade with an `X-Forwarded-For` header, from local address `from`.
+fn upgrade_forwarded(addr: SocketAddr, from: &str, forwarded_for: Option<&str>) -> HttpResponse {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let local: SocketAddr = format!("{from}:0").parse().unwrap();
+    socket.bind(&local.into()).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let mut s: std::net::TcpStream = socket.into();
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let request = upgrade_request("/echo");
+    let request = match forwarded_for {
+        Some(v) => request.replacen("\r\n", &format!("\r\nX-Forwarded-For: {v}\r\n"), 1),
+        None => request,
+    };
+    s.write_all(request.as_bytes()).unwrap();
+    let r = read_response(&mut s, &mut Vec::new()).expect("an answer");
+    if r.status == 101 {
+        std::mem::forget(s);
+    }
+    r
+}
+
+#[test]
+fn x_forwarded_for_from_a_trusted_proxy_names_the_client() {
+    let gw = Gateway::start(&[
+        "--forwarded-for",
+        "true",
+        "--trusted-proxies",
+        "127.0.0.1/32",
+        "--max-connections-per-ip",
+        "1",
+    ]);
+    // 127.0.0.1 is the proxy: its many clients are told apart by the header
+    let via = |xff: &str| upgrade_forwarded(gw.addr, "127.0.0.1", Some(xff)).status;
+    assert_eq!(via("203.0.113.1"), 101);
+    assert_eq!(via("203.0.113.2"), 101, "another client of the same proxy");
+    assert_eq!(
+        via("203.0.113.1"),
+        429,
+        "the same client again: over its limit"
+    );
+    assert_eq!(
+        via("203.0.113.1, 203.0.113.3"),
+        101,
+        "the rightmost untrusted hop is the client; the rest may be forged"
+    );
+    assert_eq!(
+        via("198.51.100.4, 127.0.0.1"),
+        101,
+        "our own hops are skipped"
+    );
+    let bad = upgrade_forwarded(gw.addr, "127.0.0.1", Some("not-an-address"));
+    assert_eq!(bad.status, 400);
+    assert!(bad.text().contains("X-Forwarded-For"), "{bad:?}");
+
+    // 127.0.0.2 is not a trusted proxy: its header is ignored and it is the client itself
+    let direct = |xff: &str| upgrade_forwarded(gw.addr, "127.0.0.2", Some(xff)).status;
+    assert_eq!(direct("192.0.2.50"), 101);
+    assert_eq!(
+        direct("192.0.2.51"),
+        429,
+        "a forged header does not get an untrusted peer past its limit"
+    );
+}
