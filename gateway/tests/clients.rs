@@ -1,0 +1,145 @@
+//! The PROTOCOL.md checks run with clients other than our own: the Python `websockets` library
+//! (clients/python) and Node's `ws` (clients/node), each against a real gateway. clients/setup.sh
+//! (run by ./run-tests.sh) installs them; when they are missing these tests fail and say so.
+
+mod common;
+
+use common::*;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long one suite may run before it is killed (it takes about a second).
+const SUITE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The gateway's message limit in these tests, as a flag and in bytes: the suites' too-big
+/// check sends one byte more, so a small limit keeps that check cheap.
+const MAX_MESSAGE_SIZE: &str = "2MiB";
+const MAX_MESSAGE_BYTES: usize = 2 * 1024 * 1024;
+
+/// The workspace root.
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the gateway crate is in the workspace")
+        .to_path_buf()
+}
+
+/// Panics with a hint to run the setup script when `path` is missing.
+fn require_installed(path: &Path, what: &str) {
+    assert!(
+        path.exists(),
+        "{what} is not installed: {} is missing. Run clients/setup.sh (or ./run-tests.sh, which \
+         runs it) first.",
+        path.display()
+    );
+}
+
+/// Starts a gateway with two workers and runs `program ARGS... --url http://ADDR
+/// --max-message-size N` from the workspace root, killing it after [`SUITE_TIMEOUT`]. Panics,
+/// with everything the suite printed, unless it exits 0.
+fn run_suite(name: &str, program: &Path, args: &[PathBuf]) {
+    let gw = Gateway::start(&["--workers", "2", "--max-message-size", MAX_MESSAGE_SIZE]);
+    let url = format!("http://{}", gw.addr);
+    let started = Instant::now();
+    let mut child = Command::new(program)
+        .args(args)
+        .args(["--url", &url])
+        .args(["--max-message-size", &MAX_MESSAGE_BYTES.to_string()])
+        .current_dir(root())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start the {name} suite ({}): {e}. Run clients/setup.sh (or \
+                 ./run-tests.sh) first.",
+                program.display()
+            )
+        });
+    let output = Arc::new(Mutex::new(String::new()));
+    let readers: Vec<_> = [
+        Box::new(child.stdout.take().expect("piped")) as Box<dyn Read + Send>,
+        Box::new(child.stderr.take().expect("piped")),
+    ]
+    .into_iter()
+    .map(|mut pipe| {
+        let output = output.clone();
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                output
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push_str(&String::from_utf8_lossy(&chunk[..n]));
+            }
+        })
+    })
+    .collect();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break Some(status);
+        }
+        if started.elapsed() > SUITE_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    for r in readers {
+        let _ = r.join();
+    }
+    let output = output.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    println!(
+        "---- {name} suite ({:.1} s) ----\n{output}",
+        started.elapsed().as_secs_f64()
+    );
+    match status {
+        None => panic!(
+            "the {name} suite did not finish within {SUITE_TIMEOUT:?} and was killed; its \
+             output:\n{output}"
+        ),
+        Some(status) => assert!(
+            status.success(),
+            "the {name} suite failed ({status}); its output:\n{output}"
+        ),
+    }
+    assert!(
+        output.contains(" passed, 0 failed"),
+        "the {name} suite exited 0 without its summary line; its output:\n{output}"
+    );
+}
+
+#[test]
+fn python_websockets_client_suite() {
+    let root = root();
+    let python = root.join("clients/python/.venv/bin/python");
+    require_installed(&python, "the Python virtualenv (clients/python/.venv)");
+    run_suite(
+        "Python websockets",
+        &python,
+        &[root.join("clients/python/test_protocol.py")],
+    );
+}
+
+#[test]
+fn node_ws_client_suite() {
+    let root = root();
+    require_installed(
+        &root.join("clients/node/node_modules/ws/package.json"),
+        "Node ws (clients/node/node_modules)",
+    );
+    run_suite(
+        "Node ws",
+        Path::new("node"),
+        &[root.join("clients/node/test_protocol.mjs")],
+    );
+}
