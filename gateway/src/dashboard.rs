@@ -3,8 +3,18 @@
 //!
 //! The page and the client are files in `gateway/src/dashboard/`, embedded in the binary: no
 //! external assets, nothing to install next to it.
+//!
+//! `/stats` answers a JSON object of counters, never rates: the page polls it (once a second)
+//! and divides the difference of two answers by the difference of their `now_ms`. It is
+//! answered on a worker thread, so it only reads relaxed atomics and the hub's topic list
+//! (one short lock), and sends at most [`MAX_TOPICS`] topics.
 
+use crate::metrics::{CLOSE_CODES, WorkerMetrics};
 use crate::worker::Shared;
+use serde::Serialize;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The dashboard page: one HTML file with its styles and script inline.
 pub const PAGE: &str = include_str!("dashboard/index.html");
@@ -12,13 +22,275 @@ pub const PAGE: &str = include_str!("dashboard/index.html");
 /// The JavaScript client served at `/client.js`.
 pub const CLIENT_JS: &str = include_str!("dashboard/client.js");
 
-/// The live numbers as JSON: per-worker counters, topics with subscriber counts.
-pub fn stats(shared: &Shared, draining: bool) -> String {
-    let topics: Vec<serde_json::Value> = shared
-        .hub
-        .topics()
-        .into_iter()
-        .map(|(name, n)| serde_json::json!({ "topic": &*name, "subscribers": n }))
+/// The most topics `/stats` lists (those with the most subscribers); `topics_total` counts
+/// them all.
+pub const MAX_TOPICS: usize = 100;
+
+/// One worker's counters as `/stats` shows them. Every field but `connections_open` and
+/// `inbox_depth` only grows.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct WorkerStats {
+    /// The worker's index (`null` in the totals).
+    pub worker: Option<usize>,
+    /// Connections open now (WebSocket and HTTP).
+    pub connections_open: i64,
+    /// Connections accepted since start.
+    pub connections_total: u64,
+    /// WebSocket sessions opened since start.
+    pub upgrades_total: u64,
+    /// Messages received, every kind (text, binary, control).
+    pub messages_in: u64,
+    /// Frames sent, every kind.
+    pub messages_out: u64,
+    /// Payload bytes received.
+    pub bytes_in: u64,
+    /// Bytes written to sockets.
+    pub bytes_out: u64,
+    /// Publishes accepted (WebSocket and HTTP).
+    pub publishes: u64,
+    /// Frames queued to subscribers.
+    pub fanout_deliveries: u64,
+    /// Subscribers closed because they fell behind (1013).
+    pub slow_consumer_closes: u64,
+    /// Control messages answered with an error.
+    pub message_errors: u64,
+    /// Publishes refused by the rate limit.
+    pub rate_limited: u64,
+    /// Plain HTTP requests answered.
+    pub http_requests: u64,
+    /// Deliveries waiting in the worker's inbox now.
+    pub inbox_depth: u64,
+}
+
+impl WorkerStats {
+    /// Reads one worker's counters.
+    pub fn read(worker: usize, m: &WorkerMetrics, inbox_depth: u64) -> WorkerStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let sum = |cs: &[AtomicU64]| cs.iter().map(get).sum::<u64>();
+        WorkerStats {
+            worker: Some(worker),
+            connections_open: m.connections_open.load(Ordering::Relaxed),
+            connections_total: get(&m.connections_total),
+            upgrades_total: get(&m.upgrades_total),
+            messages_in: sum(&m.messages_in),
+            messages_out: sum(&m.messages_out),
+            bytes_in: sum(&m.bytes_in),
+            bytes_out: get(&m.bytes_out),
+            publishes: get(&m.publishes_total),
+            fanout_deliveries: get(&m.fanout_deliveries),
+            slow_consumer_closes: get(&m.slow_consumer_closes),
+            message_errors: get(&m.message_errors),
+            rate_limited: get(&m.rate_limited),
+            http_requests: get(&m.http_requests),
+            inbox_depth,
+        }
+    }
+
+    /// Adds another worker's counters to these.
+    pub fn add(&mut self, o: &WorkerStats) {
+        self.connections_open += o.connections_open;
+        self.connections_total += o.connections_total;
+        self.upgrades_total += o.upgrades_total;
+        self.messages_in += o.messages_in;
+        self.messages_out += o.messages_out;
+        self.bytes_in += o.bytes_in;
+        self.bytes_out += o.bytes_out;
+        self.publishes += o.publishes;
+        self.fanout_deliveries += o.fanout_deliveries;
+        self.slow_consumer_closes += o.slow_consumer_closes;
+        self.message_errors += o.message_errors;
+        self.rate_limited += o.rate_limited;
+        self.http_requests += o.http_requests;
+        self.inbox_depth += o.inbox_depth;
+    }
+}
+
+/// A topic and its subscribers on this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TopicStats {
+    /// The topic's name.
+    pub topic: String,
+    /// Subscribers on this node, all workers together.
+    pub subscribers: usize,
+}
+
+/// The whole `/stats` answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    /// The gateway's version.
+    pub version: &'static str,
+    /// When this answer was made, in milliseconds since the Unix epoch.
+    pub now_ms: u64,
+    /// Seconds since the process started (`null` where `/proc` cannot tell).
+    pub uptime_s: Option<u64>,
+    /// Whether the node is draining (SIGTERM received).
+    pub draining: bool,
+    /// Open WebSocket sessions, all workers together.
+    pub sessions: usize,
+    /// Every worker's counters, by index.
+    pub workers: Vec<WorkerStats>,
+    /// The sum over the workers.
+    pub totals: WorkerStats,
+    /// Close frames sent, by code (`"1013": 2`); codes never sent are left out.
+    pub closes_sent: serde_json::Map<String, serde_json::Value>,
+    /// Topics with at least one subscriber on this node.
+    pub topics_total: usize,
+    /// The [`MAX_TOPICS`] topics with the most subscribers, most first (ties by name).
+    pub topics: Vec<TopicStats>,
+}
+
+/// Gathers the live numbers.
+pub fn collect(shared: &Shared, draining: bool) -> Stats {
+    let workers: Vec<WorkerStats> = shared
+        .metrics
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let depth = if i < shared.hub.workers() {
+                shared.hub.inbox_depth(i) as u64
+            } else {
+                0
+            };
+            WorkerStats::read(i, m, depth)
+        })
         .collect();
-    serde_json::json!({ "draining": draining, "topics": topics }).to_string()
+    let mut totals = WorkerStats::default();
+    for w in &workers {
+        totals.add(w);
+    }
+    let mut closes_sent = serde_json::Map::new();
+    for (i, code) in CLOSE_CODES.iter().enumerate() {
+        let n: u64 = shared
+            .metrics
+            .iter()
+            .map(|m| m.closes_sent[i].load(Ordering::Relaxed))
+            .sum();
+        if n > 0 {
+            closes_sent.insert(code.to_string(), n.into());
+        }
+    }
+    let (topics_total, topics) = top_topics(shared.hub.topics(), MAX_TOPICS);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    Stats {
+        version: env!("CARGO_PKG_VERSION"),
+        now_ms: now.as_millis() as u64,
+        uptime_s: started_at().map(|s| now.as_secs().saturating_sub(s)),
+        draining,
+        sessions: shared.sessions.load(Ordering::Relaxed),
+        workers,
+        totals,
+        closes_sent,
+        topics_total,
+        topics,
+    }
+}
+
+/// The live numbers as JSON: per-worker counters, totals, topics with subscriber counts.
+pub fn stats(shared: &Shared, draining: bool) -> String {
+    serde_json::to_string(&collect(shared, draining)).unwrap_or_else(|_| "{}".to_string())
+}
+
+/// The topics that have subscribers: how many, and the `max` with the most (most first, ties
+/// by name). Selects before sorting, so a node with many topics sorts only `max` of them.
+pub fn top_topics<N: AsRef<str>>(topics: Vec<(N, usize)>, max: usize) -> (usize, Vec<TopicStats>) {
+    let mut topics: Vec<(N, usize)> = topics.into_iter().filter(|(_, n)| *n > 0).collect();
+    let total = topics.len();
+    let order =
+        |a: &(N, usize), b: &(N, usize)| b.1.cmp(&a.1).then_with(|| a.0.as_ref().cmp(b.0.as_ref()));
+    if topics.len() > max && max > 0 {
+        topics.select_nth_unstable_by(max - 1, order);
+    }
+    topics.truncate(max);
+    topics.sort_unstable_by(order);
+    let shown = topics
+        .into_iter()
+        .map(|(name, subscribers)| TopicStats {
+            topic: name.as_ref().to_string(),
+            subscribers,
+        })
+        .collect();
+    (total, shown)
+}
+
+/// When this process started, in seconds since the Unix epoch: its start time in clock ticks
+/// after boot (`/proc/self/stat`, field 22, at the fixed user-space rate of 100 ticks a
+/// second) against the system's uptime (`/proc/uptime`). Read once.
+fn started_at() -> Option<u64> {
+    static STARTED: OnceLock<Option<u64>> = OnceLock::new();
+    *STARTED.get_or_init(|| {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // the command name (field 2) may hold spaces: count fields after its `)`
+        let after = &stat[stat.rfind(')')? + 1..];
+        let ticks: u64 = after.split_whitespace().nth(19)?.parse().ok()?;
+        let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .ok()?
+            .as_secs_f64();
+        let started = now - uptime + ticks as f64 / 100.0;
+        (started > 0.0).then_some(started as u64)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_are_the_busiest_first_capped_and_counted() {
+        let topics: Vec<(String, usize)> = (0..1000)
+            .map(|i| (format!("t{i:04}"), i % 7))
+            .chain([("b".to_string(), 50), ("a".to_string(), 50)])
+            .collect();
+        let with_subscribers = topics.iter().filter(|t| t.1 > 0).count();
+        let (total, shown) = top_topics(topics, 10);
+        assert_eq!(total, with_subscribers);
+        assert_eq!(shown.len(), 10);
+        assert_eq!(shown[0].topic, "a");
+        assert_eq!(shown[1].topic, "b");
+        assert!(shown[2..].iter().all(|t| t.subscribers == 6));
+        assert!(
+            shown
+                .windows(2)
+                .all(|w| w[0].subscribers >= w[1].subscribers)
+        );
+        let (total, shown) = top_topics(vec![("x", 0), ("y", 2)], 100);
+        assert_eq!((total, shown.len()), (1, 1));
+        assert_eq!(top_topics(Vec::<(&str, usize)>::new(), 0), (0, vec![]));
+    }
+
+    #[test]
+    fn worker_counters_are_summed_over_kinds_and_workers() {
+        let m = WorkerMetrics::default();
+        m.messages_in[0].store(3, Ordering::Relaxed);
+        m.messages_in[1].store(4, Ordering::Relaxed);
+        m.bytes_in[2].store(5, Ordering::Relaxed);
+        m.connections_open.store(2, Ordering::Relaxed);
+        let a = WorkerStats::read(0, &m, 1);
+        assert_eq!((a.messages_in, a.bytes_in, a.inbox_depth), (7, 5, 1));
+        let mut total = WorkerStats::default();
+        total.add(&a);
+        total.add(&WorkerStats::read(1, &m, 0));
+        assert_eq!((total.messages_in, total.connections_open), (14, 4));
+        assert_eq!(total.worker, None);
+        let json = serde_json::to_value(&total).unwrap();
+        assert_eq!(json["messages_in"], 14);
+        assert!(json["worker"].is_null());
+    }
+
+    #[test]
+    fn the_process_start_is_in_the_past() {
+        if let Some(s) = started_at() {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+            assert!(s <= now.as_secs() + 1, "{s} vs {now:?}");
+            assert!(now.as_secs() - s < 3600, "started {s}, now {now:?}");
+        }
+    }
 }
