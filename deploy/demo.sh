@@ -156,11 +156,11 @@ start_all() {
   if any_running; then
     die "already running (state in $STATE); deploy/demo.sh stop first"
   fi
+  port_busy "$LB_PORT" && die "$HOST:$LB_PORT is in use; set WSGATE_DEMO_PORT to another port"
   build
   rm -rf "$STATE"
   mkdir -p "$STATE/pids" "$STATE/logs" "$STATE/redis"
 
-  port_busy "$LB_PORT" && die "$HOST:$LB_PORT is in use; set WSGATE_DEMO_PORT to another port"
   REDIS_PORT=$(free_port 6390 "$LB_PORT")
   NODE_A_PORT=$(free_port 9001 "$LB_PORT $REDIS_PORT")
   NODE_B_PORT=$(free_port $((NODE_A_PORT + 1)) "$LB_PORT $REDIS_PORT $NODE_A_PORT")
