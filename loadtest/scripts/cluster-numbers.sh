@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# The cost of the Redis hop: `loadtest fanout` through HAProxy to two wsgate nodes joined by
+# Redis, against one wsgate node alone, alternating, in the same run on the same machine.
+#
+# Through HAProxy (round robin) the subscribers land half on each node and the publisher on
+# one of them: half of every message's deliveries cross Redis. Every node runs one worker.
+#
+# Usage: loadtest/scripts/cluster-numbers.sh [seconds per run, default 10] [rounds, default 3]
+#        [subscribers, default 1000]
+# Needs redis-server and haproxy (deploy/test-setup.sh installs them).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+secs="${1:-10}"
+rounds="${2:-3}"
+subs="${3:-1000}"
+for tool in redis-server haproxy; do
+  command -v "$tool" >/dev/null || { echo "$tool is missing: run deploy/test-setup.sh" >&2; exit 2; }
+done
+cargo build --release -p wsgate -p loadtest --locked >&2
+dir=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+redis_port=$(free_port)
+redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" \
+  >"$dir/redis.log" 2>&1 &
+pids+=($!)
+
+start_node() { # name, extra args...
+  local name=$1; shift
+  target/release/wsgate --listen 127.0.0.1:0 --workers 1 --log warn "$@" >"$dir/$name.out" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 100); do grep -q '^listening on' "$dir/$name.out" && break; sleep 0.05; done
+  sed -n 's/^listening on //p' "$dir/$name.out"
+}
+for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.05; done
+a=$(start_node a --redis "redis://127.0.0.1:$redis_port" --node-id a \
+  --proxy-protocol true --trusted-proxies 127.0.0.1/32)
+b=$(start_node b --redis "redis://127.0.0.1:$redis_port" --node-id b \
+  --proxy-protocol true --trusted-proxies 127.0.0.1/32)
+single=$(start_node single)
+[ -n "$a" ] && [ -n "$b" ] && [ -n "$single" ] || { echo "a node did not start" >&2; exit 1; }
+
+lb_port=$(free_port)
+cat >"$dir/haproxy.cfg" <<EOF
+global
+  maxconn 9000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  timeout tunnel 1h
+frontend ws
+  bind 127.0.0.1:$lb_port
+  default_backend nodes
+backend nodes
+  balance roundrobin
+  option httpchk GET /readyz
+  server a $a check inter 1s send-proxy-v2
+  server b $b check inter 1s send-proxy-v2
+EOF
+haproxy -f "$dir/haproxy.cfg" -db >"$dir/haproxy.log" 2>&1 &
+pids+=($!)
+# both nodes in rotation: two health checks passed through the frontend's port
+for _ in $(seq 100); do
+  curl -sf "http://127.0.0.1:$lb_port/readyz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+curl -sf "http://127.0.0.1:$lb_port/readyz" >/dev/null || { cat "$dir/haproxy.log" >&2; exit 1; }
+sleep 1
+
+run() { # label, url
+  target/release/loadtest fanout --url "$2" --subscribers "$subs" --size 64 \
+    --duration "${secs}s" --json >"$dir/$1.$r.json"
+}
+for r in $(seq "$rounds"); do
+  echo "== round $r: one node" >&2
+  run single "ws://$single"
+  echo "== round $r: two nodes through HAProxy and Redis" >&2
+  run cluster "ws://127.0.0.1:$lb_port"
+done
+python3 - "$dir" "$rounds" "$subs" <<'PY'
+import json, statistics, sys
+d, rounds, subs = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+def load(label):
+    return [json.load(open(f"{d}/{label}.{r}.json")) for r in range(1, rounds + 1)]
+rows = {"one node": load("single"), "two nodes, HAProxy + Redis": load("cluster")}
+print(f"| fanout, 1 publisher, {subs} subscribers, 64 B | deliveries/s (median of {rounds}) | p50 | p99 |")
+print("| --- | --- | --- | --- |")
+med = {}
+for name, runs in rows.items():
+    rate = statistics.median(x["deliveries_per_sec"] for x in runs)
+    p50 = statistics.median(x["latency_us"]["p50"] for x in runs)
+    p99 = statistics.median(x["latency_us"]["p99"] for x in runs)
+    med[name] = rate
+    print(f"| {name} | {rate:,.0f} | {p50/1000:.2f} ms | {p99/1000:.2f} ms |")
+ratio = med["two nodes, HAProxy + Redis"] / med["one node"]
+print(f"two nodes / one node: {ratio:.2f}x")
+ok = all(x["ok"] for runs in rows.values() for x in runs)
+print("correctness:", "ok (no loss, no reorder)" if ok else "FAILED")
+sys.exit(0 if ok else 1)
+PY
