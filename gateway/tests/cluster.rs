@@ -706,3 +706,68 @@ fn sharded_pubsub() {
 fn a_missing_server_fails_the_test_with_the_setup_hint() {
     lb::require("wsgate-no-such-server");
 }
+
+#[test]
+fn redis_address_that_accepts_then_closes_is_one_outage_not_a_reconnect_loop() {
+    // what a node sees when Redis sits behind a TCP proxy whose backend is down, or while a
+    // crashing redis-server's listen queue still completes handshakes: connections that are
+    // accepted, then closed before any Redis answer
+    let mut redis = Redis::start_new();
+    let mut a = node(&redis, "a", &[]);
+    let _s = common::ws(a.addr, "/ws?subscribe=t");
+    wait_channels(&[&a], 1);
+    redis.stop();
+    let fake = std::net::TcpListener::bind(lb::local(redis.port)).expect("bind Redis's port");
+    fake.set_nonblocking(true).unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let acceptor = {
+        let (accepted, stop) = (accepted.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match fake.accept() {
+                    Ok((s, _)) => {
+                        accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        drop(s);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(1)),
+                }
+            }
+        })
+    };
+    // two seconds of that: the node is down all along, says so once, and retries with backoff
+    // (100 ms doubling: a handful of attempts, not thousands)
+    let mut up_seen = Vec::new();
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(100));
+        up_seen.push(must(&a, "wsgate_cluster_up"));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    acceptor.join().unwrap();
+    let attempts = accepted.load(std::sync::atomic::Ordering::Relaxed);
+    let log = a.log();
+    let count = |what: &str| {
+        log.lines()
+            .filter(|l| l.contains(what) && !l.contains("DEBUG"))
+            .count()
+    };
+    assert_eq!(
+        count("reconnected"),
+        0,
+        "a connection closed before any Redis reply is not a reconnection:\n{log}"
+    );
+    assert_eq!(count("unreachable"), 1, "one outage, said once:\n{log}");
+    assert!(
+        up_seen.iter().all(|&u| u == 0.0),
+        "wsgate_cluster_up went back to 1 without a Redis reply: {up_seen:?}"
+    );
+    assert!(
+        attempts <= 40,
+        "{attempts} connection attempts in 2 s: the backoff is not applied"
+    );
+    // the real Redis again: one reconnection
+    redis.start();
+    wait_metric(&[&a], "wsgate_cluster_up", 1.0);
+    wait_channels(&[&a], 1);
+    assert!(a.wait_exit(Duration::ZERO).is_none(), "the node died");
+}
