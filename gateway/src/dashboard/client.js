@@ -21,7 +21,7 @@
  *
  * Promises: subscribe, unsubscribe and publish send an `id` and settle on the gateway's answer:
  * `{"type":"ack","id":N}` resolves, `{"type":"error","id":N,...}` rejects with an Error whose
- * `code` is the gateway's code (`bad_topic`, `rate_limited`, ...). A request sent on a socket
+ * `code` is the gateway's code (`invalid_topic`, `rate_limited`, ...). A request sent on a socket
  * that closes before the answer rejects with code `disconnected`; one made while the socket is
  * not open waits for the next open; any of them rejects with code `timeout` after `timeout` ms
  * (default 10 s) and with code `closed` after close().
@@ -53,7 +53,7 @@
   function topicBytes(topic) {
     const bytes = encoder.encode(String(topic));
     if (bytes.length < 1 || bytes.length > MAX_TOPIC_BYTES) {
-      throw clientError("bad_topic", "a topic is 1 to 255 bytes of UTF-8");
+      throw clientError("invalid_topic", "a topic is 1 to 255 bytes of UTF-8");
     }
     return bytes;
   }

@@ -1,0 +1,199 @@
+//! Browser tests: headless Debian Chromium (`/usr/bin/chromium`, driven by playwright-core
+//! from `browser/`) against the real gateway. Each test starts a gateway with the flags it
+//! needs and runs one of `browser/run.mjs`'s tests against it; the scripts check what the page
+//! saw and exit non-zero on any failure. `browser/setup.sh` installs Chromium and
+//! playwright-core (`./run-tests.sh` runs it first); without them these tests fail, never skip.
+//!
+//! The tests take turns (one Chromium at a time): the machine has two cores.
+
+mod common;
+use common::*;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// One browser at a time.
+static BROWSER: Mutex<()> = Mutex::new(());
+
+/// The `browser/` directory of the workspace.
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace")
+        .join("browser")
+}
+
+/// Panics with what to do when Chromium, Node or playwright-core is missing.
+fn require_setup() {
+    let chromium = std::env::var("WSGATE_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let dir = browser_dir();
+    let mut missing = Vec::new();
+    if !Path::new(&chromium).exists() {
+        missing.push(format!("{chromium} (Debian's chromium)"));
+    }
+    if Command::new("node")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_or(true, |s| !s.success())
+    {
+        missing.push("node (Node.js 20 or later)".into());
+    }
+    if !dir
+        .join("node_modules/playwright-core/package.json")
+        .exists()
+    {
+        missing.push(format!("{}/node_modules/playwright-core", dir.display()));
+    }
+    assert!(
+        missing.is_empty(),
+        "the browser tests need {}: run browser/setup.sh (./run-tests.sh does)",
+        missing.join(", ")
+    );
+}
+
+/// Runs `node browser/run.mjs ARGS...`, killed after `limit`; panics with its output unless it
+/// exits 0. Returns its output.
+fn run_node(args: &[String], limit: Duration) -> String {
+    require_setup();
+    let dir = browser_dir();
+    let mut child = Command::new("node")
+        .arg(dir.join("run.mjs"))
+        .args(args)
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start node");
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break Some(status);
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let output = format!(
+        "{}{}",
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default()
+    );
+    match status {
+        Some(s) if s.success() => {
+            println!("{output}");
+            output
+        }
+        Some(s) => panic!("node browser/run.mjs {args:?} failed ({s}):\n{output}"),
+        None => {
+            panic!("node browser/run.mjs {args:?} ran past {limit:?} and was killed:\n{output}")
+        }
+    }
+}
+
+/// Runs browser test `name` against `gw`.
+fn run_against(gw: &Gateway, name: &str, extra: &[String]) -> String {
+    let mut args = vec![
+        "--url".to_string(),
+        format!("http://{}", gw.addr),
+        "--only".to_string(),
+        name.to_string(),
+    ];
+    args.extend_from_slice(extra);
+    run_node(&args, Duration::from_secs(120))
+}
+
+#[test]
+fn browser_websocket_pubsub_binary_deflate_200_sockets_and_close_codes() {
+    let _turn = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let gw = Gateway::start(&["--workers", "2"]);
+    let out = run_against(&gw, "websocket", &[]);
+    assert!(out.contains("PASS websocket"), "{out}");
+}
+
+#[test]
+fn browser_large_messages_from_the_page_and_a_worker() {
+    let _turn = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let gw = Gateway::start(&["--workers", "2", "--max-message-size", "64MiB"]);
+    let out = run_against(&gw, "large", &[]);
+    assert!(out.contains("PASS large"), "{out}");
+}
+
+#[test]
+fn browser_sees_the_gateways_close_codes() {
+    let _turn = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut gw = Gateway::start(&[
+        "--workers",
+        "1",
+        "--max-message-size",
+        "64KiB",
+        "--drain-grace",
+        "1s",
+        "--drain-timeout",
+        "5s",
+    ]);
+    let out = run_against(&gw, "close", &["--pid".into(), gw.pid().to_string()]);
+    assert!(out.contains("PASS close"), "{out}");
+    // the test sent SIGTERM: the drain ends with exit 0
+    let status = gw
+        .wait_exit(Duration::from_secs(10))
+        .expect("the gateway exits after the drain");
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn browser_client_js_promises_events_and_reconnect() {
+    let _turn = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    // this test starts (and restarts) its own gateways
+    let out = run_node(
+        &[
+            "--only".into(),
+            "client".into(),
+            "--bin".into(),
+            BIN.to_string(),
+        ],
+        Duration::from_secs(120),
+    );
+    assert!(out.contains("PASS client"), "{out}");
+}
+
+#[test]
+fn browser_dashboard_shows_what_happened() {
+    let _turn = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let gw = Gateway::start(&["--workers", "2", "--outbox-limit", "1MiB"]);
+    let screenshot = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace")
+        .join("target")
+        .join("dashboard.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let out = run_against(
+        &gw,
+        "dashboard",
+        &["--screenshot".into(), screenshot.display().to_string()],
+    );
+    assert!(out.contains("PASS dashboard"), "{out}");
+    let png = std::fs::read(&screenshot).expect("the screenshot");
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000);
+    println!("screenshot: {}", screenshot.display());
+}
