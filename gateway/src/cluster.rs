@@ -31,7 +31,7 @@ use redis::{ConnectionAddr, Value};
 use std::collections::HashMap;
 use std::io::{self, BufReader, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use wsgate_core::frame::{OpCode, OutFrame};
@@ -47,6 +47,9 @@ const BATCH: usize = 1024;
 /// Payloads at least this large are written from their own buffer instead of being copied
 /// into the batch.
 const COPY_LIMIT: usize = 16 << 10;
+/// A link that stays up this long ends an outage's backoff; one that dies sooner is retried
+/// after the backoff, so a Redis that accepts connections and drops them is not hammered.
+const STABLE: Duration = Duration::from_secs(2);
 /// Channels named in one SUBSCRIBE command at most.
 const SUBSCRIBE_CHUNK: usize = 512;
 
@@ -89,6 +92,9 @@ pub struct Cluster {
     outgoing: SegQueue<Outgoing>,
     pending_bytes: AtomicUsize,
     interest: SegQueue<Arc<Topic>>,
+    /// Shard channels Redis said this node is no longer subscribed to, for the bridge to tell
+    /// its own unsubscribes from a slot that moved.
+    unsubscribed: SegQueue<Vec<u8>>,
     bridge: OnceLock<std::thread::Thread>,
     /// The counters.
     pub stats: ClusterStats,
@@ -115,6 +121,7 @@ impl Cluster {
             outgoing: SegQueue::new(),
             pending_bytes: AtomicUsize::new(0),
             interest: SegQueue::new(),
+            unsubscribed: SegQueue::new(),
             bridge: OnceLock::new(),
             stats: ClusterStats::default(),
         }
@@ -267,20 +274,17 @@ struct Resp {
     parser: redis::Parser,
 }
 
+/// A Redis server's address.
+type Addr = (String, u16);
+
 impl Resp {
-    fn connect(info: &redis::ConnectionInfo) -> io::Result<Resp> {
-        let (host, port) = match info.addr() {
-            ConnectionAddr::Tcp(host, port) => (host.clone(), *port),
-            other => {
-                return Err(io::Error::other(format!(
-                    "unsupported Redis address {other:?}"
-                )));
-            }
-        };
+    /// Connects to `addr` with the credentials of `info`.
+    fn connect(info: &redis::ConnectionInfo, addr: &Addr) -> io::Result<Resp> {
+        let (host, port) = addr;
         let mut last = io::Error::other(format!("{host}:{port} resolves to no address"));
         let mut stream = None;
-        for addr in (host.as_str(), port).to_socket_addrs()? {
-            match TcpStream::connect_timeout(&addr, IO_TIMEOUT) {
+        for a in (host.as_str(), *port).to_socket_addrs()? {
+            match TcpStream::connect_timeout(&a, IO_TIMEOUT) {
                 Ok(s) => {
                     stream = Some(s);
                     break;
@@ -305,8 +309,7 @@ impl Resp {
                 auth.arg(user);
             }
             auth.arg(password);
-            conn.stream.write_all(&auth.get_packed_command())?;
-            match conn.read()? {
+            match conn.call(&auth)? {
                 Value::Okay => {}
                 Value::SimpleString(s) if s == "OK" => {}
                 other => return Err(io::Error::other(format!("AUTH refused: {other:?}"))),
@@ -315,11 +318,111 @@ impl Resp {
         Ok(conn)
     }
 
+    /// Checks that a Redis server answers on this connection.
+    fn ping(&mut self) -> io::Result<()> {
+        match self.call(&redis::cmd("PING"))? {
+            Value::SimpleString(s) if s == "PONG" => Ok(()),
+            other => Err(io::Error::other(format!("PING answered {other:?}"))),
+        }
+    }
+
+    fn call(&mut self, cmd: &redis::Cmd) -> io::Result<Value> {
+        self.stream.write_all(&cmd.get_packed_command())?;
+        self.read()
+    }
+
     fn read(&mut self) -> io::Result<Value> {
         self.parser
             .parse_value(&mut self.reader)
             .map_err(|e| io::Error::other(e.to_string()))
     }
+}
+
+/// The address the URL names.
+fn url_addr(info: &redis::ConnectionInfo) -> io::Result<Addr> {
+    match info.addr() {
+        ConnectionAddr::Tcp(host, port) => Ok((host.clone(), *port)),
+        other => Err(io::Error::other(format!(
+            "unsupported Redis address {other:?}"
+        ))),
+    }
+}
+
+/// Why the link to Redis was dropped.
+#[derive(Debug)]
+enum LinkError {
+    /// A connection failed: an outage.
+    Io(io::Error),
+    /// A Redis Cluster slot moved to another master: read the layout again, at once.
+    Moved(String),
+}
+
+impl From<io::Error> for LinkError {
+    fn from(e: io::Error) -> LinkError {
+        LinkError::Io(e)
+    }
+}
+
+/// What a receiver thread saw of its connection ([`Link::state`]).
+const ALIVE: u8 = 0;
+const ENDED: u8 = 1;
+const MOVED: u8 = 2;
+
+/// Redis Cluster's hash slots.
+pub mod slots {
+    /// Hash slots of a Redis Cluster.
+    pub const COUNT: usize = 16384;
+
+    /// The slot of a key or shard channel: CRC16 (XMODEM) of the key, or of its hash tag (the
+    /// part between the first `{` and the next `}`, when not empty), modulo 16384.
+    pub fn of(key: &[u8]) -> u16 {
+        let key = match key.iter().position(|&b| b == b'{') {
+            Some(open) => match key[open + 1..].iter().position(|&b| b == b'}') {
+                Some(len) if len > 0 => &key[open + 1..open + 1 + len],
+                _ => key,
+            },
+            None => key,
+        };
+        crc16::State::<crc16::XMODEM>::calculate(key) % COUNT as u16
+    }
+}
+
+/// Which master serves each slot, from `CLUSTER SLOTS`; `None` when the server is not part of
+/// a cluster.
+fn cluster_slots(conn: &mut Resp, default_host: &str) -> io::Result<Option<Vec<(u16, u16, Addr)>>> {
+    let reply = conn.call(&redis::cmd("CLUSTER").arg("SLOTS").clone())?;
+    let entries = match reply {
+        Value::ServerError(_) => return Ok(None),
+        Value::Array(entries) => entries,
+        other => return Err(io::Error::other(format!("CLUSTER SLOTS: {other:?}"))),
+    };
+    let bad = || io::Error::other("CLUSTER SLOTS: unexpected reply");
+    let mut ranges = Vec::new();
+    for entry in entries {
+        let Value::Array(fields) = entry else {
+            return Err(bad());
+        };
+        let (Some(Value::Int(start)), Some(Value::Int(end)), Some(Value::Array(master))) =
+            (fields.first(), fields.get(1), fields.get(2))
+        else {
+            return Err(bad());
+        };
+        let host = match master.first() {
+            Some(Value::BulkString(h)) if !h.is_empty() && h != b"?" => {
+                String::from_utf8_lossy(h).into_owned()
+            }
+            _ => default_host.to_string(),
+        };
+        let Some(Value::Int(port)) = master.get(1) else {
+            return Err(bad());
+        };
+        let in_range = |n: i64| (0..slots::COUNT as i64).contains(&n);
+        if !in_range(*start) || !in_range(*end) || start > end || !(1..=65535).contains(port) {
+            return Err(bad());
+        }
+        ranges.push((*start as u16, *end as u16, (host, *port as u16)));
+    }
+    Ok(Some(ranges))
 }
 
 /// The bridge thread's state.
@@ -335,22 +438,54 @@ struct Bridge {
     /// When the current outage started, and the drop count then.
     down_since: Option<(Instant, u64)>,
     connected_once: bool,
-    batch: Vec<u8>,
+    /// Shard channels the bridge has unsubscribed from and Redis has not yet confirmed.
+    unsubscribing: HashMap<Vec<u8>, u32>,
+    /// Publishes a Redis Cluster master redirected (MOVED, ASK), sent again first once the
+    /// layout has been read again.
+    retry: Vec<Outgoing>,
+    /// No connection attempt before this.
+    retry_at: Option<Instant>,
 }
 
-/// Both connections to Redis.
-struct Link {
+/// The connections to one Redis server (one master of a cluster).
+struct Shard {
+    addr: Addr,
     publisher: Resp,
     /// The writing half of the subscribing connection.
     subscriber: TcpStream,
-    /// Set by the receiver thread when the subscribing connection ends.
-    dead: Arc<AtomicBool>,
+    /// Publishes packed for this shard and not yet written.
+    batch: Vec<u8>,
+    /// Publishes sent and not yet answered, in order.
+    unanswered: Vec<Outgoing>,
+}
+
+/// The connections to Redis: one shard, or one per master of a Redis Cluster.
+struct Link {
+    shards: Vec<Shard>,
+    /// The shard of each slot, for a Redis Cluster.
+    slots: Option<Box<[u16]>>,
+    /// Set by a receiver thread when its connection ends ([`ENDED`]) or a slot moved
+    /// ([`MOVED`]).
+    state: Arc<AtomicU8>,
+    /// When the link was confirmed.
+    since: Instant,
+}
+
+impl Link {
+    fn shard_of(&self, channel: &[u8]) -> usize {
+        match &self.slots {
+            Some(table) => table[slots::of(channel) as usize] as usize,
+            None => 0,
+        }
+    }
 }
 
 impl Drop for Link {
     fn drop(&mut self) {
-        // ends the receiver's blocking read
-        let _ = self.subscriber.shutdown(Shutdown::Both);
+        // ends the receivers' blocking reads
+        for shard in &self.shards {
+            let _ = shard.subscriber.shutdown(Shutdown::Both);
+        }
     }
 }
 
@@ -366,7 +501,9 @@ impl Bridge {
             backoff: MIN_BACKOFF,
             down_since: None,
             connected_once: false,
-            batch: Vec::with_capacity(64 << 10),
+            unsubscribing: HashMap::new(),
+            retry: Vec::new(),
+            retry_at: None,
         }
     }
 
@@ -383,40 +520,72 @@ impl Bridge {
         while self.shared.state() < STOPPING {
             let changed = self.take_interest();
             if self.link.is_none() {
-                match self.connect() {
-                    Ok(()) => continue,
-                    Err(e) => {
-                        self.went_down(&e);
-                        self.discard_outgoing();
-                        std::thread::park_timeout(self.backoff);
-                        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-                        continue;
-                    }
+                if let Some(wait) = self
+                    .retry_at
+                    .and_then(|at| at.checked_duration_since(Instant::now()))
+                {
+                    // changes of interest and publishes wake the thread: the queues are
+                    // looked at (and publishes counted as dropped) while it waits
+                    self.discard_outgoing();
+                    std::thread::park_timeout(wait);
+                    continue;
                 }
+                if let Err(e) = self.connect() {
+                    self.went_down(&e);
+                    self.discard_outgoing();
+                    self.retry_at = Some(Instant::now() + self.backoff);
+                    self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                }
+                continue;
             }
             let result = self
                 .subscribe_changes(changed)
+                .and_then(|()| self.check_unsubscribed())
                 .and_then(|()| self.publish_batch());
-            match result {
-                Err(e) => {
-                    self.link = None;
-                    self.went_down(&e);
-                }
-                Ok(0) => {
-                    if self
-                        .link
-                        .as_ref()
-                        .is_some_and(|l| l.dead.load(Ordering::Acquire))
+            let state = self
+                .link
+                .as_ref()
+                .map_or(ALIVE, |l| l.state.load(Ordering::Acquire));
+            match (result, state) {
+                (Err(LinkError::Moved(why)), _) => self.relayout(&why),
+                (_, MOVED) => self.relayout("a subscription was redirected"),
+                (Err(LinkError::Io(e)), _) => self.link_lost(&e),
+                (_, ENDED) => self.link_lost(&io::Error::other("a subscribing connection closed")),
+                (Ok(0), _) => {
+                    if self.backoff > MIN_BACKOFF
+                        && self
+                            .link
+                            .as_ref()
+                            .is_some_and(|l| l.since.elapsed() >= STABLE)
                     {
-                        self.link = None;
-                        self.went_down(&io::Error::other("subscribing connection closed"));
-                    } else if self.cluster.outgoing.is_empty() && self.cluster.interest.is_empty() {
+                        self.backoff = MIN_BACKOFF;
+                    }
+                    if self.cluster.outgoing.is_empty() && self.cluster.interest.is_empty() {
                         std::thread::park_timeout(Duration::from_secs(1));
                     }
                 }
-                Ok(_) => {}
+                (Ok(_), _) => {}
             }
         }
+        self.link = None;
+    }
+
+    /// Drops a link that failed; an outage. A link that did not last [`STABLE`] is tried
+    /// again only after the backoff.
+    fn link_lost(&mut self, e: &io::Error) {
+        if let Some(link) = self.link.take()
+            && link.since.elapsed() < STABLE
+        {
+            self.retry_at = Some(Instant::now() + self.backoff);
+            self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        }
+        self.went_down(e);
+    }
+
+    /// Drops the link to read a Redis Cluster's layout again: not an outage.
+    fn relayout(&mut self, why: &str) {
+        // publishes queue meanwhile: the next link sends them
+        tracing::info!("redis cluster layout changed ({why}): reading it again");
         self.link = None;
     }
 
@@ -448,30 +617,86 @@ impl Bridge {
     }
 
     fn connect(&mut self) -> io::Result<()> {
-        let info = self.client.get_connection_info();
-        let publisher = Resp::connect(info)?;
-        let subscriber = Resp::connect(info)?;
-        subscriber.stream.set_read_timeout(None)?;
-        let dead = Arc::new(AtomicBool::new(false));
-        let writer = subscriber.stream.try_clone()?;
-        let receiver = Receiver {
-            shared: self.shared.clone(),
-            cluster: self.cluster.clone(),
-            conn: subscriber,
-            dead: dead.clone(),
+        let info = self.client.get_connection_info().clone();
+        let addr = url_addr(&info)?;
+        let mut first = Resp::connect(&info, &addr)?;
+        first.ping()?;
+        let layout = if self.cluster.sharded {
+            cluster_slots(&mut first, &addr.0)?
+        } else {
+            None
         };
-        std::thread::Builder::new()
-            .name("wsgate-redis-rx".into())
-            .spawn(move || receiver.run())?;
+        self.unsubscribing.clear();
+        while self.cluster.unsubscribed.pop().is_some() {}
+        let state = Arc::new(AtomicU8::new(ALIVE));
         let mut link = Link {
-            publisher,
-            subscriber: writer,
-            dead,
+            shards: Vec::new(),
+            slots: None,
+            state: state.clone(),
+            since: Instant::now(),
         };
+        let mut masters: Vec<Addr> = Vec::new();
+        match layout {
+            None => masters.push(addr.clone()),
+            Some(ranges) => {
+                let mut table = vec![u16::MAX; slots::COUNT].into_boxed_slice();
+                for (start, end, master) in ranges {
+                    let i = match masters.iter().position(|m| *m == master) {
+                        Some(i) => i,
+                        None => {
+                            masters.push(master);
+                            masters.len() - 1
+                        }
+                    };
+                    table[start as usize..=end as usize].fill(i as u16);
+                }
+                if table.contains(&u16::MAX) {
+                    return Err(io::Error::other(
+                        "the Redis Cluster does not cover every hash slot",
+                    ));
+                }
+                link.slots = Some(table);
+            }
+        }
+        let mut first = Some(first);
+        for master in masters {
+            let publisher = match first.take() {
+                Some(conn) if master == addr => conn,
+                _ => {
+                    let mut conn = Resp::connect(&info, &master)?;
+                    conn.ping()?;
+                    conn
+                }
+            };
+            let mut subscriber = Resp::connect(&info, &master)?;
+            subscriber.ping()?;
+            subscriber.stream.set_read_timeout(None)?;
+            let writer = subscriber.stream.try_clone()?;
+            let receiver = Receiver {
+                shared: self.shared.clone(),
+                cluster: self.cluster.clone(),
+                conn: subscriber,
+                state: state.clone(),
+                clustered: link.slots.is_some(),
+                channels: 0,
+            };
+            std::thread::Builder::new()
+                .name("wsgate-redis-rx".into())
+                .spawn(move || receiver.run())?;
+            link.shards.push(Shard {
+                addr: master,
+                publisher,
+                subscriber: writer,
+                batch: Vec::new(),
+                unanswered: Vec::new(),
+            });
+        }
         let all: Vec<Arc<str>> = self.wanted.keys().cloned().collect();
-        self.send_subscriptions(&mut link, &all, "SUBSCRIBE")?;
+        self.send_subscriptions(&mut link, &all, true)?;
+        let shards = link.shards.len();
+        link.since = Instant::now();
         self.link = Some(link);
-        self.backoff = MIN_BACKOFF;
+        self.retry_at = None;
         self.cluster.stats.up.store(true, Ordering::Release);
         if self.connected_once {
             self.cluster
@@ -491,6 +716,10 @@ impl Bridge {
                     dropped
                 );
             }
+            None if shards > 1 => tracing::info!(
+                "connected to the redis cluster at {} ({shards} masters)",
+                self.url
+            ),
             None => tracing::info!("connected to redis at {}", self.url),
         }
         Ok(())
@@ -506,7 +735,6 @@ impl Bridge {
     /// Records an outage: logs it when it starts, not on every failed attempt.
     fn went_down(&mut self, e: &io::Error) {
         self.cluster.stats.up.store(false, Ordering::Release);
-        self.cluster.stats.channels.store(0, Ordering::Relaxed);
         if self.down_since.is_none() {
             self.down_since = Some((Instant::now(), self.dropped()));
             tracing::warn!(
@@ -521,7 +749,8 @@ impl Bridge {
 
     /// Counts publishes that were waiting when Redis went away as dropped.
     fn discard_outgoing(&mut self) {
-        let mut n = 0;
+        let mut n = self.retry.len() as u64;
+        self.retry.clear();
         while let Some(o) = self.cluster.outgoing.pop() {
             self.cluster
                 .pending_bytes
@@ -537,45 +766,85 @@ impl Bridge {
     fn subscribe_changes(
         &mut self,
         (add, remove): (Vec<Arc<str>>, Vec<Arc<str>>),
-    ) -> io::Result<()> {
+    ) -> Result<(), LinkError> {
         let Some(mut link) = self.link.take() else {
             return Ok(());
         };
-        let (sub, unsub) = if self.cluster.sharded {
-            ("SSUBSCRIBE", "SUNSUBSCRIBE")
-        } else {
-            ("SUBSCRIBE", "UNSUBSCRIBE")
-        };
         let result = self
-            .send_subscriptions(&mut link, &add, sub)
-            .and_then(|()| self.send_subscriptions(&mut link, &remove, unsub));
+            .send_subscriptions(&mut link, &add, true)
+            .and_then(|()| self.send_subscriptions(&mut link, &remove, false));
         self.link = Some(link);
-        result
+        Ok(result?)
     }
 
+    /// SUBSCRIBEs to (or UNSUBSCRIBEs from) the channels of `topics`, each on its shard. In a
+    /// Redis Cluster one command names one channel: a command's shard channels must share a slot.
     fn send_subscriptions(
-        &self,
+        &mut self,
         link: &mut Link,
         topics: &[Arc<str>],
-        verb: &str,
+        subscribe: bool,
     ) -> io::Result<()> {
-        let verb = match (verb, self.cluster.sharded) {
-            ("SUBSCRIBE", true) => "SSUBSCRIBE",
-            (v, _) => v,
+        let verb = match (subscribe, self.cluster.sharded) {
+            (true, false) => "SUBSCRIBE",
+            (false, false) => "UNSUBSCRIBE",
+            (true, true) => "SSUBSCRIBE",
+            (false, true) => "SUNSUBSCRIBE",
         };
-        for chunk in topics.chunks(SUBSCRIBE_CHUNK) {
-            let mut cmd = redis::cmd(verb);
-            for t in chunk {
-                cmd.arg(self.cluster.channel(t));
+        let per_command = if link.slots.is_some() {
+            1
+        } else {
+            SUBSCRIBE_CHUNK
+        };
+        let mut packed: Vec<Vec<u8>> = vec![Vec::new(); link.shards.len()];
+        for chunk in topics.chunks(per_command) {
+            let channels: Vec<String> = chunk.iter().map(|t| self.cluster.channel(t)).collect();
+            if !subscribe && self.cluster.sharded {
+                for c in &channels {
+                    *self.unsubscribing.entry(c.as_bytes().to_vec()).or_default() += 1;
+                }
             }
-            link.subscriber.write_all(&cmd.get_packed_command())?;
+            let shard = link.shard_of(channels[0].as_bytes());
+            let mut cmd = redis::cmd(verb);
+            for c in &channels {
+                cmd.arg(c);
+            }
+            cmd.write_packed_command(&mut packed[shard]);
+        }
+        for (shard, bytes) in link.shards.iter_mut().zip(packed) {
+            if !bytes.is_empty() {
+                shard.subscriber.write_all(&bytes)?;
+            }
         }
         Ok(())
     }
 
-    /// Sends up to [`BATCH`] waiting publishes in one pipeline and reads their replies.
-    /// Returns how many went.
-    fn publish_batch(&mut self) -> io::Result<usize> {
+    /// Looks at the shard channels Redis unsubscribed this node from: one the bridge did not
+    /// ask to leave had its slot moved to another master, so the bridge reads the cluster's
+    /// layout again and subscribes where the channel now lives.
+    fn check_unsubscribed(&mut self) -> Result<(), LinkError> {
+        let mut moved = false;
+        while let Some(channel) = self.cluster.unsubscribed.pop() {
+            match self.unsubscribing.get_mut(&channel) {
+                Some(n) if *n > 1 => *n -= 1,
+                Some(_) => {
+                    self.unsubscribing.remove(&channel);
+                }
+                None => moved = true,
+            }
+        }
+        if moved {
+            self.unsubscribing.clear();
+            return Err(LinkError::Moved(
+                "a shard channel was unsubscribed by the cluster".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Sends up to [`BATCH`] waiting publishes (redirected ones first), pipelined to each
+    /// one's shard, and reads the replies. Returns how many went.
+    fn publish_batch(&mut self) -> Result<usize, LinkError> {
         let Some(link) = self.link.as_mut() else {
             return Ok(0);
         };
@@ -584,66 +853,104 @@ impl Bridge {
         } else {
             b"PUBLISH"
         };
+        let mut retry = std::mem::take(&mut self.retry).into_iter();
         let mut n = 0;
         let mut freed = 0;
-        self.batch.clear();
         let result = (|| -> io::Result<()> {
             while n < BATCH {
-                let Some(o) = self.cluster.outgoing.pop() else {
-                    break;
+                let o = match retry.next() {
+                    Some(o) => o,
+                    None => match self.cluster.outgoing.pop() {
+                        Some(o) => {
+                            freed += o.size;
+                            o
+                        }
+                        None => break,
+                    },
                 };
                 n += 1;
-                freed += o.size;
+                let channel = self.cluster.channel(&o.topic);
+                let i = link.shard_of(channel.as_bytes());
+                let shard = &mut link.shards[i];
                 let head = envelope::head(&self.cluster.node, &o.frame);
                 let payload = o.frame.payload();
-                let channel = self.cluster.channel(&o.topic);
-                let b = &mut self.batch;
-                write_bulk_header(b, b"*3\r\n", verb);
+                let b = &mut shard.batch;
+                b.extend_from_slice(b"*3\r\n");
+                write_bulk(b, verb);
                 write_bulk(b, channel.as_bytes());
                 b.extend_from_slice(format!("${}\r\n", head.len() + payload.len()).as_bytes());
                 b.extend_from_slice(&head);
                 if payload.len() < COPY_LIMIT {
                     b.extend_from_slice(payload);
                 } else {
-                    link.publisher.stream.write_all(b)?;
+                    // a large payload goes out from its own buffer, not copied
+                    shard.publisher.stream.write_all(b)?;
                     b.clear();
-                    link.publisher.stream.write_all(payload)?;
+                    shard.publisher.stream.write_all(payload)?;
                 }
                 b.extend_from_slice(b"\r\n");
-            }
-            link.publisher.stream.write_all(&self.batch)?;
-            for _ in 0..n {
-                if let Value::ServerError(e) = link.publisher.read()? {
-                    return Err(io::Error::other(format!("redis refused a publish: {e:?}")));
-                }
+                shard.unanswered.push(o);
             }
             Ok(())
         })();
+        // what is left of the redirected ones (more than a batch) goes first next time
+        let mut redirected: Vec<Outgoing> = retry.collect();
+        let result = result.and_then(|()| {
+            for shard in &mut link.shards {
+                if shard.unanswered.is_empty() {
+                    continue;
+                }
+                shard.publisher.stream.write_all(&shard.batch)?;
+                shard.batch.clear();
+                let mut refused = None;
+                for o in std::mem::take(&mut shard.unanswered) {
+                    match shard.publisher.read()? {
+                        Value::ServerError(e) if matches!(e.code(), "MOVED" | "ASK") => {
+                            redirected.push(o)
+                        }
+                        Value::ServerError(e) => refused = Some(e),
+                        _ => {}
+                    }
+                }
+                if let Some(e) = refused {
+                    return Err(io::Error::other(format!(
+                        "{}:{} refused a publish: {e:?}",
+                        shard.addr.0, shard.addr.1
+                    )));
+                }
+            }
+            Ok(())
+        });
         self.cluster
             .pending_bytes
             .fetch_sub(freed, Ordering::AcqRel);
+        let stats = &self.cluster.stats;
         match result {
-            Ok(()) => {
-                self.cluster
-                    .stats
-                    .published
-                    .fetch_add(n as u64, Ordering::Relaxed);
+            Ok(()) if redirected.is_empty() => {
+                stats.published.fetch_add(n as u64, Ordering::Relaxed);
                 Ok(n)
             }
+            Ok(()) => {
+                let moved = redirected.len();
+                stats
+                    .published
+                    .fetch_add((n - moved) as u64, Ordering::Relaxed);
+                self.retry = redirected;
+                Err(LinkError::Moved(format!("{moved} publishes redirected")))
+            }
             Err(e) => {
-                self.cluster
-                    .stats
+                // what was written may or may not have been published: none is sent again
+                stats
                     .dropped_redis_down
-                    .fetch_add(n as u64, Ordering::Relaxed);
-                Err(e)
+                    .fetch_add((n + redirected.len()) as u64, Ordering::Relaxed);
+                for shard in &mut link.shards {
+                    shard.unanswered.clear();
+                    shard.batch.clear();
+                }
+                Err(LinkError::Io(e))
             }
         }
     }
-}
-
-fn write_bulk_header(b: &mut Vec<u8>, array: &[u8], verb: &[u8]) {
-    b.extend_from_slice(array);
-    write_bulk(b, verb);
 }
 
 fn write_bulk(b: &mut Vec<u8>, bytes: &[u8]) {
@@ -657,7 +964,11 @@ struct Receiver {
     shared: Arc<Shared>,
     cluster: Arc<Cluster>,
     conn: Resp,
-    dead: Arc<AtomicBool>,
+    state: Arc<AtomicU8>,
+    /// Whether the connection is to one master of a Redis Cluster.
+    clustered: bool,
+    /// Channels this connection is subscribed to, as Redis last said.
+    channels: u64,
 }
 
 impl Receiver {
@@ -674,6 +985,16 @@ impl Receiver {
             let items = match value {
                 Value::Array(items) => items,
                 Value::Push { data, .. } => data,
+                Value::ServerError(e) if self.clustered && e.code() == "MOVED" => {
+                    // a slot moved to another master: the bridge reads the layout again
+                    let _ = self.state.compare_exchange(
+                        ALIVE,
+                        MOVED,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    );
+                    break;
+                }
                 Value::ServerError(e) => {
                     if !refused_logged {
                         tracing::error!("redis refused a subscription: {e:?}");
@@ -685,11 +1006,14 @@ impl Receiver {
             };
             self.on_push(items);
         }
-        self.dead.store(true, Ordering::Release);
+        self.set_channels(0);
+        let _ = self
+            .state
+            .compare_exchange(ALIVE, ENDED, Ordering::AcqRel, Ordering::Acquire);
         self.cluster.wake();
     }
 
-    fn on_push(&self, items: Vec<Value>) {
+    fn on_push(&mut self, items: Vec<Value>) {
         let mut items = items.into_iter();
         let kind = match items.next() {
             Some(Value::BulkString(k)) => k,
@@ -706,15 +1030,30 @@ impl Receiver {
                 self.deliver(&channel, Bytes::from(payload));
             }
             b"subscribe" | b"unsubscribe" | b"ssubscribe" | b"sunsubscribe" => {
-                if let (_, Some(Value::Int(count))) = (items.next(), items.next()) {
-                    self.cluster
-                        .stats
-                        .channels
-                        .store(count.max(0) as u64, Ordering::Relaxed);
+                let channel = items.next();
+                if let Some(Value::Int(count)) = items.next() {
+                    self.set_channels(count.max(0) as u64);
+                }
+                if kind == b"sunsubscribe"
+                    && let Some(Value::BulkString(channel)) = channel
+                {
+                    self.cluster.unsubscribed.push(channel);
+                    self.cluster.wake();
                 }
             }
             _ => {}
         }
+    }
+
+    /// Records this connection's count of channels in the node's total.
+    fn set_channels(&mut self, count: u64) {
+        let channels = &self.cluster.stats.channels;
+        if count >= self.channels {
+            channels.fetch_add(count - self.channels, Ordering::Relaxed);
+        } else {
+            channels.fetch_sub(self.channels - count, Ordering::Relaxed);
+        }
+        self.channels = count;
     }
 
     fn deliver(&self, channel: &[u8], payload: Bytes) {
@@ -818,6 +1157,24 @@ mod tests {
             url_for_logs("redis://127.0.0.1:6379"),
             "redis://127.0.0.1:6379"
         );
+    }
+
+    #[test]
+    fn hash_slots_follow_the_cluster_spec() {
+        assert_eq!(slots::of(b"123456789"), 0x31C3);
+        assert_eq!(
+            slots::of(b"{user1000}.following"),
+            slots::of(b"{user1000}.followers")
+        );
+        assert_eq!(slots::of(b"{user1000}.following"), slots::of(b"user1000"));
+        assert_eq!(slots::of(b"foo{}{bar}"), slots::of(b"foo{}{bar}"));
+        assert_ne!(
+            slots::of(b"foo{}{bar}"),
+            slots::of(b"bar"),
+            "an empty tag hashes all"
+        );
+        assert_eq!(slots::of(b"foo{{bar}}zap"), slots::of(b"{bar"));
+        assert!(slots::of(b"wsgate:news") < slots::COUNT as u16);
     }
 
     #[test]
