@@ -598,11 +598,13 @@ impl Bridge {
             let name = topic.name().clone();
             match (want, self.wanted.contains_key(&name)) {
                 (true, false) => {
+                    topic.set_remote_ready(false);
                     self.wanted.insert(name.clone(), topic);
                     remove.retain(|n| *n != name);
                     add.push(name);
                 }
                 (false, true) => {
+                    topic.set_remote_ready(false);
                     if let Some(held) = self.wanted.remove(&name) {
                         self.hub().release(held);
                     }
@@ -690,6 +692,9 @@ impl Bridge {
                 batch: Vec::new(),
                 unanswered: Vec::new(),
             });
+        }
+        for topic in self.wanted.values() {
+            topic.set_remote_ready(false);
         }
         let all: Vec<Arc<str>> = self.wanted.keys().cloned().collect();
         self.send_subscriptions(&mut link, &all, true)?;
@@ -1034,6 +1039,11 @@ impl Receiver {
                 if let Some(Value::Int(count)) = items.next() {
                     self.set_channels(count.max(0) as u64);
                 }
+                if matches!(kind.as_slice(), b"subscribe" | b"ssubscribe")
+                    && let Some(Value::BulkString(channel)) = &channel
+                {
+                    self.confirmed(channel);
+                }
                 if kind == b"sunsubscribe"
                     && let Some(Value::BulkString(channel)) = channel
                 {
@@ -1042,6 +1052,23 @@ impl Receiver {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Redis confirmed a subscription: acknowledgements of subscribes to the topic that waited
+    /// for it can go.
+    fn confirmed(&self, channel: &[u8]) {
+        let Some(name) = channel
+            .strip_prefix(self.cluster.prefix.as_bytes())
+            .and_then(|t| std::str::from_utf8(t).ok())
+        else {
+            return;
+        };
+        let hub = &self.shared.hub;
+        if let Some(topic) = hub.find(name) {
+            topic.set_remote_ready(true);
+            hub.release(topic);
+            hub.wake_all();
         }
     }
 

@@ -13,7 +13,7 @@ use crossbeam_queue::SegQueue;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use wsgate_core::frame::OutFrame;
 
 /// One topic, shared by every worker that subscribes to it or publishes to it.
@@ -24,6 +24,8 @@ pub struct Topic {
     workers: Box<[AtomicU64]>,
     /// Subscribers on this node, all workers together.
     subscribers: AtomicUsize,
+    /// In a cluster: Redis has confirmed this node's subscription to the topic's channel.
+    remote_ready: AtomicBool,
 }
 
 impl Topic {
@@ -34,6 +36,7 @@ impl Topic {
                 .map(|_| AtomicU64::new(0))
                 .collect(),
             subscribers: AtomicUsize::new(0),
+            remote_ready: AtomicBool::new(false),
         }
     }
 
@@ -45,6 +48,17 @@ impl Topic {
     /// Subscribers on this node.
     pub fn subscribers(&self) -> usize {
         self.subscribers.load(Ordering::Relaxed)
+    }
+
+    /// In a cluster: whether Redis has confirmed this node's subscription to the topic, so
+    /// that messages published on other nodes reach it.
+    pub fn remote_ready(&self) -> bool {
+        self.remote_ready.load(Ordering::Acquire)
+    }
+
+    /// Records whether Redis has confirmed this node's subscription to the topic.
+    pub fn set_remote_ready(&self, ready: bool) {
+        self.remote_ready.store(ready, Ordering::Release);
     }
 
     /// Whether worker `w` has local subscribers.
@@ -152,6 +166,11 @@ impl Hub {
         let topic = Arc::new(Topic::new(name.clone(), self.inboxes.len()));
         registry.insert(name, topic.clone());
         topic
+    }
+
+    /// The shared entry of a topic if the registry has it. Takes the registry lock.
+    pub fn find(&self, name: &str) -> Option<Arc<Topic>> {
+        self.registry.lock().get(name).cloned()
     }
 
     /// Hands back a cached entry. The registry forgets a topic once no worker has subscribers

@@ -75,6 +75,19 @@ impl Shared {
     }
 }
 
+/// Longest a subscribe's acknowledgement waits for Redis to confirm the node's subscription.
+pub const ACK_WAIT: Duration = Duration::from_secs(1);
+/// How often a worker holding acknowledgements looks at them when nothing else wakes it.
+const ACK_POLL: Duration = Duration::from_millis(50);
+
+/// A subscribe's acknowledgement waiting for Redis ([`Worker::defer_ack`]).
+struct DeferredAck {
+    conn: u64,
+    id: i64,
+    topic: Arc<Topic>,
+    since: Instant,
+}
+
 /// A worker's subscribers of one topic (or, with none, a cached entry for publishing).
 struct LocalTopic {
     topic: Arc<Topic>,
@@ -98,6 +111,7 @@ pub struct Worker {
     topics: HashMap<Arc<str>, LocalTopic>,
     timers: BinaryHeap<Reverse<(Instant, usize, u32)>>,
     dirty: Vec<usize>,
+    deferred_acks: Vec<DeferredAck>,
     next_generation: u32,
     timeouts: Timeouts,
     decoder: DecoderConfig,
@@ -141,6 +155,7 @@ impl Worker {
             topics: HashMap::new(),
             timers: BinaryHeap::new(),
             dirty: Vec::new(),
+            deferred_acks: Vec::new(),
             next_generation: 0,
             timeouts,
             decoder,
@@ -158,10 +173,14 @@ impl Worker {
             .register(&mut self.listener, LISTENER, Interest::READABLE)?;
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = self
+            let mut timeout = self
                 .timers
                 .peek()
                 .map(|Reverse((at, _, _))| at.saturating_duration_since(Instant::now()));
+            if !self.deferred_acks.is_empty() {
+                // a held acknowledgement goes at the latest after ACK_WAIT
+                timeout = Some(timeout.map_or(ACK_POLL, |t| t.min(ACK_POLL)));
+            }
             if let Err(e) = self.poll.poll(&mut events, timeout)
                 && e.kind() != io::ErrorKind::Interrupted
             {
@@ -191,6 +210,9 @@ impl Worker {
                 }
             }
             self.take_inbox();
+            if !self.deferred_acks.is_empty() {
+                self.send_deferred_acks();
+            }
             if self.check_state() {
                 return Ok(());
             }
@@ -987,7 +1009,14 @@ impl Worker {
                     }),
                 };
                 match (result, msg.id) {
-                    (Ok(()), Some(id)) => message::ack_frame(id),
+                    (Ok(()), Some(id)) => {
+                        if let Command::Subscribe { topic } = &msg.command
+                            && self.defer_ack(key, topic, id)
+                        {
+                            return;
+                        }
+                        message::ack_frame(id)
+                    }
                     (Ok(()), None) => return,
                     (Err(e), id) => {
                         inc(&self.metrics.message_errors);
@@ -1003,6 +1032,53 @@ impl Worker {
             .is_some_and(|s| s.close_sent.is_none())
         {
             self.send(key, reply);
+        }
+    }
+
+    /// In a cluster, holds back the acknowledgement of a subscribe until Redis has confirmed
+    /// the node's subscription to the topic (at most [`ACK_WAIT`]), so that an acknowledged
+    /// subscriber receives what any node publishes after the acknowledgement. Returns whether
+    /// the acknowledgement waits.
+    fn defer_ack(&mut self, key: usize, topic: &str, id: i64) -> bool {
+        let Some(cluster) = self.shared.hub.cluster() else {
+            return false;
+        };
+        let Some(local) = self.topics.get(topic) else {
+            return false;
+        };
+        if local.topic.remote_ready() || !cluster.up() {
+            return false;
+        }
+        self.deferred_acks.push(DeferredAck {
+            conn: conn_id(key, self.conns[key].generation),
+            id,
+            topic: local.topic.clone(),
+            since: self.now,
+        });
+        true
+    }
+
+    /// Sends the acknowledgements whose subscriptions Redis has confirmed, or that waited
+    /// [`ACK_WAIT`], or all of them when Redis is down.
+    fn send_deferred_acks(&mut self) {
+        let up = self.shared.hub.cluster().is_some_and(|c| c.up());
+        let now = self.now;
+        let (ready, waiting): (Vec<DeferredAck>, Vec<DeferredAck>) =
+            std::mem::take(&mut self.deferred_acks)
+                .into_iter()
+                .partition(|d| {
+                    !up || d.topic.remote_ready() || now.duration_since(d.since) >= ACK_WAIT
+                });
+        self.deferred_acks = waiting;
+        for d in ready {
+            let key = (d.conn & 0xFFFF_FFFF) as usize;
+            let open = self.conns.get_mut(key).is_some_and(|c| {
+                conn_id(key, c.generation) == d.conn
+                    && c.session().is_some_and(|s| s.close_sent.is_none())
+            });
+            if open {
+                self.send(key, message::ack_frame(d.id));
+            }
         }
     }
 

@@ -771,3 +771,49 @@ fn redis_address_that_accepts_then_closes_is_one_outage_not_a_reconnect_loop() {
     wait_channels(&[&a], 1);
     assert!(a.wait_exit(Duration::ZERO).is_none(), "the node died");
 }
+
+/// The acknowledgement of a subscribe waits for Redis to confirm the node's subscription, so a
+/// message another node publishes right after the acknowledgement is not missed, even when the
+/// node's bridge is slow to send the SUBSCRIBE (here: stuck behind a publish while Redis pauses).
+#[test]
+fn an_acknowledged_subscription_gets_what_another_node_publishes_next() {
+    let redis = Redis::start_new();
+    let a = node(&redis, "a", &[]);
+    let b = node(&redis, "b", &[]);
+    for gw in [&a, &b] {
+        assert!(
+            eventually(SETTLE, || m(gw, "wsgate_cluster_up") == Some(1.0)),
+            "{}",
+            gw.log()
+        );
+    }
+    let mut sub = common::ws(b.addr, "/ws");
+    let mut b_publisher = common::ws(b.addr, "/ws");
+    let mut a_publisher = common::ws(a.addr, "/ws");
+    for i in 0..3 {
+        let topic = format!("fresh-{i}");
+        // Redis stops answering for a moment: b's bridge waits for the reply to a publish,
+        // with the new subscription queued behind it
+        redis.command(&["CLIENT", "PAUSE", "600", "ALL"]);
+        ws_send(
+            &mut b_publisher,
+            r#"{"type":"publish","topic":"elsewhere","data":0}"#,
+        );
+        std::thread::sleep(Duration::from_millis(50));
+        ws_send(
+            &mut sub,
+            &format!(r#"{{"type":"subscribe","topic":"{topic}","id":{i}}}"#),
+        );
+        assert_eq!(parse(&ws_text(&mut sub)), json!({"type":"ack","id":i}));
+        ws_send(
+            &mut a_publisher,
+            &format!(r#"{{"type":"publish","topic":"{topic}","data":{i}}}"#),
+        );
+        let got = ws_text_within(&mut sub, Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("{topic}: the message published after the ack is lost"));
+        assert_eq!(
+            parse(&got),
+            json!({"type":"message","topic":topic,"data":i})
+        );
+    }
+}
