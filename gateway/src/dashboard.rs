@@ -137,6 +137,43 @@ pub struct Stats {
     pub topics_total: usize,
     /// The [`MAX_TOPICS`] topics with the most subscribers, most first (ties by name).
     pub topics: Vec<TopicStats>,
+    /// The link to other nodes through Redis; `null` on a single node.
+    pub cluster: Option<ClusterView>,
+}
+
+/// The cluster bridge as `/stats` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterView {
+    /// This node's id.
+    pub node: String,
+    /// Whether the connections to Redis are up.
+    pub up: bool,
+    /// Redis channels this node is subscribed to.
+    pub channels: u64,
+    /// Publishes sent to Redis.
+    pub published: u64,
+    /// Messages from other nodes delivered here.
+    pub received: u64,
+    /// Publishes that reached only this node (Redis down, or too much waiting for it).
+    pub dropped: u64,
+    /// Connections to Redis made again after an outage.
+    pub reconnects: u64,
+}
+
+impl ClusterView {
+    fn read(c: &crate::cluster::Cluster) -> ClusterView {
+        let s = &c.stats;
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        ClusterView {
+            node: String::from_utf8_lossy(c.node()).into_owned(),
+            up: c.up(),
+            channels: get(&s.channels),
+            published: get(&s.published),
+            received: get(&s.received),
+            dropped: get(&s.dropped_redis_down) + get(&s.dropped_queue_full),
+            reconnects: get(&s.reconnects),
+        }
+    }
 }
 
 /// Gathers the live numbers.
@@ -184,6 +221,7 @@ pub fn collect(shared: &Shared, draining: bool) -> Stats {
         closes_sent,
         topics_total,
         topics,
+        cluster: shared.hub.cluster().map(|c| ClusterView::read(c)),
     }
 }
 

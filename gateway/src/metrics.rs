@@ -40,6 +40,14 @@ pub const FAILURE_REASONS: &[&str] = &[
 /// Kinds of messages, the `kind` label of the message counters.
 pub const MESSAGE_KINDS: &[&str] = &["text", "binary", "control"];
 
+/// Close codes a peer sends, the `code` label of `wsgate_closes_received_total`: the RFC's codes
+/// one by one, the registered (3000-3999) and private (4000-4999) ranges together, and `none`
+/// for a close without a code.
+pub const RECEIVED_CLOSE_CODES: &[&str] = &[
+    "1000", "1001", "1002", "1003", "1007", "1008", "1009", "1010", "1011", "1012", "1013", "1014",
+    "3xxx", "4xxx", "none",
+];
+
 /// Close codes the gateway sends, the `code` label of `wsgate_closes_sent_total`.
 pub const CLOSE_CODES: &[u16] = &[1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011, 1013];
 
@@ -71,6 +79,8 @@ pub struct WorkerMetrics {
     pub slow_consumer_closes: AtomicU64,
     /// Close frames sent by code, indexed like [`CLOSE_CODES`].
     pub closes_sent: [AtomicU64; 9],
+    /// Close frames received by code, indexed like [`RECEIVED_CLOSE_CODES`].
+    pub closes_received: [AtomicU64; 15],
     /// Envelope errors answered with an error message.
     pub message_errors: AtomicU64,
     /// HTTP requests answered (not upgrades).
@@ -101,6 +111,19 @@ impl WorkerMetrics {
             .position(|r| *r == reason)
             .unwrap_or(FAILURE_REASONS.len() - 1);
         inc(&self.handshake_failures[i]);
+    }
+
+    /// Counts a close frame received, with its code if it had one.
+    pub fn close_received(&self, code: Option<u16>) {
+        let label = match code {
+            None => "none".to_string(),
+            Some(3000..=3999) => "3xxx".to_string(),
+            Some(4000..=4999) => "4xxx".to_string(),
+            Some(c) => c.to_string(),
+        };
+        if let Some(i) = RECEIVED_CLOSE_CODES.iter().position(|c| *c == label) {
+            inc(&self.closes_received[i]);
+        }
     }
 
     /// Counts a close frame sent.
@@ -236,6 +259,17 @@ pub fn render(workers: &[std::sync::Arc<WorkerMetrics>], hub: &Hub, draining: bo
             out,
             "wsgate_closes_sent_total{{code=\"{code}\"}} {}",
             sum(&|w| get(&w.closes_sent[i]))
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP wsgate_closes_received_total Close frames received from peers, by code.\n# TYPE wsgate_closes_received_total counter"
+    );
+    for (i, code) in RECEIVED_CLOSE_CODES.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "wsgate_closes_received_total{{code=\"{code}\"}} {}",
+            sum(&|w| get(&w.closes_received[i]))
         );
     }
     let _ = writeln!(

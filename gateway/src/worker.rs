@@ -952,6 +952,16 @@ impl Worker {
             }
             Message::Ping(_) | Message::Pong(_) => {}
             Message::Close(received) => {
+                self.metrics
+                    .close_received(received.as_ref().map(|c| c.code.0));
+                tracing::debug!(
+                    client = %self.conns[key].client,
+                    code = received.as_ref().map(|c| c.code.0),
+                    reason = %received
+                        .as_ref()
+                        .map_or(std::borrow::Cow::Borrowed(""), |c| String::from_utf8_lossy(&c.reason)),
+                    "close received"
+                );
                 if !closing {
                     let frame = received.as_ref().map(|c| close::CloseFrame {
                         code: c.code,

@@ -94,6 +94,20 @@ fn client_close_codes_are_echoed() {
         ws.expect_close_now(code);
         assert!(ws.closes(), "connection not closed after close {code}");
     }
+    // the codes clients close with are counted, the application ranges together
+    for (label, n) in [
+        ("1000", 1.0),
+        ("1001", 1.0),
+        ("1011", 1.0),
+        ("3xxx", 1.0),
+        ("4xxx", 1.0),
+    ] {
+        assert_eq!(
+            gw.metric(&format!("wsgate_closes_received_total{{code=\"{label}\"}}")),
+            n,
+            "{label}"
+        );
+    }
 }
 
 #[test]
@@ -106,6 +120,10 @@ fn close_without_payload_gets_a_close_without_payload() {
         other => panic!("expected close, got {other:?}"),
     }
     assert!(ws.closes());
+    assert_eq!(
+        gw.metric("wsgate_closes_received_total{code=\"none\"}"),
+        1.0
+    );
 }
 
 #[test]
