@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # The cost of the Redis hop: `loadtest fanout` through HAProxy to two wsgate nodes joined by
-# Redis, against one wsgate node alone, alternating, in the same run on the same machine.
+# Redis, against one wsgate node alone (directly, and through the same HAProxy, to tell the
+# balancer's cost from Redis'), alternating, in the same run on the same machine.
 #
 # Through HAProxy (round robin) the subscribers land half on each node and the publisher on
 # one of them: half of every message's deliveries cross Redis. Every node runs one worker.
 #
 # Usage: loadtest/scripts/cluster-numbers.sh [seconds per run, default 10] [rounds, default 3]
-#        [subscribers, default 1000]
+#        [subscribers, default 1000] [publishes per second, default 0: as fast as it goes]
+# Unpaced, the runs measure throughput; paced well below it (say 100/s), latency.
 # Needs redis-server and haproxy (deploy/test-setup.sh installs them).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs="${1:-10}"
 rounds="${2:-3}"
 subs="${3:-1000}"
+rate="${4:-0}"
 for tool in redis-server haproxy; do
   command -v "$tool" >/dev/null || { echo "$tool is missing: run deploy/test-setup.sh" >&2; exit 2; }
 done
@@ -48,6 +51,7 @@ single=$(start_node single)
 [ -n "$a" ] && [ -n "$b" ] && [ -n "$single" ] || { echo "a node did not start" >&2; exit 1; }
 
 lb_port=$(free_port)
+lb_single_port=$(free_port)
 cat >"$dir/haproxy.cfg" <<EOF
 global
   maxconn 9000
@@ -60,11 +64,17 @@ defaults
 frontend ws
   bind 127.0.0.1:$lb_port
   default_backend nodes
+frontend ws_single
+  bind 127.0.0.1:$lb_single_port
+  default_backend single
 backend nodes
   balance roundrobin
   option httpchk GET /readyz
   server a $a check inter 1s send-proxy-v2
   server b $b check inter 1s send-proxy-v2
+backend single
+  option httpchk GET /readyz
+  server single $single check inter 1s
 EOF
 haproxy -f "$dir/haproxy.cfg" -db >"$dir/haproxy.log" 2>&1 &
 pids+=($!)
@@ -77,22 +87,29 @@ curl -sf "http://127.0.0.1:$lb_port/readyz" >/dev/null || { cat "$dir/haproxy.lo
 sleep 1
 
 run() { # label, url
-  target/release/loadtest fanout --url "$2" --subscribers "$subs" --size 64 \
+  target/release/loadtest fanout --url "$2" --subscribers "$subs" --size 64 --rate "$rate" \
     --duration "${secs}s" --json >"$dir/$1.$r.json"
 }
 for r in $(seq "$rounds"); do
   echo "== round $r: one node" >&2
   run single "ws://$single"
+  echo "== round $r: one node through HAProxy" >&2
+  run single_lb "ws://127.0.0.1:$lb_single_port"
   echo "== round $r: two nodes through HAProxy and Redis" >&2
   run cluster "ws://127.0.0.1:$lb_port"
 done
-python3 - "$dir" "$rounds" "$subs" <<'PY'
+python3 - "$dir" "$rounds" "$subs" "$rate" <<'PY'
 import json, statistics, sys
-d, rounds, subs = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+d, rounds, subs, rate = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 def load(label):
     return [json.load(open(f"{d}/{label}.{r}.json")) for r in range(1, rounds + 1)]
-rows = {"one node": load("single"), "two nodes, HAProxy + Redis": load("cluster")}
-print(f"| fanout, 1 publisher, {subs} subscribers, 64 B | deliveries/s (median of {rounds}) | p50 | p99 |")
+rows = {
+    "one node": load("single"),
+    "one node through HAProxy": load("single_lb"),
+    "two nodes through HAProxy, joined by Redis": load("cluster"),
+}
+pace = f", {rate} publishes/s" if rate else ", unpaced"
+print(f"| fanout, 1 publisher{pace}, {subs} subscribers, 64 B | deliveries/s (median of {rounds}) | p50 | p99 |")
 print("| --- | --- | --- | --- |")
 med = {}
 for name, runs in rows.items():
@@ -101,8 +118,9 @@ for name, runs in rows.items():
     p99 = statistics.median(x["latency_us"]["p99"] for x in runs)
     med[name] = rate
     print(f"| {name} | {rate:,.0f} | {p50/1000:.2f} ms | {p99/1000:.2f} ms |")
-ratio = med["two nodes, HAProxy + Redis"] / med["one node"]
-print(f"two nodes / one node: {ratio:.2f}x")
+two = med["two nodes through HAProxy, joined by Redis"]
+print(f"two nodes through HAProxy / one node: {two / med['one node']:.2f}x; "
+      f"/ one node through HAProxy: {two / med['one node through HAProxy']:.2f}x")
 ok = all(x["ok"] for runs in rows.values() for x in runs)
 print("correctness:", "ok (no loss, no reorder)" if ok else "FAILED")
 sys.exit(0 if ok else 1)
