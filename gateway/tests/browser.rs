@@ -9,11 +9,10 @@
 mod common;
 use common::*;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// One browser at a time.
 static BROWSER: Mutex<()> = Mutex::new(());
@@ -61,44 +60,12 @@ fn require_setup() {
 fn run_node(args: &[String], limit: Duration) -> String {
     require_setup();
     let dir = browser_dir();
-    let mut child = Command::new("node")
+    let mut command = Command::new("node");
+    command
         .arg(dir.join("run.mjs"))
         .args(args)
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cannot start node");
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break Some(status);
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let output = format!(
-        "{}{}",
-        out.join().unwrap_or_default(),
-        err.join().unwrap_or_default()
-    );
+        .current_dir(&dir);
+    let (status, output) = run_with_limit(command, limit);
     match status {
         Some(s) if s.success() => {
             println!("{output}");

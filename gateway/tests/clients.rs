@@ -5,10 +5,8 @@
 mod common;
 
 use common::*;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// How long one suite may run before it is killed (it takes about a second).
@@ -44,60 +42,14 @@ fn run_suite(name: &str, program: &Path, args: &[PathBuf]) {
     let gw = Gateway::start(&["--workers", "2", "--max-message-size", MAX_MESSAGE_SIZE]);
     let url = format!("http://{}", gw.addr);
     let started = Instant::now();
-    let mut child = Command::new(program)
+    let mut command = Command::new(program);
+    command
         .args(args)
         .args(["--url", &url])
         .args(["--max-message-size", &MAX_MESSAGE_BYTES.to_string()])
         .current_dir(root())
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot start the {name} suite ({}): {e}. Run clients/setup.sh (or \
-                 ./run-tests.sh) first.",
-                program.display()
-            )
-        });
-    let output = Arc::new(Mutex::new(String::new()));
-    let readers: Vec<_> = [
-        Box::new(child.stdout.take().expect("piped")) as Box<dyn Read + Send>,
-        Box::new(child.stderr.take().expect("piped")),
-    ]
-    .into_iter()
-    .map(|mut pipe| {
-        let output = output.clone();
-        std::thread::spawn(move || {
-            let mut chunk = [0u8; 4096];
-            while let Ok(n) = pipe.read(&mut chunk) {
-                if n == 0 {
-                    break;
-                }
-                output
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push_str(&String::from_utf8_lossy(&chunk[..n]));
-            }
-        })
-    })
-    .collect();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break Some(status);
-        }
-        if started.elapsed() > SUITE_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    for r in readers {
-        let _ = r.join();
-    }
-    let output = output.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    let (status, output) = run_with_limit(command, SUITE_TIMEOUT);
     println!(
         "---- {name} suite ({:.1} s) ----\n{output}",
         started.elapsed().as_secs_f64()

@@ -175,6 +175,32 @@ fn check_order(who: &str, got: &[(String, u64)], publishers: &[(&str, usize)]) {
     }
 }
 
+/// Runs `publishers` (each publishing `k` messages under its name) while `placed` subscribers
+/// of `topic` collect, then checks that every subscriber got every publisher's messages once
+/// and in order. Returns the subscribers' sessions.
+fn publish_and_check<Node: std::fmt::Display>(
+    placed: Vec<(Ws, Node)>,
+    topic: &str,
+    publishers: Vec<(&str, JoinHandle<()>)>,
+    k: usize,
+) -> Vec<Ws> {
+    let readers: Vec<_> = placed
+        .into_iter()
+        .map(|(s, on)| (collect(s, topic, publishers.len() * k), on))
+        .collect();
+    let names: Vec<(&str, usize)> = publishers.iter().map(|(name, _)| (*name, k)).collect();
+    for (_, p) in publishers {
+        p.join().expect("a publisher failed");
+    }
+    let mut sessions = Vec::new();
+    for (i, (r, on)) in readers.into_iter().enumerate() {
+        let (s, got) = r.join().expect("a subscriber failed");
+        check_order(&format!("subscriber {i} (node {on})"), &got, &names);
+        sessions.push(s);
+    }
+    sessions
+}
+
 /// Opens `n` subscribers of `topic` through the balancer at `lb`, and tells which node each
 /// landed on (by the nodes' upgrade counters): returns `(session, node index)`.
 fn subscribers_through(
@@ -238,28 +264,16 @@ fn through_haproxy_every_subscriber_gets_every_message_in_order() {
         "the channel of topic news under the default prefix: {channels:?}"
     );
 
-    let readers: Vec<_> = placed
-        .into_iter()
-        .map(|(s, on)| (collect(s, "news", 3 * K), on))
-        .collect();
-    let publishers = [
-        ws_publisher(haproxy.addr, "news", "ws", K),
-        post_publisher(a.addr, "news", "post-a", K),
-        post_publisher(b.addr, "news", "post-b", K),
-    ];
-    for p in publishers {
-        p.join().expect("a publisher failed");
-    }
-    let mut sessions = Vec::new();
-    for (i, (r, on)) in readers.into_iter().enumerate() {
-        let (s, got) = r.join().expect("a subscriber failed");
-        check_order(
-            &format!("subscriber {i} (node {on})"),
-            &got,
-            &[("ws", K), ("post-a", K), ("post-b", K)],
-        );
-        sessions.push(s);
-    }
+    let mut sessions = publish_and_check(
+        placed,
+        "news",
+        vec![
+            ("ws", ws_publisher(haproxy.addr, "news", "ws", K)),
+            ("post-a", post_publisher(a.addr, "news", "post-a", K)),
+            ("post-b", post_publisher(b.addr, "news", "post-b", K)),
+        ],
+        K,
+    );
     // exactly once: nothing more comes (a duplicate would come late)
     for (i, s) in sessions.iter_mut().enumerate() {
         if let Some(extra) = ws_text_within(s, Duration::from_millis(300)) {
@@ -598,25 +612,16 @@ fn through_nginx_pubsub_and_forwarded_for() {
         "nginx put the subscribers on one node only: {counts:?}"
     );
     wait_channels(&[&a, &b], 1);
-    let readers: Vec<_> = placed
-        .into_iter()
-        .map(|(s, on)| (collect(s, "n", 3 * K), on))
-        .collect();
-    for p in [
-        ws_publisher(pool, "n", "ws", K),
-        post_publisher(a.addr, "n", "post-a", K),
-        post_publisher(b.addr, "n", "post-b", K),
-    ] {
-        p.join().expect("a publisher failed");
-    }
-    for (i, (r, on)) in readers.into_iter().enumerate() {
-        let (_s, got) = r.join().expect("a subscriber failed");
-        check_order(
-            &format!("subscriber {i} (node {on})"),
-            &got,
-            &[("ws", K), ("post-a", K), ("post-b", K)],
-        );
-    }
+    publish_and_check(
+        placed,
+        "n",
+        vec![
+            ("ws", ws_publisher(pool, "n", "ws", K)),
+            ("post-a", post_publisher(a.addr, "n", "post-a", K)),
+            ("post-b", post_publisher(b.addr, "n", "post-b", K)),
+        ],
+        K,
+    );
 
     // X-Forwarded-For from nginx (a trusted proxy) gives the client's address
     let _c1 = ws_from(lo(2), single, "/ws").expect("first from .2");
@@ -679,25 +684,16 @@ fn sharded_pubsub() {
         Vec::<String>::new(),
         "nothing SUBSCRIBE'd (not sharded)"
     );
-    let readers: Vec<_> = subs
-        .into_iter()
-        .map(|(s, on)| (collect(s, "s", 3 * K), on))
-        .collect();
-    for p in [
-        ws_publisher(a.addr, "s", "ws-a", K),
-        post_publisher(a.addr, "s", "post-a", K),
-        post_publisher(b.addr, "s", "post-b", K),
-    ] {
-        p.join().expect("a publisher failed");
-    }
-    for (i, (r, on)) in readers.into_iter().enumerate() {
-        let (_s, got) = r.join().expect("a subscriber failed");
-        check_order(
-            &format!("subscriber {i} (node {on})"),
-            &got,
-            &[("ws-a", K), ("post-a", K), ("post-b", K)],
-        );
-    }
+    publish_and_check(
+        subs,
+        "s",
+        vec![
+            ("ws-a", ws_publisher(a.addr, "s", "ws-a", K)),
+            ("post-a", post_publisher(a.addr, "s", "post-a", K)),
+            ("post-b", post_publisher(b.addr, "s", "post-b", K)),
+        ],
+        K,
+    );
     assert!(must(&b, "wsgate_cluster_received_total") >= 2.0 * K as f64);
 }
 

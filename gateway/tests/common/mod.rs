@@ -605,3 +605,53 @@ pub fn ws_binary(ws: &mut Ws) -> Vec<u8> {
 pub fn ws_send(ws: &mut Ws, text: &str) {
     ws.send(tungstenite::Message::text(text)).expect("send");
 }
+
+/// Runs `command` (its output piped) until it exits or `limit` passes, when it is killed.
+/// Returns its exit status (`None`: killed) and everything it wrote to stdout and stderr.
+pub fn run_with_limit(mut command: Command, limit: Duration) -> (Option<ExitStatus>, String) {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+    let output = Arc::new(Mutex::new(String::new()));
+    let readers: Vec<_> = [
+        Box::new(child.stdout.take().expect("piped")) as Box<dyn Read + Send>,
+        Box::new(child.stderr.take().expect("piped")),
+    ]
+    .into_iter()
+    .map(|mut pipe| {
+        let output = output.clone();
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                output
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push_str(&String::from_utf8_lossy(&chunk[..n]));
+            }
+        })
+    })
+    .collect();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break Some(status);
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    for r in readers {
+        let _ = r.join();
+    }
+    let output = output.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    (status, output)
+}
