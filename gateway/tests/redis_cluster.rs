@@ -2,7 +2,7 @@
 //! mode, joined with `redis-cli --cluster create`): the topics' shard channels spread over the
 //! masters, every message crosses nodes, and when a master's slots migrate to another one the
 //! gateways follow (resubscribing where the channels now live, sending redirected publishes
-//! again) without losing a message.
+//! again) without losing a message. And a Redis that requires a password.
 
 mod common;
 mod lb;
@@ -252,5 +252,87 @@ fn sharded_pubsub_follows_a_redis_cluster_through_a_slot_migration() {
         b.log().contains("layout changed"),
         "b saw the migration: {}",
         b.log()
+    );
+}
+
+/// A Redis that requires a password (`requirepass`): the URL's password is sent with AUTH on
+/// both connections; a wrong one keeps the node local, says why once, and counts nothing as
+/// crossing nodes.
+#[test]
+fn a_password_protected_redis() {
+    let port = free_port();
+    let dir = TempDir::new("redis-auth");
+    let mut command = Command::new(require("redis-server"));
+    command
+        .arg("--port")
+        .arg(port.to_string())
+        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(["--requirepass", "s3cret"])
+        .arg("--dir")
+        .arg(dir.path());
+    let _redis = Proc::spawn("redis-server", command);
+    assert!(
+        eventually(SETTLE, || Command::new(require("redis-cli"))
+            .args([
+                "-p",
+                &port.to_string(),
+                "-a",
+                "s3cret",
+                "--no-auth-warning",
+                "ping"
+            ])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG")),
+        "redis-server on {port} never answered"
+    );
+    let good = format!("redis://:s3cret@127.0.0.1:{port}");
+    let a = Gateway::start(&["--redis", &good, "--node-id", "a"]);
+    let b = Gateway::start(&["--redis", &good, "--node-id", "b"]);
+    let wrong = format!("redis://:nope@127.0.0.1:{port}");
+    let c = Gateway::start(&["--redis", &wrong, "--node-id", "c"]);
+    let mut sub = ws(b.addr, "/ws");
+    ws_send(&mut sub, r#"{"type":"subscribe","topic":"vault","id":1}"#);
+    assert_eq!(ws_text(&mut sub), r#"{"type":"ack","id":1}"#);
+    assert_eq!(series(&b, "wsgate_cluster_channels"), 1.0, "{}", b.log());
+    let r = post(
+        a.addr,
+        "/publish/vault",
+        "Content-Type: application/json\r\n",
+        b"7",
+    );
+    assert_eq!(r.status, 202, "{r:?}");
+    assert_eq!(
+        lb::ws_text_within(&mut sub, SETTLE).as_deref(),
+        Some(r#"{"type":"message","topic":"vault","data":7}"#)
+    );
+    assert!(
+        !a.log().contains("s3cret") && !b.log().contains("s3cret"),
+        "the password is not logged"
+    );
+
+    // the wrong password: never up, one warning naming the refusal
+    assert!(
+        eventually(SETTLE, || c.log().contains("unreachable")),
+        "{}",
+        c.log()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(series(&c, "wsgate_cluster_up"), 0.0);
+    assert_eq!(c.log().matches("unreachable").count(), 1, "{}", c.log());
+    assert!(c.log().contains("AUTH"), "{}", c.log());
+    let r = post(
+        c.addr,
+        "/publish/vault",
+        "Content-Type: application/json\r\n",
+        b"8",
+    );
+    assert_eq!(r.status, 202, "{r:?}");
+    assert!(
+        lb::ws_text_within(&mut sub, Duration::from_millis(500)).is_none(),
+        "nothing crosses from a node that could not join"
+    );
+    assert_eq!(
+        series(&c, "wsgate_cluster_dropped_total{reason=\"redis_down\"}"),
+        1.0
     );
 }
