@@ -71,6 +71,13 @@ fn bad_flags_and_values_exit_2_naming_the_flag() {
         &["--idle-timeout"],
     );
     fails_naming(&["--log", "wsgate=[["], &["--log"]);
+    // the cluster's settings
+    fails_naming(&["--redis", "localhost:6379"], &["--redis", "redis://"]);
+    fails_naming(&["--redis", "rediss://10.0.0.1"], &["--redis", "TLS"]);
+    fails_naming(&["--node-id", "two words"], &["--node-id"]);
+    fails_naming(&["--redis-max-pending", "1KiB"], &["--redis-max-pending"]);
+    fails_naming(&["--redis-sharded", "perhaps"], &["--redis-sharded"]);
+    fails_naming(&["--forwarded-for", "sometimes"], &["--forwarded-for"]);
 }
 
 #[test]
@@ -135,6 +142,16 @@ fn printed_config_reads_back_the_same() {
         "s3\"cret\\key",
         "--log",
         "wsgate=debug,info",
+        "--redis",
+        "redis://:pw@10.0.0.7:6380",
+        "--redis-sharded",
+        "true",
+        "--node-id",
+        "edge-1",
+        "--forwarded-for",
+        "true",
+        "--dashboard",
+        "false",
         "--print-config",
     ]);
     assert_eq!(
@@ -147,6 +164,13 @@ fn printed_config_reads_back_the_same() {
     assert!(text.contains("workers = 3"), "{text}");
     assert!(text.contains("outbox-limit = \"64KiB\""), "{text}");
     assert!(text.contains("echo = false"), "{text}");
+    assert!(
+        text.contains("redis = \"redis://:pw@10.0.0.7:6380\""),
+        "{text}"
+    );
+    assert!(text.contains("redis-sharded = true"), "{text}");
+    assert!(text.contains("node-id = \"edge-1\""), "{text}");
+    assert!(text.contains("dashboard = false"), "{text}");
     let path = scratch("printed.toml", &text);
     let again = run(&["--config", path.to_str().unwrap(), "--print-config"]);
     assert_eq!(
