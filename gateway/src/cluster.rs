@@ -50,6 +50,10 @@ const COPY_LIMIT: usize = 16 << 10;
 /// A link that stays up this long ends an outage's backoff; one that dies sooner is retried
 /// after the backoff, so a Redis that accepts connections and drops them is not hammered.
 const STABLE: Duration = Duration::from_secs(2);
+/// Redis' default hard limit of a pub/sub subscriber's output buffer.
+const DEFAULT_PUBSUB_HARD_LIMIT: usize = 32 << 20;
+/// Room left under that limit for the envelope and the protocol around a payload.
+const ENVELOPE_ROOM: usize = 64 << 10;
 /// Channels named in one SUBSCRIBE command at most.
 const SUBSCRIBE_CHUNK: usize = 512;
 
@@ -70,6 +74,9 @@ pub struct ClusterStats {
     pub dropped_redis_down: AtomicU64,
     /// Publishes that did not go to other nodes because too much was waiting for Redis.
     pub dropped_queue_full: AtomicU64,
+    /// Publishes that did not go to other nodes because they are larger than Redis lets a
+    /// subscriber's output buffer grow ([`Cluster::max_message`]).
+    pub dropped_too_large: AtomicU64,
     /// Successful connections to Redis after the first.
     pub reconnects: AtomicU64,
     /// Messages from Redis that were not a well-formed wsgate envelope.
@@ -96,6 +103,10 @@ pub struct Cluster {
     /// its own unsubscribes from a slot that moved.
     unsubscribed: SegQueue<Vec<u8>>,
     bridge: OnceLock<std::thread::Thread>,
+    /// The largest payload sent to other nodes ([`Cluster::max_message`]).
+    max_message: AtomicUsize,
+    /// Whether a publish over `max_message` has been logged.
+    too_large_logged: AtomicBool,
     /// The counters.
     pub stats: ClusterStats,
 }
@@ -123,6 +134,8 @@ impl Cluster {
             interest: SegQueue::new(),
             unsubscribed: SegQueue::new(),
             bridge: OnceLock::new(),
+            max_message: AtomicUsize::new(DEFAULT_PUBSUB_HARD_LIMIT - ENVELOPE_ROOM),
+            too_large_logged: AtomicBool::new(false),
             stats: ClusterStats::default(),
         }
     }
@@ -146,6 +159,20 @@ impl Cluster {
                 .fetch_add(1, Ordering::Relaxed);
             return;
         }
+        let max = self.max_message();
+        if frame.payload().len() > max {
+            self.stats.dropped_too_large.fetch_add(1, Ordering::Relaxed);
+            if !self.too_large_logged.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "a message of {} bytes stays on this node: Redis closes a subscriber whose \
+                     output buffer passes {} bytes (client-output-buffer-limit pubsub); raise \
+                     it on Redis to send larger messages across nodes",
+                    frame.payload().len(),
+                    max + ENVELOPE_ROOM
+                );
+            }
+            return;
+        }
         let size = frame.payload().len() + topic.name().len() + 64;
         if self.pending_bytes.fetch_add(size, Ordering::AcqRel) + size > self.max_pending {
             self.pending_bytes.fetch_sub(size, Ordering::AcqRel);
@@ -160,6 +187,15 @@ impl Cluster {
             size,
         });
         self.wake();
+    }
+
+    /// The largest payload that goes to other nodes: just under the hard limit Redis puts on a
+    /// subscriber's output buffer (`client-output-buffer-limit pubsub`, read from each server at
+    /// connection; 32 MiB, Redis' default, when it cannot be read). A larger message would make
+    /// Redis drop every receiving node's subscribing connection, and everything in flight with
+    /// it; it stays on its own node instead, counted as `too_large`.
+    pub fn max_message(&self) -> usize {
+        self.max_message.load(Ordering::Relaxed)
     }
 
     /// Tells the bridge that `topic`'s subscribers on this node went from none to some or from
@@ -367,6 +403,37 @@ impl From<io::Error> for LinkError {
 const ALIVE: u8 = 0;
 const ENDED: u8 = 1;
 const MOVED: u8 = 2;
+
+/// The hard limit of a pub/sub subscriber's output buffer on the server of `conn`:
+/// `CONFIG GET client-output-buffer-limit`'s `pubsub HARD SOFT SECONDS`; no limit (0) is
+/// `usize::MAX`, and a server that does not answer CONFIG (a managed Redis may rename it) is
+/// taken to have Redis' default.
+fn pubsub_hard_limit(conn: &mut Resp) -> io::Result<usize> {
+    let reply = conn.call(
+        redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("client-output-buffer-limit"),
+    )?;
+    let Value::Array(items) = reply else {
+        return Ok(DEFAULT_PUBSUB_HARD_LIMIT);
+    };
+    let text = match items.get(1) {
+        Some(Value::BulkString(v)) => String::from_utf8_lossy(v).into_owned(),
+        _ => return Ok(DEFAULT_PUBSUB_HARD_LIMIT),
+    };
+    Ok(parse_pubsub_hard_limit(&text).unwrap_or(DEFAULT_PUBSUB_HARD_LIMIT))
+}
+
+/// The pubsub class's hard limit in a `client-output-buffer-limit` value
+/// (`normal 0 0 0 slave 268435456 67108864 60 pubsub 33554432 8388608 60`).
+fn parse_pubsub_hard_limit(text: &str) -> Option<usize> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let i = words.iter().position(|w| *w == "pubsub")?;
+    match words.get(i + 1)?.parse::<usize>().ok()? {
+        0 => Some(usize::MAX),
+        n => Some(n),
+    }
+}
 
 /// Redis Cluster's hash slots.
 pub mod slots {
@@ -692,6 +759,16 @@ impl Bridge {
                 batch: Vec::new(),
                 unanswered: Vec::new(),
             });
+        }
+        let mut hard_limit = usize::MAX;
+        for shard in &mut link.shards {
+            hard_limit = hard_limit.min(pubsub_hard_limit(&mut shard.publisher)?);
+        }
+        let max = hard_limit.saturating_sub(ENVELOPE_ROOM).max(1);
+        if self.cluster.max_message.swap(max, Ordering::Relaxed) != max {
+            tracing::info!(
+                "messages up to {max} bytes go to other nodes (Redis' pub/sub output buffer limit)"
+            );
         }
         for topic in self.wanted.values() {
             topic.set_remote_ready(false);
@@ -1202,6 +1279,23 @@ mod tests {
         );
         assert_eq!(slots::of(b"foo{{bar}}zap"), slots::of(b"{bar"));
         assert!(slots::of(b"wsgate:news") < slots::COUNT as u16);
+    }
+
+    #[test]
+    fn pubsub_output_limits_are_read_from_the_config_value() {
+        assert_eq!(
+            parse_pubsub_hard_limit(
+                "normal 0 0 0 slave 268435456 67108864 60 pubsub 33554432 8388608 60"
+            ),
+            Some(33554432)
+        );
+        assert_eq!(
+            parse_pubsub_hard_limit("normal 0 0 0 pubsub 0 0 0"),
+            Some(usize::MAX),
+            "0: no limit"
+        );
+        assert_eq!(parse_pubsub_hard_limit("normal 0 0 0"), None);
+        assert_eq!(parse_pubsub_hard_limit("pubsub lots 1 1"), None);
     }
 
     #[test]

@@ -170,7 +170,9 @@ impl ClusterView {
             channels: get(&s.channels),
             published: get(&s.published),
             received: get(&s.received),
-            dropped: get(&s.dropped_redis_down) + get(&s.dropped_queue_full),
+            dropped: get(&s.dropped_redis_down)
+                + get(&s.dropped_queue_full)
+                + get(&s.dropped_too_large),
             reconnects: get(&s.reconnects),
         }
     }

@@ -379,6 +379,11 @@ fn render_cluster(out: &mut String, s: &crate::cluster::ClusterStats) {
         "wsgate_cluster_dropped_total{{reason=\"queue_full\"}} {}",
         get(&s.dropped_queue_full)
     );
+    let _ = writeln!(
+        out,
+        "wsgate_cluster_dropped_total{{reason=\"too_large\"}} {}",
+        get(&s.dropped_too_large)
+    );
     one(
         out,
         "wsgate_cluster_reconnects_total",

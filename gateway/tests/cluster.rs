@@ -813,3 +813,70 @@ fn an_acknowledged_subscription_gets_what_another_node_publishes_next() {
         );
     }
 }
+
+/// A message larger than Redis lets a subscriber's output buffer grow would make Redis drop
+/// every receiving node's subscribing connection (and all in flight with it): it stays on its
+/// own node, counted, and the link and smaller messages are unaffected.
+#[test]
+fn a_message_over_redis_pubsub_buffer_limit_stays_local() {
+    let redis = Redis::start_new();
+    redis.command(&[
+        "CONFIG",
+        "SET",
+        "client-output-buffer-limit",
+        "pubsub 1mb 0 0",
+    ]);
+    let a = node(&redis, "a", &["--max-body-size", "4MiB"]);
+    let b = node(&redis, "b", &[]);
+    for gw in [&a, &b] {
+        assert!(
+            eventually(SETTLE, || m(gw, "wsgate_cluster_up") == Some(1.0)),
+            "{}",
+            gw.log()
+        );
+    }
+    let mut near = common::ws(a.addr, "/ws");
+    let mut far = common::ws(b.addr, "/ws");
+    for s in [&mut near, &mut far] {
+        ws_send(s, r#"{"type":"subscribe","topic":"big","id":1}"#);
+        assert_eq!(parse(&ws_text(s)), json!({"type":"ack","id":1}));
+    }
+    let publish = |size: usize| {
+        let body = vec![7u8; size];
+        let r = post(
+            a.addr,
+            "/publish/big",
+            "Content-Type: application/octet-stream\r\n",
+            &body,
+        );
+        assert_eq!(r.status, 202, "{r:?}");
+    };
+    publish(1_500_000);
+    assert_eq!(common::ws_binary(&mut near).len(), 1 + 3 + 1_500_000);
+    assert!(
+        eventually(SETTLE, || m(
+            &a,
+            "wsgate_cluster_dropped_total{reason=\"too_large\"}"
+        ) == Some(1.0)),
+        "{}",
+        a.metrics()
+    );
+    publish(500_000);
+    assert_eq!(common::ws_binary(&mut near).len(), 1 + 3 + 500_000);
+    assert_eq!(
+        common::ws_binary(&mut far).len(),
+        1 + 3 + 500_000,
+        "the smaller one crosses; the larger one never came"
+    );
+    assert!(
+        a.log().contains("client-output-buffer-limit"),
+        "{}",
+        a.log()
+    );
+    assert!(
+        !b.log().contains("unreachable"),
+        "b's link never dropped: {}",
+        b.log()
+    );
+    assert_eq!(m(&b, "wsgate_cluster_reconnects_total"), Some(0.0));
+}
