@@ -177,8 +177,12 @@ EOF
   trap 'stop_all >/dev/null 2>&1 || true' EXIT
 
   # Redis: loopback only, no persistence (nothing on disk but its empty working directory).
+  # Its pub/sub output buffer limit is raised above wsgate's default message limit (64 MiB) so
+  # that any message a node accepts can cross to the other (the default, 32 MiB, keeps larger
+  # ones on their node).
   spawn redis "$REDIS" --bind "$HOST" --port "$REDIS_PORT" --save '' --appendonly no \
-    --daemonize no --dir "$STATE/redis" --protected-mode yes
+    --daemonize no --dir "$STATE/redis" --protected-mode yes \
+    --client-output-buffer-limit "pubsub 128mb 32mb 60"
   for _ in $(seq 50); do
     (exec 3<>"/dev/tcp/$HOST/$REDIS_PORT") 2>/dev/null && break
     alive "$(pid_of redis)" || { cat "$STATE/logs/redis.log" >&2; die "redis-server did not start"; }
