@@ -111,6 +111,9 @@ pub struct Conn {
     pub request_started: Instant,
     /// The earliest timer entry scheduled for this connection.
     pub timer_at: Option<Instant>,
+    /// Listed in the worker's connections to flush this turn (listed once however many frames
+    /// were queued).
+    pub flush_listed: bool,
 }
 
 impl Conn {
@@ -128,6 +131,7 @@ impl Conn {
             interest: Interest::READABLE,
             read_paused: false,
             readable: true,
+            flush_listed: false,
             request_started: now,
             timer_at: None,
         }

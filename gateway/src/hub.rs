@@ -255,11 +255,19 @@ impl Hub {
 
     /// Takes every delivery waiting for worker `w`, in order, and hands each to `f`. Returns how
     /// many were taken. After it returns, the next push wakes the worker again.
-    pub fn drain(&self, w: usize, mut f: impl FnMut(Delivery)) -> usize {
+    pub fn drain(&self, w: usize, f: impl FnMut(Delivery)) -> usize {
+        self.drain_at_most(w, usize::MAX, f)
+    }
+
+    /// Like [`drain`](Self::drain), taking at most `max` deliveries, so that a flood does not
+    /// hold the worker away from its sockets. When it returns with deliveries still waiting
+    /// ([`inbox_depth`](Self::inbox_depth) > 0), no push wakes the worker: it must come back
+    /// for them by itself.
+    pub fn drain_at_most(&self, w: usize, max: usize, mut f: impl FnMut(Delivery)) -> usize {
         let inbox = &self.inboxes[w];
         let mut taken = 0;
         loop {
-            let n = inbox.pending.load(Ordering::Acquire);
+            let n = inbox.pending.load(Ordering::Acquire).min(max - taken);
             if n == 0 {
                 return taken;
             }
@@ -413,6 +421,42 @@ mod tests {
             p.join().unwrap();
         }
         assert_eq!(hub.inbox_depth(2), 0);
+    }
+
+    #[test]
+    fn a_bounded_drain_leaves_the_rest_in_order_without_a_wake() {
+        let (hub, wakes) = hub(2);
+        let t = hub.topic("t");
+        hub.subscribed(1, &t, true);
+        for i in 0..10 {
+            hub.publish_remote(0, &t, &frame(i));
+        }
+        let mut got = vec![];
+        assert_eq!(
+            hub.drain_at_most(1, 4, |d| got.push(d.frame.payload().clone())),
+            4
+        );
+        assert_eq!(hub.inbox_depth(1), 6);
+        hub.publish_remote(0, &t, &frame(10));
+        assert_eq!(
+            wakes[1].load(Ordering::SeqCst),
+            1,
+            "still pending: no new wake"
+        );
+        assert_eq!(
+            hub.drain_at_most(1, 100, |d| got.push(d.frame.payload().clone())),
+            7
+        );
+        let expected: Vec<Bytes> = (0..11u32)
+            .map(|i| Bytes::copy_from_slice(&i.to_be_bytes()))
+            .collect();
+        assert_eq!(got, expected);
+        hub.publish_remote(0, &t, &frame(11));
+        assert_eq!(
+            wakes[1].load(Ordering::SeqCst),
+            2,
+            "empty again: the next push wakes"
+        );
     }
 
     #[test]

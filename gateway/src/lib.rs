@@ -18,6 +18,8 @@ pub mod http;
 pub mod hub;
 pub mod limits;
 pub mod listener;
+#[allow(unsafe_code)]
+pub mod memory;
 pub mod metrics;
 pub mod outbox;
 pub mod server;

@@ -80,6 +80,14 @@ pub const ACK_WAIT: Duration = Duration::from_secs(1);
 /// How often a worker holding acknowledgements looks at them when nothing else wakes it.
 const ACK_POLL: Duration = Duration::from_millis(50);
 
+/// Deliveries from other workers (and nodes) taken in one turn of the loop at most: a flood is
+/// worked through between reads, writes and timers, not ahead of them.
+const INBOX_BUDGET: usize = 1024;
+
+/// How long after a connection closes the worker gives freed memory back to the system (at most
+/// once per this interval, whatever the number of closes).
+const COLLECT_DELAY: Duration = Duration::from_secs(1);
+
 /// A subscribe's acknowledgement waiting for Redis ([`Worker::defer_ack`]).
 struct DeferredAck {
     conn: u64,
@@ -112,6 +120,8 @@ pub struct Worker {
     timers: BinaryHeap<Reverse<(Instant, usize, u32)>>,
     dirty: Vec<usize>,
     deferred_acks: Vec<DeferredAck>,
+    /// When to give freed memory back to the system, after connections closed.
+    collect_at: Option<Instant>,
     next_generation: u32,
     timeouts: Timeouts,
     decoder: DecoderConfig,
@@ -156,6 +166,7 @@ impl Worker {
             timers: BinaryHeap::new(),
             dirty: Vec::new(),
             deferred_acks: Vec::new(),
+            collect_at: None,
             next_generation: 0,
             timeouts,
             decoder,
@@ -180,6 +191,16 @@ impl Worker {
             if !self.deferred_acks.is_empty() {
                 // a held acknowledgement goes at the latest after ACK_WAIT
                 timeout = Some(timeout.map_or(ACK_POLL, |t| t.min(ACK_POLL)));
+            }
+            if let Some(at) = self.collect_at {
+                let wait = at.saturating_duration_since(Instant::now());
+                timeout = Some(timeout.map_or(wait, |t| t.min(wait)));
+            }
+            if self.shared.hub.inbox_depth(self.id) > 0 || !self.dirty.is_empty() {
+                // deliveries left from the last turn (no push will wake us for them), or
+                // connections that queued more while being flushed (a resumed reader's answers):
+                // no event may come for either
+                timeout = Some(Duration::ZERO);
             }
             if let Err(e) = self.poll.poll(&mut events, timeout)
                 && e.kind() != io::ErrorKind::Interrupted
@@ -218,6 +239,10 @@ impl Worker {
             }
             self.fire_timers();
             self.flush_dirty();
+            if self.collect_at.is_some_and(|at| at <= self.now) {
+                self.collect_at = None;
+                crate::memory::release_free_memory();
+            }
         }
     }
 
@@ -1162,7 +1187,12 @@ impl Worker {
     }
 
     fn mark_dirty(&mut self, key: usize) {
-        self.dirty.push(key);
+        if let Some(conn) = self.conns.get_mut(key)
+            && !conn.flush_listed
+        {
+            conn.flush_listed = true;
+            self.dirty.push(key);
+        }
     }
 
     /// Fails the connection: a close frame with the error's code, then the socket is closed.
@@ -1338,7 +1368,10 @@ impl Worker {
             };
             conn.outbox.push(frame.clone());
             delivered += 1;
-            self.dirty.push(key);
+            if !conn.flush_listed {
+                conn.flush_listed = true;
+                self.dirty.push(key);
+            }
             if conn.outbox.queued_bytes() > limit {
                 // A burst queued within one turn of the loop (a publisher's whole read, a full
                 // inbox) is not the subscriber's fault: write what its socket takes now, and
@@ -1366,9 +1399,11 @@ impl Worker {
 
     fn take_inbox(&mut self) {
         let shared = self.shared.clone();
-        shared.hub.drain(self.id, |d: Delivery| {
-            self.deliver_local(d.topic.name(), &d.frame)
-        });
+        shared
+            .hub
+            .drain_at_most(self.id, INBOX_BUDGET, |d: Delivery| {
+                self.deliver_local(d.topic.name(), &d.frame)
+            });
     }
 
     // ---- writing and closing ---------------------------------------------------------------
@@ -1376,10 +1411,17 @@ impl Worker {
     fn flush_dirty(&mut self) {
         let mut dirty = std::mem::take(&mut self.dirty);
         for key in dirty.drain(..) {
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.flush_listed = false;
+            }
             self.flush(key);
         }
         if self.dirty.is_empty() {
-            self.dirty = dirty; // keep the allocation
+            // keep the allocation, unless a burst made it much larger than the connections
+            if dirty.capacity() > 4 * self.conns.len().max(1024) {
+                dirty.shrink_to(self.conns.len().max(1024));
+            }
+            self.dirty = dirty;
         }
     }
 
@@ -1457,6 +1499,8 @@ impl Worker {
         self.metrics
             .connections_open
             .fetch_sub(1, Ordering::Relaxed);
+        drop(conn);
+        self.collect_at.get_or_insert(self.now + COLLECT_DELAY);
     }
 
     // ---- timers and drain ------------------------------------------------------------------

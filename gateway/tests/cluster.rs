@@ -18,6 +18,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+const MIB: u64 = 1 << 20;
+
 /// How long a test waits for the cluster to settle (Redis confirming subscriptions, a
 /// reconnection after its backoff).
 const SETTLE: Duration = Duration::from_secs(15);
@@ -879,4 +881,113 @@ fn a_message_over_redis_pubsub_buffer_limit_stays_local() {
         b.log()
     );
     assert_eq!(m(&b, "wsgate_cluster_reconnects_total"), Some(0.0));
+}
+
+/// Another node's publisher is not slowed by this node's subscribers (pub/sub has no
+/// backpressure across nodes), so a flood from there reaches subscribers here as fast as Redis
+/// carries it. Subscribers that cannot keep up are closed with 1013, and once they are gone the
+/// node's memory comes back: nothing kept in proportion to the burst.
+#[test]
+fn a_flood_from_another_node_closes_slow_subscribers_and_memory_comes_back() {
+    const SUBSCRIBERS: usize = 500;
+    let redis = Redis::start_new();
+    let url = redis.url();
+    let a = node(&redis, "a", &[]);
+    let b = Gateway::start_without_huge_pages(&[
+        "--workers",
+        "1",
+        "--redis",
+        &url,
+        "--node-id",
+        "b",
+        "--outbox-limit",
+        "256KiB",
+    ]);
+    assert!(
+        eventually(SETTLE, || m(&b, "wsgate_cluster_up") == Some(1.0)),
+        "{}",
+        b.log()
+    );
+    let before = b.rss();
+    // subscribers that never read, with small receive buffers: what the gateway queues for
+    // them stays in its outboxes instead of the kernel's socket buffers
+    let stuck: Vec<common::RawWs> = (0..SUBSCRIBERS)
+        .map(|_| {
+            let socket =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            socket.set_recv_buffer_size(4096).unwrap();
+            socket.connect(&b.addr.into()).unwrap();
+            let mut stream: std::net::TcpStream = socket.into();
+            stream.set_read_timeout(Some(common::IO_TIMEOUT)).unwrap();
+            stream
+                .write_all(common::upgrade_request("/ws?subscribe=flood").as_bytes())
+                .unwrap();
+            common::RawWs::finish_upgrade(stream, Vec::new())
+        })
+        .collect();
+    assert!(eventually(SETTLE, || m(&b, "wsgate_cluster_channels") == Some(1.0)));
+    // 100,000 small binary publishes on a (more than a subscriber's outbox limit and socket
+    // buffers together), written 1,000 frames at a time
+    let mut publisher = common::RawWs::connect(a.addr, "/ws");
+    let mut frame = vec![5u8];
+    frame.extend_from_slice(b"flood");
+    frame.extend_from_slice(&[0x55; 32]);
+    let one = common::client_frame(true, wsgate_core::frame::OpCode::Binary, &frame);
+    let batch: Vec<u8> = one.iter().copied().cycle().take(one.len() * 1000).collect();
+    for _ in 0..100 {
+        publisher.send_raw(&batch);
+    }
+    assert!(
+        eventually(Duration::from_secs(30), || m(
+            &b,
+            "wsgate_slow_consumer_closes_total"
+        ) == Some(SUBSCRIBERS as f64)),
+        "{}",
+        b.metrics()
+    );
+    drop(stuck);
+    assert!(
+        eventually(Duration::from_secs(30), || m(
+            &b,
+            "wsgate_cluster_received_total"
+        ) == Some(100_000.0)
+            && m(&b, "wsgate_inbox_depth{worker=\"0\"}") == Some(0.0)
+            && m(&b, "wsgate_connections_open") == Some(1.0)),
+        "{}",
+        b.metrics()
+    );
+    let peak = b.peak_rss();
+    let mut after = b.rss();
+    // freed memory goes back to the system a moment after the connections close
+    eventually(Duration::from_secs(10), || {
+        after = b.rss();
+        after < before + 24 * MIB
+    });
+    println!(
+        "{SUBSCRIBERS} subscribers that never read, 100,000 publishes from another node: RSS \
+         {:.1} MiB -> peak {:.1} MiB -> {:.1} MiB after the closes",
+        before as f64 / MIB as f64,
+        peak as f64 / MIB as f64,
+        after as f64 / MIB as f64
+    );
+    assert!(
+        after < before + 24 * MIB,
+        "kept {:.1} MiB after every subscriber was closed",
+        (after - before) as f64 / MIB as f64
+    );
+    // the node still works
+    let mut sub = common::ws(b.addr, "/ws");
+    ws_send(&mut sub, r#"{"type":"subscribe","topic":"after","id":1}"#);
+    assert_eq!(parse(&ws_text(&mut sub)), json!({"type":"ack","id":1}));
+    let r = post(
+        a.addr,
+        "/publish/after",
+        "Content-Type: application/json\r\n",
+        b"1",
+    );
+    assert_eq!(r.status, 202, "{r:?}");
+    assert_eq!(
+        parse(&ws_text(&mut sub)),
+        json!({"type":"message","topic":"after","data":1})
+    );
 }

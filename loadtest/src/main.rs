@@ -89,6 +89,10 @@ struct FanoutArgs {
     /// Topic name (with -N suffixes for several topics).
     #[arg(long, default_value = "loadtest")]
     topic: String,
+    /// Where the publishers connect, when not to --url: another node of a cluster, so that
+    /// every delivery crosses the broker between nodes.
+    #[arg(long, value_name = "URL")]
+    publish_url: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -355,6 +359,14 @@ fn run_fanout(
     }
     let base = Target::parse(&common.url)?;
     client::preflight(&base.with_path("/ws", None))?;
+    let publish_base = match &f.publish_url {
+        Some(url) => {
+            let t = Target::parse(url).map_err(|e| format!("--publish-url: {e}"))?;
+            client::preflight(&t.with_path("/ws", None)).map_err(|e| format!("--publish-url: {e}"))?;
+            t
+        }
+        None => base.clone(),
+    };
     let mut plans = Vec::new();
     let mut roles = Vec::new();
     for k in 0..subscribers {
@@ -373,7 +385,7 @@ fn run_fanout(
     for j in 0..f.publishers {
         let t = j % f.topics;
         plans.push(Plan {
-            target: base.with_path("/ws", Some(format!("subscribe={}", names[t]))),
+            target: publish_base.with_path("/ws", Some(format!("subscribe={}", names[t]))),
             source: None,
         });
         roles.push(fanout::Role::Publisher {
