@@ -8,7 +8,10 @@
 #
 # Usage: loadtest/scripts/cluster-numbers.sh [seconds per run, default 10] [rounds, default 3]
 #        [subscribers, default 1000] [publishes per second, default 0: as fast as it goes]
-# Unpaced, the runs measure throughput; paced well below it (say 100/s), latency.
+# Unpaced, the runs measure throughput; paced well below it (say 100/s), latency. Paced runs
+# add one more: the publisher on one node and every subscriber on the other, straight to the
+# nodes, so that every delivery crosses Redis (unpaced, nothing slows such a publisher down to
+# what the other node delivers: pub/sub has no backpressure across nodes).
 # Needs redis-server and haproxy (deploy/test-setup.sh installs them).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -86,9 +89,11 @@ done
 curl -sf "http://127.0.0.1:$lb_port/readyz" >/dev/null || { cat "$dir/haproxy.log" >&2; exit 1; }
 sleep 1
 
-run() { # label, url
-  target/release/loadtest fanout --url "$2" --subscribers "$subs" --size 64 --rate "$rate" \
-    --duration "${secs}s" --json >"$dir/$1.$r.json"
+run() { # label, url, extra arguments...
+  local label=$1 url=$2
+  shift 2
+  target/release/loadtest fanout --url "$url" --subscribers "$subs" --size 64 --rate "$rate" \
+    --duration "${secs}s" --json "$@" >"$dir/$label.$r.json"
 }
 for r in $(seq "$rounds"); do
   echo "== round $r: one node" >&2
@@ -97,6 +102,11 @@ for r in $(seq "$rounds"); do
   run single_lb "ws://127.0.0.1:$lb_single_port"
   echo "== round $r: two nodes through HAProxy and Redis" >&2
   run cluster "ws://127.0.0.1:$lb_port"
+  if [ "$rate" != 0 ]; then
+    echo "== round $r: publisher on node a, subscribers on node b" >&2
+    # from 127.0.0.2: the nodes expect a PROXY header from 127.0.0.1 (HAProxy) only
+    run across "ws://$b" --publish-url "ws://$a" --source-ips 127.0.0.2-127.0.0.2
+  fi
 done
 python3 - "$dir" "$rounds" "$subs" "$rate" <<'PY'
 import json, statistics, sys
@@ -108,6 +118,8 @@ rows = {
     "one node through HAProxy": load("single_lb"),
     "two nodes through HAProxy, joined by Redis": load("cluster"),
 }
+if rate:
+    rows["two nodes, publisher on one, every subscriber on the other"] = load("across")
 pace = f", {rate} publishes/s" if rate else ", unpaced"
 print(f"| fanout, 1 publisher{pace}, {subs} subscribers, 64 B | deliveries/s (median of {rounds}) | p50 | p99 |")
 print("| --- | --- | --- | --- |")

@@ -63,7 +63,7 @@ pub struct Common {
     /// Local source addresses to spread connections over, e.g. 127.0.0.2-127.0.0.40 (needed
     /// beyond about 28,000 connections to one address).
     #[arg(long, value_parser = parse_ip_range)]
-    source_ips: Option<Vec<IpAddr>>,
+    source_ips: Option<SourceIps>,
 }
 
 #[derive(Args, Clone)]
@@ -187,7 +187,11 @@ enum Command {
     },
 }
 
-fn parse_ip_range(s: &str) -> Result<Vec<IpAddr>, String> {
+/// The local addresses of `--source-ips`, one per connection in turn.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceIps(Vec<IpAddr>);
+
+fn parse_ip_range(s: &str) -> Result<SourceIps, String> {
     let bad = || format!("'{s}' is not an address range like 127.0.0.2-127.0.0.40");
     let (a, b) = s.split_once('-').unwrap_or((s, s));
     let a: std::net::Ipv4Addr = a.trim().parse().map_err(|_| bad())?;
@@ -196,7 +200,7 @@ fn parse_ip_range(s: &str) -> Result<Vec<IpAddr>, String> {
     if b < a || b - a > 65_535 {
         return Err(bad());
     }
-    Ok((a..=b).map(|ip| IpAddr::V4(ip.into())).collect())
+    Ok(SourceIps((a..=b).map(|ip| IpAddr::V4(ip.into())).collect()))
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -362,7 +366,8 @@ fn run_fanout(
     let publish_base = match &f.publish_url {
         Some(url) => {
             let t = Target::parse(url).map_err(|e| format!("--publish-url: {e}"))?;
-            client::preflight(&t.with_path("/ws", None)).map_err(|e| format!("--publish-url: {e}"))?;
+            client::preflight(&t.with_path("/ws", None))
+                .map_err(|e| format!("--publish-url: {e}"))?;
             t
         }
         None => base.clone(),
@@ -729,8 +734,8 @@ fn plans_to(common: &Common, path: &str, count: usize) -> Result<Vec<Plan>, Stri
     ))
 }
 
-fn with_sources(mut plans: Vec<Plan>, sources: &Option<Vec<IpAddr>>) -> Vec<Plan> {
-    if let Some(ips) = sources {
+fn with_sources(mut plans: Vec<Plan>, sources: &Option<SourceIps>) -> Vec<Plan> {
+    if let Some(SourceIps(ips)) = sources {
         for (i, p) in plans.iter_mut().enumerate() {
             p.source = Some(ips[i % ips.len()]);
         }

@@ -129,6 +129,19 @@ fn every_subcommand_runs_clean_against_a_live_gateway() {
     ]);
     assert!(v["received"].as_u64().unwrap() > 0);
     assert_eq!(v["slow_consumer_closes"], 0.0);
+    // publishers on another URL, connections from a range of local addresses
+    let v = run(&[
+        "fanout",
+        "--duration",
+        "1s",
+        "--subscribers",
+        "20",
+        "--publish-url",
+        &url,
+        "--source-ips",
+        "127.0.0.2-127.0.0.5",
+    ]);
+    assert!(v["received"].as_u64().unwrap() > 0);
 
     let v = run(&[
         "conns",
