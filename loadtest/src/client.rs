@@ -278,12 +278,23 @@ impl Client {
 
 /// Checks, before a run, that the target answers a WebSocket upgrade: one blocking connection
 /// with a short timeout. The error is one line that says what is wrong.
-pub fn preflight(target: &Target) -> Result<(), String> {
+pub fn preflight(target: &Target, source: Option<IpAddr>) -> Result<(), String> {
     use std::io::{Read as _, Write as _};
     use std::time::Duration;
     let timeout = Duration::from_secs(3);
-    let mut s = std::net::TcpStream::connect_timeout(&target.addr, timeout)
-        .map_err(|e| format!("cannot connect to {}: {e}", target.addr))?;
+    let connect = || -> std::io::Result<std::net::TcpStream> {
+        let socket = Socket::new(
+            Domain::for_address(target.addr),
+            Type::STREAM,
+            Some(Protocol::TCP),
+        )?;
+        if let Some(ip) = source {
+            socket.bind(&SocketAddr::new(ip, 0).into())?;
+        }
+        socket.connect_timeout(&target.addr.into(), timeout)?;
+        Ok(socket.into())
+    };
+    let mut s = connect().map_err(|e| format!("cannot connect to {}: {e}", target.addr))?;
     s.set_read_timeout(Some(timeout)).ok();
     let request = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\

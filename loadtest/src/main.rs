@@ -362,11 +362,11 @@ fn run_fanout(
         return Err("--topic must be 1 to 255 bytes".into());
     }
     let base = Target::parse(&common.url)?;
-    client::preflight(&base.with_path("/ws", None))?;
+    client::preflight(&base.with_path("/ws", None), first_source(common))?;
     let publish_base = match &f.publish_url {
         Some(url) => {
             let t = Target::parse(url).map_err(|e| format!("--publish-url: {e}"))?;
-            client::preflight(&t.with_path("/ws", None))
+            client::preflight(&t.with_path("/ws", None), first_source(common))
                 .map_err(|e| format!("--publish-url: {e}"))?;
             t
         }
@@ -578,7 +578,7 @@ fn run_large(
             p
         }
     };
-    client::preflight(&plans[0].target)?;
+    client::preflight(&plans[0].target, first_source(&common))?;
     let baseline = server_pid.and_then(conns::rss_of);
     let until = Instant::now() + common.duration;
     let counters = Counters::default();
@@ -721,7 +721,7 @@ fn run_ramp(
 fn plans_to(common: &Common, path: &str, count: usize) -> Result<Vec<Plan>, String> {
     check_file_limit(count)?;
     let t = target(common, path, None)?;
-    client::preflight(&t)?;
+    client::preflight(&t, first_source(common))?;
     Ok(with_sources(
         vec![
             Plan {
@@ -732,6 +732,14 @@ fn plans_to(common: &Common, path: &str, count: usize) -> Result<Vec<Plan>, Stri
         ],
         &common.source_ips,
     ))
+}
+
+/// The first address of `--source-ips`, for the checks made before a run.
+fn first_source(common: &Common) -> Option<IpAddr> {
+    common
+        .source_ips
+        .as_ref()
+        .and_then(|SourceIps(ips)| ips.first().copied())
 }
 
 fn with_sources(mut plans: Vec<Plan>, sources: &Option<SourceIps>) -> Vec<Plan> {
