@@ -778,13 +778,7 @@ fn an_acknowledged_subscription_gets_what_another_node_publishes_next() {
     let redis = Redis::start_new();
     let a = node(&redis, "a", &[]);
     let b = node(&redis, "b", &[]);
-    for gw in [&a, &b] {
-        assert!(
-            eventually(SETTLE, || m(gw, "wsgate_cluster_up") == Some(1.0)),
-            "{}",
-            gw.log()
-        );
-    }
+    wait_metric(&[&a, &b], "wsgate_cluster_up", 1.0);
     let mut sub = common::ws(b.addr, "/ws");
     let mut b_publisher = common::ws(b.addr, "/ws");
     let mut a_publisher = common::ws(a.addr, "/ws");
@@ -830,13 +824,7 @@ fn a_message_over_redis_pubsub_buffer_limit_stays_local() {
     ]);
     let a = node(&redis, "a", &["--max-body-size", "4MiB"]);
     let b = node(&redis, "b", &[]);
-    for gw in [&a, &b] {
-        assert!(
-            eventually(SETTLE, || m(gw, "wsgate_cluster_up") == Some(1.0)),
-            "{}",
-            gw.log()
-        );
-    }
+    wait_metric(&[&a, &b], "wsgate_cluster_up", 1.0);
     let mut near = common::ws(a.addr, "/ws");
     let mut far = common::ws(b.addr, "/ws");
     for s in [&mut near, &mut far] {
@@ -903,11 +891,7 @@ fn a_flood_from_another_node_closes_slow_subscribers_and_memory_comes_back() {
         "--outbox-limit",
         "256KiB",
     ]);
-    assert!(
-        eventually(SETTLE, || m(&b, "wsgate_cluster_up") == Some(1.0)),
-        "{}",
-        b.log()
-    );
+    wait_metric(&[&b], "wsgate_cluster_up", 1.0);
     let before = b.rss();
     // subscribers that never read, with small receive buffers: what the gateway queues for
     // them stays in its outboxes instead of the kernel's socket buffers
