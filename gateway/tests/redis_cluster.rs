@@ -23,6 +23,30 @@ struct RedisCluster {
     _dirs: Vec<TempDir>,
 }
 
+/// Starts redis-server on `port` in `dir` with `extra` settings, and waits until it answers
+/// PING (asked with redis-cli and `cli_args`).
+fn redis_server(port: u16, dir: &TempDir, extra: &[&str], cli_args: &[&str]) -> Proc {
+    let mut command = Command::new(require("redis-server"));
+    command
+        .arg("--port")
+        .arg(port.to_string())
+        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(extra)
+        .arg("--dir")
+        .arg(dir.path());
+    let proc = Proc::spawn("redis-server", command);
+    assert!(
+        eventually(SETTLE, || Command::new(require("redis-cli"))
+            .args(["-p", &port.to_string()])
+            .args(cli_args)
+            .arg("ping")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG")),
+        "redis-server on {port} never answered"
+    );
+    proc
+}
+
 fn cli(port: u16, args: &[&str]) -> String {
     let out = Command::new(require("redis-cli"))
         .arg("-p")
@@ -40,23 +64,19 @@ impl RedisCluster {
         for _ in 0..3 {
             let port = free_port();
             let dir = TempDir::new("redis-cluster");
-            let mut command = Command::new(require("redis-server"));
-            command
-                .arg("--port")
-                .arg(port.to_string())
-                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                .args(["--cluster-enabled", "yes", "--cluster-config-file"])
-                .arg(dir.path().join("nodes.conf"))
-                .arg("--dir")
-                .arg(dir.path());
-            procs.push(Proc::spawn("redis-server", command));
-            assert!(
-                eventually(SETTLE, || Command::new(require("redis-cli"))
-                    .args(["-p", &port.to_string(), "ping"])
-                    .output()
-                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG")),
-                "redis-server on {port} never answered"
-            );
+            let nodes_conf = dir.path().join("nodes.conf");
+            let nodes_conf = nodes_conf.to_str().expect("a UTF-8 temporary path");
+            procs.push(redis_server(
+                port,
+                &dir,
+                &[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    nodes_conf,
+                ],
+                &[],
+            ));
             ports.push(port);
             dirs.push(dir);
         }
@@ -262,28 +282,11 @@ fn sharded_pubsub_follows_a_redis_cluster_through_a_slot_migration() {
 fn a_password_protected_redis() {
     let port = free_port();
     let dir = TempDir::new("redis-auth");
-    let mut command = Command::new(require("redis-server"));
-    command
-        .arg("--port")
-        .arg(port.to_string())
-        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .args(["--requirepass", "s3cret"])
-        .arg("--dir")
-        .arg(dir.path());
-    let _redis = Proc::spawn("redis-server", command);
-    assert!(
-        eventually(SETTLE, || Command::new(require("redis-cli"))
-            .args([
-                "-p",
-                &port.to_string(),
-                "-a",
-                "s3cret",
-                "--no-auth-warning",
-                "ping"
-            ])
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG")),
-        "redis-server on {port} never answered"
+    let _redis = redis_server(
+        port,
+        &dir,
+        &["--requirepass", "s3cret"],
+        &["-a", "s3cret", "--no-auth-warning"],
     );
     let good = format!("redis://:s3cret@127.0.0.1:{port}");
     let a = Gateway::start(&["--redis", &good, "--node-id", "a"]);
