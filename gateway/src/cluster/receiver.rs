@@ -1,0 +1,151 @@
+//! The receiver thread: reads a subscribing connection and hands other nodes' messages to the
+//! workers.
+
+use super::bridge::{ALIVE, ENDED, MOVED};
+use super::resp::Resp;
+use super::{Cluster, envelope};
+use crate::worker::Shared;
+use bytes::Bytes;
+use redis::Value;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// The receiver thread: reads the subscribing connection.
+pub(super) struct Receiver {
+    pub(super) shared: Arc<Shared>,
+    pub(super) cluster: Arc<Cluster>,
+    pub(super) conn: Resp,
+    pub(super) state: Arc<AtomicU8>,
+    /// Whether the connection is to one master of a Redis Cluster.
+    pub(super) clustered: bool,
+    /// Channels this connection is subscribed to, as Redis last said.
+    pub(super) channels: u64,
+}
+
+impl Receiver {
+    pub(super) fn run(mut self) {
+        let mut refused_logged = false;
+        loop {
+            let value = match self.conn.read() {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::debug!("redis subscribing connection ended: {e}");
+                    break;
+                }
+            };
+            let items = match value {
+                Value::Array(items) => items,
+                Value::Push { data, .. } => data,
+                Value::ServerError(e) if self.clustered && e.code() == "MOVED" => {
+                    // a slot moved to another master: the bridge reads the layout again
+                    let _ = self.state.compare_exchange(
+                        ALIVE,
+                        MOVED,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    );
+                    break;
+                }
+                Value::ServerError(e) => {
+                    if !refused_logged {
+                        tracing::error!("redis refused a subscription: {e:?}");
+                        refused_logged = true;
+                    }
+                    continue;
+                }
+                _ => continue,
+            };
+            self.on_push(items);
+        }
+        self.set_channels(0);
+        let _ = self
+            .state
+            .compare_exchange(ALIVE, ENDED, Ordering::AcqRel, Ordering::Acquire);
+        self.cluster.wake();
+    }
+
+    fn on_push(&mut self, items: Vec<Value>) {
+        let mut items = items.into_iter();
+        let kind = match items.next() {
+            Some(Value::BulkString(k)) => k,
+            Some(Value::SimpleString(k)) => k.into_bytes(),
+            _ => return,
+        };
+        match kind.as_slice() {
+            b"message" | b"smessage" => {
+                let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) =
+                    (items.next(), items.next())
+                else {
+                    return;
+                };
+                self.deliver(&channel, Bytes::from(payload));
+            }
+            b"subscribe" | b"unsubscribe" | b"ssubscribe" | b"sunsubscribe" => {
+                let channel = items.next();
+                if let Some(Value::Int(count)) = items.next() {
+                    self.set_channels(count.max(0) as u64);
+                }
+                if matches!(kind.as_slice(), b"subscribe" | b"ssubscribe")
+                    && let Some(Value::BulkString(channel)) = &channel
+                {
+                    self.confirmed(channel);
+                }
+                if kind == b"sunsubscribe"
+                    && let Some(Value::BulkString(channel)) = channel
+                {
+                    self.cluster.unsubscribed.push(channel);
+                    self.cluster.wake();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Redis confirmed a subscription: acknowledgements of subscribes to the topic that waited
+    /// for it can go.
+    fn confirmed(&self, channel: &[u8]) {
+        let Some(name) = channel
+            .strip_prefix(self.cluster.prefix.as_bytes())
+            .and_then(|t| std::str::from_utf8(t).ok())
+        else {
+            return;
+        };
+        let hub = &self.shared.hub;
+        if let Some(topic) = hub.find(name) {
+            topic.set_remote_ready(true);
+            hub.release(topic);
+            hub.wake_all();
+        }
+    }
+
+    /// Records this connection's count of channels in the node's total.
+    fn set_channels(&mut self, count: u64) {
+        let channels = &self.cluster.stats.channels;
+        if count >= self.channels {
+            channels.fetch_add(count - self.channels, Ordering::Relaxed);
+        } else {
+            channels.fetch_sub(self.channels - count, Ordering::Relaxed);
+        }
+        self.channels = count;
+    }
+
+    fn deliver(&self, channel: &[u8], payload: Bytes) {
+        let stats = &self.cluster.stats;
+        let topic = channel
+            .strip_prefix(self.cluster.prefix.as_bytes())
+            .and_then(|t| std::str::from_utf8(t).ok());
+        let (Some(topic), Some(opened)) = (topic, envelope::open(&payload)) else {
+            stats.bad_messages.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if opened.node == self.cluster.node() {
+            stats.own_skipped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let hub = &self.shared.hub;
+        let topic = hub.topic(topic);
+        hub.publish_remote(usize::MAX, &topic, &opened.frame);
+        hub.release(topic);
+        stats.received.fetch_add(1, Ordering::Relaxed);
+    }
+}
