@@ -975,3 +975,54 @@ fn a_flood_from_another_node_closes_slow_subscribers_and_memory_comes_back() {
         json!({"type":"message","topic":"after","data":1})
     );
 }
+
+/// PUBLISH of raw bytes to a Redis channel, as any Redis client could.
+fn redis_publish(redis: &Redis, channel: &str, payload: &[u8]) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut req = format!(
+        "*3\r\n$7\r\nPUBLISH\r\n${}\r\n{channel}\r\n${}\r\n",
+        channel.len(),
+        payload.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(payload);
+    req.extend_from_slice(b"\r\n");
+    s.write_all(&req).unwrap();
+    let mut reply = [0u8; 64];
+    let n = std::io::Read::read(&mut s, &mut reply).unwrap();
+    assert!(reply[..n].starts_with(b":"), "{:?}", &reply[..n]);
+}
+
+/// Whatever else publishes on a cluster channel is not trusted: what is not a wsgate envelope
+/// (or is a text one that is not UTF-8) is counted and dropped, never sent to a browser.
+#[test]
+fn foreign_messages_on_a_cluster_channel_are_counted_and_dropped() {
+    let redis = Redis::start_new();
+    let a = node(&redis, "a", &[]);
+    wait_metric(&[&a], "wsgate_cluster_up", 1.0);
+    let mut sub = common::ws(a.addr, "/ws");
+    ws_send(&mut sub, r#"{"type":"subscribe","topic":"t","id":1}"#);
+    assert_eq!(parse(&ws_text(&mut sub)), json!({"type":"ack","id":1}));
+    let bad: [&[u8]; 5] = [
+        b"hello",
+        b"WSG1\x05ab",
+        b"WSG1\x01xt\xff\xfe",
+        b"WSG1\x01xq{}",
+        b"",
+    ];
+    for payload in bad {
+        redis_publish(&redis, "wsgate:t", payload);
+    }
+    // from node "other": a text frame
+    let mut envelope = b"WSG1\x05othert".to_vec();
+    envelope.extend_from_slice(br#"{"type":"message","topic":"t","data":"from elsewhere"}"#);
+    redis_publish(&redis, "wsgate:t", &envelope);
+    assert_eq!(
+        parse(&ws_text(&mut sub)),
+        json!({"type":"message","topic":"t","data":"from elsewhere"}),
+        "the first thing the subscriber gets is the one well-formed envelope"
+    );
+    assert_eq!(m(&a, "wsgate_cluster_bad_messages_total"), Some(5.0));
+    assert_eq!(m(&a, "wsgate_cluster_received_total"), Some(1.0));
+}
