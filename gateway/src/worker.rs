@@ -494,8 +494,8 @@ impl Worker {
         }
     }
 
-    /// Takes the client's address from `X-Forwarded-For` (the proxy's own when there is none)
-    /// and counts the connection against it. Each request of a kept-alive connection may come
+    /// Takes the client's address from `X-Forwarded-For` (when there is none, the address known
+    /// so far: the PROXY header's, or the proxy's own) and counts the connection against it. Each request of a kept-alive connection may come
     /// from another client. Returns the answer of a refusal.
     fn attribute_forwarded(
         &mut self,
