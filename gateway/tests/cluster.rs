@@ -922,7 +922,7 @@ fn a_flood_from_another_node_closes_slow_subscribers_and_memory_comes_back() {
         publisher.send_raw(&batch);
     }
     assert!(
-        eventually(Duration::from_secs(30), || m(
+        eventually(Duration::from_secs(90), || m(
             &b,
             "wsgate_slow_consumer_closes_total"
         ) == Some(SUBSCRIBERS as f64)),
@@ -931,7 +931,7 @@ fn a_flood_from_another_node_closes_slow_subscribers_and_memory_comes_back() {
     );
     drop(stuck);
     assert!(
-        eventually(Duration::from_secs(30), || m(
+        eventually(Duration::from_secs(90), || m(
             &b,
             "wsgate_cluster_received_total"
         ) == Some(100_000.0)
