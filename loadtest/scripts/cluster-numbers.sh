@@ -26,7 +26,9 @@ cargo build --release -p wsgate -p loadtest --locked >&2
 dir=$(mktemp -d)
 pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  # nodes are started in command substitutions (subshells): their pids are in files
+  for f in "$dir"/*.pid; do [ -f "$f" ] && pids+=("$(cat "$f")"); done
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$dir"
 }
@@ -41,7 +43,7 @@ pids+=($!)
 start_node() { # name, extra args...
   local name=$1; shift
   target/release/wsgate --listen 127.0.0.1:0 --workers 1 --log warn "$@" >"$dir/$name.out" 2>&1 &
-  pids+=($!)
+  echo $! >"$dir/$name.pid"
   for _ in $(seq 100); do grep -q '^listening on' "$dir/$name.out" && break; sleep 0.05; done
   sed -n 's/^listening on //p' "$dir/$name.out"
 }
