@@ -12,7 +12,10 @@
 //! - [`utf8`]: incremental, fail-fast UTF-8 validation across fragments;
 //! - [`close`]: close codes and close payload rules;
 //! - [`message`]: the pub/sub envelope (JSON control messages, binary publishes, deliveries);
-//! - [`proxy`]: the PROXY protocol header (versions 1 and 2) a load balancer sends first.
+//! - [`proxy`]: the PROXY protocol header (versions 1 and 2) a load balancer sends first;
+//! - [`session`]: a server's WebSocket session as a state machine: bytes and `now` in; events,
+//!   frames to send and the next deadline out (pings, pongs, the close handshake, timeouts);
+//! - [`timer`]: the named timers of a connection.
 //!
 //! Errors of every module are one type, [`Error`], which knows the close code or HTTP status that
 //! answers it.
@@ -26,6 +29,8 @@ pub mod handshake;
 pub mod mask;
 pub mod message;
 pub mod proxy;
+pub mod session;
+pub mod timer;
 pub mod utf8;
 
 pub use error::{Error, Result};

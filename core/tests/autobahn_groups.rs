@@ -1,19 +1,25 @@
-//! The Autobahn TestSuite's server cases 1 to 7, 9 and 10, replayed against wsgate-core.
+//! The Autobahn TestSuite's server cases 1 to 7, 9 and 10, replayed against wsgate-core's
+//! [`Session`], the state machine the gateway runs every WebSocket connection with.
 //!
-//! A small sans-IO echo session (the behaviour the gateway's `/echo` endpoint has) is driven
-//! with the client bytes each case sends, whole and in the chops the suite uses, and the test
-//! checks the frames the session answers with. The real suite runs against the gateway binary;
-//! this layer catches a protocol regression before any socket is involved.
+//! The test plays the application of the gateway's `/echo` endpoint (every data message goes
+//! back as it came); everything else (pongs, the close handshake, the close code of each
+//! protocol error) is the session's own doing. It is fed the client bytes each case sends,
+//! whole and in the chops the suite uses, and the test checks the frames that go out. The real
+//! suite runs against the gateway binary; this layer catches a protocol regression before any
+//! socket is involved.
 
 use bytes::{Bytes, BytesMut};
-use wsgate_core::close::{self, CloseCode};
+use std::sync::Arc;
+use std::time::Instant;
+use wsgate_core::close::CloseCode;
 use wsgate_core::frame::{
     DecoderConfig, Message, MessageDecoder, OpCode, OutFrame, encode_client_frame,
 };
+use wsgate_core::session::{Event, Session, SessionConfig, State};
 
 const KEY: [u8; 4] = [0xa1, 0x02, 0xf3, 0x44];
 
-/// What the echo session sent back.
+/// What went back to the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Reply {
     Text(Vec<u8>),
@@ -23,12 +29,12 @@ enum Reply {
     Close(Option<u16>),
 }
 
-/// The echo session: echo data, answer pings, echo the close code, fail with the error's code.
+/// A session with the echo application on top.
 struct EchoSession {
-    decoder: MessageDecoder,
+    session: Session,
     buf: BytesMut,
-    closed: bool,
     replies: Vec<Reply>,
+    now: Instant,
 }
 
 impl EchoSession {
@@ -36,12 +42,17 @@ impl EchoSession {
         EchoSession::with_config(DecoderConfig::server())
     }
 
-    fn with_config(config: DecoderConfig) -> EchoSession {
+    fn with_config(decoder: DecoderConfig) -> EchoSession {
+        let now = Instant::now();
+        let config = SessionConfig {
+            decoder,
+            ..SessionConfig::default()
+        };
         EchoSession {
-            decoder: MessageDecoder::new(config),
+            session: Session::new(Arc::new(config), now),
             buf: BytesMut::new(),
-            closed: false,
             replies: Vec::new(),
+            now,
         }
     }
 
@@ -69,33 +80,24 @@ impl EchoSession {
     }
 
     fn feed(&mut self, bytes: &[u8]) {
-        if self.closed {
-            return; // after the close handshake nothing more is read
-        }
         self.buf.extend_from_slice(bytes);
-        loop {
-            match self.decoder.decode(&mut self.buf) {
-                Ok(None) => return,
-                Ok(Some(Message::Text(t))) => self.send(OutFrame::new(OpCode::Text, t)),
-                Ok(Some(Message::Binary(b))) => self.send(OutFrame::new(OpCode::Binary, b)),
-                Ok(Some(Message::Ping(p))) => self.send(OutFrame::new(OpCode::Pong, p)),
-                Ok(Some(Message::Pong(_))) => {}
-                Ok(Some(Message::Close(c))) => {
-                    let received = c.as_ref().map(|c| close::CloseFrame {
-                        code: c.code,
-                        reason: "",
-                    });
-                    self.send(OutFrame::close(&close::reply_to(received)));
-                    self.closed = true;
-                    return;
+        while let Some(event) = self.session.read(&mut self.buf, self.now) {
+            match event {
+                Event::Text(t) if self.session.is_open() => {
+                    self.send(OutFrame::new(OpCode::Text, t))
                 }
-                Err(e) => {
-                    let code = e.close_code().expect("framing errors have a close code");
-                    self.send(OutFrame::close_with(code, &e.to_string()));
-                    self.closed = true;
-                    return;
+                Event::Binary(b) if self.session.is_open() => {
+                    self.send(OutFrame::new(OpCode::Binary, b))
                 }
+                Event::Failed(e) => assert!(e.close_code().is_some(), "{e}"),
+                _ => {}
             }
+            while let Some(frame) = self.session.poll_transmit() {
+                self.send(frame);
+            }
+        }
+        if self.session.state() == State::Closed {
+            assert!(self.buf.is_empty(), "nothing is read after the close");
         }
     }
 }
@@ -639,12 +641,17 @@ fn group_10_autofragmentation() {
 
 #[test]
 fn echo_of_a_single_frame_shares_the_received_buffer() {
-    let mut d = MessageDecoder::new(DecoderConfig::server());
+    let mut s = Session::new(Arc::new(SessionConfig::default()), Instant::now());
     let mut buf = BytesMut::from(&text(&vec![b'a'; 1000])[..]);
-    let Some(Message::Text(payload)) = d.decode(&mut buf).unwrap() else {
+    let start = buf.as_ptr() as usize;
+    let Some(Event::Text(payload)) = s.read(&mut buf, Instant::now()) else {
         panic!()
     };
     let ptr = payload.as_ptr();
+    assert!(
+        (start..start + 1010).contains(&(ptr as usize)),
+        "the payload is a slice of the read buffer"
+    );
     let out = OutFrame::new(OpCode::Text, payload);
     assert_eq!(out.payload().as_ptr(), ptr);
     let _: Bytes = out.payload().clone();

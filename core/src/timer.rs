@@ -1,0 +1,142 @@
+//! The named timers of a connection, in the manner of quinn-proto's `TimerTable`.
+//!
+//! A connection never keeps "the next deadline" and works out afterwards what it was for: each
+//! deadline is armed under its [`Timer`] name, [`TimerTable::next_timeout`] is the earliest of
+//! them, and [`TimerTable::take_expired`] says which one passed, most decisive first. Time is
+//! always passed in (`now`); nothing here reads a clock.
+
+use std::time::Instant;
+
+/// A deadline of a connection, by what it is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Timer {
+    /// The HTTP request (an upgrade, or a plain request on a kept-alive connection) must be
+    /// complete by then.
+    Handshake,
+    /// The peer has been silent for the ping interval: ping it.
+    Ping,
+    /// The peer has been silent for the idle timeout: close with 1001.
+    Idle,
+    /// The peer has the close timeout to answer a close frame (or to take the last bytes and
+    /// close TCP); then the connection is dropped.
+    Close,
+    /// The session's credentials expire: close with 1008.
+    TokenExpiry,
+}
+
+impl Timer {
+    /// Every timer, in the order [`TimerTable::take_expired`] looks at them when several passed
+    /// at once: what ends the connection first, a mere ping last.
+    pub const ALL: [Timer; 5] = [
+        Timer::Close,
+        Timer::Handshake,
+        Timer::TokenExpiry,
+        Timer::Idle,
+        Timer::Ping,
+    ];
+
+    fn slot(self) -> usize {
+        match self {
+            Timer::Close => 0,
+            Timer::Handshake => 1,
+            Timer::TokenExpiry => 2,
+            Timer::Idle => 3,
+            Timer::Ping => 4,
+        }
+    }
+}
+
+/// One optional deadline per [`Timer`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimerTable {
+    at: [Option<Instant>; 5],
+}
+
+impl TimerTable {
+    /// A table with no timer armed.
+    pub fn new() -> TimerTable {
+        TimerTable::default()
+    }
+
+    /// Arms `timer` for `at`, replacing its previous deadline.
+    pub fn set(&mut self, timer: Timer, at: Instant) {
+        self.at[timer.slot()] = Some(at);
+    }
+
+    /// Disarms `timer`.
+    pub fn stop(&mut self, timer: Timer) {
+        self.at[timer.slot()] = None;
+    }
+
+    /// Disarms every timer.
+    pub fn stop_all(&mut self) {
+        self.at = [None; 5];
+    }
+
+    /// The deadline of `timer`, if armed.
+    pub fn get(&self, timer: Timer) -> Option<Instant> {
+        self.at[timer.slot()]
+    }
+
+    /// Whether `timer` is armed and its deadline is at or before `now`.
+    pub fn is_expired(&self, timer: Timer, now: Instant) -> bool {
+        self.get(timer).is_some_and(|at| at <= now)
+    }
+
+    /// The earliest deadline of any armed timer.
+    pub fn next_timeout(&self) -> Option<Instant> {
+        self.at.iter().flatten().min().copied()
+    }
+
+    /// Disarms and returns the first timer (in [`Timer::ALL`] order) whose deadline has
+    /// passed at `now`, or `None` when none has.
+    pub fn take_expired(&mut self, now: Instant) -> Option<Timer> {
+        let timer = Timer::ALL.into_iter().find(|t| self.is_expired(*t, now))?;
+        self.stop(timer);
+        Some(timer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn the_earliest_armed_deadline_is_the_next_timeout() {
+        let t0 = Instant::now();
+        let mut t = TimerTable::new();
+        assert_eq!(t.next_timeout(), None);
+        t.set(Timer::Idle, t0 + Duration::from_secs(75));
+        t.set(Timer::Ping, t0 + Duration::from_secs(30));
+        assert_eq!(t.next_timeout(), Some(t0 + Duration::from_secs(30)));
+        t.stop(Timer::Ping);
+        assert_eq!(t.next_timeout(), Some(t0 + Duration::from_secs(75)));
+        t.set(Timer::Idle, t0 + Duration::from_secs(100));
+        assert_eq!(t.get(Timer::Idle), Some(t0 + Duration::from_secs(100)));
+        t.stop_all();
+        assert_eq!(t.next_timeout(), None);
+    }
+
+    #[test]
+    fn expired_timers_come_out_most_decisive_first_and_once() {
+        let t0 = Instant::now();
+        let mut t = TimerTable::new();
+        for timer in Timer::ALL {
+            t.set(timer, t0);
+        }
+        t.set(Timer::Handshake, t0 + Duration::from_secs(1));
+        let fired: Vec<Timer> = std::iter::from_fn(|| t.take_expired(t0)).collect();
+        assert_eq!(
+            fired,
+            vec![Timer::Close, Timer::TokenExpiry, Timer::Idle, Timer::Ping]
+        );
+        assert_eq!(t.take_expired(t0), None, "each fires once");
+        assert!(!t.is_expired(Timer::Handshake, t0));
+        assert_eq!(
+            t.take_expired(t0 + Duration::from_secs(1)),
+            Some(Timer::Handshake)
+        );
+        assert_eq!(t.next_timeout(), None);
+    }
+}
