@@ -16,7 +16,6 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use wsgate_core::frame::MessageDecoder;
 
 /// What a WebSocket session does with the messages it receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,16 +31,10 @@ pub enum SessionKind {
 pub struct Session {
     /// Echo or pub/sub.
     pub kind: SessionKind,
-    /// Frames and messages from the client.
-    pub decoder: MessageDecoder,
+    /// The WebSocket protocol: frames in, pings, pongs, the close handshake, timers.
+    pub session: wsgate_core::session::Session,
     /// Topics this connection subscribes to.
     pub topics: Vec<Arc<str>>,
-    /// When the client last sent anything.
-    pub last_read: Instant,
-    /// A ping was sent and nothing was received since.
-    pub ping_sent: bool,
-    /// Once the gateway has sent a close frame: when.
-    pub close_sent: Option<Instant>,
     /// Publishes allowed by `publish-rate`.
     pub publish_bucket: TokenBucket,
     /// Publishes refused in a row for going over the rate.
@@ -151,15 +144,7 @@ impl Conn {
             Phase::Proxy | Phase::Http | Phase::Body(_) => Some(self.request_started + t.handshake),
             Phase::Closing(since) => Some(*since + t.close),
             Phase::Linger(since) => Some(*since + t.close),
-            Phase::Ws(s) => {
-                if let Some(sent) = s.close_sent {
-                    return Some(sent + t.close);
-                }
-                let ping = (!t.ping.is_zero() && !s.ping_sent).then(|| s.last_read + t.ping);
-                let idle = (!t.idle.is_zero()).then(|| s.last_read + t.idle);
-                let expiry = s.grants.as_ref().map(|g| g.expires);
-                [ping, idle, expiry].into_iter().flatten().min()
-            }
+            Phase::Ws(s) => s.session.poll_timeout(),
         }
     }
 }
@@ -169,11 +154,7 @@ impl Conn {
 pub struct Timeouts {
     /// To complete an HTTP request.
     pub handshake: Duration,
-    /// Silence before a ping (zero: never).
-    pub ping: Duration,
-    /// Silence before closing (zero: never).
-    pub idle: Duration,
-    /// For the peer to answer a close.
+    /// For the peer to take the last bytes and close.
     pub close: Duration,
 }
 

@@ -26,10 +26,12 @@ use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use wsgate_core::close::{self, CloseCode};
-use wsgate_core::frame::{DecoderConfig, Message, MessageDecoder, OpCode, OutFrame};
+use wsgate_core::close::CloseCode;
+use wsgate_core::frame::{DecoderConfig, OpCode, OutFrame};
 use wsgate_core::handshake::{self, Limits};
 use wsgate_core::message::{self, Command};
+use wsgate_core::session::{Event, SessionConfig};
+use wsgate_core::timer::Timer;
 use wsgate_core::{Error, Result};
 
 /// The poll token of a worker's listening socket.
@@ -124,7 +126,7 @@ pub struct Worker {
     collect_at: Option<Instant>,
     next_generation: u32,
     timeouts: Timeouts,
-    decoder: DecoderConfig,
+    session_config: Arc<SessionConfig>,
     limits: Limits,
     seen_state: u8,
     now: Instant,
@@ -142,15 +144,18 @@ impl Worker {
         let c = &shared.config;
         let timeouts = Timeouts {
             handshake: c.handshake_timeout,
-            ping: c.ping_interval,
-            idle: c.idle_timeout,
             close: c.close_timeout,
         };
-        let decoder = DecoderConfig {
-            max_frame_size: c.max_frame_size,
-            max_message_size: c.max_message_size,
-            ..DecoderConfig::server()
-        };
+        let session_config = Arc::new(SessionConfig {
+            decoder: DecoderConfig {
+                max_frame_size: c.max_frame_size,
+                max_message_size: c.max_message_size,
+                ..DecoderConfig::server()
+            },
+            ping_interval: Some(c.ping_interval).filter(|d| !d.is_zero()),
+            idle_timeout: Some(c.idle_timeout).filter(|d| !d.is_zero()),
+            close_timeout: c.close_timeout,
+        });
         let limits = Limits {
             max_head_bytes: c.max_head_size,
         };
@@ -169,7 +174,7 @@ impl Worker {
             collect_at: None,
             next_generation: 0,
             timeouts,
-            decoder,
+            session_config,
             limits,
             seen_state: RUNNING,
             now: Instant::now(),
@@ -379,7 +384,7 @@ impl Worker {
         let conn = &self.conns[key];
         let have = conn.inbuf.len();
         let remaining = match &conn.phase {
-            Phase::Ws(s) => usize::try_from(s.decoder.wanted()).unwrap_or(usize::MAX),
+            Phase::Ws(s) => usize::try_from(s.session.wanted()).unwrap_or(usize::MAX),
             Phase::Body(b) => b.len.saturating_sub(have),
             _ => 0,
         };
@@ -910,13 +915,14 @@ impl Worker {
     ) {
         let conn = &mut self.conns[key];
         conn.outbox.push_raw(response);
+        let mut session = wsgate_core::session::Session::new(self.session_config.clone(), self.now);
+        if let Some(g) = &grants {
+            session.set_token_expiry(g.expires);
+        }
         conn.phase = Phase::Ws(Box::new(Session {
             kind,
-            decoder: MessageDecoder::new(self.decoder),
+            session,
             topics: Vec::new(),
-            last_read: self.now,
-            ping_sent: false,
-            close_sent: None,
             publish_bucket: TokenBucket::new(self.shared.config.publish_burst, self.now),
             refused_in_a_row: 0,
             grants,
@@ -940,43 +946,45 @@ impl Worker {
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
             };
-            let Phase::Ws(session) = &mut conn.phase else {
+            let Phase::Ws(ws) = &mut conn.phase else {
                 buf.clear();
                 return;
             };
-            session.last_read = self.now;
-            session.ping_sent = false;
-            match session.decoder.decode(buf) {
-                Ok(None) => return,
-                Ok(Some(message)) => self.on_message(key, message),
-                Err(e) => {
-                    buf.clear();
-                    self.fail(key, &e);
-                    return;
-                }
+            match ws.session.read(buf, self.now) {
+                None => return,
+                Some(event) => self.on_event(key, event),
             }
         }
     }
 
-    fn on_message(&mut self, key: usize, message: Message) {
-        let kind = match message {
-            Message::Text(_) => 0,
-            Message::Binary(_) => 1,
+    /// Hands the frames the session wants sent (pongs, pings, closes) to the outbox.
+    fn transmit(&mut self, key: usize) {
+        while let Some(frame) = self
+            .conns
+            .get_mut(key)
+            .and_then(Conn::session)
+            .and_then(|s| s.session.poll_transmit())
+        {
+            self.send(key, frame);
+        }
+    }
+
+    fn on_event(&mut self, key: usize, event: Event) {
+        let kind = match &event {
+            Event::Text(_) => 0,
+            Event::Binary(_) => 1,
+            Event::Failed(_) | Event::Timeout(_) => {
+                self.transmit(key);
+                self.end_session(key);
+                self.mark_dirty(key);
+                return;
+            }
             _ => 2,
         };
         inc(&self.metrics.messages_in[kind]);
-        let conn = &mut self.conns[key];
-        let Phase::Ws(session) = &mut conn.phase else {
-            return;
-        };
-        let closing = session.close_sent.is_some();
-        let session_kind = session.kind;
-        match message {
-            Message::Ping(payload) if !closing => {
-                self.send(key, OutFrame::new(OpCode::Pong, payload))
-            }
-            Message::Ping(_) | Message::Pong(_) => {}
-            Message::Close(received) => {
+        match event {
+            Event::Ping(_) | Event::Pong(_) => self.transmit(key),
+            Event::Closed(received) => {
                 self.metrics
                     .close_received(received.as_ref().map(|c| c.code.0));
                 tracing::debug!(
@@ -987,23 +995,19 @@ impl Worker {
                         .map_or(std::borrow::Cow::Borrowed(""), |c| String::from_utf8_lossy(&c.reason)),
                     "close received"
                 );
-                if !closing {
-                    let frame = received.as_ref().map(|c| close::CloseFrame {
-                        code: c.code,
-                        reason: "",
-                    });
-                    let reply = close::reply_to(frame);
-                    if let Some(c) = &received {
-                        self.metrics.close_sent(c.code.0);
-                    }
-                    self.send(key, OutFrame::close(&reply));
-                }
+                self.transmit(key);
                 self.end_session(key);
-                self.conns[key].phase = Phase::Closing(self.now);
                 self.mark_dirty(key);
             }
-            Message::Text(_) | Message::Binary(_) if closing => {}
-            Message::Text(payload) | Message::Binary(payload) => {
+            Event::Text(payload) | Event::Binary(payload) => {
+                let conn = &mut self.conns[key];
+                let Phase::Ws(session) = &mut conn.phase else {
+                    return;
+                };
+                if !session.session.is_open() {
+                    return;
+                }
+                let session_kind = session.kind;
                 add(&self.metrics.bytes_in[kind], payload.len() as u64);
                 #[cfg(feature = "fault-injection")]
                 if &payload[..] == b"wsgate:panic" {
@@ -1023,6 +1027,7 @@ impl Worker {
                     conn.read_paused = true;
                 }
             }
+            Event::Failed(_) | Event::Timeout(_) => unreachable!("handled above"),
         }
     }
 
@@ -1064,7 +1069,7 @@ impl Worker {
             .conns
             .get_mut(key)
             .and_then(Conn::session)
-            .is_some_and(|s| s.close_sent.is_none())
+            .is_some_and(|s| s.session.is_open())
         {
             self.send(key, reply);
         }
@@ -1109,7 +1114,7 @@ impl Worker {
             let key = (d.conn & 0xFFFF_FFFF) as usize;
             let open = self.conns.get_mut(key).is_some_and(|c| {
                 conn_id(key, c.generation) == d.conn
-                    && c.session().is_some_and(|s| s.close_sent.is_none())
+                    && c.session().is_some_and(|s| s.session.is_open())
             });
             if open {
                 self.send(key, message::ack_frame(d.id));
@@ -1128,7 +1133,7 @@ impl Worker {
                     .conns
                     .get_mut(key)
                     .and_then(Conn::session)
-                    .is_some_and(|s| s.close_sent.is_none())
+                    .is_some_and(|s| s.session.is_open())
                 {
                     self.send(key, message::error_frame(None, &e));
                 }
@@ -1179,6 +1184,12 @@ impl Worker {
         let kind = match frame.header()[0] & 0x0F {
             0x1 => 0,
             0x2 => 1,
+            0x8 => {
+                if let [a, b, ..] = frame.payload()[..] {
+                    self.metrics.close_sent(u16::from_be_bytes([a, b]));
+                }
+                2
+            }
             _ => 2,
         };
         inc(&self.metrics.messages_out[kind]);
@@ -1195,27 +1206,17 @@ impl Worker {
         }
     }
 
-    /// Fails the connection: a close frame with the error's code, then the socket is closed.
-    fn fail(&mut self, key: usize, error: &Error) {
-        let code = error.close_code().unwrap_or(CloseCode::INTERNAL_ERROR);
-        self.metrics.close_sent(code.0);
-        self.send(key, OutFrame::close_with(code, &error.to_string()));
-        self.end_session(key);
-        self.conns[key].phase = Phase::Closing(self.now);
-    }
-
     /// Starts a close handshake from the server side: the peer has the close timeout to answer.
     fn start_close(&mut self, key: usize, code: CloseCode, reason: &str) {
+        let now = self.now;
         let Some(session) = self.conns.get_mut(key).and_then(Conn::session) else {
             return;
         };
-        if session.close_sent.is_some() {
+        if !session.session.close(code, reason, now) {
             return;
         }
-        session.close_sent = Some(self.now);
-        self.metrics.close_sent(code.0);
         self.unsubscribe_all(key);
-        self.send(key, OutFrame::close_with(code, reason));
+        self.transmit(key);
         self.schedule(key);
     }
 
@@ -1578,21 +1579,24 @@ impl Worker {
                     }
                 }
                 Phase::Linger(_) | Phase::Closing(_) | Phase::Proxy => self.close_now(key),
-                Phase::Ws(session) => {
-                    let idle_over = !self.timeouts.idle.is_zero()
-                        && now >= session.last_read + self.timeouts.idle;
-                    let expired = session.grants.as_ref().is_some_and(|g| now >= g.expires);
-                    if session.close_sent.is_some() {
-                        self.close_now(key); // the peer never answered our close
-                    } else if expired {
-                        self.start_close(key, CloseCode::POLICY, "token expired");
-                    } else if idle_over {
-                        self.start_close(key, CloseCode::GOING_AWAY, "idle timeout");
-                    } else {
-                        session.ping_sent = true;
-                        self.send(key, OutFrame::new(OpCode::Ping, Bytes::new()));
-                        self.schedule(key);
+                Phase::Ws(_) => {
+                    while let Some(event) = self
+                        .conns
+                        .get_mut(key)
+                        .and_then(Conn::session)
+                        .and_then(|s| s.session.handle_timeout(now))
+                    {
+                        match event {
+                            // the peer never answered our close
+                            Event::Timeout(Timer::Close) => return self.close_now(key),
+                            Event::Timeout(Timer::Idle | Timer::TokenExpiry) => {
+                                self.unsubscribe_all(key)
+                            }
+                            _ => {}
+                        }
+                        self.transmit(key);
                     }
+                    self.schedule(key);
                 }
             },
         }
