@@ -15,7 +15,9 @@
 //! - [`proxy`]: the PROXY protocol header (versions 1 and 2) a load balancer sends first;
 //! - [`session`]: a server's WebSocket session as a state machine: bytes and `now` in; events,
 //!   frames to send and the next deadline out (pings, pongs, the close handshake, timeouts);
-//! - [`timer`]: the named timers of a connection.
+//! - [`timer`]: the named timers of a connection;
+//! - [`units`]: sizes and durations as the gateway's settings and the load generator's flags
+//!   write them.
 //!
 //! Errors of every module are one type, [`Error`], which knows the close code or HTTP status that
 //! answers it.
@@ -31,6 +33,7 @@ pub mod message;
 pub mod proxy;
 pub mod session;
 pub mod timer;
+pub mod units;
 pub mod utf8;
 
 pub use error::{Error, Result};
