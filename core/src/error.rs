@@ -14,8 +14,10 @@ use crate::close::CloseCode;
 use std::fmt;
 
 /// Everything that can go wrong while parsing or validating peer input.
+///
+/// Deliberately not `#[non_exhaustive]`: the gateway matches it exhaustively (its metrics labels,
+/// for one), so a new variant cannot slip through uncounted.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Error {
     // ---- HTTP, before the upgrade -------------------------------------------------------
     /// The bytes are not a valid HTTP/1.x request.

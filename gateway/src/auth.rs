@@ -17,33 +17,33 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use wsgate_core::handshake::Request;
 
 /// Seconds of clock difference tolerated on `exp` between the token issuer and the gateway.
-pub const LEEWAY_SECS: u64 = 2;
+pub(crate) const LEEWAY_SECS: u64 = 2;
 
 /// The claims wsgate reads.
 #[derive(Debug, Clone, Deserialize)]
-pub struct Claims {
+pub(crate) struct Claims {
     /// Expiry, seconds since the Unix epoch.
-    pub exp: u64,
+    pub(crate) exp: u64,
     /// The subject, for logs.
     #[serde(default)]
-    pub sub: Option<String>,
+    pub(crate) sub: Option<String>,
     /// Topic patterns the holder may subscribe to.
     #[serde(default)]
-    pub subscribe: Vec<String>,
+    pub(crate) subscribe: Vec<String>,
     /// Topic patterns the holder may publish to.
     #[serde(default)]
-    pub publish: Vec<String>,
+    pub(crate) publish: Vec<String>,
 }
 
 /// What a verified token allows, kept with the session.
 #[derive(Debug, Clone)]
-pub struct Grants {
+pub(crate) struct Grants {
     /// The subject, if the token named one.
-    pub subject: Option<String>,
+    pub(crate) subject: Option<String>,
     subscribe: Vec<String>,
     publish: Vec<String>,
     /// When the token expires.
-    pub expires: Instant,
+    pub(crate) expires: Instant,
 }
 
 fn matches(patterns: &[String], topic: &str) -> bool {
@@ -55,19 +55,19 @@ fn matches(patterns: &[String], topic: &str) -> bool {
 
 impl Grants {
     /// Whether the token allows subscribing to `topic`.
-    pub fn may_subscribe(&self, topic: &str) -> bool {
+    pub(crate) fn may_subscribe(&self, topic: &str) -> bool {
         matches(&self.subscribe, topic)
     }
 
     /// Whether the token allows publishing to `topic`.
-    pub fn may_publish(&self, topic: &str) -> bool {
+    pub(crate) fn may_publish(&self, topic: &str) -> bool {
         matches(&self.publish, topic)
     }
 }
 
 /// Where the token of a request was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenSource {
+pub(crate) enum TokenSource {
     /// `?token=`.
     Query,
     /// `Authorization: Bearer`.
@@ -77,7 +77,7 @@ pub enum TokenSource {
 }
 
 /// Finds the token of an upgrade request.
-pub fn token_of<'a>(req: &Request<'a>) -> Option<(String, TokenSource)> {
+pub(crate) fn token_of<'a>(req: &Request<'a>) -> Option<(String, TokenSource)> {
     if let Some(query) = req.query() {
         for pair in query.split('&') {
             if let Some(v) = pair.strip_prefix("token=") {
@@ -109,7 +109,7 @@ pub fn token_of<'a>(req: &Request<'a>) -> Option<(String, TokenSource)> {
 }
 
 /// Verifies tokens with the configured key.
-pub struct Authenticator {
+pub(crate) struct Authenticator {
     key: DecodingKey,
     validation: Validation,
 }
@@ -124,12 +124,12 @@ impl std::fmt::Debug for Authenticator {
 
 impl Authenticator {
     /// An authenticator for HS256 tokens signed with `secret`.
-    pub fn hs256(secret: &[u8]) -> Authenticator {
+    pub(crate) fn hs256(secret: &[u8]) -> Authenticator {
         Authenticator::new(DecodingKey::from_secret(secret), Algorithm::HS256)
     }
 
     /// An authenticator for RS256 or ES256 tokens, from a PEM public key.
-    pub fn public_key(pem: &[u8], algorithm: &str) -> Result<Authenticator, String> {
+    pub(crate) fn public_key(pem: &[u8], algorithm: &str) -> Result<Authenticator, String> {
         let (key, alg) = match algorithm.to_ascii_uppercase().as_str() {
             "RS256" => (DecodingKey::from_rsa_pem(pem), Algorithm::RS256),
             "ES256" => (DecodingKey::from_ec_pem(pem), Algorithm::ES256),
@@ -148,7 +148,7 @@ impl Authenticator {
     }
 
     /// Checks a token's signature and expiry; `now` turns `exp` into a deadline.
-    pub fn verify(&self, token: &str, now: Instant) -> Result<Grants, String> {
+    pub(crate) fn verify(&self, token: &str, now: Instant) -> Result<Grants, String> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|e| format!("invalid token: {e}"))?;
         let c = data.claims;

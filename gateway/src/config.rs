@@ -494,7 +494,7 @@ impl Config {
     }
 
     /// The token verifier, when authentication is configured.
-    pub fn authenticator(&self) -> Result<Option<crate::auth::Authenticator>, ConfigError> {
+    pub(crate) fn authenticator(&self) -> Result<Option<crate::auth::Authenticator>, ConfigError> {
         if let Some(secret) = &self.jwt_secret {
             return Ok(Some(crate::auth::Authenticator::hs256(secret.as_bytes())));
         }

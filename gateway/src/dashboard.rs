@@ -9,85 +9,84 @@
 //! answered on a worker thread, so it only reads relaxed atomics and the hub's topic list
 //! (one short lock), and sends at most [`MAX_TOPICS`] topics.
 
-use crate::metrics::{CLOSE_CODES, WorkerMetrics};
-use crate::worker::Shared;
+use crate::metrics::{CloseLabel, Counter, MessageKind, WorkerMetrics};
+use crate::node::Node;
 use serde::Serialize;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The dashboard page: one HTML file with its styles and script inline.
-pub const PAGE: &str = include_str!("dashboard/index.html");
+pub(crate) const PAGE: &str = include_str!("dashboard/index.html");
 
 /// The JavaScript client served at `/client.js`.
-pub const CLIENT_JS: &str = include_str!("dashboard/client.js");
+pub(crate) const CLIENT_JS: &str = include_str!("dashboard/client.js");
 
 /// The most topics `/stats` lists (those with the most subscribers); `topics_total` counts
 /// them all.
-pub const MAX_TOPICS: usize = 100;
+pub(crate) const MAX_TOPICS: usize = 100;
 
 /// One worker's counters as `/stats` shows them. Every field but `connections_open` and
 /// `inbox_depth` only grows.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
-pub struct WorkerStats {
+pub(crate) struct WorkerStats {
     /// The worker's index (`null` in the totals).
-    pub worker: Option<usize>,
+    pub(crate) worker: Option<usize>,
     /// Connections open now (WebSocket and HTTP).
-    pub connections_open: i64,
+    pub(crate) connections_open: i64,
     /// Connections accepted since start.
-    pub connections_total: u64,
+    pub(crate) connections_total: u64,
     /// WebSocket sessions opened since start.
-    pub upgrades_total: u64,
+    pub(crate) upgrades_total: u64,
     /// Messages received, every kind (text, binary, control).
-    pub messages_in: u64,
+    pub(crate) messages_in: u64,
     /// Frames sent, every kind.
-    pub messages_out: u64,
+    pub(crate) messages_out: u64,
     /// Payload bytes received.
-    pub bytes_in: u64,
+    pub(crate) bytes_in: u64,
     /// Bytes written to sockets.
-    pub bytes_out: u64,
+    pub(crate) bytes_out: u64,
     /// Publishes accepted (WebSocket and HTTP).
-    pub publishes: u64,
+    pub(crate) publishes: u64,
     /// Frames queued to subscribers.
-    pub fanout_deliveries: u64,
+    pub(crate) fanout_deliveries: u64,
     /// Subscribers closed because they fell behind (1013).
-    pub slow_consumer_closes: u64,
+    pub(crate) slow_consumer_closes: u64,
     /// Control messages answered with an error.
-    pub message_errors: u64,
+    pub(crate) message_errors: u64,
     /// Publishes refused by the rate limit.
-    pub rate_limited: u64,
+    pub(crate) rate_limited: u64,
     /// Plain HTTP requests answered.
-    pub http_requests: u64,
+    pub(crate) http_requests: u64,
     /// Deliveries waiting in the worker's inbox now.
-    pub inbox_depth: u64,
+    pub(crate) inbox_depth: u64,
 }
 
 impl WorkerStats {
     /// Reads one worker's counters.
-    pub fn read(worker: usize, m: &WorkerMetrics, inbox_depth: u64) -> WorkerStats {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let sum = |cs: &[AtomicU64]| cs.iter().map(get).sum::<u64>();
+    pub(crate) fn read(worker: usize, m: &WorkerMetrics, inbox_depth: u64) -> WorkerStats {
+        let kinds = |f: &dyn Fn(MessageKind) -> u64| MessageKind::ALL.iter().map(|k| f(*k)).sum();
         WorkerStats {
             worker: Some(worker),
-            connections_open: m.connections_open.load(Ordering::Relaxed),
-            connections_total: get(&m.connections_total),
-            upgrades_total: get(&m.upgrades_total),
-            messages_in: sum(&m.messages_in),
-            messages_out: sum(&m.messages_out),
-            bytes_in: sum(&m.bytes_in),
-            bytes_out: get(&m.bytes_out),
-            publishes: get(&m.publishes_total),
-            fanout_deliveries: get(&m.fanout_deliveries),
-            slow_consumer_closes: get(&m.slow_consumer_closes),
-            message_errors: get(&m.message_errors),
-            rate_limited: get(&m.rate_limited),
-            http_requests: get(&m.http_requests),
+            connections_open: m.connections_open(),
+            connections_total: m.get(Counter::ConnectionsTotal),
+            upgrades_total: m.get(Counter::UpgradesTotal),
+            messages_in: kinds(&|k| m.messages_in_of(k)),
+            messages_out: kinds(&|k| m.messages_out_of(k)),
+            bytes_in: kinds(&|k| m.bytes_in_of(k)),
+            bytes_out: m.get(Counter::BytesOut),
+            publishes: m.get(Counter::Publishes),
+            fanout_deliveries: m.fanout_deliveries(),
+            slow_consumer_closes: m.get(Counter::SlowConsumerCloses),
+            message_errors: m.get(Counter::MessageErrors),
+            rate_limited: m.get(Counter::RateLimited),
+            http_requests: m.get(Counter::HttpRequests),
             inbox_depth,
         }
     }
 
     /// Adds another worker's counters to these.
-    pub fn add(&mut self, o: &WorkerStats) {
+    pub(crate) fn add(&mut self, o: &WorkerStats) {
         self.connections_open += o.connections_open;
         self.connections_total += o.connections_total;
         self.upgrades_total += o.upgrades_total;
@@ -107,57 +106,57 @@ impl WorkerStats {
 
 /// A topic and its subscribers on this node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct TopicStats {
+pub(crate) struct TopicStats {
     /// The topic's name.
-    pub topic: String,
+    pub(crate) topic: String,
     /// Subscribers on this node, all workers together.
-    pub subscribers: usize,
+    pub(crate) subscribers: usize,
 }
 
 /// The whole `/stats` answer.
 #[derive(Debug, Clone, Serialize)]
-pub struct Stats {
+pub(crate) struct Stats {
     /// The gateway's version.
-    pub version: &'static str,
+    pub(crate) version: &'static str,
     /// When this answer was made, in milliseconds since the Unix epoch.
-    pub now_ms: u64,
+    pub(crate) now_ms: u64,
     /// Seconds since the process started (`null` where `/proc` cannot tell).
-    pub uptime_s: Option<u64>,
+    pub(crate) uptime_s: Option<u64>,
     /// Whether the node is draining (SIGTERM received).
-    pub draining: bool,
+    pub(crate) draining: bool,
     /// Open WebSocket sessions, all workers together.
-    pub sessions: usize,
+    pub(crate) sessions: usize,
     /// Every worker's counters, by index.
-    pub workers: Vec<WorkerStats>,
+    pub(crate) workers: Vec<WorkerStats>,
     /// The sum over the workers.
-    pub totals: WorkerStats,
+    pub(crate) totals: WorkerStats,
     /// Close frames sent, by code (`"1013": 2`); codes never sent are left out.
-    pub closes_sent: serde_json::Map<String, serde_json::Value>,
+    pub(crate) closes_sent: serde_json::Map<String, serde_json::Value>,
     /// Topics with at least one subscriber on this node.
-    pub topics_total: usize,
+    pub(crate) topics_total: usize,
     /// The [`MAX_TOPICS`] topics with the most subscribers, most first (ties by name).
-    pub topics: Vec<TopicStats>,
+    pub(crate) topics: Vec<TopicStats>,
     /// The link to other nodes through Redis; `null` on a single node.
-    pub cluster: Option<ClusterView>,
+    pub(crate) cluster: Option<ClusterView>,
 }
 
 /// The cluster bridge as `/stats` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ClusterView {
+pub(crate) struct ClusterView {
     /// This node's id.
-    pub node: String,
+    pub(crate) node: String,
     /// Whether the connections to Redis are up.
-    pub up: bool,
+    pub(crate) up: bool,
     /// Redis channels this node is subscribed to.
-    pub channels: u64,
+    pub(crate) channels: u64,
     /// Publishes sent to Redis.
-    pub published: u64,
+    pub(crate) published: u64,
     /// Messages from other nodes delivered here.
-    pub received: u64,
+    pub(crate) received: u64,
     /// Publishes that reached only this node (Redis down, or too much waiting for it).
-    pub dropped: u64,
+    pub(crate) dropped: u64,
     /// Connections to Redis made again after an outage.
-    pub reconnects: u64,
+    pub(crate) reconnects: u64,
 }
 
 impl ClusterView {
@@ -179,14 +178,14 @@ impl ClusterView {
 }
 
 /// Gathers the live numbers.
-pub fn collect(shared: &Shared, draining: bool) -> Stats {
-    let workers: Vec<WorkerStats> = shared
+pub(crate) fn collect(node: &Node) -> Stats {
+    let workers: Vec<WorkerStats> = node
         .metrics
         .iter()
         .enumerate()
         .map(|(i, m)| {
-            let depth = if i < shared.hub.workers() {
-                shared.hub.inbox_depth(i) as u64
+            let depth = if i < node.hub.workers() {
+                node.hub.inbox_depth(i) as u64
             } else {
                 0
             };
@@ -198,17 +197,13 @@ pub fn collect(shared: &Shared, draining: bool) -> Stats {
         totals.add(w);
     }
     let mut closes_sent = serde_json::Map::new();
-    for (i, code) in CLOSE_CODES.iter().enumerate() {
-        let n: u64 = shared
-            .metrics
-            .iter()
-            .map(|m| m.closes_sent[i].load(Ordering::Relaxed))
-            .sum();
+    for &label in CloseLabel::ALL {
+        let n: u64 = node.metrics.iter().map(|m| m.closes_sent_of(label)).sum();
         if n > 0 {
-            closes_sent.insert(code.to_string(), n.into());
+            closes_sent.insert(label.text().to_string(), n.into());
         }
     }
-    let (topics_total, topics) = top_topics(shared.hub.topics(), MAX_TOPICS);
+    let (topics_total, topics) = top_topics(node.hub.topics(), MAX_TOPICS);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -216,25 +211,28 @@ pub fn collect(shared: &Shared, draining: bool) -> Stats {
         version: env!("CARGO_PKG_VERSION"),
         now_ms: now.as_millis() as u64,
         uptime_s: started_at().map(|s| now.as_secs().saturating_sub(s)),
-        draining,
-        sessions: shared.sessions.load(Ordering::Relaxed),
+        draining: node.drain.get().refuses_sessions(),
+        sessions: node.sessions(),
         workers,
         totals,
         closes_sent,
         topics_total,
         topics,
-        cluster: shared.hub.cluster().map(|c| ClusterView::read(c)),
+        cluster: node.cluster.as_deref().map(ClusterView::read),
     }
 }
 
 /// The live numbers as JSON: per-worker counters, totals, topics with subscriber counts.
-pub fn stats(shared: &Shared, draining: bool) -> String {
-    serde_json::to_string(&collect(shared, draining)).unwrap_or_else(|_| "{}".to_string())
+pub(crate) fn stats(node: &Node) -> String {
+    serde_json::to_string(&collect(node)).unwrap_or_else(|_| "{}".to_string())
 }
 
 /// The topics that have subscribers: how many, and the `max` with the most (most first, ties
 /// by name). Selects before sorting, so a node with many topics sorts only `max` of them.
-pub fn top_topics<N: AsRef<str>>(topics: Vec<(N, usize)>, max: usize) -> (usize, Vec<TopicStats>) {
+pub(crate) fn top_topics<N: AsRef<str>>(
+    topics: Vec<(N, usize)>,
+    max: usize,
+) -> (usize, Vec<TopicStats>) {
     let mut topics: Vec<(N, usize)> = topics.into_iter().filter(|(_, n)| *n > 0).collect();
     let total = topics.len();
     let order =
@@ -309,19 +307,24 @@ mod tests {
     #[test]
     fn worker_counters_are_summed_over_kinds_and_workers() {
         let m = WorkerMetrics::default();
-        m.messages_in[0].store(3, Ordering::Relaxed);
-        m.messages_in[1].store(4, Ordering::Relaxed);
-        m.bytes_in[2].store(5, Ordering::Relaxed);
-        m.connections_open.store(2, Ordering::Relaxed);
+        for _ in 0..3 {
+            m.message_in(MessageKind::Text, 0);
+        }
+        for _ in 0..4 {
+            m.message_in(MessageKind::Binary, 0);
+        }
+        m.message_in(MessageKind::Control, 5);
+        m.connection_opened();
+        m.connection_opened();
         let a = WorkerStats::read(0, &m, 1);
-        assert_eq!((a.messages_in, a.bytes_in, a.inbox_depth), (7, 5, 1));
+        assert_eq!((a.messages_in, a.bytes_in, a.inbox_depth), (8, 5, 1));
         let mut total = WorkerStats::default();
         total.add(&a);
         total.add(&WorkerStats::read(1, &m, 0));
-        assert_eq!((total.messages_in, total.connections_open), (14, 4));
+        assert_eq!((total.messages_in, total.connections_open), (16, 4));
         assert_eq!(total.worker, None);
         let json = serde_json::to_value(&total).unwrap();
-        assert_eq!(json["messages_in"], 14);
+        assert_eq!(json["messages_in"], 16);
         assert!(json["worker"].is_null());
     }
 

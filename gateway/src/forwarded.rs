@@ -12,7 +12,7 @@ use wsgate_core::error::{Error, Result};
 /// The client's address according to the `X-Forwarded-For` items `items` (all the header's
 /// lines, in order), given the trusted proxy networks. `Ok(None)` when there are no items.
 /// With no trusted networks listed, only the last item (written by the peer) is believed.
-pub fn client<'a>(
+pub(crate) fn client<'a>(
     items: impl DoubleEndedIterator<Item = &'a [u8]>,
     trusted: &[IpNet],
 ) -> Result<Option<IpAddr>> {

@@ -7,7 +7,7 @@ use wsgate_core::handshake::{self, Request};
 
 /// Where a request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Route {
+pub(crate) enum Route {
     /// A WebSocket upgrade to a session of this kind.
     Upgrade(SessionKind),
     /// `GET /healthz`.
@@ -31,7 +31,7 @@ pub enum Route {
 }
 
 /// Routes a request. `/echo` exists only when `echo` is on, `/` only when `dashboard` is.
-pub fn route(req: &Request<'_>, echo: bool, dashboard: bool) -> Route {
+pub(crate) fn route(req: &Request<'_>, echo: bool, dashboard: bool) -> Route {
     let path = req.path();
     let method = req.method();
     let get = |r: Route| {
@@ -61,7 +61,7 @@ pub fn route(req: &Request<'_>, echo: bool, dashboard: bool) -> Route {
 }
 
 /// Whether the connection stays open after answering this request.
-pub fn keep_alive(req: &Request<'_>) -> bool {
+pub(crate) fn keep_alive(req: &Request<'_>) -> bool {
     if req.has_token("Connection", "close") {
         return false;
     }
@@ -69,7 +69,7 @@ pub fn keep_alive(req: &Request<'_>) -> bool {
 }
 
 /// An answer with a plain-text body (a newline is added).
-pub fn text(status: u16, body: &str, keep_alive: bool, extra: &[(&str, &str)]) -> Bytes {
+pub(crate) fn text(status: u16, body: &str, keep_alive: bool, extra: &[(&str, &str)]) -> Bytes {
     let mut headers = vec![("Content-Type", "text/plain; charset=utf-8")];
     headers.extend_from_slice(extra);
     headers.push((
@@ -82,7 +82,7 @@ pub fn text(status: u16, body: &str, keep_alive: bool, extra: &[(&str, &str)]) -
 }
 
 /// An answer with a body of the given content type.
-pub fn with_type(status: u16, content_type: &str, body: &[u8], keep_alive: bool) -> Bytes {
+pub(crate) fn with_type(status: u16, content_type: &str, body: &[u8], keep_alive: bool) -> Bytes {
     let headers = [
         ("Content-Type", content_type),
         (
@@ -93,8 +93,24 @@ pub fn with_type(status: u16, content_type: &str, body: &[u8], keep_alive: bool)
     Bytes::from(handshake::response(status, &headers, body))
 }
 
+/// The answer to a connection refused at admission, sent before the socket is closed.
+pub(crate) fn refusal(r: crate::limits::Refusal) -> Bytes {
+    use crate::limits::Refusal;
+    match r {
+        Refusal::TooManyConnections => text(
+            503,
+            "too many connections: try again or another node",
+            false,
+            &[("Retry-After", "1")],
+        ),
+        Refusal::TooManyFromAddress => {
+            text(429, "too many connections from this address", false, &[])
+        }
+    }
+}
+
 /// Whether the request carries `Authorization: Bearer KEY` with the configured key.
-pub fn authorized(req: &Request<'_>, key: Option<&str>) -> bool {
+pub(crate) fn authorized(req: &Request<'_>, key: Option<&str>) -> bool {
     let Some(key) = key else { return true };
     let Some(given) = req
         .header_str("Authorization")
@@ -114,7 +130,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Whether the request's content type is JSON (`application/json`, any parameters).
-pub fn is_json(req: &Request<'_>) -> bool {
+pub(crate) fn is_json(req: &Request<'_>) -> bool {
     req.header_str("Content-Type")
         .and_then(|v| v.split(';').next())
         .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))

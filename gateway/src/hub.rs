@@ -7,8 +7,11 @@
 //! other worker whose bit is set, waking that worker only when its inbox goes from empty to
 //! non-empty. Looking a topic up by name takes the registry lock, which workers do on the
 //! first subscribe or publish of a topic and then cache.
+//!
+//! What concerns other nodes goes through an [`Uplink`] (the cluster room implements it over
+//! Redis): the hub tells it of each publish and of each topic whose subscribers on this node
+//! went from none to some or back, and never knows what is behind it.
 
-use crate::cluster::Cluster;
 use crossbeam_queue::SegQueue;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -82,6 +85,18 @@ pub struct Delivery {
     pub frame: OutFrame,
 }
 
+/// The way to other nodes, as the hub sees it.
+pub trait Uplink: Send + Sync {
+    /// A publish made on this node, for the subscribers on other nodes.
+    fn publish(&self, topic: &Topic, frame: &OutFrame);
+    /// This node's subscribers of `topic` went from none to some, or from some to none (the
+    /// uplink reads [`Topic::subscribers`] itself, so notices that cross settle on the last
+    /// state).
+    fn interest_changed(&self, topic: Arc<Topic>);
+    /// Whether the link to other nodes is up now.
+    fn is_up(&self) -> bool;
+}
+
 /// Something that wakes a worker's event loop.
 pub trait Wake: Send + Sync {
     /// Wakes the worker.
@@ -109,7 +124,7 @@ struct Inbox {
 pub struct Hub {
     inboxes: Box<[Inbox]>,
     registry: Mutex<HashMap<Arc<str>, Arc<Topic>>>,
-    cluster: Option<Arc<Cluster>>,
+    uplink: Option<Arc<dyn Uplink>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -123,12 +138,12 @@ impl std::fmt::Debug for Hub {
 impl Hub {
     /// A hub for one worker per waker, on a single node.
     pub fn new(wakers: Vec<Box<dyn Wake>>) -> Hub {
-        Hub::clustered(wakers, None)
+        Hub::with_uplink(wakers, None)
     }
 
     /// A hub for one worker per waker that also publishes to, and follows the topics of, other
-    /// nodes through `cluster`.
-    pub fn clustered(wakers: Vec<Box<dyn Wake>>, cluster: Option<Arc<Cluster>>) -> Hub {
+    /// nodes through `uplink`.
+    pub fn with_uplink(wakers: Vec<Box<dyn Wake>>, uplink: Option<Arc<dyn Uplink>>) -> Hub {
         let inboxes = wakers
             .into_iter()
             .map(|waker| Inbox {
@@ -141,13 +156,20 @@ impl Hub {
         Hub {
             inboxes,
             registry: Mutex::new(HashMap::new()),
-            cluster,
+            uplink,
         }
     }
 
-    /// The link to other nodes, when this node is part of a cluster.
-    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
-        self.cluster.as_ref()
+    /// Whether an acknowledged subscriber of `topic` could still miss what other nodes publish:
+    /// the link to them is up and has not confirmed this node's interest in the topic yet.
+    /// (With no link, or a link that is down, there is nothing to wait for.)
+    pub fn awaits_uplink(&self, topic: &Topic) -> bool {
+        self.uplink.as_ref().is_some_and(|u| u.is_up()) && !topic.remote_ready()
+    }
+
+    /// Whether the link to other nodes is up (`false` on a single node).
+    pub fn uplink_up(&self) -> bool {
+        self.uplink.as_ref().is_some_and(|u| u.is_up())
     }
 
     /// The number of workers.
@@ -196,9 +218,9 @@ impl Hub {
     /// first one, which sets the worker's bit.
     pub fn subscribed(&self, w: usize, topic: &Arc<Topic>, first: bool) {
         if topic.subscribers.fetch_add(1, Ordering::Relaxed) == 0
-            && let Some(cluster) = &self.cluster
+            && let Some(uplink) = &self.uplink
         {
-            cluster.interest_changed(topic.clone());
+            uplink.interest_changed(topic.clone());
         }
         if first {
             topic.workers[w / 64].fetch_or(1 << (w % 64), Ordering::AcqRel);
@@ -209,12 +231,21 @@ impl Hub {
     /// last one, which clears the worker's bit.
     pub fn unsubscribed(&self, w: usize, topic: &Arc<Topic>, last: bool) {
         if topic.subscribers.fetch_sub(1, Ordering::Relaxed) == 1
-            && let Some(cluster) = &self.cluster
+            && let Some(uplink) = &self.uplink
         {
-            cluster.interest_changed(topic.clone());
+            uplink.interest_changed(topic.clone());
         }
         if last {
             topic.workers[w / 64].fetch_and(!(1 << (w % 64)), Ordering::AcqRel);
+        }
+    }
+
+    /// Publishes `frame`, made on worker `from`, to the subscribers of `topic` on every other
+    /// worker and on other nodes. The caller delivers to its own subscribers. Lock-free.
+    pub fn publish(&self, from: usize, topic: &Arc<Topic>, frame: &OutFrame) {
+        self.publish_remote(from, topic, frame);
+        if let Some(uplink) = &self.uplink {
+            uplink.publish(topic, frame);
         }
     }
 

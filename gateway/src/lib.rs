@@ -7,20 +7,22 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
-pub mod auth;
-pub mod cluster;
+mod auth;
+mod cluster;
 pub mod config;
-#[allow(unsafe_code)]
-pub mod conn;
-pub mod dashboard;
-pub mod forwarded;
-pub mod http;
+mod conn;
+mod dashboard;
+mod drain;
+mod forwarded;
+mod http;
 pub mod hub;
-pub mod limits;
-pub mod listener;
-#[allow(unsafe_code)]
-pub mod memory;
-pub mod metrics;
+mod limits;
+mod listener;
+mod metrics;
+mod node;
 pub mod outbox;
 pub mod server;
-pub mod worker;
+mod sys;
+mod worker;
+
+pub use sys::raise_file_limit;

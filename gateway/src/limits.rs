@@ -5,6 +5,7 @@
 //! accepted or closed, never per message; the per-address table is split into shards so that
 //! workers accepting at the same time rarely meet on one lock.
 
+use crate::metrics::Failure;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -15,7 +16,7 @@ const SHARDS: usize = 64;
 
 /// Why a connection was refused at accept time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// The gateway holds `max-connections` already.
     TooManyConnections,
     /// This address holds `max-connections-per-ip` already.
@@ -23,33 +24,18 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// The metrics label of the refusal.
-    pub fn reason(self) -> &'static str {
+    /// What the refusal counts as.
+    pub(crate) fn failure(self) -> Failure {
         match self {
-            Refusal::TooManyConnections => "too_many_connections",
-            Refusal::TooManyFromAddress => "too_many_from_address",
-        }
-    }
-
-    /// The HTTP answer sent before the socket is closed.
-    pub fn response(self) -> bytes::Bytes {
-        match self {
-            Refusal::TooManyConnections => crate::http::text(
-                503,
-                "too many connections: try again or another node",
-                false,
-                &[("Retry-After", "1")],
-            ),
-            Refusal::TooManyFromAddress => {
-                crate::http::text(429, "too many connections from this address", false, &[])
-            }
+            Refusal::TooManyConnections => Failure::TooManyConnections,
+            Refusal::TooManyFromAddress => Failure::TooManyFromAddress,
         }
     }
 }
 
 /// Connection counts, in total and per source address.
 #[derive(Debug)]
-pub struct ConnectionLimits {
+pub(crate) struct ConnectionLimits {
     max_total: usize,
     max_per_ip: usize,
     total: AtomicUsize,
@@ -58,7 +44,7 @@ pub struct ConnectionLimits {
 
 impl ConnectionLimits {
     /// Limits of `max_total` connections and `max_per_ip` per address (0: no per-address limit).
-    pub fn new(max_total: usize, max_per_ip: usize) -> ConnectionLimits {
+    pub(crate) fn new(max_total: usize, max_per_ip: usize) -> ConnectionLimits {
         ConnectionLimits {
             max_total,
             max_per_ip,
@@ -76,7 +62,7 @@ impl ConnectionLimits {
     }
 
     /// Counts a new connection against `max-connections`, or refuses it.
-    pub fn admit_total(&self) -> Result<(), Refusal> {
+    pub(crate) fn admit_total(&self) -> Result<(), Refusal> {
         if self.total.fetch_add(1, Ordering::AcqRel) >= self.max_total {
             self.total.fetch_sub(1, Ordering::AcqRel);
             return Err(Refusal::TooManyConnections);
@@ -86,7 +72,7 @@ impl ConnectionLimits {
 
     /// Counts a connection of client address `ip` against `max-connections-per-ip`, or refuses
     /// it. Returns whether it was counted (false when there is no per-address limit).
-    pub fn admit_ip(&self, ip: IpAddr) -> Result<bool, Refusal> {
+    pub(crate) fn admit_ip(&self, ip: IpAddr) -> Result<bool, Refusal> {
         if self.max_per_ip == 0 {
             return Ok(false);
         }
@@ -100,7 +86,8 @@ impl ConnectionLimits {
     }
 
     /// Counts a new connection from `ip` in total and per address, or says why it may not be.
-    pub fn admit(&self, ip: IpAddr) -> Result<(), Refusal> {
+    #[cfg(test)]
+    pub(crate) fn admit(&self, ip: IpAddr) -> Result<(), Refusal> {
         self.admit_total()?;
         self.admit_ip(ip)
             .map(|_| ())
@@ -108,12 +95,12 @@ impl ConnectionLimits {
     }
 
     /// Forgets a connection that [`admit_total`](Self::admit_total) counted.
-    pub fn release_total(&self) {
+    pub(crate) fn release_total(&self) {
         self.total.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Forgets an address that [`admit_ip`](Self::admit_ip) counted.
-    pub fn release_ip(&self, ip: IpAddr) {
+    pub(crate) fn release_ip(&self, ip: IpAddr) {
         if self.max_per_ip == 0 {
             return;
         }
@@ -127,27 +114,29 @@ impl ConnectionLimits {
     }
 
     /// Forgets a connection that [`admit`](Self::admit) counted.
-    pub fn release(&self, ip: IpAddr) {
+    #[cfg(test)]
+    pub(crate) fn release(&self, ip: IpAddr) {
         self.release_total();
         self.release_ip(ip);
     }
 
     /// Connections counted now.
-    pub fn total(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn total(&self) -> usize {
         self.total.load(Ordering::Relaxed)
     }
 }
 
 /// A token bucket: `rate` tokens a second, at most `burst` saved up.
 #[derive(Debug, Clone, Copy)]
-pub struct TokenBucket {
+pub(crate) struct TokenBucket {
     tokens: f32,
     last: Instant,
 }
 
 impl TokenBucket {
     /// A full bucket.
-    pub fn new(burst: u32, now: Instant) -> TokenBucket {
+    pub(crate) fn new(burst: u32, now: Instant) -> TokenBucket {
         TokenBucket {
             tokens: burst as f32,
             last: now,
@@ -155,7 +144,7 @@ impl TokenBucket {
     }
 
     /// Takes one token if there is one.
-    pub fn take(&mut self, rate: u32, burst: u32, now: Instant) -> bool {
+    pub(crate) fn take(&mut self, rate: u32, burst: u32, now: Instant) -> bool {
         let dt = now.saturating_duration_since(self.last).as_secs_f32();
         self.last = now;
         self.tokens = (self.tokens + dt * rate as f32).min(burst as f32);
@@ -172,7 +161,7 @@ impl TokenBucket {
 /// each pattern is an exact origin (`https://app.example.com`), or a host pattern with an
 /// optional scheme where a leading `*.` matches any subdomain (`*.example.com`,
 /// `https://*.example.com`). Comparison ignores ASCII case. An empty list allows every origin.
-pub fn origin_allowed(origin: &str, patterns: &[String]) -> bool {
+pub(crate) fn origin_allowed(origin: &str, patterns: &[String]) -> bool {
     if patterns.is_empty() {
         return true;
     }
@@ -226,22 +215,6 @@ mod tests {
             l.per_ip.iter().all(|s| s.lock().is_empty()),
             "released addresses are forgotten"
         );
-    }
-
-    #[test]
-    fn refusal_answers_are_well_formed() {
-        for r in [Refusal::TooManyConnections, Refusal::TooManyFromAddress] {
-            let response = r.response();
-            let text = std::str::from_utf8(&response).unwrap();
-            let (head, body) = text.split_once("\r\n\r\n").unwrap();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("Content-Length: "))
-                .unwrap()
-                .parse()
-                .unwrap();
-            assert_eq!(len, body.len(), "{text}");
-        }
     }
 
     #[test]

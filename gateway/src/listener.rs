@@ -6,7 +6,7 @@ use std::io;
 use std::net::{SocketAddr, TcpListener};
 
 /// Binds one non-blocking listening socket with SO_REUSEADDR and SO_REUSEPORT.
-pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+pub(crate) fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
@@ -21,7 +21,11 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
 
 /// Binds `count` sockets to the same address. When the port is 0, the first socket picks one
 /// and the others share it.
-pub fn bind_all(addr: SocketAddr, count: usize, backlog: u32) -> io::Result<Vec<TcpListener>> {
+pub(crate) fn bind_all(
+    addr: SocketAddr,
+    count: usize,
+    backlog: u32,
+) -> io::Result<Vec<TcpListener>> {
     let first = bind(addr, backlog)?;
     let actual = first.local_addr()?;
     let mut all = vec![first];

@@ -1,403 +1,528 @@
-//! Counters kept per worker and summed when `/metrics` is read.
+//! Counters kept per worker, with typed labels, and the Prometheus text they are shown in.
 //!
 //! Each worker writes only its own [`WorkerMetrics`] (relaxed atomics on a cache line of their
-//! own, so workers never contend); a reader sums them. The exposition is the Prometheus text
-//! format.
+//! own, so workers never contend); a reader sums them. Every label is an enum ([`Counter`],
+//! [`Failure`], [`MessageKind`], [`CloseLabel`]) declared once with its name, so a counter
+//! cannot be misspelt into another and `/metrics` lists every value, zero or not. This room
+//! knows nothing of the rooms it counts for: the node composes the exposition
+//! ([`Exposition`]) from these counters and the hub's and the cluster's gauges.
 
-use crate::hub::Hub;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use wsgate_core::Error;
+use wsgate_core::close::CloseCode;
 
-/// Why a handshake or HTTP request was refused; the `reason` label of
-/// `wsgate_handshake_failures_total`.
-pub const FAILURE_REASONS: &[&str] = &[
-    "http_malformed",
-    "headers_too_large",
-    "too_many_headers",
-    "method_not_allowed",
-    "http_version",
-    "missing_host",
-    "not_websocket_upgrade",
-    "missing_connection_upgrade",
-    "bad_websocket_key",
-    "unsupported_version",
-    "hixie76",
-    "body_too_large",
-    "bad_header",
-    "not_found",
-    "draining",
-    "timeout",
-    "unauthorized",
-    "bad_request",
-    "too_many_connections",
-    "too_many_from_address",
-    "origin",
-    "forbidden",
-    "bad_proxy_header",
-    "other",
-];
+/// Declares an enum of metric label values (or counters), each with its text, and the tables
+/// the counters are indexed by.
+macro_rules! labels {
+    ($(#[$m:meta])* enum $name:ident { $($(#[$vm:meta])* $v:ident => $text:literal,)* }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub(crate) enum $name { $($(#[$vm])* $v,)* }
 
-/// Kinds of messages, the `kind` label of the message counters.
-pub const MESSAGE_KINDS: &[&str] = &["text", "binary", "control"];
+        impl $name {
+            /// Every value, in counter order.
+            pub(crate) const ALL: &'static [$name] = &[$($name::$v,)*];
+            /// How many values there are.
+            pub(crate) const COUNT: usize = $name::ALL.len();
 
-/// Close codes a peer sends, the `code` label of `wsgate_closes_received_total`: the RFC's codes
-/// one by one, the registered (3000-3999) and private (4000-4999) ranges together, and `none`
-/// for a close without a code.
-pub const RECEIVED_CLOSE_CODES: &[&str] = &[
-    "1000", "1001", "1002", "1003", "1007", "1008", "1009", "1010", "1011", "1012", "1013", "1014",
-    "3xxx", "4xxx", "none",
-];
+            /// The label's text (or the counter's metric name).
+            pub(crate) fn text(self) -> &'static str {
+                match self { $($name::$v => $text,)* }
+            }
+        }
+    };
+}
 
-/// Close codes the gateway sends, the `code` label of `wsgate_closes_sent_total`.
-pub const CLOSE_CODES: &[u16] = &[1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011, 1013];
+labels! {
+    /// A plain counter of a worker, by its metric name.
+    enum Counter {
+        /// Connections accepted.
+        ConnectionsTotal => "wsgate_connections_total",
+        /// WebSocket sessions opened.
+        UpgradesTotal => "wsgate_upgrades_total",
+        /// Bytes written to sockets.
+        BytesOut => "wsgate_bytes_out_total",
+        /// Publishes accepted (WebSocket and HTTP).
+        Publishes => "wsgate_publishes_total",
+        /// Subscribers closed with 1013 for falling behind.
+        SlowConsumerCloses => "wsgate_slow_consumer_closes_total",
+        /// Control messages answered with an error.
+        MessageErrors => "wsgate_message_errors_total",
+        /// Plain HTTP requests answered (not upgrades).
+        HttpRequests => "wsgate_http_requests_total",
+        /// Publishes refused for going over the connection's rate.
+        RateLimited => "wsgate_rate_limited_total",
+        /// Subscribes and publishes refused by the connection's token.
+        Forbidden => "wsgate_forbidden_total",
+        /// Connections closed because handling them hit a bug (a caught panic).
+        InternalErrors => "wsgate_internal_errors_total",
+    }
+}
+
+impl Counter {
+    fn help(self) -> &'static str {
+        match self {
+            Counter::ConnectionsTotal => "Connections accepted.",
+            Counter::UpgradesTotal => "WebSocket sessions opened.",
+            Counter::BytesOut => "Bytes written to clients.",
+            Counter::Publishes => "Publishes accepted.",
+            Counter::SlowConsumerCloses => "Subscribers closed for falling behind.",
+            Counter::MessageErrors => "Control messages answered with an error.",
+            Counter::HttpRequests => "Plain HTTP requests answered.",
+            Counter::RateLimited => "Publishes refused for going over the rate.",
+            Counter::Forbidden => "Subscribes and publishes the token did not allow.",
+            Counter::InternalErrors => {
+                "Connections closed with 1011 after a bug while handling them."
+            }
+        }
+    }
+}
+
+labels! {
+    /// Why a request or a connection was refused: the `reason` label of
+    /// `wsgate_handshake_failures_total`.
+    enum Failure {
+        /// Not a valid HTTP/1.x request.
+        HttpMalformed => "http_malformed",
+        /// The request head passed `max-head-size`.
+        HeadersTooLarge => "headers_too_large",
+        /// More header fields than the parser takes.
+        TooManyHeaders => "too_many_headers",
+        /// A method the endpoint does not serve.
+        MethodNotAllowed => "method_not_allowed",
+        /// An upgrade over HTTP/1.0.
+        HttpVersion => "http_version",
+        /// No `Host` header.
+        MissingHost => "missing_host",
+        /// `Upgrade` does not name websocket.
+        NotWebSocketUpgrade => "not_websocket_upgrade",
+        /// `Connection` does not list `Upgrade`.
+        MissingConnectionUpgrade => "missing_connection_upgrade",
+        /// A bad `Sec-WebSocket-Key`.
+        BadWebSocketKey => "bad_websocket_key",
+        /// `Sec-WebSocket-Version` is not 13.
+        UnsupportedVersion => "unsupported_version",
+        /// A hixie-76 handshake.
+        Hixie76 => "hixie76",
+        /// A body over `max-body-size`.
+        BodyTooLarge => "body_too_large",
+        /// A header that does not parse.
+        BadHeader => "bad_header",
+        /// No such endpoint.
+        NotFound => "not_found",
+        /// An upgrade while the node drains.
+        Draining => "draining",
+        /// The request was not complete within the handshake timeout.
+        Timeout => "timeout",
+        /// A missing or bad token or API key.
+        Unauthorized => "unauthorized",
+        /// A request the endpoint cannot act on (a bad topic, a bad body).
+        BadRequest => "bad_request",
+        /// The node holds `max-connections`.
+        TooManyConnections => "too_many_connections",
+        /// The client's address holds `max-connections-per-ip`.
+        TooManyFromAddress => "too_many_from_address",
+        /// An `Origin` not in `allowed-origins`.
+        Origin => "origin",
+        /// The token does not allow a topic of the upgrade.
+        Forbidden => "forbidden",
+        /// A bad or untrusted PROXY header.
+        BadProxyHeader => "bad_proxy_header",
+    }
+}
+
+impl Failure {
+    /// The failure an error found while reading a request counts as. Errors of the WebSocket
+    /// framing and of the pub/sub envelope cannot happen before an upgrade; where one comes
+    /// from a request (a topic in a path, say), it is a bad request.
+    pub(crate) fn of(error: &Error) -> Failure {
+        use Error as E;
+        match error {
+            E::HttpMalformed(_) => Failure::HttpMalformed,
+            E::HeadersTooLarge => Failure::HeadersTooLarge,
+            E::TooManyHeaders => Failure::TooManyHeaders,
+            E::MethodNotAllowed => Failure::MethodNotAllowed,
+            E::HttpVersion => Failure::HttpVersion,
+            E::MissingHost => Failure::MissingHost,
+            E::NotWebSocketUpgrade => Failure::NotWebSocketUpgrade,
+            E::MissingConnectionUpgrade => Failure::MissingConnectionUpgrade,
+            E::BadWebSocketKey => Failure::BadWebSocketKey,
+            E::UnsupportedVersion => Failure::UnsupportedVersion,
+            E::Hixie76 => Failure::Hixie76,
+            E::BodyTooLarge => Failure::BodyTooLarge,
+            E::BadHeader(_) => Failure::BadHeader,
+            E::BadProxyHeader(_) => Failure::BadProxyHeader,
+            E::Forbidden(_) => Failure::Forbidden,
+            E::ReservedBits
+            | E::UnknownOpcode(_)
+            | E::FragmentedControl
+            | E::ControlTooLong
+            | E::UnmaskedClientFrame
+            | E::MaskedServerFrame
+            | E::LengthOverflow
+            | E::UnexpectedContinuation
+            | E::ExpectedContinuation
+            | E::FrameTooBig
+            | E::MessageTooBig
+            | E::InvalidUtf8
+            | E::CloseTooShort
+            | E::InvalidCloseCode(_)
+            | E::InvalidJson(_)
+            | E::InvalidMessage(_)
+            | E::UnknownType
+            | E::MissingField(_)
+            | E::InvalidId
+            | E::InvalidTopic(_)
+            | E::InvalidBinary(_)
+            | E::RateLimited
+            | E::TooManyTopics(_) => Failure::BadRequest,
+        }
+    }
+}
+
+labels! {
+    /// Kinds of messages: the `kind` label of the message counters.
+    enum MessageKind {
+        /// Text data messages.
+        Text => "text",
+        /// Binary data messages.
+        Binary => "binary",
+        /// Pings, pongs and closes.
+        Control => "control",
+    }
+}
+
+labels! {
+    /// A close frame's code as counted: the RFC's codes one by one, the registered
+    /// (3000-3999) and private (4000-4999) ranges together, `none` for a close without a code.
+    /// The `code` label of `wsgate_closes_sent_total` and `wsgate_closes_received_total`.
+    enum CloseLabel {
+        /// 1000.
+        Normal => "1000",
+        /// 1001.
+        GoingAway => "1001",
+        /// 1002.
+        ProtocolError => "1002",
+        /// 1003.
+        UnsupportedData => "1003",
+        /// 1007.
+        InvalidPayload => "1007",
+        /// 1008.
+        Policy => "1008",
+        /// 1009.
+        TooBig => "1009",
+        /// 1010.
+        MandatoryExtension => "1010",
+        /// 1011.
+        InternalError => "1011",
+        /// 1012.
+        ServiceRestart => "1012",
+        /// 1013.
+        TryAgainLater => "1013",
+        /// 1014.
+        BadGateway => "1014",
+        /// 3000-3999.
+        Registered => "3xxx",
+        /// 4000-4999.
+        Private => "4xxx",
+        /// A close frame without a code.
+        NoCode => "none",
+    }
+}
+
+impl CloseLabel {
+    /// The label of a close frame with `code`; `None` for a code no close frame may carry
+    /// (the decoder refuses those before they are counted).
+    pub(crate) fn of(code: Option<CloseCode>) -> Option<CloseLabel> {
+        Some(match code.map(|c| c.0) {
+            None => CloseLabel::NoCode,
+            Some(1000) => CloseLabel::Normal,
+            Some(1001) => CloseLabel::GoingAway,
+            Some(1002) => CloseLabel::ProtocolError,
+            Some(1003) => CloseLabel::UnsupportedData,
+            Some(1007) => CloseLabel::InvalidPayload,
+            Some(1008) => CloseLabel::Policy,
+            Some(1009) => CloseLabel::TooBig,
+            Some(1010) => CloseLabel::MandatoryExtension,
+            Some(1011) => CloseLabel::InternalError,
+            Some(1012) => CloseLabel::ServiceRestart,
+            Some(1013) => CloseLabel::TryAgainLater,
+            Some(1014) => CloseLabel::BadGateway,
+            Some(3000..=3999) => CloseLabel::Registered,
+            Some(4000..=4999) => CloseLabel::Private,
+            Some(_) => return None,
+        })
+    }
+}
 
 /// One worker's counters.
 #[derive(Debug, Default)]
 #[repr(align(128))]
-pub struct WorkerMetrics {
+pub(crate) struct WorkerMetrics {
     /// Open connections (WebSocket and HTTP).
-    pub connections_open: AtomicI64,
-    /// Connections accepted.
-    pub connections_total: AtomicU64,
-    /// WebSocket sessions opened.
-    pub upgrades_total: AtomicU64,
-    /// Refusals by reason, indexed like [`FAILURE_REASONS`].
-    pub handshake_failures: [AtomicU64; FAILURE_REASONS.len()],
-    /// Messages received by kind, indexed like [`MESSAGE_KINDS`].
-    pub messages_in: [AtomicU64; 3],
-    /// Payload bytes received by kind.
-    pub bytes_in: [AtomicU64; 3],
-    /// Frames sent by kind.
-    pub messages_out: [AtomicU64; 3],
-    /// Bytes written to sockets.
-    pub bytes_out: AtomicU64,
-    /// Publishes accepted (WebSocket and HTTP).
-    pub publishes_total: AtomicU64,
-    /// Frames queued to local subscribers.
-    pub fanout_deliveries: AtomicU64,
-    /// Subscribers closed because their outbox passed the limit.
-    pub slow_consumer_closes: AtomicU64,
-    /// Close frames sent by code, indexed like [`CLOSE_CODES`].
-    pub closes_sent: [AtomicU64; 9],
-    /// Close frames received by code, indexed like [`RECEIVED_CLOSE_CODES`].
-    pub closes_received: [AtomicU64; 15],
-    /// Envelope errors answered with an error message.
-    pub message_errors: AtomicU64,
-    /// HTTP requests answered (not upgrades).
-    pub http_requests: AtomicU64,
-    /// Publishes refused for going over the connection's rate.
-    pub rate_limited: AtomicU64,
-    /// Subscribes and publishes refused by the connection's token.
-    pub forbidden: AtomicU64,
-    /// Connections closed because handling them hit a bug (a caught panic).
-    pub internal_errors: AtomicU64,
+    connections_open: AtomicI64,
+    /// Frames queued to local subscribers (shown per worker).
+    fanout_deliveries: AtomicU64,
+    counters: [AtomicU64; Counter::COUNT],
+    failures: [AtomicU64; Failure::COUNT],
+    messages_in: [AtomicU64; MessageKind::COUNT],
+    bytes_in: [AtomicU64; MessageKind::COUNT],
+    messages_out: [AtomicU64; MessageKind::COUNT],
+    closes_sent: [AtomicU64; CloseLabel::COUNT],
+    closes_received: [AtomicU64; CloseLabel::COUNT],
 }
 
-/// Adds one to a counter.
-pub fn inc(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
-}
-
-/// Adds `n` to a counter.
-pub fn add(c: &AtomicU64, n: u64) {
+fn bump(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
 }
 
-impl WorkerMetrics {
-    /// Counts a refused request.
-    pub fn failure(&self, reason: &str) {
-        let i = FAILURE_REASONS
-            .iter()
-            .position(|r| *r == reason)
-            .unwrap_or(FAILURE_REASONS.len() - 1);
-        inc(&self.handshake_failures[i]);
-    }
-
-    /// Counts a close frame received, with its code if it had one.
-    pub fn close_received(&self, code: Option<u16>) {
-        let label = match code {
-            None => "none".to_string(),
-            Some(3000..=3999) => "3xxx".to_string(),
-            Some(4000..=4999) => "4xxx".to_string(),
-            Some(c) => c.to_string(),
-        };
-        if let Some(i) = RECEIVED_CLOSE_CODES.iter().position(|c| *c == label) {
-            inc(&self.closes_received[i]);
-        }
-    }
-
-    /// Counts a close frame sent.
-    pub fn close_sent(&self, code: u16) {
-        if let Some(i) = CLOSE_CODES.iter().position(|c| *c == code) {
-            inc(&self.closes_sent[i]);
-        }
-    }
-}
-
-fn get(c: &AtomicU64) -> u64 {
+fn read(c: &AtomicU64) -> u64 {
     c.load(Ordering::Relaxed)
 }
 
-/// Renders every worker's counters, and the hub's state, as Prometheus text.
-pub fn render(workers: &[std::sync::Arc<WorkerMetrics>], hub: &Hub, draining: bool) -> String {
-    let mut out = String::with_capacity(4096);
+impl WorkerMetrics {
+    /// Adds one to `counter`.
+    pub(crate) fn inc(&self, counter: Counter) {
+        bump(&self.counters[counter as usize], 1);
+    }
+
+    /// Adds `n` to `counter`.
+    pub(crate) fn add(&self, counter: Counter, n: u64) {
+        bump(&self.counters[counter as usize], n);
+    }
+
+    /// Counts a refused request.
+    pub(crate) fn failure(&self, reason: Failure) {
+        bump(&self.failures[reason as usize], 1);
+    }
+
+    /// Counts a message received, and its payload bytes.
+    pub(crate) fn message_in(&self, kind: MessageKind, bytes: usize) {
+        bump(&self.messages_in[kind as usize], 1);
+        bump(&self.bytes_in[kind as usize], bytes as u64);
+    }
+
+    /// Counts `n` frames sent.
+    pub(crate) fn messages_out(&self, kind: MessageKind, n: u64) {
+        bump(&self.messages_out[kind as usize], n);
+    }
+
+    /// Counts `n` frames of `kind` queued to subscribers by a fanout.
+    pub(crate) fn delivered(&self, kind: MessageKind, n: u64) {
+        bump(&self.fanout_deliveries, n);
+        self.messages_out(kind, n);
+    }
+
+    /// Frames queued to subscribers by fanouts.
+    pub(crate) fn fanout_deliveries(&self) -> u64 {
+        read(&self.fanout_deliveries)
+    }
+
+    /// Counts a close frame sent.
+    pub(crate) fn close_sent(&self, code: Option<CloseCode>) {
+        if let Some(label) = CloseLabel::of(code) {
+            bump(&self.closes_sent[label as usize], 1);
+        }
+    }
+
+    /// Counts a close frame received.
+    pub(crate) fn close_received(&self, code: Option<CloseCode>) {
+        if let Some(label) = CloseLabel::of(code) {
+            bump(&self.closes_received[label as usize], 1);
+        }
+    }
+
+    /// Counts a connection accepted and open.
+    pub(crate) fn connection_opened(&self) {
+        self.inc(Counter::ConnectionsTotal);
+        self.connections_open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a connection closed.
+    pub(crate) fn connection_closed(&self) {
+        self.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Connections open now.
+    pub(crate) fn connections_open(&self) -> i64 {
+        self.connections_open.load(Ordering::Relaxed)
+    }
+
+    /// The value of `counter`.
+    pub(crate) fn get(&self, counter: Counter) -> u64 {
+        read(&self.counters[counter as usize])
+    }
+
+    /// Messages received of `kind`.
+    pub(crate) fn messages_in_of(&self, kind: MessageKind) -> u64 {
+        read(&self.messages_in[kind as usize])
+    }
+
+    /// Payload bytes received in messages of `kind`.
+    pub(crate) fn bytes_in_of(&self, kind: MessageKind) -> u64 {
+        read(&self.bytes_in[kind as usize])
+    }
+
+    /// Frames sent of `kind`.
+    pub(crate) fn messages_out_of(&self, kind: MessageKind) -> u64 {
+        read(&self.messages_out[kind as usize])
+    }
+
+    /// Close frames sent with `label`.
+    pub(crate) fn closes_sent_of(&self, label: CloseLabel) -> u64 {
+        read(&self.closes_sent[label as usize])
+    }
+}
+
+/// The kind of a metric family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Only grows.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+}
+
+/// Prometheus text being written.
+#[derive(Debug, Default)]
+pub(crate) struct Exposition {
+    out: String,
+}
+
+impl Exposition {
+    /// An empty exposition.
+    pub(crate) fn new() -> Exposition {
+        Exposition {
+            out: String::with_capacity(8192),
+        }
+    }
+
+    /// Starts a family: its help and type lines.
+    pub(crate) fn family(&mut self, name: &str, kind: Kind, help: &str) {
+        let kind = match kind {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+        };
+        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    /// A sample of the current family, with one label or none.
+    pub(crate) fn sample(
+        &mut self,
+        name: &str,
+        label: Option<(&str, &str)>,
+        value: impl std::fmt::Display,
+    ) {
+        match label {
+            Some((k, v)) => {
+                let _ = writeln!(self.out, "{name}{{{k}=\"{v}\"}} {value}");
+            }
+            None => {
+                let _ = writeln!(self.out, "{name} {value}");
+            }
+        }
+    }
+
+    /// A family of one unlabelled sample.
+    pub(crate) fn single(
+        &mut self,
+        name: &str,
+        kind: Kind,
+        help: &str,
+        value: impl std::fmt::Display,
+    ) {
+        self.family(name, kind, help);
+        self.sample(name, None, value);
+    }
+
+    /// The text.
+    pub(crate) fn finish(self) -> String {
+        self.out
+    }
+}
+
+/// Writes every worker's counters, summed, into `out`.
+pub(crate) fn render_workers(out: &mut Exposition, workers: &[std::sync::Arc<WorkerMetrics>]) {
     let sum = |f: &dyn Fn(&WorkerMetrics) -> u64| workers.iter().map(|w| f(w)).sum::<u64>();
-    let open: i64 = workers
-        .iter()
-        .map(|w| w.connections_open.load(Ordering::Relaxed))
-        .sum();
-    let _ = writeln!(
-        out,
-        "# HELP wsgate_connections_open Open connections.\n# TYPE wsgate_connections_open gauge\nwsgate_connections_open {open}"
+    let open: i64 = workers.iter().map(|w| w.connections_open()).sum();
+    out.single(
+        "wsgate_connections_open",
+        Kind::Gauge,
+        "Open connections.",
+        open,
     );
-    type Getter<'a> = &'a dyn Fn(&WorkerMetrics) -> u64;
-    let simple: [(&str, &str, &str, Getter); 10] = [
-        (
-            "wsgate_rate_limited_total",
-            "counter",
-            "Publishes refused for going over the rate.",
-            &|w| get(&w.rate_limited),
-        ),
-        (
-            "wsgate_forbidden_total",
-            "counter",
-            "Subscribes and publishes the token did not allow.",
-            &|w| get(&w.forbidden),
-        ),
-        (
-            "wsgate_internal_errors_total",
-            "counter",
-            "Connections closed with 1011 after a bug while handling them.",
-            &|w| get(&w.internal_errors),
-        ),
-        (
-            "wsgate_connections_total",
-            "counter",
-            "Connections accepted.",
-            &|w| get(&w.connections_total),
-        ),
-        (
-            "wsgate_upgrades_total",
-            "counter",
-            "WebSocket sessions opened.",
-            &|w| get(&w.upgrades_total),
-        ),
-        (
-            "wsgate_bytes_out_total",
-            "counter",
-            "Bytes written to clients.",
-            &|w| get(&w.bytes_out),
-        ),
-        (
-            "wsgate_publishes_total",
-            "counter",
-            "Publishes accepted.",
-            &|w| get(&w.publishes_total),
-        ),
-        (
-            "wsgate_slow_consumer_closes_total",
-            "counter",
-            "Subscribers closed for falling behind.",
-            &|w| get(&w.slow_consumer_closes),
-        ),
-        (
-            "wsgate_message_errors_total",
-            "counter",
-            "Control messages answered with an error.",
-            &|w| get(&w.message_errors),
-        ),
-        (
-            "wsgate_http_requests_total",
-            "counter",
-            "Plain HTTP requests answered.",
-            &|w| get(&w.http_requests),
-        ),
-    ];
-    for (name, kind, help, f) in simple {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
-            sum(f)
-        );
+    for &c in Counter::ALL {
+        out.single(c.text(), Kind::Counter, c.help(), sum(&|w| w.get(c)));
     }
-    let _ = writeln!(
-        out,
-        "# HELP wsgate_handshake_failures_total Requests refused, by reason.\n# TYPE wsgate_handshake_failures_total counter"
-    );
-    for (i, reason) in FAILURE_REASONS.iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "wsgate_handshake_failures_total{{reason=\"{reason}\"}} {}",
-            sum(&|w| get(&w.handshake_failures[i]))
-        );
+    let name = "wsgate_handshake_failures_total";
+    out.family(name, Kind::Counter, "Requests refused, by reason.");
+    for &f in Failure::ALL {
+        let n = sum(&|w| read(&w.failures[f as usize]));
+        out.sample(name, Some(("reason", f.text())), n);
     }
-    for (name, help, field) in [
-        ("wsgate_messages_in_total", "Messages received, by kind.", 0),
+    type Per<'a> = &'a dyn Fn(&WorkerMetrics, MessageKind) -> u64;
+    let per_kind: [(&str, &str, Per); 3] = [
+        (
+            "wsgate_messages_in_total",
+            "Messages received, by kind.",
+            &|w, k| w.messages_in_of(k),
+        ),
         (
             "wsgate_bytes_in_total",
             "Payload bytes received, by kind.",
-            1,
+            &|w, k| w.bytes_in_of(k),
         ),
-        ("wsgate_messages_out_total", "Frames sent, by kind.", 2),
-    ] {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        for (i, kind) in MESSAGE_KINDS.iter().enumerate() {
-            let v = sum(&|w| match field {
-                0 => get(&w.messages_in[i]),
-                1 => get(&w.bytes_in[i]),
-                _ => get(&w.messages_out[i]),
-            });
-            let _ = writeln!(out, "{name}{{kind=\"{kind}\"}} {v}");
+        (
+            "wsgate_messages_out_total",
+            "Frames sent, by kind.",
+            &|w, k| w.messages_out_of(k),
+        ),
+    ];
+    for (name, help, f) in per_kind {
+        out.family(name, Kind::Counter, help);
+        for &k in MessageKind::ALL {
+            out.sample(name, Some(("kind", k.text())), sum(&|w| f(w, k)));
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP wsgate_closes_sent_total Close frames sent, by code.\n# TYPE wsgate_closes_sent_total counter"
-    );
-    for (i, code) in CLOSE_CODES.iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "wsgate_closes_sent_total{{code=\"{code}\"}} {}",
-            sum(&|w| get(&w.closes_sent[i]))
-        );
+    for (name, help, sent) in [
+        (
+            "wsgate_closes_sent_total",
+            "Close frames sent, by code.",
+            true,
+        ),
+        (
+            "wsgate_closes_received_total",
+            "Close frames received from peers, by code.",
+            false,
+        ),
+    ] {
+        out.family(name, Kind::Counter, help);
+        for &l in CloseLabel::ALL {
+            let n = sum(&|w| {
+                let table = if sent {
+                    &w.closes_sent
+                } else {
+                    &w.closes_received
+                };
+                read(&table[l as usize])
+            });
+            out.sample(name, Some(("code", l.text())), n);
+        }
     }
-    let _ = writeln!(
-        out,
-        "# HELP wsgate_closes_received_total Close frames received from peers, by code.\n# TYPE wsgate_closes_received_total counter"
-    );
-    for (i, code) in RECEIVED_CLOSE_CODES.iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "wsgate_closes_received_total{{code=\"{code}\"}} {}",
-            sum(&|w| get(&w.closes_received[i]))
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP wsgate_fanout_deliveries_total Frames queued to subscribers, by worker.\n# TYPE wsgate_fanout_deliveries_total counter"
+    let name = "wsgate_fanout_deliveries_total";
+    out.family(
+        name,
+        Kind::Counter,
+        "Frames queued to subscribers, by worker.",
     );
     for (i, w) in workers.iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "wsgate_fanout_deliveries_total{{worker=\"{i}\"}} {}",
-            get(&w.fanout_deliveries)
+        out.sample(
+            name,
+            Some(("worker", &i.to_string())),
+            w.fanout_deliveries(),
         );
     }
-    let _ = writeln!(
-        out,
-        "# HELP wsgate_inbox_depth Deliveries waiting in a worker's inbox.\n# TYPE wsgate_inbox_depth gauge"
-    );
-    for i in 0..hub.workers() {
-        let _ = writeln!(
-            out,
-            "wsgate_inbox_depth{{worker=\"{i}\"}} {}",
-            hub.inbox_depth(i)
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP wsgate_inbox_wakeups_total Times a worker was woken for its inbox.\n# TYPE wsgate_inbox_wakeups_total counter"
-    );
-    for i in 0..hub.workers() {
-        let _ = writeln!(
-            out,
-            "wsgate_inbox_wakeups_total{{worker=\"{i}\"}} {}",
-            hub.inbox_wakeups(i)
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP wsgate_topics Topics known on this node.\n# TYPE wsgate_topics gauge"
-    );
-    let _ = writeln!(out, "wsgate_topics {}", hub.topics().len());
-    let _ = writeln!(
-        out,
-        "# HELP wsgate_draining 1 while the node drains.\n# TYPE wsgate_draining gauge"
-    );
-    let _ = writeln!(out, "wsgate_draining {}", u8::from(draining));
-    if let Some(cluster) = hub.cluster() {
-        render_cluster(&mut out, &cluster.stats);
-    }
-    out
-}
-
-/// The cluster bridge's gauges and counters.
-fn render_cluster(out: &mut String, s: &crate::cluster::ClusterStats) {
-    let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-    let one = |out: &mut String, name: &str, kind: &str, help: &str, v: u64| {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-        );
-    };
-    one(
-        out,
-        "wsgate_cluster_up",
-        "gauge",
-        "1 while both connections to Redis are up.",
-        u64::from(s.up.load(Ordering::Relaxed)),
-    );
-    one(
-        out,
-        "wsgate_cluster_channels",
-        "gauge",
-        "Redis channels this node is subscribed to, as Redis last confirmed.",
-        get(&s.channels),
-    );
-    one(
-        out,
-        "wsgate_cluster_published_total",
-        "counter",
-        "Publishes sent to Redis.",
-        get(&s.published),
-    );
-    one(
-        out,
-        "wsgate_cluster_received_total",
-        "counter",
-        "Messages from other nodes delivered here.",
-        get(&s.received),
-    );
-    one(
-        out,
-        "wsgate_cluster_own_skipped_total",
-        "counter",
-        "This node's own messages back from Redis, skipped.",
-        get(&s.own_skipped),
-    );
-    let _ = writeln!(
-        out,
-        "# HELP wsgate_cluster_dropped_total Publishes that reached only this node's subscribers.\n# TYPE wsgate_cluster_dropped_total counter"
-    );
-    let _ = writeln!(
-        out,
-        "wsgate_cluster_dropped_total{{reason=\"redis_down\"}} {}",
-        get(&s.dropped_redis_down)
-    );
-    let _ = writeln!(
-        out,
-        "wsgate_cluster_dropped_total{{reason=\"queue_full\"}} {}",
-        get(&s.dropped_queue_full)
-    );
-    let _ = writeln!(
-        out,
-        "wsgate_cluster_dropped_total{{reason=\"too_large\"}} {}",
-        get(&s.dropped_too_large)
-    );
-    one(
-        out,
-        "wsgate_cluster_reconnects_total",
-        "counter",
-        "Connections to Redis made again after an outage.",
-        get(&s.reconnects),
-    );
-    one(
-        out,
-        "wsgate_cluster_bad_messages_total",
-        "counter",
-        "Messages on a cluster channel that were not a wsgate envelope.",
-        get(&s.bad_messages),
-    );
 }
 
 #[cfg(test)]
@@ -407,37 +532,78 @@ mod tests {
 
     #[test]
     fn counters_are_summed_across_workers() {
-        let hub = Hub::new(vec![]);
         let a = Arc::new(WorkerMetrics::default());
         let b = Arc::new(WorkerMetrics::default());
-        inc(&a.connections_total);
-        add(&b.connections_total, 2);
-        a.failure("unsupported_version");
-        b.failure("no such reason");
-        a.close_sent(1013);
-        inc(&b.fanout_deliveries);
-        let text = render(&[a, b], &hub, true);
+        a.connection_opened();
+        b.add(Counter::ConnectionsTotal, 2);
+        a.failure(Failure::UnsupportedVersion);
+        a.close_sent(Some(CloseCode::TRY_AGAIN_LATER));
+        b.close_received(Some(CloseCode(4321)));
+        b.close_received(None);
+        let mut out = Exposition::new();
+        render_workers(&mut out, &[a, b]);
+        let text = out.finish();
         assert!(text.contains("wsgate_connections_total 3\n"), "{text}");
+        assert!(text.contains("wsgate_connections_open 1\n"), "{text}");
         assert!(
             text.contains("wsgate_handshake_failures_total{reason=\"unsupported_version\"} 1\n")
         );
-        assert!(text.contains("wsgate_handshake_failures_total{reason=\"other\"} 1\n"));
         assert!(text.contains("wsgate_closes_sent_total{code=\"1013\"} 1\n"));
-        assert!(text.contains("wsgate_fanout_deliveries_total{worker=\"0\"} 0\n"));
-        assert!(text.contains("wsgate_fanout_deliveries_total{worker=\"1\"} 1\n"));
-        assert!(text.contains("wsgate_draining 1\n"));
-        assert_eq!(
-            FAILURE_REASONS.len(),
-            WorkerMetrics::default().handshake_failures.len()
-        );
-        assert_eq!(
-            CLOSE_CODES.len(),
-            WorkerMetrics::default().closes_sent.len()
-        );
+        assert!(text.contains("wsgate_closes_received_total{code=\"4xxx\"} 1\n"));
+        assert!(text.contains("wsgate_closes_received_total{code=\"none\"} 1\n"));
+        for f in Failure::ALL {
+            assert!(
+                text.contains(&format!("reason=\"{}\"", f.text())),
+                "every reason is listed"
+            );
+        }
         // every sample line is `name{labels} value` or `name value`
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (_, value) = line.rsplit_once(' ').unwrap();
             value.parse::<i64>().unwrap();
+        }
+    }
+
+    #[test]
+    fn every_http_error_has_its_own_reason() {
+        use wsgate_core::Error as E;
+        for e in [
+            E::HttpMalformed("x"),
+            E::HeadersTooLarge,
+            E::TooManyHeaders,
+            E::MethodNotAllowed,
+            E::HttpVersion,
+            E::MissingHost,
+            E::NotWebSocketUpgrade,
+            E::MissingConnectionUpgrade,
+            E::BadWebSocketKey,
+            E::UnsupportedVersion,
+            E::Hixie76,
+            E::BodyTooLarge,
+            E::BadHeader("x"),
+            E::BadProxyHeader("x"),
+        ] {
+            assert!(e.http_status().is_some());
+            assert_eq!(Failure::of(&e).text(), e.code(), "{e}");
+        }
+    }
+
+    #[test]
+    fn close_labels() {
+        assert_eq!(CloseLabel::of(None), Some(CloseLabel::NoCode));
+        assert_eq!(
+            CloseLabel::of(Some(CloseCode::GOING_AWAY)),
+            Some(CloseLabel::GoingAway)
+        );
+        assert_eq!(
+            CloseLabel::of(Some(CloseCode(3500))),
+            Some(CloseLabel::Registered)
+        );
+        assert_eq!(CloseLabel::of(Some(CloseCode(1005))), None);
+        for l in CloseLabel::ALL {
+            if let Ok(code) = l.text().parse::<u16>() {
+                assert_eq!(CloseLabel::of(Some(CloseCode(code))), Some(*l));
+            }
         }
     }
 }

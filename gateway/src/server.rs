@@ -5,25 +5,23 @@
 //! 3. When every session has closed, or the drain timeout has passed: STOPPING, workers exit,
 //!    the process exits 0. A second signal at any point exits at once.
 
-use crate::cluster::Cluster;
 use crate::config::Config;
-use crate::hub::{Hub, Wake};
-use crate::limits::ConnectionLimits;
-use crate::metrics::WorkerMetrics;
-use crate::worker::{self, Shared, Worker};
+use crate::drain::Drain;
+use crate::hub::Wake;
+use crate::node::Node;
+use crate::worker::{self, Worker};
 use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// A running gateway.
 pub struct Server {
-    shared: Arc<Shared>,
+    node: Arc<Node>,
     threads: Vec<JoinHandle<io::Result<()>>>,
     local_addr: SocketAddr,
     /// SIGTERM and SIGINT, caught from the start: a signal that comes as soon as the
@@ -45,35 +43,13 @@ impl Server {
             wakers.push(Box::new(Waker::new(poll.registry(), worker::WAKER)?));
             polls.push(poll);
         }
-        let cluster = config.redis.as_ref().map(|_| {
-            let node = config
-                .node_id
-                .clone()
-                .unwrap_or_else(crate::cluster::random_node_id);
-            Arc::new(Cluster::new(
-                &node,
-                &config.redis_prefix,
-                config.redis_sharded,
-                config.redis_max_pending,
-            ))
-        });
-        let shared = Arc::new(Shared {
-            metrics: (0..config.workers)
-                .map(|_| Arc::new(WorkerMetrics::default()))
-                .collect(),
-            hub: Hub::clustered(wakers, cluster),
-            limits: ConnectionLimits::new(config.max_connections, config.max_connections_per_ip),
-            auth: config.authenticator().map_err(|e| io::Error::other(e.0))?,
-            config,
-            state: AtomicU8::new(worker::RUNNING),
-            sessions: AtomicUsize::new(0),
-        });
-        if let Some(url) = &shared.config.redis {
-            crate::cluster::spawn(shared.clone(), url)?;
+        let node = Arc::new(Node::new(config, wakers)?);
+        if let (Some(cluster), Some(url)) = (&node.cluster, &node.config.redis) {
+            crate::cluster::spawn(node.hub.clone(), cluster.clone(), url)?;
         }
         let mut threads = Vec::new();
         for (id, (poll, listener)) in polls.into_iter().zip(listeners).enumerate() {
-            let worker = Worker::new(id, poll, listener, shared.clone());
+            let worker = Worker::new(id, poll, listener, node.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("wsgate-worker-{id}"))
                 .spawn(move || {
@@ -86,7 +62,7 @@ impl Server {
             threads.push(thread);
         }
         Ok(Server {
-            shared,
+            node,
             threads,
             local_addr,
             signals: Some(signals),
@@ -124,9 +100,9 @@ impl Server {
                 break;
             }
         }
-        let c = &self.shared.config;
+        let c = &self.node.config;
         let started = Instant::now();
-        self.set_state(worker::DRAINING);
+        self.set_state(Drain::Draining);
         let second_signal =
             |poll: &mut Poll, events: &mut Events, signals: &mut Signals, wait: Duration| {
                 let _ = poll.poll(events, Some(wait));
@@ -142,7 +118,7 @@ impl Server {
             sessions = self.sessions(),
             "closing every session with 1001"
         );
-        self.set_state(worker::CLOSING);
+        self.set_state(Drain::Closing);
         while self.sessions() > 0 && started.elapsed() < c.drain_timeout {
             let wait =
                 Duration::from_millis(50).min(c.drain_timeout.saturating_sub(started.elapsed()));
@@ -161,17 +137,22 @@ impl Server {
 
     /// Open WebSocket sessions.
     pub fn sessions(&self) -> usize {
-        self.shared.sessions.load(Ordering::Acquire)
+        self.node.sessions()
     }
 
-    fn set_state(&self, state: u8) {
-        self.shared.state.store(state, Ordering::Release);
-        self.shared.hub.wake_all();
+    fn set_state(&self, state: Drain) {
+        self.node.drain.set(state);
+        self.node.hub.wake_all();
+        if state.is_stopping()
+            && let Some(cluster) = &self.node.cluster
+        {
+            cluster.stop();
+        }
     }
 
     /// Stops the workers and waits for them.
     pub fn stop(self) -> io::Result<()> {
-        self.set_state(worker::STOPPING);
+        self.set_state(Drain::Stopping);
         for t in self.threads {
             match t.join() {
                 Ok(result) => result?,

@@ -7,14 +7,15 @@
 //! queued, fire due timers, then flush every connection that got something to send, so that
 //! many frames leave in one `writev`.
 
-use crate::auth::{self, Authenticator, Grants, TokenSource};
-use crate::config::Config;
-use crate::conn::{self, Conn, PendingBody, Phase, Session, SessionKind, Timeouts};
+use crate::auth::{self, Grants, TokenSource};
+use crate::conn::{Conn, PendingBody, Phase, Session, SessionKind, Timeouts};
 use crate::dashboard;
+use crate::drain::Drain;
 use crate::http::{self, Route};
-use crate::hub::{Delivery, Hub, Topic};
-use crate::limits::{ConnectionLimits, TokenBucket, origin_allowed};
-use crate::metrics::{self, WorkerMetrics, add, inc};
+use crate::hub::{Delivery, Topic};
+use crate::limits::{TokenBucket, origin_allowed};
+use crate::metrics::{Counter, Failure, MessageKind, WorkerMetrics};
+use crate::node::Node;
 use bytes::{Buf, Bytes, BytesMut};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
@@ -24,10 +25,10 @@ use std::collections::hash_map::Entry;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use wsgate_core::close::CloseCode;
-use wsgate_core::frame::{DecoderConfig, OpCode, OutFrame};
+use wsgate_core::frame::{OpCode, OutFrame};
 use wsgate_core::handshake::{self, Limits};
 use wsgate_core::message::{self, Command};
 use wsgate_core::session::{Event, SessionConfig};
@@ -35,50 +36,15 @@ use wsgate_core::timer::Timer;
 use wsgate_core::{Error, Result};
 
 /// The poll token of a worker's listening socket.
-pub const LISTENER: Token = Token(usize::MAX - 1);
+pub(crate) const LISTENER: Token = Token(usize::MAX - 1);
 /// The poll token of a worker's waker.
-pub const WAKER: Token = Token(usize::MAX - 2);
-
-/// Serving normally.
-pub const RUNNING: u8 = 0;
-/// SIGTERM received: `/readyz` says 503, upgrades are refused.
-pub const DRAINING: u8 = 1;
-/// The grace has passed: every session is closed with 1001.
-pub const CLOSING: u8 = 2;
-/// Workers exit.
-pub const STOPPING: u8 = 3;
+pub(crate) const WAKER: Token = Token(usize::MAX - 2);
 
 /// Publish-only topics a worker caches before it forgets them.
 const TOPIC_CACHE_LIMIT: usize = 65_536;
 
-/// State shared by every worker.
-#[derive(Debug)]
-pub struct Shared {
-    /// The configuration.
-    pub config: Config,
-    /// Topics and inboxes.
-    pub hub: Hub,
-    /// Every worker's counters.
-    pub metrics: Vec<Arc<WorkerMetrics>>,
-    /// RUNNING, DRAINING, CLOSING or STOPPING.
-    pub state: AtomicU8,
-    /// Open WebSocket sessions, all workers together.
-    pub sessions: AtomicUsize,
-    /// Connection counts against `max-connections` and `max-connections-per-ip`.
-    pub limits: ConnectionLimits,
-    /// The token verifier, when authentication is on.
-    pub auth: Option<Authenticator>,
-}
-
-impl Shared {
-    /// The drain state.
-    pub fn state(&self) -> u8 {
-        self.state.load(Ordering::Acquire)
-    }
-}
-
 /// Longest a subscribe's acknowledgement waits for Redis to confirm the node's subscription.
-pub const ACK_WAIT: Duration = Duration::from_secs(1);
+pub(crate) const ACK_WAIT: Duration = Duration::from_secs(1);
 /// How often a worker holding acknowledgements looks at them when nothing else wakes it.
 const ACK_POLL: Duration = Duration::from_millis(50);
 
@@ -110,11 +76,11 @@ fn conn_id(key: usize, generation: u32) -> u64 {
 }
 
 /// One worker and everything it owns.
-pub struct Worker {
+pub(crate) struct Worker {
     id: usize,
     poll: Poll,
     listener: TcpListener,
-    shared: Arc<Shared>,
+    node: Arc<Node>,
     metrics: Arc<WorkerMetrics>,
     conns: Slab<Conn>,
     readbuf: BytesMut,
@@ -128,34 +94,25 @@ pub struct Worker {
     timeouts: Timeouts,
     session_config: Arc<SessionConfig>,
     limits: Limits,
-    seen_state: u8,
+    seen_state: Drain,
     now: Instant,
     accept_error_logged: Option<Instant>,
 }
 
 impl Worker {
     /// A worker over its poll (whose waker the hub holds) and its listening socket.
-    pub fn new(
+    pub(crate) fn new(
         id: usize,
         poll: Poll,
         listener: std::net::TcpListener,
-        shared: Arc<Shared>,
+        node: Arc<Node>,
     ) -> Worker {
-        let c = &shared.config;
+        let c = &node.config;
         let timeouts = Timeouts {
             handshake: c.handshake_timeout,
             close: c.close_timeout,
         };
-        let session_config = Arc::new(SessionConfig {
-            decoder: DecoderConfig {
-                max_frame_size: c.max_frame_size,
-                max_message_size: c.max_message_size,
-                ..DecoderConfig::server()
-            },
-            ping_interval: Some(c.ping_interval).filter(|d| !d.is_zero()),
-            idle_timeout: Some(c.idle_timeout).filter(|d| !d.is_zero()),
-            close_timeout: c.close_timeout,
-        });
+        let session_config = node.session.clone();
         let limits = Limits {
             max_head_bytes: c.max_head_size,
         };
@@ -163,9 +120,9 @@ impl Worker {
             id,
             poll,
             listener: TcpListener::from_std(listener),
-            metrics: shared.metrics[id].clone(),
+            metrics: node.metrics[id].clone(),
             readbuf: BytesMut::with_capacity(c.read_buffer_size),
-            shared,
+            node,
             conns: Slab::new(),
             topics: HashMap::new(),
             timers: BinaryHeap::new(),
@@ -176,14 +133,14 @@ impl Worker {
             timeouts,
             session_config,
             limits,
-            seen_state: RUNNING,
+            seen_state: Drain::Running,
             now: Instant::now(),
             accept_error_logged: None,
         }
     }
 
     /// Runs the event loop until the shared state says STOPPING.
-    pub fn run(mut self) -> io::Result<()> {
+    pub(crate) fn run(mut self) -> io::Result<()> {
         self.poll
             .registry()
             .register(&mut self.listener, LISTENER, Interest::READABLE)?;
@@ -201,7 +158,7 @@ impl Worker {
                 let wait = at.saturating_duration_since(Instant::now());
                 timeout = Some(timeout.map_or(wait, |t| t.min(wait)));
             }
-            if self.shared.hub.inbox_depth(self.id) > 0 || !self.dirty.is_empty() {
+            if self.node.hub.inbox_depth(self.id) > 0 || !self.dirty.is_empty() {
                 // deliveries left from the last turn (no push will wake us for them), or
                 // connections that queued more while being flushed (a resumed reader's answers):
                 // no event may come for either
@@ -246,7 +203,7 @@ impl Worker {
             self.flush_dirty();
             if self.collect_at.is_some_and(|at| at <= self.now) {
                 self.collect_at = None;
-                crate::memory::release_free_memory();
+                crate::sys::release_free_memory();
             }
         }
     }
@@ -258,24 +215,24 @@ impl Worker {
                     // behind a trusted proxy the client's address comes with the PROXY header
                     // or X-Forwarded-For, and is counted then; otherwise it is the peer's,
                     // counted now
-                    let config = &self.shared.config;
+                    let config = &self.node.config;
                     let via_proxy = config.expects_proxy_header(peer.ip())
                         || config.trusts_forwarded_for(peer.ip());
-                    let admitted = self.shared.limits.admit_total().and_then(|()| {
+                    let admitted = self.node.limits.admit_total().and_then(|()| {
                         if via_proxy {
                             return Ok(false);
                         }
-                        self.shared
+                        self.node
                             .limits
                             .admit_ip(peer.ip())
-                            .inspect_err(|_| self.shared.limits.release_total())
+                            .inspect_err(|_| self.node.limits.release_total())
                     });
                     let ip_counted = match admitted {
                         Ok(counted) => counted,
                         Err(refusal) => {
                             // best effort: a short answer that fits any socket buffer, then close
-                            let _ = std::io::Write::write(&mut stream, &refusal.response());
-                            self.metrics.failure(refusal.reason());
+                            let _ = std::io::Write::write(&mut stream, &http::refusal(refusal));
+                            self.metrics.failure(refusal.failure());
                             continue;
                         }
                     };
@@ -288,23 +245,20 @@ impl Worker {
                             .register(&mut stream, Token(key), Interest::READABLE)
                     {
                         tracing::warn!("cannot register connection: {e}");
-                        self.shared.limits.release_total();
+                        self.node.limits.release_total();
                         if ip_counted {
-                            self.shared.limits.release_ip(peer.ip());
+                            self.node.limits.release_ip(peer.ip());
                         }
                         continue;
                     }
                     self.next_generation = self.next_generation.wrapping_add(1);
                     let mut conn = Conn::new(stream, peer, self.next_generation, self.now);
                     conn.ip_counted = ip_counted;
-                    if self.shared.config.expects_proxy_header(peer.ip()) {
+                    if self.node.config.expects_proxy_header(peer.ip()) {
                         conn.phase = Phase::Proxy;
                     }
                     entry.insert(conn);
-                    inc(&self.metrics.connections_total);
-                    self.metrics
-                        .connections_open
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.metrics.connection_opened();
                     self.schedule(key);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -342,11 +296,11 @@ impl Worker {
             } else {
                 (
                     std::mem::take(&mut self.readbuf),
-                    self.shared.config.read_buffer_size,
+                    self.node.config.read_buffer_size,
                 )
             };
             let conn = &mut self.conns[key];
-            match conn::read_into(&conn.stream, &mut buf, max) {
+            match crate::sys::read_into(&conn.stream, &mut buf, max) {
                 Ok(0) => {
                     self.put_back(key, buf, own);
                     self.close_now(key);
@@ -380,7 +334,7 @@ impl Worker {
         // a cut request head or a small frame's rest: a small read, not a whole read buffer
         // per connection (hundreds of slow clients must not each pin 64 KiB)
         const SMALL: usize = 4096;
-        let base = self.shared.config.read_buffer_size;
+        let base = self.node.config.read_buffer_size;
         let conn = &self.conns[key];
         let have = conn.inbuf.len();
         let remaining = match &conn.phase {
@@ -444,7 +398,7 @@ impl Worker {
                 return;
             }
             if let Some(conn) = self.conns.get_mut(key)
-                && conn.outbox.queued_bytes() > self.shared.config.outbox_limit
+                && conn.outbox.queued_bytes() > self.node.config.outbox_limit
             {
                 // a peer that pipelines requests without reading the answers: the rest waits
                 // (kept in `inbuf`) until the answers are out, see `resume`
@@ -476,7 +430,7 @@ impl Worker {
             Ok(None) => return,
             Ok(Some(h)) => h,
             Err(e) => {
-                self.metrics.failure("bad_proxy_header");
+                self.metrics.failure(Failure::BadProxyHeader);
                 buf.clear();
                 self.answer(key, Bytes::from(handshake::error_response(&e)), false);
                 return;
@@ -489,12 +443,12 @@ impl Worker {
         // LOCAL or UNKNOWN: the proxy's own connection (a health check), not a client's
         let Some(source) = header.source else { return };
         conn.client = source.ip();
-        match self.shared.limits.admit_ip(conn.client) {
+        match self.node.limits.admit_ip(conn.client) {
             Ok(counted) => conn.ip_counted = counted,
             Err(refusal) => {
-                self.metrics.failure(refusal.reason());
+                self.metrics.failure(refusal.failure());
                 buf.clear();
-                self.answer(key, refusal.response(), false);
+                self.answer(key, http::refusal(refusal), false);
             }
         }
     }
@@ -508,12 +462,12 @@ impl Worker {
         req: &handshake::Request<'_>,
     ) -> std::result::Result<(), Bytes> {
         let items: Vec<&[u8]> = req.header_list("X-Forwarded-For").collect();
-        let trusted = &self.shared.config.trusted_proxies;
+        let trusted = &self.node.config.trusted_proxies;
         let conn = &mut self.conns[key];
         let client = match crate::forwarded::client(items.into_iter(), trusted) {
             Ok(client) => client.unwrap_or(conn.client),
             Err(e) => {
-                self.metrics.failure(e.code());
+                self.metrics.failure(Failure::of(&e));
                 return Err(Bytes::from(handshake::error_response(&e)));
             }
         };
@@ -521,18 +475,18 @@ impl Worker {
             if conn.client == client {
                 return Ok(());
             }
-            self.shared.limits.release_ip(conn.client);
+            self.node.limits.release_ip(conn.client);
             conn.ip_counted = false;
         }
         conn.client = client;
-        match self.shared.limits.admit_ip(client) {
+        match self.node.limits.admit_ip(client) {
             Ok(counted) => {
                 conn.ip_counted = counted;
                 Ok(())
             }
             Err(refusal) => {
-                self.metrics.failure(refusal.reason());
-                Err(refusal.response())
+                self.metrics.failure(refusal.failure());
+                Err(http::refusal(refusal))
             }
         }
     }
@@ -544,7 +498,7 @@ impl Worker {
             Answer {
                 response: Bytes,
                 keep_alive: bool,
-                reason: Option<&'static str>,
+                reason: Option<Failure>,
             },
             Upgrade {
                 response: Bytes,
@@ -554,15 +508,15 @@ impl Worker {
             },
             Body(Box<PendingBody>),
         }
-        let draining = self.shared.state() >= DRAINING;
-        let shared = self.shared.clone();
-        let config = &shared.config;
+        let draining = self.node.drain.get().refuses_sessions();
+        let node = self.node.clone();
+        let config = &node.config;
         if config.proxy_protocol
             && (buf.starts_with(b"PROXY ")
                 || buf.starts_with(&wsgate_core::proxy::V2_SIGNATURE[..4]))
         {
             // only trusted proxies may say who the client is
-            self.metrics.failure("bad_proxy_header");
+            self.metrics.failure(Failure::BadProxyHeader);
             buf.clear();
             let e = Error::BadProxyHeader("sent by a peer that is not a trusted proxy");
             self.answer(key, Bytes::from(handshake::error_response(&e)), false);
@@ -571,7 +525,7 @@ impl Worker {
         let (head_len, action) = match handshake::parse_request(buf, &self.limits) {
             Ok(None) => return,
             Err(e) => {
-                self.metrics.failure(e.code());
+                self.metrics.failure(Failure::of(&e));
                 let response = Bytes::from(handshake::error_response(&e));
                 buf.clear();
                 self.answer(key, response, false);
@@ -595,13 +549,13 @@ impl Worker {
                             &[("Retry-After", "1")],
                         ),
                         keep_alive: false,
-                        reason: Some("draining"),
+                        reason: Some(Failure::Draining),
                     },
                     Route::Upgrade(kind) => match req.validate_upgrade() {
                         Err(e) => Action::Answer {
                             response: Bytes::from(handshake::error_response(&e)),
                             keep_alive: false,
-                            reason: Some(e.code()),
+                            reason: Some(Failure::of(&e)),
                         },
                         Ok(up)
                             if !up
@@ -611,7 +565,7 @@ impl Worker {
                             Action::Answer {
                                 response: http::text(403, "origin not allowed", false, &[]),
                                 keep_alive: false,
-                                reason: Some("origin"),
+                                reason: Some(Failure::Origin),
                             }
                         }
                         Ok(up) => match self.authorize(&req) {
@@ -623,7 +577,7 @@ impl Worker {
                                     &[("WWW-Authenticate", "Bearer error=\"invalid_token\"")],
                                 ),
                                 keep_alive: false,
-                                reason: Some("unauthorized"),
+                                reason: Some(Failure::Unauthorized),
                             },
                             Ok((grants, protocol)) => {
                                 let topics = match (kind, up.query()) {
@@ -648,7 +602,7 @@ impl Worker {
                                             &[],
                                         ),
                                         keep_alive: false,
-                                        reason: Some("forbidden"),
+                                        reason: Some(Failure::Forbidden),
                                     },
                                     (Ok(topics), None) => Action::Upgrade {
                                         response: Bytes::from(up.response(protocol, None)),
@@ -659,7 +613,7 @@ impl Worker {
                                     (Err(e), _) => Action::Answer {
                                         response: http::text(400, &e.to_string(), false, &[]),
                                         keep_alive: false,
-                                        reason: Some("bad_request"),
+                                        reason: Some(Failure::BadRequest),
                                     },
                                 }
                             }
@@ -681,8 +635,7 @@ impl Worker {
                         reason: None,
                     },
                     Route::Metrics => {
-                        let body =
-                            metrics::render(&self.shared.metrics, &self.shared.hub, draining);
+                        let body = self.node.metrics_text();
                         Action::Answer {
                             response: http::with_type(
                                 200,
@@ -710,13 +663,13 @@ impl Worker {
                                         &[("WWW-Authenticate", "Bearer")],
                                     ),
                                     keep_alive: false,
-                                    reason: Some("unauthorized"),
+                                    reason: Some(Failure::Unauthorized),
                                 }
                             }
                             (Err(e), _) => Action::Answer {
                                 response: Bytes::from(handshake::error_response(&e)),
                                 keep_alive: false,
-                                reason: Some(e.code()),
+                                reason: Some(Failure::of(&e)),
                             },
                             (Ok(handshake::BodyFraming::Chunked), _) => Action::Answer {
                                 response: http::text(
@@ -726,12 +679,12 @@ impl Worker {
                                     &[],
                                 ),
                                 keep_alive: false,
-                                reason: Some("bad_request"),
+                                reason: Some(Failure::BadRequest),
                             },
                             (_, Err(e)) => Action::Answer {
                                 response: http::text(400, &e.to_string(), false, &[]),
                                 keep_alive: false,
-                                reason: Some("bad_request"),
+                                reason: Some(Failure::BadRequest),
                             },
                             (Ok(framing), Ok(topic)) => {
                                 let len = match framing {
@@ -768,7 +721,7 @@ impl Worker {
                         reason: None,
                     },
                     Route::Stats => {
-                        let body = dashboard::stats(&self.shared, draining);
+                        let body = dashboard::stats(&self.node);
                         Action::Answer {
                             response: http::with_type(
                                 200,
@@ -783,7 +736,7 @@ impl Worker {
                     Route::MethodNotAllowed(allow) => Action::Answer {
                         response: http::text(405, "method not allowed", false, &[("Allow", allow)]),
                         keep_alive: false,
-                        reason: Some("method_not_allowed"),
+                        reason: Some(Failure::MethodNotAllowed),
                     },
                     Route::NotFound => Action::Answer {
                         response: http::text(
@@ -793,7 +746,7 @@ impl Worker {
                             &[],
                         ),
                         keep_alive,
-                        reason: Some("not_found"),
+                        reason: Some(Failure::NotFound),
                     },
                 };
                 (req.head_len(), action)
@@ -809,9 +762,9 @@ impl Worker {
                 if let Some(reason) = reason {
                     self.metrics.failure(reason);
                     let conn = &self.conns[key];
-                    tracing::debug!(client = %conn.client, peer = %conn.peer, reason, "refused");
+                    tracing::debug!(client = %conn.client, peer = %conn.peer, reason = reason.text(), "refused");
                 }
-                inc(&self.metrics.http_requests);
+                self.metrics.inc(Counter::HttpRequests);
                 if !keep_alive {
                     buf.clear();
                 }
@@ -835,7 +788,7 @@ impl Worker {
         &self,
         req: &handshake::Request<'_>,
     ) -> std::result::Result<(Option<Box<Grants>>, Option<&'static str>), String> {
-        let Some(auth) = &self.shared.auth else {
+        let Some(auth) = &self.node.auth else {
             return Ok((None, None));
         };
         let Some((token, source)) = auth::token_of(req) else {
@@ -875,7 +828,7 @@ impl Worker {
             unreachable!()
         };
         let body = buf.split_to(pending.len);
-        inc(&self.metrics.http_requests);
+        self.metrics.inc(Counter::HttpRequests);
         let frame = if pending.json {
             message::json_body_delivery(&pending.topic, &body)
         } else {
@@ -894,7 +847,7 @@ impl Worker {
                 self.answer(key, response, pending.keep_alive);
             }
             Err(e) => {
-                self.metrics.failure("bad_request");
+                self.metrics.failure(Failure::BadRequest);
                 self.answer(key, http::text(400, &e.to_string(), false, &[]), false);
             }
         }
@@ -919,24 +872,30 @@ impl Worker {
         if let Some(g) = &grants {
             session.set_token_expiry(g.expires);
         }
+        tracing::debug!(
+            client = %conn.client,
+            peer = %conn.peer,
+            subject = grants.as_ref().and_then(|g| g.subject.as_deref()),
+            ?kind,
+            "session opened"
+        );
         conn.phase = Phase::Ws(Box::new(Session {
             kind,
             session,
             topics: Vec::new(),
-            publish_bucket: TokenBucket::new(self.shared.config.publish_burst, self.now),
+            publish_bucket: TokenBucket::new(self.node.config.publish_burst, self.now),
             refused_in_a_row: 0,
             grants,
         }));
-        inc(&self.metrics.upgrades_total);
-        tracing::debug!(client = %conn.client, peer = %conn.peer, ?kind, "session opened");
-        self.shared.sessions.fetch_add(1, Ordering::AcqRel);
+        self.metrics.inc(Counter::UpgradesTotal);
+        self.node.sessions.fetch_add(1, Ordering::AcqRel);
         for topic in topics {
             // the query's topics were validated and counted by parse_subscribe_query
             let _ = self.subscribe(key, &topic);
         }
         self.mark_dirty(key);
         self.schedule(key);
-        if self.shared.state() >= CLOSING {
+        if self.node.drain.get().closes_sessions() {
             self.start_close(key, CloseCode::GOING_AWAY, "server draining");
         }
     }
@@ -971,22 +930,24 @@ impl Worker {
 
     fn on_event(&mut self, key: usize, event: Event) {
         let kind = match &event {
-            Event::Text(_) => 0,
-            Event::Binary(_) => 1,
+            Event::Text(_) => MessageKind::Text,
+            Event::Binary(_) => MessageKind::Binary,
             Event::Failed(_) | Event::Timeout(_) => {
                 self.transmit(key);
                 self.end_session(key);
                 self.mark_dirty(key);
                 return;
             }
-            _ => 2,
+            _ => MessageKind::Control,
         };
-        inc(&self.metrics.messages_in[kind]);
+        if kind == MessageKind::Control {
+            self.metrics.message_in(kind, 0);
+        }
         match event {
             Event::Ping(_) | Event::Pong(_) => self.transmit(key),
             Event::Closed(received) => {
                 self.metrics
-                    .close_received(received.as_ref().map(|c| c.code.0));
+                    .close_received(received.as_ref().map(|c| c.code));
                 tracing::debug!(
                     client = %self.conns[key].client,
                     code = received.as_ref().map(|c| c.code.0),
@@ -1008,21 +969,23 @@ impl Worker {
                     return;
                 }
                 let session_kind = session.kind;
-                add(&self.metrics.bytes_in[kind], payload.len() as u64);
+                self.metrics.message_in(kind, payload.len());
                 #[cfg(feature = "fault-injection")]
                 if &payload[..] == b"wsgate:panic" {
                     panic!("fault injection: a bug while handling a message");
                 }
                 match (session_kind, kind) {
-                    (SessionKind::Echo, 0) => self.send(key, OutFrame::new(OpCode::Text, payload)),
+                    (SessionKind::Echo, MessageKind::Text) => {
+                        self.send(key, OutFrame::new(OpCode::Text, payload))
+                    }
                     (SessionKind::Echo, _) => {
                         self.send(key, OutFrame::new(OpCode::Binary, payload))
                     }
-                    (SessionKind::PubSub, 0) => self.on_control(key, &payload),
+                    (SessionKind::PubSub, MessageKind::Text) => self.on_control(key, &payload),
                     (SessionKind::PubSub, _) => self.on_binary_publish(key, payload),
                 }
                 let conn = &mut self.conns[key];
-                if conn.outbox.queued_bytes() > self.shared.config.outbox_limit {
+                if conn.outbox.queued_bytes() > self.node.config.outbox_limit {
                     // stop reading from a peer that does not read its answers
                     conn.read_paused = true;
                 }
@@ -1034,7 +997,7 @@ impl Worker {
     fn on_control(&mut self, key: usize, text: &[u8]) {
         let reply = match message::parse_control(text) {
             Err(bad) => {
-                inc(&self.metrics.message_errors);
+                self.metrics.inc(Counter::MessageErrors);
                 bad.reply()
             }
             Ok(msg) => {
@@ -1059,7 +1022,7 @@ impl Worker {
                     }
                     (Ok(()), None) => return,
                     (Err(e), id) => {
-                        inc(&self.metrics.message_errors);
+                        self.metrics.inc(Counter::MessageErrors);
                         message::error_frame(id, &e)
                     }
                 }
@@ -1080,13 +1043,10 @@ impl Worker {
     /// subscriber receives what any node publishes after the acknowledgement. Returns whether
     /// the acknowledgement waits.
     fn defer_ack(&mut self, key: usize, topic: &str, id: i64) -> bool {
-        let Some(cluster) = self.shared.hub.cluster() else {
-            return false;
-        };
         let Some(local) = self.topics.get(topic) else {
             return false;
         };
-        if local.topic.remote_ready() || !cluster.up() {
+        if !self.node.hub.awaits_uplink(&local.topic) {
             return false;
         }
         self.deferred_acks.push(DeferredAck {
@@ -1101,7 +1061,7 @@ impl Worker {
     /// Sends the acknowledgements whose subscriptions Redis has confirmed, or that waited
     /// [`ACK_WAIT`], or all of them when Redis is down.
     fn send_deferred_acks(&mut self) {
-        let up = self.shared.hub.cluster().is_some_and(|c| c.up());
+        let up = self.node.hub.uplink_up();
         let now = self.now;
         let (ready, waiting): (Vec<DeferredAck>, Vec<DeferredAck>) =
             std::mem::take(&mut self.deferred_acks)
@@ -1128,7 +1088,7 @@ impl Worker {
         {
             Ok(p) => p.topic.to_string(),
             Err(e) => {
-                inc(&self.metrics.message_errors);
+                self.metrics.inc(Counter::MessageErrors);
                 if self
                     .conns
                     .get_mut(key)
@@ -1148,8 +1108,8 @@ impl Worker {
     /// worth of refusals is closed with 1008.
     fn may_publish(&mut self, key: usize, topic: &str) -> Result<()> {
         let (rate, burst) = (
-            self.shared.config.publish_rate,
-            self.shared.config.publish_burst,
+            self.node.config.publish_rate,
+            self.node.config.publish_burst,
         );
         let now = self.now;
         let Some(session) = self.conns.get_mut(key).and_then(Conn::session) else {
@@ -1160,7 +1120,7 @@ impl Worker {
             .as_ref()
             .is_some_and(|g| !g.may_publish(topic))
         {
-            inc(&self.metrics.forbidden);
+            self.metrics.inc(Counter::Forbidden);
             return Err(Error::Forbidden("publish to"));
         }
         if rate == 0 {
@@ -1171,7 +1131,7 @@ impl Worker {
             return Ok(());
         }
         session.refused_in_a_row += 1;
-        inc(&self.metrics.rate_limited);
+        self.metrics.inc(Counter::RateLimited);
         if session.refused_in_a_row > burst {
             let reason = format!("publish rate over {rate}/s, persistently");
             self.start_close(key, CloseCode::POLICY, &reason);
@@ -1182,17 +1142,19 @@ impl Worker {
     /// Queues a frame to one connection.
     fn send(&mut self, key: usize, frame: OutFrame) {
         let kind = match frame.header()[0] & 0x0F {
-            0x1 => 0,
-            0x2 => 1,
+            0x1 => MessageKind::Text,
+            0x2 => MessageKind::Binary,
             0x8 => {
-                if let [a, b, ..] = frame.payload()[..] {
-                    self.metrics.close_sent(u16::from_be_bytes([a, b]));
-                }
-                2
+                let code = match frame.payload()[..] {
+                    [a, b, ..] => Some(CloseCode(u16::from_be_bytes([a, b]))),
+                    _ => None,
+                };
+                self.metrics.close_sent(code);
+                MessageKind::Control
             }
-            _ => 2,
+            _ => MessageKind::Control,
         };
-        inc(&self.metrics.messages_out[kind]);
+        self.metrics.messages_out(kind, 1);
         self.conns[key].outbox.push(frame);
         self.mark_dirty(key);
     }
@@ -1226,14 +1188,14 @@ impl Worker {
             return;
         }
         self.unsubscribe_all(key);
-        self.shared.sessions.fetch_sub(1, Ordering::AcqRel);
+        self.node.sessions.fetch_sub(1, Ordering::AcqRel);
         self.conns[key].phase = Phase::Closing(self.now);
     }
 
     // ---- pub/sub ---------------------------------------------------------------------------
 
     fn subscribe(&mut self, key: usize, topic: &str) -> Result<()> {
-        let max = self.shared.config.max_topics_per_connection;
+        let max = self.node.config.max_topics_per_connection;
         let conn = &mut self.conns[key];
         let id = conn_id(key, conn.generation);
         let Phase::Ws(session) = &mut conn.phase else {
@@ -1247,7 +1209,7 @@ impl Worker {
             .as_ref()
             .is_some_and(|g| !g.may_subscribe(topic))
         {
-            inc(&self.metrics.forbidden);
+            self.metrics.inc(Counter::Forbidden);
             return Err(Error::Forbidden("subscribe to"));
         }
         if session.topics.len() >= max {
@@ -1256,7 +1218,7 @@ impl Worker {
         let local = match self.topics.entry(Arc::from(topic)) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => {
-                let topic = self.shared.hub.topic(topic);
+                let topic = self.node.hub.topic(topic);
                 e.insert(LocalTopic {
                     topic,
                     subscribers: HashSet::new(),
@@ -1266,7 +1228,7 @@ impl Worker {
         session.topics.push(local.topic.name().clone());
         let first = local.subscribers.is_empty();
         local.subscribers.insert(id);
-        self.shared.hub.subscribed(self.id, &local.topic, first);
+        self.node.hub.subscribed(self.id, &local.topic, first);
         Ok(())
     }
 
@@ -1300,10 +1262,10 @@ impl Worker {
         };
         if local.subscribers.remove(&id) {
             let last = local.subscribers.is_empty();
-            self.shared.hub.unsubscribed(self.id, &local.topic, last);
+            self.node.hub.unsubscribed(self.id, &local.topic, last);
             if last {
                 let local = self.topics.remove(topic).expect("present");
-                self.shared.hub.release(local.topic);
+                self.node.hub.release(local.topic);
             }
         }
     }
@@ -1311,12 +1273,12 @@ impl Worker {
     /// Publishes a frame to a topic: to other workers by reference, to local subscribers
     /// directly. Returns the subscribers on this node.
     fn publish(&mut self, topic: &str, frame: OutFrame) -> usize {
-        inc(&self.metrics.publishes_total);
+        self.metrics.inc(Counter::Publishes);
         if !self.topics.contains_key(topic) {
             if self.topics.len() >= TOPIC_CACHE_LIMIT {
                 self.sweep_topic_cache();
             }
-            let shared = self.shared.hub.topic(topic);
+            let shared = self.node.hub.topic(topic);
             self.topics.insert(
                 shared.name().clone(),
                 LocalTopic {
@@ -1327,10 +1289,7 @@ impl Worker {
         }
         let local = &self.topics[topic];
         let entry = local.topic.clone();
-        self.shared.hub.publish_remote(self.id, &entry, &frame);
-        if let Some(cluster) = self.shared.hub.cluster() {
-            cluster.publish(&entry, &frame);
-        }
+        self.node.hub.publish(self.id, &entry, &frame);
         self.deliver_local(topic, &frame);
         entry.subscribers()
     }
@@ -1344,7 +1303,7 @@ impl Worker {
             .collect();
         for name in idle {
             if let Some(local) = self.topics.remove(&name) {
-                self.shared.hub.release(local.topic);
+                self.node.hub.release(local.topic);
             }
         }
     }
@@ -1354,11 +1313,11 @@ impl Worker {
         let Some(local) = self.topics.get(topic) else {
             return;
         };
-        let limit = self.shared.config.outbox_limit;
+        let limit = self.node.config.outbox_limit;
         let kind = if frame.header()[0] & 0x0F == 0x1 {
-            0
+            MessageKind::Text
         } else {
-            1
+            MessageKind::Binary
         };
         let mut slow = Vec::new();
         let mut delivered = 0u64;
@@ -1378,17 +1337,16 @@ impl Worker {
                 // inbox) is not the subscriber's fault: write what its socket takes now, and
                 // judge it by what is left. A write error is handled by the flush after.
                 if let Ok(done) = conn.outbox.flush(&mut conn.stream) {
-                    add(&self.metrics.bytes_out, done.bytes as u64);
+                    self.metrics.add(Counter::BytesOut, done.bytes as u64);
                 }
                 if conn.outbox.queued_bytes() > limit {
                     slow.push(key);
                 }
             }
         }
-        add(&self.metrics.fanout_deliveries, delivered);
-        add(&self.metrics.messages_out[kind], delivered);
+        self.metrics.delivered(kind, delivered);
         for key in slow {
-            inc(&self.metrics.slow_consumer_closes);
+            self.metrics.inc(Counter::SlowConsumerCloses);
             self.conns[key].outbox.drop_unstarted();
             let reason = format!(
                 "slow consumer: more than {} queued",
@@ -1399,9 +1357,8 @@ impl Worker {
     }
 
     fn take_inbox(&mut self) {
-        let shared = self.shared.clone();
-        shared
-            .hub
+        let node = self.node.clone();
+        node.hub
             .drain_at_most(self.id, INBOX_BUDGET, |d: Delivery| {
                 self.deliver_local(d.topic.name(), &d.frame)
             });
@@ -1434,13 +1391,13 @@ impl Worker {
             return;
         }
         match conn.outbox.flush(&mut conn.stream) {
-            Ok(done) => add(&self.metrics.bytes_out, done.bytes as u64),
+            Ok(done) => self.metrics.add(Counter::BytesOut, done.bytes as u64),
             Err(_) => {
                 self.close_now(key);
                 return;
             }
         }
-        let limit = self.shared.config.outbox_limit;
+        let limit = self.node.config.outbox_limit;
         let conn = &mut self.conns[key];
         let wants_write = !conn.outbox.is_empty();
         if wants_write != conn.interest.is_writable() {
@@ -1493,13 +1450,11 @@ impl Worker {
     fn forget(&mut self, key: usize) {
         let mut conn = self.conns.remove(key);
         let _ = self.poll.registry().deregister(&mut conn.stream);
-        self.shared.limits.release_total();
+        self.node.limits.release_total();
         if conn.ip_counted {
-            self.shared.limits.release_ip(conn.client);
+            self.node.limits.release_ip(conn.client);
         }
-        self.metrics
-            .connections_open
-            .fetch_sub(1, Ordering::Relaxed);
+        self.metrics.connection_closed();
         drop(conn);
         self.collect_at.get_or_insert(self.now + COLLECT_DELAY);
     }
@@ -1544,7 +1499,7 @@ impl Worker {
         if result.is_ok() {
             return;
         }
-        inc(&self.metrics.internal_errors);
+        self.metrics.inc(Counter::InternalErrors);
         if !self.conns.contains(key) {
             return;
         }
@@ -1552,7 +1507,7 @@ impl Worker {
         let close = OutFrame::close_with(CloseCode::INTERNAL_ERROR, "internal error");
         let cleaned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             if matches!(self.conns[key].phase, Phase::Ws(_)) {
-                self.metrics.close_sent(CloseCode::INTERNAL_ERROR.0);
+                self.metrics.close_sent(Some(CloseCode::INTERNAL_ERROR));
                 let _ = std::io::Write::write(&mut self.conns[key].stream, &close.to_vec());
             }
             self.close_now(key);
@@ -1573,7 +1528,7 @@ impl Worker {
                     if conn.inbuf.is_empty() && matches!(conn.phase, Phase::Http) {
                         self.close_now(key); // an idle keep-alive or silent connection
                     } else {
-                        self.metrics.failure("timeout");
+                        self.metrics.failure(Failure::Timeout);
                         conn.inbuf = BytesMut::new();
                         self.answer(key, http::text(408, "request timeout", false, &[]), false);
                     }
@@ -1604,12 +1559,12 @@ impl Worker {
 
     /// Follows the drain state; returns true when the worker must exit.
     fn check_state(&mut self) -> bool {
-        let state = self.shared.state();
+        let state = self.node.drain.get();
         if state == self.seen_state {
             return false;
         }
         self.seen_state = state;
-        if state >= CLOSING {
+        if state.closes_sessions() {
             let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
             for key in keys {
                 match self.conns[key].phase {
@@ -1624,7 +1579,7 @@ impl Worker {
                 }
             }
         }
-        if state == STOPPING {
+        if state.is_stopping() {
             let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
             for key in keys {
                 self.close_now(key);

@@ -13,13 +13,13 @@ use wsgate_core::handshake::accept_key;
 #[derive(Debug, Clone)]
 pub struct Target {
     /// Resolved server address.
-    pub addr: SocketAddr,
+    addr: SocketAddr,
     /// `host[:port]` for the Host header.
-    pub host: String,
+    host: String,
     /// The path, e.g. `/echo`.
     pub path: String,
     /// The query without `?`, if any.
-    pub query: Option<String>,
+    query: Option<String>,
 }
 
 impl Target {

@@ -2,28 +2,146 @@
 //! rate, handshake latency and (with `--server-pid`) the gateway's memory per connection.
 
 use crate::client::{Client, ClientError};
-use crate::driver::Scenario;
+use crate::common::{Common, plans_to, rss_of};
+use crate::driver::{self, Scenario, split};
+use crate::progress::{Counters, Progress};
+use crate::report::Report;
 use crate::stats::Stats;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wsgate_core::frame::Message;
 
+/// The options of `loadtest conns`.
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    #[command(flatten)]
+    common: Common,
+    /// Connections to open.
+    #[arg(long, default_value_t = 10_000)]
+    count: usize,
+    /// Connections opened per second (all threads together); 0 for no pacing.
+    #[arg(long, default_value_t = 2000)]
+    rate: u64,
+    /// The gateway's process id, to read its memory from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+}
+
+/// Runs `loadtest conns`.
+pub(crate) fn run(args: Args) -> Result<ExitCode, String> {
+    let Args {
+        common,
+        count,
+        rate,
+        server_pid,
+    } = args;
+    let plans = plans_to(&common, "/ws", count)?;
+    let threads = common.threads as usize;
+    let rss_before = server_pid.and_then(rss_of);
+    let per_thread_rate = rate.div_ceil(threads as u64);
+    let hold = common.duration;
+    let counters = Arc::new(Counters::default());
+    let pace = if rate == 0 {
+        Duration::ZERO
+    } else {
+        Duration::from_secs_f64(count as f64 / rate as f64)
+    };
+    let bar = Progress::start("conns", pace + hold, counters.clone());
+    // every thread keeps its connections open until all threads are done, so memory is
+    // measured with all of them open
+    let (open_tx, open_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let release_rx = Arc::new(Mutex::new(release_rx));
+    let results = std::thread::scope(|s| {
+        let handles: Vec<_> = split(&plans, threads)
+            .into_iter()
+            .enumerate()
+            .map(|(t, mine)| {
+                let (open_tx, release_rx, counters) =
+                    (open_tx.clone(), release_rx.clone(), &counters);
+                s.spawn(move || {
+                    let mut sc = Conns::new(mine.len(), hold);
+                    let clients =
+                        driver::drive(&mine, per_thread_rate, 1 + t as u64, counters, &mut sc);
+                    let _ = open_tx.send(());
+                    // hold the connections (in `clients`) until the memory was measured
+                    let _ = release_rx.lock().map(|rx| rx.recv());
+                    (
+                        sc.stats,
+                        sc.first,
+                        sc.last_open,
+                        clients.err().map(|e| e.to_string()),
+                    )
+                })
+            })
+            .collect();
+        drop(open_tx);
+        for _ in 0..threads {
+            let _ = open_rx.recv();
+        }
+        let rss_after = server_pid.and_then(rss_of);
+        for _ in 0..threads {
+            let _ = release_tx.send(());
+        }
+        let out: Result<Vec<_>, String> = handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| "a loadtest thread panicked".to_string())
+            })
+            .collect();
+        out.map(|o| (o, rss_after))
+    });
+    drop(bar);
+    let (results, rss_after) = results?;
+    let mut stats = Stats::new();
+    let (mut first, mut last) = (None::<Instant>, None::<Instant>);
+    for (s, f, l, err) in &results {
+        stats.merge(s);
+        first = [first, *f].into_iter().flatten().min();
+        last = [last, *l].into_iter().flatten().max();
+        if let Some(e) = err {
+            return Err(format!("event loop failed: {e}"));
+        }
+    }
+    let open_secs = match (first, last) {
+        (Some(f), Some(l)) => (l - f).as_secs_f64().max(1e-6),
+        _ => f64::INFINITY,
+    };
+    let mut report = Report::new("conns", &common, &stats, count)
+        .with("connections", count as f64)
+        .with("opened", stats.opened as f64)
+        .with("connects_per_sec", stats.opened as f64 / open_secs);
+    if let (Some(b), Some(a)) = (rss_before, rss_after) {
+        report = report
+            .with("server_rss_before_bytes", b as f64)
+            .with("server_rss_after_bytes", a as f64)
+            .with(
+                "server_rss_per_conn_bytes",
+                a.saturating_sub(b) as f64 / stats.opened.max(1) as f64,
+            );
+    }
+    report.print()
+}
+
 /// One thread's share of a conns run.
-pub struct Conns {
+struct Conns {
     started: Vec<Option<Instant>>,
     pending: usize,
     hold: Duration,
     all_open_at: Option<Instant>,
     /// When the first connection started.
-    pub first: Option<Instant>,
+    first: Option<Instant>,
     /// When the last connection opened.
-    pub last_open: Option<Instant>,
+    last_open: Option<Instant>,
     /// Results (latency = handshake time).
-    pub stats: Stats,
+    stats: Stats,
 }
 
 impl Conns {
     /// `count` connections held for `hold` once all are open.
-    pub fn new(count: usize, hold: Duration) -> Conns {
+    fn new(count: usize, hold: Duration) -> Conns {
         Conns {
             started: vec![None; count],
             pending: count,
@@ -79,45 +197,4 @@ impl Scenario for Conns {
     fn finished(&self, now: Instant) -> bool {
         self.all_open_at.is_some_and(|t| now >= t + self.hold)
     }
-}
-
-/// The resident set of a process, in bytes, from /proc.
-pub fn rss_of(pid: u32) -> Option<u64> {
-    proc_status_kb(pid, "VmRSS:").map(|kb| kb * 1024)
-}
-
-/// The peak resident set of a process since it started (VmHWM), in bytes.
-pub fn peak_rss_of(pid: u32) -> Option<u64> {
-    proc_status_kb(pid, "VmHWM:").map(|kb| kb * 1024)
-}
-
-fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// Raises this process's open-file limit to its hard limit; returns the limit in force.
-pub fn raise_file_limit() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit write to and read from a valid, owned rlimit struct.
-    #[allow(unsafe_code)]
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 1024;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                lim.rlim_cur = lim.rlim_max;
-            }
-        }
-    }
-    lim.rlim_cur
 }

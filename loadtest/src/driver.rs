@@ -1,5 +1,6 @@
 //! The event loop of one load generator thread: many client connections on one `mio::Poll`,
-//! driven by a scenario that reacts to each connection opening, each message, and a tick.
+//! driven by a scenario that reacts to each connection opening, each message, and a tick; and
+//! a run's connections spread over several such threads.
 
 use crate::client::{Client, ClientError, Target};
 use crate::progress::Counters;
@@ -181,4 +182,45 @@ pub fn drive<S: Scenario>(
         }
         dirty.clear();
     }
+}
+
+/// Splits plans over threads, round-robin: plan i goes to thread i mod threads.
+pub(crate) fn split(plans: &[Plan], threads: usize) -> Vec<Vec<Plan>> {
+    let mut out = vec![Vec::new(); threads];
+    for (i, p) in plans.iter().enumerate() {
+        out[i % threads].push(p.clone());
+    }
+    out
+}
+
+/// Runs one scenario per thread over its share of the plans; collects `result` of each.
+pub(crate) fn on_threads<S: Scenario, R: Send>(
+    plans: &[Plan],
+    threads: usize,
+    counters: &Counters,
+    make: impl Fn(usize, &[Plan]) -> S + Sync,
+    result: impl Fn(&mut S) -> R + Sync,
+) -> Result<Vec<R>, String> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = split(plans, threads)
+            .into_iter()
+            .enumerate()
+            .map(|(t, mine)| {
+                let (make, result) = (&make, &result);
+                s.spawn(move || {
+                    let mut scenario = make(t, &mine);
+                    drive(&mine, 0, 1 + t as u64, counters, &mut scenario)
+                        .map_err(|e| e.to_string())?;
+                    Ok::<R, String>(result(&mut scenario))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| "a loadtest thread panicked".to_string())?
+            })
+            .collect()
+    })
 }

@@ -2,14 +2,77 @@
 //! every echoed payload is compared with what was sent, and round trips go into a histogram.
 
 use crate::client::Client;
-use crate::driver::Scenario;
+use crate::common::{Common, plans_to};
+use crate::driver::{Scenario, on_threads};
+use crate::progress::{Counters, Progress};
+use crate::report::Report;
 use crate::stats::Stats;
 use std::collections::VecDeque;
+use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 use wsgate_core::frame::{Message, OpCode};
+use wsgate_core::units::parse_size;
+
+/// The options of `loadtest echo`.
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    #[command(flatten)]
+    common: Common,
+    /// Connections.
+    #[arg(long, default_value_t = 100)]
+    conns: usize,
+    /// Messages in flight per connection.
+    #[arg(long, default_value_t = 1)]
+    window: usize,
+    /// Message size in bytes (at least 16; 32 for text).
+    #[arg(long, default_value_t = 20, value_parser = parse_size)]
+    size: u64,
+    /// Send text messages instead of binary.
+    #[arg(long)]
+    text: bool,
+}
+
+/// Runs `loadtest echo`.
+pub(crate) fn run(args: Args) -> Result<ExitCode, String> {
+    let Args {
+        common,
+        conns,
+        window,
+        size,
+        text,
+    } = args;
+    let size = size as usize;
+    let min = if text { 32 } else { 16 };
+    if size < min {
+        return Err(format!(
+            "--size must be at least {min} for {} echo",
+            if text { "text" } else { "binary" }
+        ));
+    }
+    let plans = plans_to(&common, "/echo", conns)?;
+    let epoch = Instant::now();
+    let until = epoch + common.duration;
+    let counters = Arc::new(Counters::default());
+    let _bar = Progress::start("echo", common.duration, counters.clone());
+    let results = on_threads(
+        &plans,
+        common.threads as usize,
+        &counters,
+        |t, mine| Echo::new(mine.len(), size, window, !text, epoch, until, t),
+        |e| e.stats.clone(),
+    )?;
+    drop(_bar);
+    let stats = Stats::merged(results.iter());
+    let rate = stats.received as f64 / common.duration.as_secs_f64();
+    Report::new("echo", &common, &stats, conns)
+        .with("connections", conns as f64)
+        .with("messages_per_sec", rate)
+        .print()
+}
 
 /// One thread's share of an echo run.
-pub struct Echo {
+struct Echo {
     /// The thread number, mixed into the filler so threads' payloads differ.
     thread: usize,
     size: usize,
@@ -20,12 +83,12 @@ pub struct Echo {
     /// Per connection: sequence numbers in flight, oldest first, and the next to send.
     conns: Vec<(VecDeque<u64>, u64)>,
     /// Results.
-    pub stats: Stats,
+    stats: Stats,
 }
 
 impl Echo {
     /// A run of `conns` connections until `until`.
-    pub fn new(
+    fn new(
         conns: usize,
         size: usize,
         window: usize,

@@ -3,22 +3,204 @@
 //! it sees every sequence number once and in order; publish-to-receive latency goes into a
 //! histogram. A subscriber the gateway closes as slow (1013) is reported apart from losses.
 
-use crate::client::Client;
-use crate::driver::Scenario;
+use crate::client::{self, Client, Target};
+use crate::common::{Common, check_file_limit, first_source, with_sources};
+use crate::driver::{Plan, Scenario, on_threads};
+use crate::progress::{self, Counters};
+use crate::report::Report;
 use crate::stats::{GRACE, Stats};
-use std::sync::Arc;
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wsgate_core::frame::{Message, OpCode};
+use wsgate_core::units::parse_size;
+
+/// The options of `loadtest fanout`.
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    fanout: Options,
+}
+
+/// The publishers, subscribers and topics of a fanout run (`loadtest fanout` and `ramp`).
+#[derive(clap::Args)]
+pub(crate) struct Options {
+    /// Subscribers.
+    #[arg(long, default_value_t = 1000)]
+    subscribers: usize,
+    /// Publishers.
+    #[arg(long, default_value_t = 1)]
+    publishers: usize,
+    /// Topics (subscriber k takes topic k mod T, publisher j publishes to j mod T).
+    #[arg(long, default_value_t = 1)]
+    topics: usize,
+    /// Payload bytes after the topic (at least 20).
+    #[arg(long, default_value_t = 64, value_parser = parse_size)]
+    size: u64,
+    /// Messages per second per publisher; 0 sends as fast as the window allows.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Publishes in flight per publisher (sent and not yet seen back).
+    #[arg(long, default_value_t = 16)]
+    window: u64,
+    /// Topic name (with -N suffixes for several topics).
+    #[arg(long, default_value = "loadtest")]
+    topic: String,
+    /// Where the publishers connect, when not to --url: another node of a cluster, so that
+    /// every delivery crosses the broker between nodes.
+    #[arg(long, value_name = "URL")]
+    publish_url: Option<String>,
+}
+
+/// Runs `loadtest fanout`.
+pub(crate) fn run(args: Args) -> Result<ExitCode, String> {
+    let Args { common, fanout } = args;
+    let (stats, slow) = run_once(&common, &fanout, fanout.subscribers, true)?;
+    report("fanout", &common, &fanout, &stats, slow, fanout.subscribers).print()
+}
+
+/// The report of a fanout run with `subs` subscribers, named `name`.
+pub(crate) fn report(
+    name: &str,
+    common: &Common,
+    f: &Options,
+    stats: &Stats,
+    slow: u64,
+    subs: usize,
+) -> Report {
+    let secs = common.duration.as_secs_f64();
+    Report::new(name, common, stats, subs + f.publishers)
+        .with("subscribers", subs as f64)
+        .with("publishers", f.publishers as f64)
+        .with("published", stats.sent as f64)
+        .with("publishes_per_sec", stats.sent as f64 / secs)
+        .with("deliveries_per_sec", stats.received as f64 / secs)
+        .with("slow_consumer_closes", slow as f64)
+}
+
+/// One fanout run with `subscribers` subscribers (a progress bar when `progress`): its
+/// results and the number of subscribers closed as slow.
+pub(crate) fn run_once(
+    common: &Common,
+    f: &Options,
+    subscribers: usize,
+    progress: bool,
+) -> Result<(Stats, u64), String> {
+    if f.size < 20 {
+        return Err("--size must be at least 20 (publisher, sequence number and timestamp)".into());
+    }
+    if f.topics == 0 || f.publishers == 0 {
+        return Err("--topics and --publishers must be at least 1".into());
+    }
+    check_file_limit(subscribers + f.publishers)?;
+    let names: Vec<String> = (0..f.topics)
+        .map(|t| topic_name(&f.topic, t, f.topics))
+        .collect();
+    if names.iter().any(|n| n.is_empty() || n.len() > 255) {
+        return Err("--topic must be 1 to 255 bytes".into());
+    }
+    let base = Target::parse(&common.url)?;
+    client::preflight(&base.with_path("/ws", None), first_source(common))?;
+    let publish_base = match &f.publish_url {
+        Some(url) => {
+            let t = Target::parse(url).map_err(|e| format!("--publish-url: {e}"))?;
+            client::preflight(&t.with_path("/ws", None), first_source(common))
+                .map_err(|e| format!("--publish-url: {e}"))?;
+            t
+        }
+        None => base.clone(),
+    };
+    let mut plans = Vec::new();
+    let mut roles = Vec::new();
+    for k in 0..subscribers {
+        let t = k % f.topics;
+        plans.push(Plan {
+            target: base.with_path("/ws", Some(format!("subscribe={}", names[t]))),
+            source: None,
+        });
+        roles.push(Role::Subscriber {
+            topic: t,
+            expected: vec![0; f.publishers],
+            slow: false,
+            open: false,
+        });
+    }
+    for j in 0..f.publishers {
+        let t = j % f.topics;
+        plans.push(Plan {
+            target: publish_base.with_path("/ws", Some(format!("subscribe={}", names[t]))),
+            source: None,
+        });
+        roles.push(Role::Publisher {
+            id: j,
+            topic: t,
+            next: 0,
+            back: 0,
+            opened: None,
+            done: false,
+        });
+    }
+    let plans = with_sources(plans, &common.source_ips);
+    let threads = common.threads as usize;
+    let epoch = Instant::now();
+    // publishing starts once every subscriber is connected, or after this long regardless
+    let connect_time = Duration::from_secs(10) + Duration::from_millis(subscribers as u64);
+    let progress_state = Arc::new(Progress::new(
+        f.publishers,
+        subscribers,
+        epoch,
+        common.duration,
+        epoch + connect_time,
+    ));
+    // roles follow the plans' round-robin split over threads
+    let mut per_thread: Vec<Option<Vec<Role>>> = (0..threads).map(|_| Some(Vec::new())).collect();
+    for (i, r) in roles.into_iter().enumerate() {
+        per_thread[i % threads].get_or_insert_with(Vec::new).push(r);
+    }
+    let per_thread = Mutex::new(per_thread);
+    let counters = Arc::new(Counters::default());
+    let bar =
+        progress.then(|| progress::Progress::start("fanout", common.duration, counters.clone()));
+    let results = on_threads(
+        &plans,
+        threads,
+        &counters,
+        |t, _| {
+            let roles = per_thread.lock().expect("not poisoned")[t]
+                .take()
+                .expect("taken once");
+            Fanout::new(
+                roles,
+                names.clone(),
+                f.publishers,
+                f.size as usize,
+                f.window,
+                f.rate,
+                epoch,
+                progress_state.clone(),
+            )
+        },
+        |s| {
+            s.finish();
+            (s.stats.clone(), s.slow_closed)
+        },
+    )?;
+    drop(bar);
+    let stats = Stats::merged(results.iter().map(|(s, _)| s));
+    Ok((stats, results.iter().map(|(_, slow)| slow).sum()))
+}
 
 /// State shared by every thread of a fanout run. Publishing starts once every subscriber is
 /// connected (or failed to), so every subscriber can expect every message from sequence 0.
 #[derive(Debug)]
-pub struct Progress {
+struct Progress {
     /// Messages sent so far by each publisher.
-    pub published: Vec<AtomicU64>,
+    published: Vec<AtomicU64>,
     /// Publishers that have stopped sending.
-    pub publishers_done: AtomicUsize,
+    publishers_done: AtomicUsize,
     subscribers: usize,
     /// Subscribers whose connection opened or failed.
     settled: AtomicUsize,
@@ -33,7 +215,7 @@ pub struct Progress {
 impl Progress {
     /// State for `publishers` publishers and `subscribers` subscribers publishing for
     /// `duration` once all are connected (or at `connect_deadline`).
-    pub fn new(
+    fn new(
         publishers: usize,
         subscribers: usize,
         epoch: Instant,
@@ -77,7 +259,7 @@ impl Progress {
 
 /// What a connection of this thread does.
 #[derive(Debug)]
-pub enum Role {
+enum Role {
     /// Subscribed to `topic`; `expected[p]` is the next sequence number from publisher p.
     Subscriber {
         /// Topic index.
@@ -108,7 +290,7 @@ pub enum Role {
 }
 
 /// The topic name of topic index `t`.
-pub fn topic_name(base: &str, t: usize, topics: usize) -> String {
+fn topic_name(base: &str, t: usize, topics: usize) -> String {
     if topics == 1 {
         base.to_string()
     } else {
@@ -117,7 +299,7 @@ pub fn topic_name(base: &str, t: usize, topics: usize) -> String {
 }
 
 /// One thread's share of a fanout run.
-pub struct Fanout {
+struct Fanout {
     roles: Vec<Role>,
     /// Indexes of this thread's publishers.
     publisher_slots: Vec<usize>,
@@ -129,15 +311,15 @@ pub struct Fanout {
     epoch: Instant,
     progress: Arc<Progress>,
     /// Results.
-    pub stats: Stats,
+    stats: Stats,
     /// Subscribers closed with 1013.
-    pub slow_closed: u64,
+    slow_closed: u64,
 }
 
 impl Fanout {
     /// A thread running `roles`, over topics named by `topics`.
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    fn new(
         roles: Vec<Role>,
         topics: Vec<String>,
         publishers: usize,
@@ -235,7 +417,7 @@ impl Fanout {
     }
 
     /// Counts what never arrived (call once the run is over).
-    pub fn finish(&mut self) {
+    fn finish(&mut self) {
         self.stats.lost += self.owed();
     }
 }

@@ -2,16 +2,107 @@
 //! to a few subscribers; every byte is checked. With `--server-pid`, the gateway's peak memory
 //! (VmHWM) against the message size shows whether it kept one copy or many.
 
-use crate::client::{Client, ClientError};
-use crate::driver::Scenario;
+use crate::client::{self, Client, ClientError, Target};
+use crate::common::{Common, check_file_limit, first_source, peak_rss_of, rss_of, target};
+use crate::driver::{self, Plan, Scenario};
+use crate::progress::Counters;
+use crate::report::Report;
 use crate::stats::Stats;
+use std::process::ExitCode;
 use std::time::Instant;
 use wsgate_core::frame::{Message, OpCode};
+use wsgate_core::units::parse_size;
+
+/// The options of `loadtest large`.
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    #[command(flatten)]
+    common: Common,
+    /// Message size (e.g. 64MiB, 256MiB).
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    size: u64,
+    /// Messages to send.
+    #[arg(long, default_value_t = 1)]
+    count: u64,
+    /// Fan out to this many subscribers through /ws instead of echoing through /echo.
+    #[arg(long)]
+    subscribers: Option<usize>,
+    /// The gateway's process id, to read its peak memory from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+}
+
+/// Runs `loadtest large`.
+pub(crate) fn run(args: Args) -> Result<ExitCode, String> {
+    let Args {
+        common,
+        size,
+        count,
+        subscribers,
+        server_pid,
+    } = args;
+    if !(8..=(2 << 30)).contains(&size) {
+        return Err("--size must be between 8 bytes and 2GiB".into());
+    }
+    let size = size as usize;
+    let base = Target::parse(&common.url)?;
+    let topic = "loadtest-large".to_string();
+    let plans: Vec<Plan> = match subscribers {
+        None => vec![Plan {
+            target: target(&common, "/echo", None)?,
+            source: None,
+        }],
+        Some(n) => {
+            check_file_limit(n + 1)?;
+            let mut p = vec![Plan {
+                target: base.with_path("/ws", None),
+                source: None,
+            }];
+            p.extend((0..n).map(|_| Plan {
+                target: base.with_path("/ws", Some(format!("subscribe={topic}"))),
+                source: None,
+            }));
+            p
+        }
+    };
+    client::preflight(&plans[0].target, first_source(&common))?;
+    let baseline = server_pid.and_then(rss_of);
+    let until = Instant::now() + common.duration;
+    let counters = Counters::default();
+    let mut scenario = Large::new(subscribers.map(|_| topic), size, count, plans.len(), until);
+    driver::drive(&plans, 0, 7, &counters, &mut scenario).map_err(|e| e.to_string())?;
+    scenario.finish();
+    let peak = server_pid.and_then(peak_rss_of);
+    let receivers = subscribers.unwrap_or(1) as f64;
+    let secs = match (scenario.started, scenario.finished_at) {
+        (Some(s), Some(f)) => (f - s).as_secs_f64().max(1e-6),
+        _ => f64::INFINITY,
+    };
+    let mut report = Report::new("large", &common, &scenario.stats, plans.len())
+        .with("message_bytes", size as f64)
+        .with("messages", count as f64)
+        .with("receivers", receivers)
+        .with("seconds", secs)
+        .with(
+            "mib_per_sec_delivered",
+            size as f64 * count as f64 * receivers / secs / (1 << 20) as f64,
+        );
+    if let (Some(b), Some(p)) = (baseline, peak) {
+        report = report
+            .with("server_rss_before_bytes", b as f64)
+            .with("server_peak_rss_bytes", p as f64)
+            .with(
+                "server_peak_over_message",
+                p.saturating_sub(b) as f64 / size as f64,
+            );
+    }
+    report.print()
+}
 
 /// Writes the payload of message `seq` into `out`: 256-byte blocks of a fixed pattern, each
 /// XORed with a byte derived from the block number and `seq`, so a shifted, truncated or mixed-up
 /// payload is caught, at memory speed.
-pub fn fill_pattern(seq: u64, out: &mut [u8]) {
+fn fill_pattern(seq: u64, out: &mut [u8]) {
     let base: [u8; 256] = std::array::from_fn(|k| (k as u8).wrapping_mul(31));
     for (c, chunk) in out.chunks_mut(256).enumerate() {
         let x = block_key(seq, c);
@@ -22,7 +113,7 @@ pub fn fill_pattern(seq: u64, out: &mut [u8]) {
 }
 
 /// Whether `data` is the payload [`fill_pattern`] writes for message `seq`.
-pub fn check_pattern(seq: u64, data: &[u8]) -> bool {
+fn check_pattern(seq: u64, data: &[u8]) -> bool {
     let base: [u8; 256] = std::array::from_fn(|k| (k as u8).wrapping_mul(31));
     data.chunks(256).enumerate().all(|(c, chunk)| {
         let x = block_key(seq, c);
@@ -42,7 +133,7 @@ fn block_key(seq: u64, block: usize) -> u8 {
 }
 
 /// One large-message run: connection 0 sends, the others (or 0 itself, for echo) receive.
-pub struct Large {
+struct Large {
     /// `Some(topic)`: fan out through `/ws`; `None`: echo.
     topic: Option<Vec<u8>>,
     size: usize,
@@ -52,23 +143,17 @@ pub struct Large {
     /// Messages received, per connection.
     got: Vec<u64>,
     /// When the first message was sent.
-    pub started: Option<Instant>,
+    started: Option<Instant>,
     /// When the last expected message arrived.
-    pub finished_at: Option<Instant>,
+    finished_at: Option<Instant>,
     until: Instant,
     /// Results.
-    pub stats: Stats,
+    stats: Stats,
 }
 
 impl Large {
     /// `count` messages of `size` bytes over `conns` connections.
-    pub fn new(
-        topic: Option<String>,
-        size: usize,
-        count: u64,
-        conns: usize,
-        until: Instant,
-    ) -> Large {
+    fn new(topic: Option<String>, size: usize, count: u64, conns: usize, until: Instant) -> Large {
         Large {
             topic: topic.map(String::into_bytes),
             size,
@@ -120,7 +205,7 @@ impl Large {
 
 impl Large {
     /// Counts what never arrived (call once the run is over).
-    pub fn finish(&mut self) {
+    fn finish(&mut self) {
         for r in self.receivers() {
             if self.got[r] < self.count {
                 self.stats.lost += self.count - self.got[r];

@@ -1,6 +1,6 @@
 //! The end of a run: a table on stdout (or JSON with `--json`) and the exit code.
 
-use crate::Common;
+use crate::common::Common;
 use crate::stats::Stats;
 use serde_json::json;
 use std::process::ExitCode;

@@ -5,24 +5,105 @@
 //! end, that it received each such publisher's last message.
 
 use crate::client::{Client, ClientError, xorshift};
-use crate::driver::Scenario;
+use crate::common::{Common, plans_to};
+use crate::driver::{Scenario, on_threads};
+use crate::progress::{Counters, Progress};
+use crate::report::Report;
 use crate::stats::{GRACE, Stats};
 use std::collections::HashMap;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use wsgate_core::frame::{Message, OpCode};
+use wsgate_core::units::parse_size;
+
+/// The options of `loadtest soak`.
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    #[command(flatten)]
+    common: Common,
+    /// Connections (each subscribes, unsubscribes and publishes).
+    #[arg(long, default_value_t = 200)]
+    conns: usize,
+    /// Topics.
+    #[arg(long, default_value_t = 50)]
+    topics: usize,
+    /// Operations per second per connection.
+    #[arg(long, default_value_t = 20.0)]
+    ops: f64,
+    /// Payload bytes of a publish (at least 20).
+    #[arg(long, default_value_t = 64, value_parser = parse_size)]
+    size: u64,
+}
+
+/// Runs `loadtest soak`.
+pub(crate) fn run(args: Args) -> Result<ExitCode, String> {
+    let Args {
+        common,
+        conns,
+        topics,
+        ops,
+        size,
+    } = args;
+    let size = size as usize;
+    if topics == 0 || conns == 0 || size < 20 {
+        return Err("--conns and --topics must be at least 1, --size at least 20".into());
+    }
+    let plans = plans_to(&common, "/ws", conns)?;
+    let names: Vec<String> = (0..topics).map(|i| format!("soak-{i}")).collect();
+    let published = Arc::new(Published::new(conns, topics));
+    let epoch = Instant::now();
+    let until = epoch + common.duration;
+    let counters = Arc::new(Counters::default());
+    let bar = Progress::start("soak", common.duration, counters.clone());
+    let threads = common.threads as usize;
+    let results = on_threads(
+        &plans,
+        threads,
+        &counters,
+        |t, _| {
+            let ids: Vec<usize> = (0..conns).filter(|i| i % threads == t).collect();
+            Soak::new(
+                ids,
+                names.clone(),
+                ops,
+                size,
+                epoch,
+                until,
+                0x9e37_79b9 + t as u64,
+                published.clone(),
+            )
+        },
+        |s| {
+            s.finish();
+            (s.stats.clone(), s.operations)
+        },
+    )?;
+    drop(bar);
+    let stats = Stats::merged(results.iter().map(|(s, _)| s));
+    let operations: u64 = results.iter().map(|(_, o)| o).sum();
+    Report::new("soak", &common, &stats, conns)
+        .with("connections", conns as f64)
+        .with("topics", topics as f64)
+        .with("operations", operations as f64)
+        .with(
+            "deliveries_per_sec",
+            stats.received as f64 / common.duration.as_secs_f64(),
+        )
+        .print()
+}
 
 /// The last sequence number each connection published on each topic, shared by all threads.
 #[derive(Debug)]
-pub struct Published {
+struct Published {
     topics: usize,
     last: Vec<AtomicU64>,
 }
 
 impl Published {
     /// Counters for `conns` publishers over `topics` topics.
-    pub fn new(conns: usize, topics: usize) -> Published {
+    fn new(conns: usize, topics: usize) -> Published {
         Published {
             topics,
             last: (0..conns * topics).map(|_| AtomicU64::new(0)).collect(),
@@ -55,7 +136,7 @@ struct ConnState {
 }
 
 /// One thread's share of a soak run.
-pub struct Soak {
+struct Soak {
     /// Global connection numbers of this thread's connections.
     ids: Vec<usize>,
     conns: Vec<ConnState>,
@@ -69,15 +150,15 @@ pub struct Soak {
     rng: u64,
     published: Arc<Published>,
     /// Results.
-    pub stats: Stats,
+    stats: Stats,
     /// Subscribe, unsubscribe and publish operations done.
-    pub operations: u64,
+    operations: u64,
 }
 
 impl Soak {
     /// A thread driving the connections numbered `ids`.
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    fn new(
         ids: Vec<usize>,
         topics: Vec<String>,
         ops_per_sec: f64,
@@ -165,7 +246,7 @@ impl Soak {
     }
 
     /// Checks that every subscriber got the last message of every publisher it follows.
-    pub fn finish(&mut self) {
+    fn finish(&mut self) {
         for state in &self.conns {
             for (topic, sub) in &state.subs {
                 if !sub.acked || sub.leaving {

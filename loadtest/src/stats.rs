@@ -78,6 +78,15 @@ impl Stats {
         self.latency.add(&o.latency).expect("same bounds");
     }
 
+    /// Every thread's counters added up.
+    pub(crate) fn merged<'a>(all: impl Iterator<Item = &'a Stats>) -> Stats {
+        let mut s = Stats::new();
+        for t in all {
+            s.merge(t);
+        }
+        s
+    }
+
     /// Whether the run saw a correctness failure.
     pub fn correctness_failures(&self) -> u64 {
         self.mismatched + self.lost + self.reordered + self.unexpected

@@ -5,7 +5,6 @@ use super::receiver::Receiver;
 use super::resp::{self, Addr, Resp, write_bulk};
 use super::{Cluster, ENVELOPE_ROOM, MAX_BACKOFF, MIN_BACKOFF, Outgoing, envelope, slots};
 use crate::hub::{Hub, Topic};
-use crate::worker::{STOPPING, Shared};
 use redis::Value;
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -47,7 +46,7 @@ pub(super) const MOVED: u8 = 2;
 
 /// The bridge thread's state.
 pub(super) struct Bridge {
-    shared: Arc<Shared>,
+    hub: Arc<Hub>,
     cluster: Arc<Cluster>,
     client: redis::Client,
     url: String,
@@ -111,13 +110,13 @@ impl Drop for Link {
 
 impl Bridge {
     pub(super) fn new(
-        shared: Arc<Shared>,
+        hub: Arc<Hub>,
         cluster: Arc<Cluster>,
         client: redis::Client,
         url: String,
     ) -> Self {
         Bridge {
-            shared,
+            hub,
             cluster,
             client,
             url,
@@ -133,7 +132,7 @@ impl Bridge {
     }
 
     fn hub(&self) -> &Hub {
-        &self.shared.hub
+        &self.hub
     }
 
     pub(super) fn run(mut self) {
@@ -142,7 +141,7 @@ impl Bridge {
             "joining the cluster through {}",
             self.url
         );
-        while self.shared.state() < STOPPING {
+        while !self.cluster.is_stopping() {
             let changed = self.take_interest();
             if self.link.is_none() {
                 if let Some(wait) = self
@@ -300,7 +299,7 @@ impl Bridge {
             subscriber.stream.set_read_timeout(None)?;
             let writer = subscriber.stream.try_clone()?;
             let receiver = Receiver {
-                shared: self.shared.clone(),
+                hub: self.hub.clone(),
                 cluster: self.cluster.clone(),
                 conn: subscriber,
                 state: state.clone(),

@@ -7,10 +7,10 @@ use bytes::Bytes;
 use wsgate_core::frame::{OpCode, OutFrame};
 
 /// The first bytes of every envelope.
-pub const MAGIC: &[u8; 4] = b"WSG1";
+pub(crate) const MAGIC: &[u8; 4] = b"WSG1";
 
 /// The envelope's bytes before the payload.
-pub fn head(node: &[u8], frame: &OutFrame) -> Vec<u8> {
+pub(crate) fn head(node: &[u8], frame: &OutFrame) -> Vec<u8> {
     let mut head = Vec::with_capacity(6 + node.len());
     head.extend_from_slice(MAGIC);
     head.push(node.len() as u8);
@@ -25,15 +25,15 @@ fn is_text(frame: &OutFrame) -> bool {
 
 /// An envelope read back: who sent it and the frame, sharing `bytes`.
 #[derive(Debug)]
-pub struct Opened<'a> {
+pub(crate) struct Opened<'a> {
     /// The publishing node's id.
-    pub node: &'a [u8],
+    pub(crate) node: &'a [u8],
     /// The frame to deliver.
-    pub frame: OutFrame,
+    pub(crate) frame: OutFrame,
 }
 
 /// Opens an envelope. `None` when it is not one, or a text frame is not UTF-8.
-pub fn open(bytes: &Bytes) -> Option<Opened<'_>> {
+pub(crate) fn open(bytes: &Bytes) -> Option<Opened<'_>> {
     let rest = bytes.strip_prefix(&MAGIC[..])?;
     let (&len, rest) = rest.split_first()?;
     let node = rest.get(..len as usize)?;

@@ -24,13 +24,13 @@
 //! `--redis-max-pending` bytes; past it they stay local and count as `queue_full`.
 
 mod bridge;
-pub mod envelope;
+pub(crate) mod envelope;
 mod receiver;
 mod resp;
-pub mod slots;
+pub(crate) mod slots;
 
-use crate::hub::Topic;
-use crate::worker::Shared;
+use crate::hub::{Hub, Topic, Uplink};
+use crate::metrics::{Exposition, Kind};
 use crossbeam_queue::SegQueue;
 use resp::DEFAULT_PUBSUB_HARD_LIMIT;
 use std::io;
@@ -40,37 +40,37 @@ use std::time::Duration;
 use wsgate_core::frame::OutFrame;
 
 /// First wait before reconnecting to Redis; doubles up to [`MAX_BACKOFF`].
-pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
+pub(crate) const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest wait between reconnection attempts.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Room left under Redis' limit of a subscriber's output buffer for the envelope and the
 /// protocol around a payload.
 const ENVELOPE_ROOM: usize = 64 << 10;
 
 /// The cluster's counters, shown in `/metrics`.
 #[derive(Debug, Default)]
-pub struct ClusterStats {
+pub(crate) struct ClusterStats {
     /// Whether both connections to Redis are up.
-    pub up: AtomicBool,
+    pub(crate) up: AtomicBool,
     /// Channels the subscribing connection is subscribed to, as Redis last confirmed.
-    pub channels: AtomicU64,
+    pub(crate) channels: AtomicU64,
     /// Publishes sent to Redis.
-    pub published: AtomicU64,
+    pub(crate) published: AtomicU64,
     /// Messages from other nodes handed to the workers.
-    pub received: AtomicU64,
+    pub(crate) received: AtomicU64,
     /// This node's own messages coming back from Redis, skipped.
-    pub own_skipped: AtomicU64,
+    pub(crate) own_skipped: AtomicU64,
     /// Publishes that did not go to other nodes because Redis was unreachable.
-    pub dropped_redis_down: AtomicU64,
+    pub(crate) dropped_redis_down: AtomicU64,
     /// Publishes that did not go to other nodes because too much was waiting for Redis.
-    pub dropped_queue_full: AtomicU64,
+    pub(crate) dropped_queue_full: AtomicU64,
     /// Publishes that did not go to other nodes because they are larger than Redis lets a
     /// subscriber's output buffer grow ([`Cluster::max_message`]).
-    pub dropped_too_large: AtomicU64,
+    pub(crate) dropped_too_large: AtomicU64,
     /// Successful connections to Redis after the first.
-    pub reconnects: AtomicU64,
+    pub(crate) reconnects: AtomicU64,
     /// Messages from Redis that were not a well-formed wsgate envelope.
-    pub bad_messages: AtomicU64,
+    pub(crate) bad_messages: AtomicU64,
 }
 
 /// A publish on its way to Redis.
@@ -81,7 +81,7 @@ struct Outgoing {
 }
 
 /// The workers' side of the bridge: queues to it, and its counters.
-pub struct Cluster {
+pub(crate) struct Cluster {
     node: Box<[u8]>,
     prefix: String,
     sharded: bool,
@@ -97,8 +97,10 @@ pub struct Cluster {
     max_message: AtomicUsize,
     /// Whether a publish over `max_message` has been logged.
     too_large_logged: AtomicBool,
+    /// Set when the node stops: the bridge thread ends.
+    stopping: AtomicBool,
     /// The counters.
-    pub stats: ClusterStats,
+    pub(crate) stats: ClusterStats,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -112,7 +114,7 @@ impl std::fmt::Debug for Cluster {
 
 impl Cluster {
     /// A cluster link for node `node` (at most 255 bytes), not yet running: see [`spawn`].
-    pub fn new(node: &str, prefix: &str, sharded: bool, max_pending: usize) -> Cluster {
+    pub(crate) fn new(node: &str, prefix: &str, sharded: bool, max_pending: usize) -> Cluster {
         assert!(node.len() <= 255, "node id too long");
         Cluster {
             node: node.as_bytes().into(),
@@ -126,23 +128,34 @@ impl Cluster {
             bridge: OnceLock::new(),
             max_message: AtomicUsize::new(DEFAULT_PUBSUB_HARD_LIMIT - ENVELOPE_ROOM),
             too_large_logged: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
             stats: ClusterStats::default(),
         }
     }
 
     /// This node's id.
-    pub fn node(&self) -> &[u8] {
+    pub(crate) fn node(&self) -> &[u8] {
         &self.node
     }
 
     /// Whether both connections to Redis are up.
-    pub fn up(&self) -> bool {
+    pub(crate) fn up(&self) -> bool {
         self.stats.up.load(Ordering::Acquire)
+    }
+
+    /// Ends the bridge thread (the node stops).
+    pub(crate) fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.wake();
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
     }
 
     /// Hands a publish made on this node to the bridge, which sends it to Redis. While Redis is
     /// unreachable, or past `--redis-max-pending`, the publish stays local and is counted.
-    pub fn publish(&self, topic: &Topic, frame: &OutFrame) {
+    pub(crate) fn publish(&self, topic: &Topic, frame: &OutFrame) {
         if !self.up() {
             self.stats
                 .dropped_redis_down
@@ -184,14 +197,14 @@ impl Cluster {
     /// connection; 32 MiB, Redis' default, when it cannot be read). A larger message would make
     /// Redis drop every receiving node's subscribing connection, and everything in flight with
     /// it; it stays on its own node instead, counted as `too_large`.
-    pub fn max_message(&self) -> usize {
+    pub(crate) fn max_message(&self) -> usize {
         self.max_message.load(Ordering::Relaxed)
     }
 
     /// Tells the bridge that `topic`'s subscribers on this node went from none to some or from
     /// some to none. The bridge reads the count itself when it gets to it, so notices that
     /// cross each other settle on the last state.
-    pub fn interest_changed(&self, topic: Arc<Topic>) {
+    pub(crate) fn interest_changed(&self, topic: Arc<Topic>) {
         self.interest.push(topic);
         self.wake();
     }
@@ -207,17 +220,92 @@ impl Cluster {
     }
 }
 
-/// Starts the bridge thread for `shared.hub`'s cluster link, if it has one.
-pub fn spawn(shared: Arc<Shared>, url: &str) -> io::Result<()> {
-    let Some(cluster) = shared.hub.cluster().cloned() else {
-        return Ok(());
-    };
+impl Uplink for Cluster {
+    fn publish(&self, topic: &Topic, frame: &OutFrame) {
+        Cluster::publish(self, topic, frame);
+    }
+
+    fn interest_changed(&self, topic: Arc<Topic>) {
+        Cluster::interest_changed(self, topic);
+    }
+
+    fn is_up(&self) -> bool {
+        self.up()
+    }
+}
+
+impl Cluster {
+    /// Writes the link's gauges and counters into `out`.
+    pub(crate) fn render_metrics(&self, out: &mut Exposition) {
+        let s = &self.stats;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        out.single(
+            "wsgate_cluster_up",
+            Kind::Gauge,
+            "1 while both connections to Redis are up.",
+            u64::from(s.up.load(Ordering::Relaxed)),
+        );
+        out.single(
+            "wsgate_cluster_channels",
+            Kind::Gauge,
+            "Redis channels this node is subscribed to, as Redis last confirmed.",
+            get(&s.channels),
+        );
+        out.single(
+            "wsgate_cluster_published_total",
+            Kind::Counter,
+            "Publishes sent to Redis.",
+            get(&s.published),
+        );
+        out.single(
+            "wsgate_cluster_received_total",
+            Kind::Counter,
+            "Messages from other nodes delivered here.",
+            get(&s.received),
+        );
+        out.single(
+            "wsgate_cluster_own_skipped_total",
+            Kind::Counter,
+            "This node's own messages back from Redis, skipped.",
+            get(&s.own_skipped),
+        );
+        let name = "wsgate_cluster_dropped_total";
+        out.family(
+            name,
+            Kind::Counter,
+            "Publishes that reached only this node's subscribers.",
+        );
+        for (reason, counter) in [
+            ("redis_down", &s.dropped_redis_down),
+            ("queue_full", &s.dropped_queue_full),
+            ("too_large", &s.dropped_too_large),
+        ] {
+            out.sample(name, Some(("reason", reason)), get(counter));
+        }
+        out.single(
+            "wsgate_cluster_reconnects_total",
+            Kind::Counter,
+            "Connections to Redis made again after an outage.",
+            get(&s.reconnects),
+        );
+        out.single(
+            "wsgate_cluster_bad_messages_total",
+            Kind::Counter,
+            "Messages on a cluster channel that were not a wsgate envelope.",
+            get(&s.bad_messages),
+        );
+    }
+}
+
+/// Starts the bridge thread of `cluster`, which delivers what other nodes publish through
+/// `hub`, until [`Cluster::stop`].
+pub(crate) fn spawn(hub: Arc<Hub>, cluster: Arc<Cluster>, url: &str) -> io::Result<()> {
     let client = redis::Client::open(url).map_err(|e| io::Error::other(format!("--redis: {e}")))?;
     let url = url_for_logs(url);
     let handle = cluster.clone();
     let thread = std::thread::Builder::new()
         .name("wsgate-redis".into())
-        .spawn(move || bridge::Bridge::new(shared, cluster, client, url).run())?;
+        .spawn(move || bridge::Bridge::new(hub, cluster, client, url).run())?;
     let _ = handle.bridge.set(thread.thread().clone());
     Ok(())
 }
@@ -236,7 +324,7 @@ fn url_for_logs(url: &str) -> String {
 }
 
 /// A node id for a node started without `--node-id`: the host name and 8 random hex digits.
-pub fn random_node_id() -> String {
+pub(crate) fn random_node_id() -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(

@@ -4,7 +4,7 @@
 use super::bridge::{ALIVE, ENDED, MOVED};
 use super::resp::Resp;
 use super::{Cluster, envelope};
-use crate::worker::Shared;
+use crate::hub::Hub;
 use bytes::Bytes;
 use redis::Value;
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 /// The receiver thread: reads the subscribing connection.
 pub(super) struct Receiver {
-    pub(super) shared: Arc<Shared>,
+    pub(super) hub: Arc<Hub>,
     pub(super) cluster: Arc<Cluster>,
     pub(super) conn: Resp,
     pub(super) state: Arc<AtomicU8>,
@@ -110,7 +110,7 @@ impl Receiver {
         else {
             return;
         };
-        let hub = &self.shared.hub;
+        let hub = &self.hub;
         if let Some(topic) = hub.find(name) {
             topic.set_remote_ready(true);
             hub.release(topic);
@@ -142,10 +142,11 @@ impl Receiver {
             stats.own_skipped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let hub = &self.shared.hub;
+        // counted before the workers have it, so that whoever sees the message sees it counted
+        stats.received.fetch_add(1, Ordering::Relaxed);
+        let hub = &self.hub;
         let topic = hub.topic(topic);
         hub.publish_remote(usize::MAX, &topic, &opened.frame);
         hub.release(topic);
-        stats.received.fetch_add(1, Ordering::Relaxed);
     }
 }

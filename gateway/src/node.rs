@@ -1,0 +1,124 @@
+//! What every worker of a node shares: the configuration, the hub, the counters, the drain
+//! state, the admission limits and the token verifier. Built once by the server; read by the
+//! workers (lock-free on every path that serves traffic) and by the HTTP endpoints.
+
+use crate::auth::Authenticator;
+use crate::cluster::Cluster;
+use crate::config::Config;
+use crate::drain::DrainState;
+use crate::hub::{Hub, Uplink, Wake};
+use crate::limits::ConnectionLimits;
+use crate::metrics::{self, Exposition, Kind, WorkerMetrics};
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use wsgate_core::frame::DecoderConfig;
+use wsgate_core::session::SessionConfig;
+
+/// The state every worker of a node shares.
+#[derive(Debug)]
+pub(crate) struct Node {
+    /// The configuration.
+    pub(crate) config: Config,
+    /// Topics and the workers' inboxes.
+    pub(crate) hub: Arc<Hub>,
+    /// The link to other nodes, when there is one (the hub knows it only as its uplink).
+    pub(crate) cluster: Option<Arc<Cluster>>,
+    /// Every worker's counters, by worker index.
+    pub(crate) metrics: Vec<Arc<WorkerMetrics>>,
+    /// Where the node is in its drain.
+    pub(crate) drain: DrainState,
+    /// Open WebSocket sessions, all workers together.
+    pub(crate) sessions: AtomicUsize,
+    /// Connection counts against `max-connections` and `max-connections-per-ip`.
+    pub(crate) limits: ConnectionLimits,
+    /// The token verifier, when authentication is on.
+    pub(crate) auth: Option<Authenticator>,
+    /// What every WebSocket session enforces, and its timers.
+    pub(crate) session: Arc<SessionConfig>,
+}
+
+impl Node {
+    /// The node for `config`, with one inbox per waker (one per worker).
+    pub(crate) fn new(config: Config, wakers: Vec<Box<dyn Wake>>) -> io::Result<Node> {
+        let cluster = config.redis.as_ref().map(|_| {
+            let node = config
+                .node_id
+                .clone()
+                .unwrap_or_else(crate::cluster::random_node_id);
+            Arc::new(Cluster::new(
+                &node,
+                &config.redis_prefix,
+                config.redis_sharded,
+                config.redis_max_pending,
+            ))
+        });
+        let uplink = cluster.clone().map(|c| c as Arc<dyn Uplink>);
+        let session = Arc::new(SessionConfig {
+            decoder: DecoderConfig {
+                max_frame_size: config.max_frame_size,
+                max_message_size: config.max_message_size,
+                ..DecoderConfig::server()
+            },
+            ping_interval: Some(config.ping_interval).filter(|d| !d.is_zero()),
+            idle_timeout: Some(config.idle_timeout).filter(|d| !d.is_zero()),
+            close_timeout: config.close_timeout,
+        });
+        Ok(Node {
+            metrics: (0..wakers.len())
+                .map(|_| Arc::new(WorkerMetrics::default()))
+                .collect(),
+            hub: Arc::new(Hub::with_uplink(wakers, uplink)),
+            cluster,
+            limits: ConnectionLimits::new(config.max_connections, config.max_connections_per_ip),
+            auth: config.authenticator().map_err(|e| io::Error::other(e.0))?,
+            session,
+            config,
+            drain: DrainState::new(),
+            sessions: AtomicUsize::new(0),
+        })
+    }
+
+    /// Open WebSocket sessions, all workers together.
+    pub(crate) fn sessions(&self) -> usize {
+        self.sessions.load(Ordering::Acquire)
+    }
+
+    /// The node's numbers as Prometheus text: every worker's counters, the hub's gauges, the
+    /// cluster link's.
+    pub(crate) fn metrics_text(&self) -> String {
+        let mut out = Exposition::new();
+        metrics::render_workers(&mut out, &self.metrics);
+        let hub = &self.hub;
+        let name = "wsgate_inbox_depth";
+        out.family(name, Kind::Gauge, "Deliveries waiting in a worker's inbox.");
+        for i in 0..hub.workers() {
+            out.sample(name, Some(("worker", &i.to_string())), hub.inbox_depth(i));
+        }
+        let name = "wsgate_inbox_wakeups_total";
+        out.family(
+            name,
+            Kind::Counter,
+            "Times a worker was woken for its inbox.",
+        );
+        for i in 0..hub.workers() {
+            out.sample(name, Some(("worker", &i.to_string())), hub.inbox_wakeups(i));
+        }
+        out.single(
+            "wsgate_topics",
+            Kind::Gauge,
+            "Topics known on this node.",
+            hub.topics().len(),
+        );
+        out.single(
+            "wsgate_draining",
+            Kind::Gauge,
+            "1 while the node drains.",
+            u8::from(self.drain.get().refuses_sessions()),
+        );
+        if let Some(cluster) = &self.cluster {
+            cluster.render_metrics(&mut out);
+        }
+        out.finish()
+    }
+}
