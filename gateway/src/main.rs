@@ -12,7 +12,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse(); // a bad flag prints clap's message and exits 2
-    config::raise_file_limit();
+    wsgate::raise_file_limit();
     let print_config = cli.print_config;
     let config = match config::load(cli) {
         Ok(c) => c,
@@ -25,8 +25,8 @@ fn main() -> ExitCode {
         print!("{}", config.to_toml());
         return ExitCode::SUCCESS;
     }
-    let filter =
-        tracing_subscriber::EnvFilter::try_new(&config.log).expect("checked by Config::resolve");
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.server.log)
+        .expect("checked by Config::resolve");
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -34,7 +34,7 @@ fn main() -> ExitCode {
         .with_ansi(ansi)
         .init();
     install_panic_hook();
-    let workers = config.workers;
+    let workers = config.server.workers;
     let server = match Server::start(config) {
         Ok(s) => s,
         Err(e) => {

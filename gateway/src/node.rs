@@ -41,28 +41,29 @@ pub(crate) struct Node {
 impl Node {
     /// The node for `config`, with one inbox per waker (one per worker).
     pub(crate) fn new(config: Config, wakers: Vec<Box<dyn Wake>>) -> io::Result<Node> {
-        let cluster = config.redis.as_ref().map(|_| {
+        let cluster = config.cluster.redis.as_ref().map(|_| {
             let node = config
+                .cluster
                 .node_id
                 .clone()
                 .unwrap_or_else(crate::cluster::random_node_id);
             Arc::new(Cluster::new(
                 &node,
-                &config.redis_prefix,
-                config.redis_sharded,
-                config.redis_max_pending,
+                &config.cluster.redis_prefix,
+                config.cluster.redis_sharded,
+                config.cluster.redis_max_pending,
             ))
         });
         let uplink = cluster.clone().map(|c| c as Arc<dyn Uplink>);
         let session = Arc::new(SessionConfig {
             decoder: DecoderConfig {
-                max_frame_size: config.max_frame_size,
-                max_message_size: config.max_message_size,
+                max_frame_size: config.limits.frame_limit(),
+                max_message_size: config.limits.max_message_size,
                 ..DecoderConfig::server()
             },
-            ping_interval: Some(config.ping_interval).filter(|d| !d.is_zero()),
-            idle_timeout: Some(config.idle_timeout).filter(|d| !d.is_zero()),
-            close_timeout: config.close_timeout,
+            ping_interval: Some(config.timeouts.ping_interval).filter(|d| !d.is_zero()),
+            idle_timeout: Some(config.timeouts.idle_timeout).filter(|d| !d.is_zero()),
+            close_timeout: config.timeouts.close_timeout,
         });
         Ok(Node {
             metrics: (0..wakers.len())
@@ -70,8 +71,14 @@ impl Node {
                 .collect(),
             hub: Arc::new(Hub::with_uplink(wakers, uplink)),
             cluster,
-            limits: ConnectionLimits::new(config.max_connections, config.max_connections_per_ip),
-            auth: config.authenticator().map_err(|e| io::Error::other(e.0))?,
+            limits: ConnectionLimits::new(
+                config.limits.connection_limit(),
+                config.limits.max_connections_per_ip,
+            ),
+            auth: config
+                .auth
+                .authenticator()
+                .map_err(|e| io::Error::other(e.0))?,
             session,
             config,
             drain: DrainState::new(),

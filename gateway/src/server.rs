@@ -34,17 +34,21 @@ impl Server {
     /// SIGTERM and SIGINT are caught for [`run_until_signal`](Self::run_until_signal).
     pub fn start(config: Config) -> io::Result<Server> {
         let signals = Signals::new([SIGTERM, SIGINT])?;
-        let listeners = crate::listener::bind_all(config.listen, config.workers, config.backlog)?;
+        let listeners = crate::listener::bind_all(
+            config.server.listen,
+            config.server.workers,
+            config.server.backlog,
+        )?;
         let local_addr = listeners[0].local_addr()?;
         let mut polls = Vec::new();
         let mut wakers: Vec<Box<dyn Wake>> = Vec::new();
-        for _ in 0..config.workers {
+        for _ in 0..config.server.workers {
             let poll = Poll::new()?;
             wakers.push(Box::new(Waker::new(poll.registry(), worker::WAKER)?));
             polls.push(poll);
         }
         let node = Arc::new(Node::new(config, wakers)?);
-        if let (Some(cluster), Some(url)) = (&node.cluster, &node.config.redis) {
+        if let (Some(cluster), Some(url)) = (&node.cluster, &node.config.cluster.redis) {
             crate::cluster::spawn(node.hub.clone(), cluster.clone(), url)?;
         }
         let mut threads = Vec::new();
@@ -108,8 +112,8 @@ impl Server {
                 let _ = poll.poll(events, Some(wait));
                 signals.pending().next().is_some()
             };
-        while started.elapsed() < c.drain_grace.min(c.drain_timeout) {
-            let wait = c.drain_grace.saturating_sub(started.elapsed());
+        while started.elapsed() < c.timeouts.drain_grace.min(c.timeouts.drain_timeout) {
+            let wait = c.timeouts.drain_grace.saturating_sub(started.elapsed());
             if second_signal(&mut poll, &mut events, &mut signals, wait) {
                 exit_at_once();
             }
@@ -119,9 +123,9 @@ impl Server {
             "closing every session with 1001"
         );
         self.set_state(Drain::Closing);
-        while self.sessions() > 0 && started.elapsed() < c.drain_timeout {
-            let wait =
-                Duration::from_millis(50).min(c.drain_timeout.saturating_sub(started.elapsed()));
+        while self.sessions() > 0 && started.elapsed() < c.timeouts.drain_timeout {
+            let wait = Duration::from_millis(50)
+                .min(c.timeouts.drain_timeout.saturating_sub(started.elapsed()));
             if second_signal(&mut poll, &mut events, &mut signals, wait) {
                 exit_at_once();
             }

@@ -109,19 +109,19 @@ impl Worker {
     ) -> Worker {
         let c = &node.config;
         let timeouts = Timeouts {
-            handshake: c.handshake_timeout,
-            close: c.close_timeout,
+            handshake: c.timeouts.handshake_timeout,
+            close: c.timeouts.close_timeout,
         };
         let session_config = node.session.clone();
         let limits = Limits {
-            max_head_bytes: c.max_head_size,
+            max_head_bytes: c.limits.max_head_size,
         };
         Worker {
             id,
             poll,
             listener: TcpListener::from_std(listener),
             metrics: node.metrics[id].clone(),
-            readbuf: BytesMut::with_capacity(c.read_buffer_size),
+            readbuf: BytesMut::with_capacity(c.limits.read_buffer_size),
             node,
             conns: Slab::new(),
             topics: HashMap::new(),
@@ -216,8 +216,8 @@ impl Worker {
                     // or X-Forwarded-For, and is counted then; otherwise it is the peer's,
                     // counted now
                     let config = &self.node.config;
-                    let via_proxy = config.expects_proxy_header(peer.ip())
-                        || config.trusts_forwarded_for(peer.ip());
+                    let via_proxy = config.proxy.expects_proxy_header(peer.ip())
+                        || config.proxy.trusts_forwarded_for(peer.ip());
                     let admitted = self.node.limits.admit_total().and_then(|()| {
                         if via_proxy {
                             return Ok(false);
@@ -254,7 +254,7 @@ impl Worker {
                     self.next_generation = self.next_generation.wrapping_add(1);
                     let mut conn = Conn::new(stream, peer, self.next_generation, self.now);
                     conn.ip_counted = ip_counted;
-                    if self.node.config.expects_proxy_header(peer.ip()) {
+                    if self.node.config.proxy.expects_proxy_header(peer.ip()) {
                         conn.phase = Phase::Proxy;
                     }
                     entry.insert(conn);
@@ -296,7 +296,7 @@ impl Worker {
             } else {
                 (
                     std::mem::take(&mut self.readbuf),
-                    self.node.config.read_buffer_size,
+                    self.node.config.limits.read_buffer_size,
                 )
             };
             let conn = &mut self.conns[key];
@@ -334,7 +334,7 @@ impl Worker {
         // a cut request head or a small frame's rest: a small read, not a whole read buffer
         // per connection (hundreds of slow clients must not each pin 64 KiB)
         const SMALL: usize = 4096;
-        let base = self.node.config.read_buffer_size;
+        let base = self.node.config.limits.read_buffer_size;
         let conn = &self.conns[key];
         let have = conn.inbuf.len();
         let remaining = match &conn.phase {
@@ -398,7 +398,7 @@ impl Worker {
                 return;
             }
             if let Some(conn) = self.conns.get_mut(key)
-                && conn.outbox.queued_bytes() > self.node.config.outbox_limit
+                && conn.outbox.queued_bytes() > self.node.config.limits.outbox_limit
             {
                 // a peer that pipelines requests without reading the answers: the rest waits
                 // (kept in `inbuf`) until the answers are out, see `resume`
@@ -462,7 +462,7 @@ impl Worker {
         req: &handshake::Request<'_>,
     ) -> std::result::Result<(), Bytes> {
         let items: Vec<&[u8]> = req.header_list("X-Forwarded-For").collect();
-        let trusted = &self.node.config.trusted_proxies;
+        let trusted = &self.node.config.proxy.trusted_proxies;
         let conn = &mut self.conns[key];
         let client = match crate::forwarded::client(items.into_iter(), trusted) {
             Ok(client) => client.unwrap_or(conn.client),
@@ -511,7 +511,7 @@ impl Worker {
         let draining = self.node.drain.get().refuses_sessions();
         let node = self.node.clone();
         let config = &node.config;
-        if config.proxy_protocol
+        if config.proxy.proxy_protocol
             && (buf.starts_with(b"PROXY ")
                 || buf.starts_with(&wsgate_core::proxy::V2_SIGNATURE[..4]))
         {
@@ -532,7 +532,7 @@ impl Worker {
                 return;
             }
             Ok(Some(req)) => {
-                if config.trusts_forwarded_for(self.conns[key].peer.ip())
+                if config.proxy.trusts_forwarded_for(self.conns[key].peer.ip())
                     && let Err(response) = self.attribute_forwarded(key, &req)
                 {
                     buf.clear();
@@ -540,7 +540,7 @@ impl Worker {
                     return;
                 }
                 let keep_alive = http::keep_alive(&req);
-                let action = match http::route(&req, config.echo, config.dashboard) {
+                let action = match http::route(&req, config.server.echo, config.server.dashboard) {
                     Route::Upgrade(_) if draining => Action::Answer {
                         response: http::text(
                             503,
@@ -558,9 +558,9 @@ impl Worker {
                             reason: Some(Failure::of(&e)),
                         },
                         Ok(up)
-                            if !up
-                                .origin()
-                                .is_none_or(|o| origin_allowed(o, &config.allowed_origins)) =>
+                            if !up.origin().is_none_or(|o| {
+                                origin_allowed(o, &config.auth.allowed_origins)
+                            }) =>
                         {
                             Action::Answer {
                                 response: http::text(403, "origin not allowed", false, &[]),
@@ -584,7 +584,7 @@ impl Worker {
                                     (SessionKind::PubSub, Some(q)) => {
                                         message::parse_subscribe_query(
                                             q,
-                                            config.max_topics_per_connection,
+                                            config.limits.max_topics_per_connection,
                                         )
                                     }
                                     _ => Ok(Vec::new()),
@@ -650,11 +650,11 @@ impl Worker {
                     Route::Publish(raw_topic) => {
                         let framing = req
                             .body_framing()
-                            .and_then(|f| f.check_max(config.max_body_size as u64));
+                            .and_then(|f| f.check_max(config.limits.max_body_size as u64));
                         let topic = message::decode_topic_path(&raw_topic)
                             .and_then(|t| message::validate_topic(&t).map(|_| t));
                         match (framing, topic) {
-                            _ if !http::authorized(&req, config.api_key.as_deref()) => {
+                            _ if !http::authorized(&req, config.auth.api_key.as_deref()) => {
                                 Action::Answer {
                                     response: http::text(
                                         401,
@@ -883,7 +883,7 @@ impl Worker {
             kind,
             session,
             topics: Vec::new(),
-            publish_bucket: TokenBucket::new(self.node.config.publish_burst, self.now),
+            publish_bucket: TokenBucket::new(self.node.config.limits.publish_burst(), self.now),
             refused_in_a_row: 0,
             grants,
         }));
@@ -985,7 +985,7 @@ impl Worker {
                     (SessionKind::PubSub, _) => self.on_binary_publish(key, payload),
                 }
                 let conn = &mut self.conns[key];
-                if conn.outbox.queued_bytes() > self.node.config.outbox_limit {
+                if conn.outbox.queued_bytes() > self.node.config.limits.outbox_limit {
                     // stop reading from a peer that does not read its answers
                     conn.read_paused = true;
                 }
@@ -1108,8 +1108,8 @@ impl Worker {
     /// worth of refusals is closed with 1008.
     fn may_publish(&mut self, key: usize, topic: &str) -> Result<()> {
         let (rate, burst) = (
-            self.node.config.publish_rate,
-            self.node.config.publish_burst,
+            self.node.config.limits.publish_rate,
+            self.node.config.limits.publish_burst(),
         );
         let now = self.now;
         let Some(session) = self.conns.get_mut(key).and_then(Conn::session) else {
@@ -1195,7 +1195,7 @@ impl Worker {
     // ---- pub/sub ---------------------------------------------------------------------------
 
     fn subscribe(&mut self, key: usize, topic: &str) -> Result<()> {
-        let max = self.node.config.max_topics_per_connection;
+        let max = self.node.config.limits.max_topics_per_connection;
         let conn = &mut self.conns[key];
         let id = conn_id(key, conn.generation);
         let Phase::Ws(session) = &mut conn.phase else {
@@ -1313,7 +1313,7 @@ impl Worker {
         let Some(local) = self.topics.get(topic) else {
             return;
         };
-        let limit = self.node.config.outbox_limit;
+        let limit = self.node.config.limits.outbox_limit;
         let kind = if frame.header()[0] & 0x0F == 0x1 {
             MessageKind::Text
         } else {
@@ -1350,7 +1350,7 @@ impl Worker {
             self.conns[key].outbox.drop_unstarted();
             let reason = format!(
                 "slow consumer: more than {} queued",
-                crate::config::format_size(limit as u64)
+                wsgate_core::units::format_size(limit as u64)
             );
             self.start_close(key, CloseCode::TRY_AGAIN_LATER, &reason);
         }
@@ -1397,7 +1397,7 @@ impl Worker {
                 return;
             }
         }
-        let limit = self.node.config.outbox_limit;
+        let limit = self.node.config.limits.outbox_limit;
         let conn = &mut self.conns[key];
         let wants_write = !conn.outbox.is_empty();
         if wants_write != conn.interest.is_writable() {

@@ -1,0 +1,520 @@
+//! Configuration: command-line flags over an optional TOML file over named defaults.
+//!
+//! Every setting is declared once, in the table below: its group, its name (the flag
+//! `--max-message-size` and the TOML key `max-message-size`), how its value is written (its
+//! [`codec`]), its default and its help. A flag wins over the file, the file over the default.
+//! Sizes take units (`8KiB`, `64 MiB`, or plain bytes), durations take units (`10s`, `500ms`,
+//! `2m`), as [`wsgate_core::units`] reads them. A bad flag, value or file is reported with the
+//! name of what was wrong, and exit code 2. Rules that tie settings together are in
+//! [`Config::check`].
+
+#[macro_use]
+mod settings;
+mod codec;
+
+use clap::Parser;
+use codec::{
+    Address, Codec, Count, Flag, List, Networks, OptionalCount, OptionalPath, OptionalSize,
+    OptionalText, Size, Span, Text, Workers,
+};
+use ipnet::IpNet;
+use settings::{key_of, line_of};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The most a message limit may be raised to: browsers handle messages up to 2 GiB.
+pub const MAX_MESSAGE_SIZE_CEILING: u64 = 2 << 30;
+/// File descriptors kept back from the open-file limit when `max-connections` is automatic.
+pub const FD_RESERVE: u64 = 128;
+
+settings! {
+    /// Where the node listens, how many workers serve it, and what it serves.
+    server: Server {
+        /// Address to listen on.
+        listen: SocketAddr as Address = "0.0.0.0:8080", "ADDR";
+        /// Worker threads, each with its own event loop and socket (1 to 1024, or auto).
+        workers: usize as Workers = "auto" ("one per core"), "N";
+        /// Listen backlog of each worker's socket.
+        backlog: u32 as Count<u32> = "1024", "N";
+        /// Serve the /echo endpoint.
+        echo: bool as Flag = "true", "BOOL";
+        /// Serve the dashboard at `/`.
+        dashboard: bool as Flag = "true", "BOOL";
+        /// Log filter, as RUST_LOG takes it.
+        log: String as Text = "info", "FILTER";
+    }
+
+    /// What one peer may send, queue and hold.
+    limits: Limits {
+        /// Largest message a client may send, up to 2GiB.
+        max_message_size: u64 as Size<u64> = "64MiB", "SIZE";
+        /// Largest single frame.
+        max_frame_size: Option<u64> as OptionalSize = "" ("the message limit"), "SIZE";
+        /// Largest HTTP request head.
+        max_head_size: usize as Size<usize> = "8KiB", "SIZE";
+        /// Largest POST /publish body.
+        max_body_size: usize as Size<usize> = "1MiB", "SIZE";
+        /// Bytes queued to one connection before it is closed as a slow consumer.
+        outbox_limit: usize as Size<usize> = "8MiB", "SIZE";
+        /// Each worker's read buffer; larger frames get a buffer of their own.
+        read_buffer_size: usize as Size<usize> = "64KiB", "SIZE";
+        /// Topics one connection may subscribe to.
+        max_topics_per_connection: usize as Count<usize> = "256", "N";
+        /// Connections held at most, all workers together; 0 for the open-file limit less 128.
+        max_connections: u64 as Count<u64> = "0", "N";
+        /// Connections from one source address; 0 for no limit.
+        max_connections_per_ip: usize as Count<usize> = "0", "N";
+        /// Publishes a connection may make per second; 0 for no limit.
+        publish_rate: u32 as Count<u32> = "0", "N";
+        /// Publishes a connection may make in a burst above the rate.
+        publish_burst: Option<u32> as OptionalCount = "" ("the rate"), "N";
+    }
+
+    /// How long each step may take.
+    timeouts: Timeouts {
+        /// Time to complete the HTTP request.
+        handshake_timeout: Duration as Span = "10s", "DURATION";
+        /// Silence before the server pings; 0 turns pings off.
+        ping_interval: Duration as Span = "30s", "DURATION";
+        /// Silence before a connection is closed; 0 never.
+        idle_timeout: Duration as Span = "75s", "DURATION";
+        /// Time the peer has to answer a close frame.
+        close_timeout: Duration as Span = "5s", "DURATION";
+        /// Time between SIGTERM and closing clients with 1001.
+        drain_grace: Duration as Span = "2s", "DURATION";
+        /// Time the whole drain may take.
+        drain_timeout: Duration as Span = "10s", "DURATION";
+    }
+
+    /// Who may connect and publish.
+    auth: Auth {
+        /// Origins allowed to open a WebSocket, comma separated (`https://app.example.com`, `*.example.com`); empty allows any.
+        allowed_origins: Vec<String> as List = "" ("empty"), "LIST";
+        /// Require a JWT signed with this HS256 secret on every upgrade.
+        jwt_secret: Option<String> as OptionalText = "" ("none"), "SECRET";
+        /// Require a JWT verified with this PEM public key file on every upgrade.
+        jwt_public_key: Option<PathBuf> as OptionalPath = "" ("none"), "FILE";
+        /// The algorithm of --jwt-public-key: RS256 or ES256.
+        jwt_algorithm: String as Text = "RS256", "ALG";
+        /// Require `Authorization: Bearer KEY` on POST /publish.
+        api_key: Option<String> as OptionalText = "" ("none"), "KEY";
+    }
+
+    /// What the load balancers in front say about the client.
+    proxy: Proxy {
+        /// Expect a PROXY protocol header (v1 or v2) first on connections from trusted proxies.
+        proxy_protocol: bool as Flag = "false", "BOOL";
+        /// Networks whose connections must start with a PROXY header, comma separated (`10.0.0.0/8,127.0.0.1/32`); empty trusts every peer.
+        trusted_proxies: Vec<IpNet> as Networks = "" ("empty"), "LIST";
+        /// Take the client's address from `X-Forwarded-For` on requests from trusted proxies (--trusted-proxies; empty trusts every peer).
+        forwarded_for: bool as Flag = "false", "BOOL";
+    }
+
+    /// The link to other nodes through Redis.
+    cluster: Cluster {
+        /// Redis URL (`redis://[user:password@]host:port`) that joins this node to a cluster; none runs a single node.
+        redis: Option<String> as OptionalText = "" ("none"), "URL";
+        /// Prefix of the Redis channel of each topic.
+        redis_prefix: String as Text = "wsgate:", "PREFIX";
+        /// Use Redis 7 sharded pub/sub (SSUBSCRIBE/SPUBLISH), for Redis Cluster.
+        redis_sharded: bool as Flag = "false", "BOOL";
+        /// Publishes waiting to go to Redis, in bytes, past which new ones stay on this node.
+        redis_max_pending: usize as Size<usize> = "64MiB", "SIZE";
+        /// This node's name in the cluster, for logs and to skip its own messages coming back from Redis.
+        node_id: Option<String> as OptionalText = "" ("random at start"), "NAME";
+    }
+}
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(name = "wsgate", version, about = "A WebSocket pub/sub gateway")]
+pub struct Cli {
+    /// A TOML file with the same keys as the flags (flags win).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the resolved configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// The settings.
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+/// A configuration error: names the flag or key and says what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Reads the command line and the config file it names into a resolved configuration.
+pub fn load(cli: Cli) -> Result<Config, ConfigError> {
+    let file = match &cli.config {
+        Some(path) => read_file(path)?,
+        None => Settings::default(),
+    };
+    Config::resolve(cli.settings.over(file))
+}
+
+/// Parses a TOML config file.
+pub fn read_file(path: &std::path::Path) -> Result<Settings, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+    parse_toml(&text).map_err(|e| ConfigError(format!("config file {}: {}", path.display(), e.0)))
+}
+
+/// Parses the text of a TOML config file: flat `key = value` lines, one per setting. An error
+/// names the key and the line.
+pub fn parse_toml(text: &str) -> Result<Settings, ConfigError> {
+    use std::collections::BTreeMap;
+    use toml::Spanned;
+    let table: BTreeMap<Spanned<String>, Spanned<toml::Value>> =
+        toml::from_str(text).map_err(|e| {
+            let at = e
+                .span()
+                .map(|r| format!(" (line {})", line_of(text, r.start)))
+                .unwrap_or_default();
+            ConfigError(format!("{}{at}", e.message()))
+        })?;
+    let mut settings = Settings::default();
+    for (key, value) in &table {
+        match settings.set(key.get_ref(), value.get_ref()) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(ConfigError(format!(
+                    "unknown setting `{}` (line {}); the settings are: {}",
+                    key.get_ref(),
+                    line_of(text, key.span().start),
+                    Settings::KEYS
+                        .iter()
+                        .map(|k| key_of(k))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            Err(why) => {
+                return Err(ConfigError(format!(
+                    "{why} (key {}, line {})",
+                    key.get_ref(),
+                    line_of(text, value.span().start)
+                )));
+            }
+        }
+    }
+    Ok(settings)
+}
+
+impl Config {
+    /// Resolves settings against the defaults and checks that they make sense together.
+    pub fn resolve(s: Settings) -> Result<Config, ConfigError> {
+        let cfg = Config::with_defaults(s);
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// The rules that tie settings together, or bound one beyond what its type says.
+    fn check(&self) -> Result<(), ConfigError> {
+        let bad =
+            |what: &str, why: &str| Err(ConfigError(format!("invalid value for {what}: {why}")));
+        let l = &self.limits;
+        let t = &self.timeouts;
+        if l.max_message_size == 0 || l.max_message_size > MAX_MESSAGE_SIZE_CEILING {
+            return bad("--max-message-size", "must be between 1 byte and 2GiB");
+        }
+        if l.max_frame_size
+            .is_some_and(|f| f == 0 || f > l.max_message_size)
+        {
+            return bad(
+                "--max-frame-size",
+                "must be between 1 byte and the message limit",
+            );
+        }
+        if l.max_head_size < 512 || l.max_head_size > 1 << 20 {
+            return bad("--max-head-size", "must be between 512B and 1MiB");
+        }
+        if l.max_body_size as u64 > MAX_MESSAGE_SIZE_CEILING {
+            return bad("--max-body-size", "must be at most 2GiB");
+        }
+        if l.outbox_limit < 1024 {
+            return bad("--outbox-limit", "must be at least 1KiB");
+        }
+        if l.read_buffer_size < 4096 || l.read_buffer_size > 16 << 20 {
+            return bad("--read-buffer-size", "must be between 4KiB and 16MiB");
+        }
+        if l.max_topics_per_connection == 0 {
+            return bad("--max-topics-per-connection", "must be at least 1");
+        }
+        if l.publish_rate > 0 && l.publish_burst() == 0 {
+            return bad(
+                "--publish-burst",
+                "must be at least 1 when --publish-rate is set",
+            );
+        }
+        if t.handshake_timeout.is_zero() {
+            return bad("--handshake-timeout", "must be more than 0");
+        }
+        if t.close_timeout.is_zero() {
+            return bad("--close-timeout", "must be more than 0");
+        }
+        if !t.idle_timeout.is_zero()
+            && !t.ping_interval.is_zero()
+            && t.idle_timeout <= t.ping_interval
+        {
+            return bad(
+                "--idle-timeout",
+                "must be longer than --ping-interval, or 0",
+            );
+        }
+        if let Some(o) = self
+            .auth
+            .allowed_origins
+            .iter()
+            .find(|o| o.contains(char::is_whitespace))
+        {
+            return Err(ConfigError(format!(
+                "invalid value for --allowed-origins: '{o}' contains a space"
+            )));
+        }
+        if self.auth.jwt_secret.is_some() && self.auth.jwt_public_key.is_some() {
+            return bad(
+                "--jwt-secret",
+                "give either --jwt-secret or --jwt-public-key, not both",
+            );
+        }
+        self.auth.authenticator()?;
+        let c = &self.cluster;
+        if let Some(url) = &c.redis {
+            match url::Url::parse(url) {
+                Ok(u) if u.scheme() == "redis" && u.host_str().is_some() => {}
+                Ok(u) if u.scheme() == "rediss" => {
+                    return bad("--redis", "TLS (rediss://) is not supported; use redis://");
+                }
+                _ => return bad("--redis", "expected redis://[user:password@]host[:port]"),
+            }
+        }
+        if let Some(n) = &c.node_id
+            && (n.len() > 64 || !n.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return bad(
+                "--node-id",
+                "at most 64 printable ASCII characters, no spaces",
+            );
+        }
+        if c.redis_max_pending < 1 << 16 {
+            return bad("--redis-max-pending", "must be at least 64KiB");
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.server.log).is_err() {
+            return bad(
+                "--log",
+                "not a valid log filter (try info, debug, wsgate=trace)",
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Limits {
+    /// The largest frame: `max-frame-size`, or the message limit.
+    pub fn frame_limit(&self) -> u64 {
+        self.max_frame_size.unwrap_or(self.max_message_size)
+    }
+
+    /// The publish burst: `publish-burst`, or the rate.
+    pub fn publish_burst(&self) -> u32 {
+        self.publish_burst.unwrap_or(self.publish_rate)
+    }
+
+    /// The connections the node holds at most: `max-connections`, or (0) the open-file limit
+    /// less [`FD_RESERVE`].
+    pub fn connection_limit(&self) -> usize {
+        let n = match self.max_connections {
+            0 => crate::sys::open_file_limit()
+                .saturating_sub(FD_RESERVE)
+                .max(1),
+            n => n,
+        };
+        usize::try_from(n).unwrap_or(usize::MAX)
+    }
+}
+
+impl Auth {
+    /// The token verifier, when authentication is configured.
+    pub(crate) fn authenticator(&self) -> Result<Option<crate::auth::Authenticator>, ConfigError> {
+        if let Some(secret) = &self.jwt_secret {
+            return Ok(Some(crate::auth::Authenticator::hs256(secret.as_bytes())));
+        }
+        let Some(path) = &self.jwt_public_key else {
+            return Ok(None);
+        };
+        let pem = std::fs::read(path).map_err(|e| {
+            ConfigError(format!(
+                "invalid value for --jwt-public-key: cannot read {}: {e}",
+                path.display()
+            ))
+        })?;
+        crate::auth::Authenticator::public_key(&pem, &self.jwt_algorithm)
+            .map(Some)
+            .map_err(|e| {
+                ConfigError(format!(
+                    "invalid value for --jwt-public-key or --jwt-algorithm: {e}"
+                ))
+            })
+    }
+}
+
+impl Proxy {
+    /// Whether `X-Forwarded-For` on requests from `peer` names the client.
+    pub fn trusts_forwarded_for(&self, peer: std::net::IpAddr) -> bool {
+        self.forwarded_for && self.trusts(peer)
+    }
+
+    /// Whether a connection from `peer` must start with a PROXY header.
+    pub fn expects_proxy_header(&self, peer: std::net::IpAddr) -> bool {
+        self.proxy_protocol && self.trusts(peer)
+    }
+
+    fn trusts(&self, peer: std::net::IpAddr) -> bool {
+        self.trusted_proxies.is_empty() || self.trusted_proxies.iter().any(|n| n.contains(&peer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("wsgate").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::resolve(Settings::default()).unwrap();
+        assert_eq!(c.server.listen, "0.0.0.0:8080".parse().unwrap());
+        assert!(c.server.workers >= 1);
+        assert_eq!(c.limits.max_message_size, 64 << 20);
+        assert_eq!(c.limits.frame_limit(), c.limits.max_message_size);
+        assert_eq!(c.limits.outbox_limit, 8 << 20);
+        assert_eq!(c.timeouts.handshake_timeout, Duration::from_secs(10));
+        assert!(c.server.echo);
+        assert_eq!(c.auth.api_key, None);
+        assert_eq!(c.cluster.redis_prefix, "wsgate:");
+        assert!(c.limits.connection_limit() >= 1);
+    }
+
+    #[test]
+    fn help_shows_each_default() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_help().to_string();
+        for shown in [
+            "[default: 64MiB]",
+            "[default: one per core]",
+            "[default: the message limit]",
+            "[default: 30s]",
+            "[default: none]",
+            "[default: wsgate:]",
+        ] {
+            assert!(help.contains(shown), "{shown} missing from:\n{help}");
+        }
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let file =
+            parse_toml("listen = \"127.0.0.1:9000\"\nworkers = 3\nmax-message-size = \"1MiB\"\n")
+                .unwrap();
+        let flags = cli(&["--workers", "5", "--outbox-limit", "64KiB"])
+            .unwrap()
+            .settings;
+        let c = Config::resolve(flags.over(file)).unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(c.server.workers, 5);
+        assert_eq!(c.limits.max_message_size, 1 << 20);
+        assert_eq!(c.limits.outbox_limit, 64 << 10);
+    }
+
+    #[test]
+    fn printed_config_reads_back_the_same() {
+        let flags = cli(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--api-key",
+            "s3\"cret",
+            "--ping-interval",
+            "1m 30s",
+            "--idle-timeout",
+            "3m",
+            "--max-frame-size",
+            "1MiB",
+            "--publish-rate",
+            "10",
+            "--trusted-proxies",
+            "10.0.0.0/8,127.0.0.1",
+            "--allowed-origins",
+            "https://a.example,*.b.example",
+        ])
+        .unwrap()
+        .settings;
+        let c = Config::resolve(flags).unwrap();
+        let text = c.to_toml();
+        assert!(text.contains("# limits\n"), "{text}");
+        let again = Config::resolve(parse_toml(&text).unwrap()).unwrap();
+        assert_eq!(again, c);
+        let defaults = Config::resolve(Settings::default()).unwrap();
+        let again = Config::resolve(parse_toml(&defaults.to_toml()).unwrap()).unwrap();
+        assert_eq!(again, defaults);
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        let err = cli(&["--max-message-size", "lots"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--max-message-size") && err.contains("not a size"),
+            "{err}"
+        );
+        let err = cli(&["--workers", "0"]).unwrap_err().to_string();
+        assert!(err.contains("--workers"), "{err}");
+        let err = cli(&["--no-such-flag"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        let s = cli(&["--max-message-size", "3GiB"]).unwrap().settings;
+        assert!(
+            Config::resolve(s)
+                .unwrap_err()
+                .0
+                .contains("--max-message-size")
+        );
+        let s = cli(&["--ping-interval", "10s", "--idle-timeout", "5s"])
+            .unwrap()
+            .settings;
+        assert!(Config::resolve(s).unwrap_err().0.contains("--idle-timeout"));
+    }
+
+    #[test]
+    fn bad_files_name_the_key_and_line() {
+        let err = parse_toml("listen = \"127.0.0.1:1\"\nmax-mesage-size = 5\n")
+            .unwrap_err()
+            .0;
+        assert!(
+            err.contains("max-mesage-size") && err.contains("line 2"),
+            "{err}"
+        );
+        let err = parse_toml("workers = 1\noutbox-limit = \"huge\"\n")
+            .unwrap_err()
+            .0;
+        assert!(
+            err.contains("not a size") && err.contains("key outbox-limit, line 2"),
+            "{err}"
+        );
+        let err = parse_toml("workers = [1]").unwrap_err().0;
+        assert!(err.contains("key workers"), "{err}");
+        let err = parse_toml("this is [not toml").unwrap_err().0;
+        assert!(err.contains("line 1"), "{err}");
+    }
+}
