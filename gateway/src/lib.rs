@@ -21,7 +21,9 @@ mod listener;
 mod metrics;
 mod node;
 pub mod outbox;
+mod pubsub;
 pub mod server;
+mod session;
 mod sys;
 mod worker;
 

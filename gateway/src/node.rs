@@ -129,3 +129,24 @@ impl Node {
         out.finish()
     }
 }
+
+#[cfg(test)]
+impl Node {
+    /// A node of `workers` workers that nobody wakes, configured by command-line `args`.
+    pub(crate) fn for_tests(args: &[&str], workers: usize) -> Node {
+        use clap::Parser;
+        struct NoWake;
+        impl Wake for NoWake {
+            fn wake(&self) {}
+        }
+        let cli = crate::config::Cli::try_parse_from(
+            std::iter::once("wsgate").chain(args.iter().copied()),
+        )
+        .expect("valid test flags");
+        let config = crate::config::load(cli).expect("a valid test configuration");
+        let wakers = (0..workers)
+            .map(|_| Box::new(NoWake) as Box<dyn Wake>)
+            .collect();
+        Node::new(config, wakers).expect("a test node")
+    }
+}

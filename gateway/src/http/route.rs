@@ -1,9 +1,8 @@
-//! Plain HTTP on the WebSocket port: routing, `/healthz`, `/readyz`, `/metrics`,
-//! `POST /publish/{topic}`, and the answers for everything else.
+//! Where a request goes, and what its headers say: whether the connection stays open after
+//! the answer, whether it carries the API key, whether its body is JSON.
 
-use crate::conn::SessionKind;
-use bytes::Bytes;
-use wsgate_core::handshake::{self, Request};
+use crate::session::SessionKind;
+use wsgate_core::handshake::Request;
 
 /// Where a request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,47 +65,6 @@ pub(crate) fn keep_alive(req: &Request<'_>) -> bool {
         return false;
     }
     req.minor_version() >= 1 || req.has_token("Connection", "keep-alive")
-}
-
-/// An answer with a plain-text body (a newline is added).
-pub(crate) fn text(status: u16, body: &str, keep_alive: bool, extra: &[(&str, &str)]) -> Bytes {
-    let mut headers = vec![("Content-Type", "text/plain; charset=utf-8")];
-    headers.extend_from_slice(extra);
-    headers.push((
-        "Connection",
-        if keep_alive { "keep-alive" } else { "close" },
-    ));
-    let mut body = body.as_bytes().to_vec();
-    body.push(b'\n');
-    Bytes::from(handshake::response(status, &headers, &body))
-}
-
-/// An answer with a body of the given content type.
-pub(crate) fn with_type(status: u16, content_type: &str, body: &[u8], keep_alive: bool) -> Bytes {
-    let headers = [
-        ("Content-Type", content_type),
-        (
-            "Connection",
-            if keep_alive { "keep-alive" } else { "close" },
-        ),
-    ];
-    Bytes::from(handshake::response(status, &headers, body))
-}
-
-/// The answer to a connection refused at admission, sent before the socket is closed.
-pub(crate) fn refusal(r: crate::limits::Refusal) -> Bytes {
-    use crate::limits::Refusal;
-    match r {
-        Refusal::TooManyConnections => text(
-            503,
-            "too many connections: try again or another node",
-            false,
-            &[("Retry-After", "1")],
-        ),
-        Refusal::TooManyFromAddress => {
-            text(429, "too many connections from this address", false, &[])
-        }
-    }
 }
 
 /// Whether the request carries `Authorization: Bearer KEY` with the configured key.
@@ -255,13 +213,5 @@ mod tests {
             "POST / HTTP/1.1\r\nContent-Type: application/octet-stream\r\n\r\n"
         )));
         assert!(!is_json(&req("POST / HTTP/1.1\r\n\r\n")));
-    }
-
-    #[test]
-    fn answers_are_well_formed() {
-        let a = text(404, "no such endpoint", false, &[]);
-        let s = std::str::from_utf8(&a).unwrap();
-        assert!(s.starts_with("HTTP/1.1 404 Not Found\r\n"), "{s}");
-        assert!(s.contains("Connection: close\r\n") && s.ends_with("\r\n\r\nno such endpoint\n"));
     }
 }

@@ -1,0 +1,295 @@
+//! One connection: its socket, its phase (PROXY header, HTTP request, request body, WebSocket
+//! session, the last bytes, lingering), its buffers, and the deadline of each phase. The
+//! worker's connections live in a [`Connections`] slab behind generation-checked [`ConnId`]s.
+//!
+//! An idle open WebSocket keeps no buffer: reads go into the worker's shared buffer, and a
+//! connection only holds bytes of its own (`inbuf`) when a frame or a request was cut between
+//! two reads. Its outbox allocates only while something is queued.
+
+mod table;
+
+pub(crate) use table::{ConnId, Connections};
+
+use crate::http::PendingBody;
+use crate::outbox::Outbox;
+use crate::session::Ws;
+use bytes::BytesMut;
+use mio::Interest;
+use mio::net::TcpStream;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+use wsgate_core::timer::Timer;
+
+/// The phase of a connection. Each phase but the session's has one deadline, named by the
+/// [`Timer`] it stands for ([`Conn::timer`]); a session has its own timers.
+#[derive(Debug)]
+pub(crate) enum Phase {
+    /// Reading the PROXY protocol header a trusted load balancer sends first
+    /// ([`Timer::Handshake`]).
+    Proxy {
+        /// When the header must have arrived.
+        deadline: Instant,
+    },
+    /// Reading an HTTP request head ([`Timer::Handshake`]).
+    Request {
+        /// When the request must be complete.
+        deadline: Instant,
+    },
+    /// Reading the body of a `POST /publish` ([`Timer::Handshake`]).
+    Body {
+        /// What the head said.
+        body: Box<PendingBody>,
+        /// When the body must be complete.
+        deadline: Instant,
+    },
+    /// A WebSocket session, until its close handshake is over.
+    Ws(Box<Ws>),
+    /// Sending what is queued; then the write side is shut ([`Timer::Close`]: a peer that does
+    /// not take the rest in time is dropped).
+    Flushing {
+        /// When the connection is dropped whatever is left.
+        deadline: Instant,
+    },
+    /// Write side shut, waiting for the peer to close its side ([`Timer::Close`]).
+    Linger {
+        /// When the connection is dropped anyway.
+        deadline: Instant,
+    },
+}
+
+/// What a phase's passed deadline calls for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expiry {
+    /// A request cut short: answer 408, then close.
+    RequestTimeout,
+    /// Nothing to say: drop the connection (a silent peer, an idle kept-alive connection, a
+    /// peer that did not take the last bytes or did not close).
+    Drop,
+}
+
+/// One connection.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    /// The socket.
+    pub(crate) stream: TcpStream,
+    /// The peer's address.
+    pub(crate) peer: SocketAddr,
+    /// The client's address: the peer's, or the one a trusted proxy gave.
+    pub(crate) client: IpAddr,
+    /// The client's address is counted against `max-connections-per-ip`.
+    pub(crate) ip_counted: bool,
+    /// Tells reuses of the same slab slot apart ([`ConnId`]).
+    generation: u32,
+    /// The phase.
+    pub(crate) phase: Phase,
+    /// Bytes received and not consumed yet (a cut frame or request). Empty when idle.
+    pub(crate) inbuf: BytesMut,
+    /// Frames and raw bytes waiting to be written.
+    pub(crate) outbox: Outbox,
+    /// The interest registered with the poller.
+    pub(crate) interest: Interest,
+    /// Reading stopped because the outbox is over its limit.
+    pub(crate) read_paused: bool,
+    /// The socket may have unread bytes.
+    pub(crate) readable: bool,
+    /// The earliest timer entry scheduled for this connection.
+    pub(crate) timer_at: Option<Instant>,
+    /// Listed in the connections to flush this turn (once however many frames were queued).
+    flush_listed: bool,
+}
+
+impl Conn {
+    /// A new connection in `phase`.
+    pub(crate) fn new(stream: TcpStream, peer: SocketAddr, phase: Phase) -> Conn {
+        Conn {
+            stream,
+            peer,
+            client: peer.ip(),
+            ip_counted: false,
+            generation: 0,
+            phase,
+            inbuf: BytesMut::new(),
+            outbox: Outbox::new(),
+            interest: Interest::READABLE,
+            read_paused: false,
+            readable: true,
+            flush_listed: false,
+            timer_at: None,
+        }
+    }
+
+    /// The session, when the connection is a WebSocket.
+    pub(crate) fn ws(&mut self) -> Option<&mut Ws> {
+        match &mut self.phase {
+            Phase::Ws(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Whether the connection is a WebSocket session that may still send data.
+    pub(crate) fn is_open_session(&self) -> bool {
+        matches!(&self.phase, Phase::Ws(s) if s.protocol.is_open())
+    }
+
+    /// The named deadline of the phase; `None` for a session (whose timers are its own).
+    pub(crate) fn timer(&self) -> Option<(Timer, Instant)> {
+        match &self.phase {
+            Phase::Proxy { deadline }
+            | Phase::Request { deadline }
+            | Phase::Body { deadline, .. } => Some((Timer::Handshake, *deadline)),
+            Phase::Flushing { deadline } | Phase::Linger { deadline } => {
+                Some((Timer::Close, *deadline))
+            }
+            Phase::Ws(_) => None,
+        }
+    }
+
+    /// When the connection next needs attention.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Ws(s) => s.protocol.poll_timeout(),
+            _ => self.timer().map(|(_, at)| at),
+        }
+    }
+
+    /// What the phase's deadline calls for once it has passed at `now` (`None` before, and
+    /// for a session: its timers are handled by the session).
+    pub(crate) fn expired(&self, now: Instant) -> Option<Expiry> {
+        let (timer, at) = self.timer()?;
+        if at > now {
+            return None;
+        }
+        Some(match (timer, &self.phase) {
+            // an idle kept-alive connection, or one that never said anything
+            (Timer::Handshake, Phase::Request { .. }) if self.inbuf.is_empty() => Expiry::Drop,
+            (Timer::Handshake, Phase::Request { .. } | Phase::Body { .. }) => {
+                Expiry::RequestTimeout
+            }
+            _ => Expiry::Drop,
+        })
+    }
+
+    /// Waits for the next request, which has `handshake` to arrive.
+    pub(crate) fn expect_request(&mut self, now: Instant, handshake: Duration) {
+        self.phase = Phase::Request {
+            deadline: now + handshake,
+        };
+    }
+
+    /// Sends what is queued, then ends the connection; the peer has `close` to take it.
+    pub(crate) fn finish(&mut self, now: Instant, close: Duration) {
+        self.phase = Phase::Flushing {
+            deadline: now + close,
+        };
+    }
+
+    /// Whether the connection only sends what is left (its request or session is over).
+    pub(crate) fn is_finishing(&self) -> bool {
+        matches!(self.phase, Phase::Flushing { .. } | Phase::Linger { .. })
+    }
+
+    /// How much to read into the connection's own buffer (`inbuf`, which holds a cut frame or
+    /// request), given the worker's read buffer size `base`. A large frame or body gets room
+    /// for all of it in one allocation, but only once a 32nd of it has arrived: before that
+    /// the buffer doubles as data comes, so a header that announces 2 GiB and sends nothing
+    /// costs nothing, and what a peer can make the gateway reserve stays proportional to what
+    /// it really sent. The buffers outgrown on the way add up to at most a 16th of the
+    /// message, so the peak stays near one copy of it.
+    pub(crate) fn own_read_size(&self, base: usize) -> usize {
+        // a cut request head or a small frame's rest: a small read, not a whole read buffer
+        // per connection (hundreds of slow clients must not each pin 64 KiB)
+        const SMALL: usize = 4096;
+        let have = self.inbuf.len();
+        let remaining = match &self.phase {
+            Phase::Ws(s) => usize::try_from(s.protocol.wanted()).unwrap_or(usize::MAX),
+            Phase::Body { body, .. } => body.len.saturating_sub(have),
+            _ => 0,
+        };
+        if remaining <= base {
+            remaining.max(SMALL)
+        } else if have.saturating_mul(32) >= have.saturating_add(remaining) {
+            remaining
+        } else {
+            have.max(base)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(phase: Phase) -> Conn {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let _client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (server, peer) = l.accept().unwrap();
+        Conn::new(TcpStream::from_std(server), peer, phase)
+    }
+
+    #[test]
+    fn idle_connection_holds_no_buffer() {
+        let c = conn(Phase::Request {
+            deadline: Instant::now(),
+        });
+        assert_eq!(c.inbuf.capacity(), 0);
+        assert!(
+            std::mem::size_of::<Conn>() < 512,
+            "Conn is {} bytes",
+            std::mem::size_of::<Conn>()
+        );
+    }
+
+    #[test]
+    fn each_phase_has_its_named_deadline_and_what_it_calls_for() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut c = conn(Phase::Proxy { deadline: t0 + s });
+        assert_eq!(c.timer(), Some((Timer::Handshake, t0 + s)));
+        assert_eq!(c.expired(t0), None);
+        assert_eq!(c.expired(t0 + s), Some(Expiry::Drop), "a silent PROXY peer");
+        c.expect_request(t0, s);
+        assert_eq!(
+            c.expired(t0 + s),
+            Some(Expiry::Drop),
+            "nothing asked: dropped"
+        );
+        c.inbuf.extend_from_slice(b"GET / HT");
+        assert_eq!(
+            c.expired(t0 + s),
+            Some(Expiry::RequestTimeout),
+            "a cut request: 408"
+        );
+        c.finish(t0, 2 * s);
+        assert_eq!(c.timer(), Some((Timer::Close, t0 + 2 * s)));
+        assert!(c.is_finishing());
+        assert_eq!(c.expired(t0 + 2 * s), Some(Expiry::Drop));
+        assert_eq!(c.poll_timeout(), Some(t0 + 2 * s));
+    }
+
+    #[test]
+    fn a_large_frame_gets_its_buffer_once_a_32nd_has_arrived() {
+        let mut c = conn(Phase::Body {
+            body: Box::new(PendingBody {
+                topic: "t".into(),
+                json: false,
+                len: 32 << 20,
+                keep_alive: true,
+            }),
+            deadline: Instant::now(),
+        });
+        let base = 64 << 10;
+        assert_eq!(
+            c.own_read_size(base),
+            base,
+            "nothing yet: a read buffer's worth"
+        );
+        c.inbuf = BytesMut::from(&vec![0u8; 1 << 20][..]);
+        assert_eq!(
+            c.own_read_size(base),
+            (32 << 20) - (1 << 20),
+            "the rest, at once"
+        );
+        c.expect_request(Instant::now(), Duration::from_secs(1));
+        assert_eq!(c.own_read_size(base), 4096, "a cut head: a small read");
+    }
+}

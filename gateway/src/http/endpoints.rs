@@ -1,0 +1,150 @@
+//! The plain HTTP endpoints: `/healthz`, `/readyz`, `/metrics`, `/stats`, the dashboard,
+//! `/client.js`, and `POST /publish/{topic}` (its head, then its body).
+
+use super::answer::{Answer, text, with_type};
+use super::route::{authorized, is_json};
+use super::{Outcome, PendingBody};
+use crate::dashboard;
+use crate::metrics::Failure;
+use crate::node::Node;
+use wsgate_core::frame::OutFrame;
+use wsgate_core::handshake::{BodyFraming, Request};
+use wsgate_core::message;
+
+/// `GET /healthz`: the process serves.
+pub(super) fn healthz(keep_alive: bool) -> Answer {
+    Answer::ok(text(200, "ok", keep_alive, &[]), keep_alive)
+}
+
+/// `GET /readyz`: whether the node takes new sessions (503 while it drains).
+pub(super) fn readyz(node: &Node, keep_alive: bool) -> Answer {
+    let response = if node.drain.get().refuses_sessions() {
+        text(503, "draining", keep_alive, &[])
+    } else {
+        text(200, "ready", keep_alive, &[])
+    };
+    Answer::ok(response, keep_alive)
+}
+
+/// `GET /metrics`: the node's counters as Prometheus text.
+pub(super) fn metrics(node: &Node, keep_alive: bool) -> Answer {
+    let body = node.metrics_text();
+    Answer::ok(
+        with_type(
+            200,
+            "text/plain; version=0.0.4; charset=utf-8",
+            body.as_bytes(),
+            keep_alive,
+        ),
+        keep_alive,
+    )
+}
+
+/// `GET /stats`: the live numbers the dashboard polls.
+pub(super) fn stats(node: &Node, keep_alive: bool) -> Answer {
+    let body = dashboard::stats(node);
+    Answer::ok(
+        with_type(200, "application/json", body.as_bytes(), keep_alive),
+        keep_alive,
+    )
+}
+
+/// `GET /`: the dashboard page.
+pub(super) fn dashboard_page(keep_alive: bool) -> Answer {
+    Answer::ok(
+        with_type(
+            200,
+            "text/html; charset=utf-8",
+            dashboard::PAGE.as_bytes(),
+            keep_alive,
+        ),
+        keep_alive,
+    )
+}
+
+/// `GET /client.js`: the JavaScript client.
+pub(super) fn client_js(keep_alive: bool) -> Answer {
+    Answer::ok(
+        with_type(
+            200,
+            "text/javascript; charset=utf-8",
+            dashboard::CLIENT_JS.as_bytes(),
+            keep_alive,
+        ),
+        keep_alive,
+    )
+}
+
+/// The head of `POST /publish/{topic}` (`raw_topic` still percent-encoded): the body to read,
+/// or why not.
+pub(super) fn publish_head(
+    req: &Request<'_>,
+    raw_topic: &str,
+    node: &Node,
+    keep_alive: bool,
+) -> Outcome {
+    if !authorized(req, node.config.auth.api_key.as_deref()) {
+        return Outcome::Answer(Answer::refuse(
+            Failure::Unauthorized,
+            text(
+                401,
+                "missing or wrong API key",
+                false,
+                &[("WWW-Authenticate", "Bearer")],
+            ),
+        ));
+    }
+    let framing = req
+        .body_framing()
+        .and_then(|f| f.check_max(node.config.limits.max_body_size as u64));
+    let len = match framing {
+        Err(e) => return Outcome::Answer(Answer::error(&e)),
+        Ok(BodyFraming::Chunked) => {
+            return Outcome::Answer(Answer::refuse(
+                Failure::BadRequest,
+                text(
+                    411,
+                    "send the body with Content-Length, not chunked",
+                    false,
+                    &[],
+                ),
+            ));
+        }
+        Ok(BodyFraming::Length(n)) => usize::try_from(n).unwrap_or(usize::MAX),
+        Ok(_) => 0,
+    };
+    let topic =
+        message::decode_topic_path(raw_topic).and_then(|t| message::validate_topic(&t).map(|_| t));
+    match topic {
+        Err(e) => Outcome::Answer(Answer::refuse(
+            Failure::BadRequest,
+            text(400, &e.to_string(), false, &[]),
+        )),
+        Ok(topic) => Outcome::Body(PendingBody {
+            topic,
+            json: is_json(req),
+            len,
+            keep_alive,
+        }),
+    }
+}
+
+/// The frame a publish body becomes (JSON as a text delivery, anything else as a binary one),
+/// or the answer that refuses it.
+pub(crate) fn publish_body(pending: &PendingBody, body: &[u8]) -> Result<OutFrame, Answer> {
+    let frame = if pending.json {
+        message::json_body_delivery(&pending.topic, body)
+    } else {
+        message::binary_body_delivery(&pending.topic, body)
+    };
+    frame.map_err(|e| Answer::refuse(Failure::BadRequest, text(400, &e.to_string(), false, &[])))
+}
+
+/// The answer to a publish that reached `delivered` subscribers on this node.
+pub(crate) fn published(delivered: usize, keep_alive: bool) -> Answer {
+    let reply = format!("{{\"delivered\":{delivered}}}");
+    Answer::ok(
+        with_type(202, "application/json", reply.as_bytes(), keep_alive),
+        keep_alive,
+    )
+}

@@ -1,0 +1,207 @@
+//! Local pub/sub: this worker's subscribers of each topic, subscribing and unsubscribing,
+//! publishing, and the acknowledgements of subscribes that wait for the cluster.
+//!
+//! Plain data owned by one worker, no lock. It is generic over the id of a subscriber (`K`,
+//! the worker's connection id), so it knows nothing of connections: it says who is to receive
+//! a frame, and the worker queues it. What other workers and nodes need goes through the
+//! [`Hub`].
+
+mod acks;
+
+use acks::DeferredAcks;
+
+use crate::hub::{Hub, Topic};
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::Instant;
+use wsgate_core::frame::OutFrame;
+
+/// Topics without subscribers a worker keeps (for publishing) before it forgets them.
+const TOPIC_CACHE_LIMIT: usize = 65_536;
+
+/// The topics one connection subscribes to.
+#[derive(Debug, Default)]
+pub(crate) struct Subscriptions(Vec<Arc<str>>);
+
+impl Subscriptions {
+    /// Whether `topic` is one of them.
+    pub(crate) fn contains(&self, topic: &str) -> bool {
+        self.0.iter().any(|t| &**t == topic)
+    }
+
+    /// How many there are.
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// This worker's subscribers of one topic (none: a topic kept for publishing).
+#[derive(Debug)]
+struct LocalTopic<K> {
+    topic: Arc<Topic>,
+    subscribers: HashSet<K>,
+}
+
+/// One worker's pub/sub.
+#[derive(Debug)]
+pub(crate) struct PubSub<K> {
+    worker: usize,
+    hub: Arc<Hub>,
+    topics: HashMap<Arc<str>, LocalTopic<K>>,
+    acks: DeferredAcks<K>,
+}
+
+/// What a publish reached.
+#[derive(Debug)]
+pub(crate) struct Published<'a, K> {
+    /// This worker's subscribers, to queue the frame to.
+    pub(crate) local: &'a HashSet<K>,
+    /// Subscribers on this node, all workers together.
+    pub(crate) on_node: usize,
+}
+
+impl<K: Copy + Eq + Hash> PubSub<K> {
+    /// The pub/sub of worker `worker` of `hub`.
+    pub(crate) fn new(worker: usize, hub: Arc<Hub>) -> PubSub<K> {
+        PubSub {
+            worker,
+            hub,
+            topics: HashMap::new(),
+            acks: DeferredAcks::default(),
+        }
+    }
+
+    /// The worker's index.
+    pub(crate) fn worker(&self) -> usize {
+        self.worker
+    }
+
+    /// Subscribes `who`, whose topics are `subs`, to `topic`. Returns false when it already
+    /// was. The caller checks what `who` may subscribe to.
+    pub(crate) fn subscribe(&mut self, who: K, subs: &mut Subscriptions, topic: &str) -> bool {
+        if subs.contains(topic) {
+            return false;
+        }
+        let local = match self.topics.entry(Arc::from(topic)) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                let topic = self.hub.topic(topic);
+                e.insert(LocalTopic {
+                    topic,
+                    subscribers: HashSet::new(),
+                })
+            }
+        };
+        subs.0.push(local.topic.name().clone());
+        let first = local.subscribers.is_empty();
+        local.subscribers.insert(who);
+        self.hub.subscribed(self.worker, &local.topic, first);
+        true
+    }
+
+    /// Unsubscribes `who` from `topic`; false when it was not subscribed.
+    pub(crate) fn unsubscribe(&mut self, who: K, subs: &mut Subscriptions, topic: &str) -> bool {
+        let Some(i) = subs.0.iter().position(|t| &**t == topic) else {
+            return false;
+        };
+        subs.0.swap_remove(i);
+        self.forget(topic, who);
+        true
+    }
+
+    /// Unsubscribes `who` from every topic in `subs` (its session ends).
+    pub(crate) fn unsubscribe_all(&mut self, who: K, subs: &mut Subscriptions) {
+        for topic in std::mem::take(&mut subs.0) {
+            self.forget(&topic, who);
+        }
+    }
+
+    fn forget(&mut self, topic: &str, who: K) {
+        let Some(local) = self.topics.get_mut(topic) else {
+            return;
+        };
+        if local.subscribers.remove(&who) {
+            let last = local.subscribers.is_empty();
+            self.hub.unsubscribed(self.worker, &local.topic, last);
+            if last && let Some(local) = self.topics.remove(topic) {
+                self.hub.release(local.topic);
+            }
+        }
+    }
+
+    /// Publishes `frame`, made on this worker, to `topic`: through the hub to the other
+    /// workers and nodes. Returns this worker's subscribers, for the caller to queue the frame
+    /// to, and the node's count.
+    pub(crate) fn publish(&mut self, topic: &str, frame: &OutFrame) -> Published<'_, K> {
+        if !self.topics.contains_key(topic) {
+            if self.topics.len() >= TOPIC_CACHE_LIMIT {
+                self.sweep();
+            }
+            let shared = self.hub.topic(topic);
+            self.topics.insert(
+                shared.name().clone(),
+                LocalTopic {
+                    topic: shared,
+                    subscribers: HashSet::new(),
+                },
+            );
+        }
+        let local = &self.topics[topic];
+        self.hub.publish(self.worker, &local.topic, frame);
+        Published {
+            local: &local.subscribers,
+            on_node: local.topic.subscribers(),
+        }
+    }
+
+    /// This worker's subscribers of `topic` (for a frame another worker or node published).
+    pub(crate) fn subscribers(&self, topic: &str) -> Option<&HashSet<K>> {
+        self.topics.get(topic).map(|l| &l.subscribers)
+    }
+
+    /// Forgets the topics kept only for publishing.
+    fn sweep(&mut self) {
+        let idle: Vec<Arc<str>> = self
+            .topics
+            .iter()
+            .filter(|(_, l)| l.subscribers.is_empty())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for name in idle {
+            if let Some(local) = self.topics.remove(&name) {
+                self.hub.release(local.topic);
+            }
+        }
+    }
+
+    /// In a cluster, holds back the acknowledgement (`id`) of `who`'s subscribe to `topic`
+    /// until the link to other nodes has confirmed the node's interest in the topic (at most
+    /// [`ACK_WAIT`](acks::ACK_WAIT)), so that an acknowledged subscriber receives what any node publishes after
+    /// the acknowledgement. Returns whether it waits; if not, acknowledge now.
+    pub(crate) fn defer_ack(&mut self, who: K, topic: &str, id: i64, now: Instant) -> bool {
+        let Some(local) = self.topics.get(topic) else {
+            return false;
+        };
+        if !self.hub.awaits_uplink(&local.topic) {
+            return false;
+        }
+        self.acks.hold(who, id, local.topic.clone(), now);
+        true
+    }
+
+    /// The acknowledgements that may go now: confirmed, waited [`ACK_WAIT`](acks::ACK_WAIT), or the link is
+    /// down. The caller sends each to its subscriber if that one is still there.
+    pub(crate) fn due_acks(&mut self, now: Instant) -> Vec<(K, i64)> {
+        self.acks.due(self.hub.uplink_up(), now)
+    }
+
+    /// When to look at the held acknowledgements again after `now`, if one is held.
+    pub(crate) fn next_ack_deadline(&self, now: Instant) -> Option<Instant> {
+        self.acks.deadline(now)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,182 @@
+//! New connections: accepting them, admitting them against the node's limits, and knowing who
+//! they come from (the peer, or the client a trusted proxy names in a PROXY header or in
+//! `X-Forwarded-For`).
+
+use super::Worker;
+use crate::conn::{Conn, ConnId, Phase};
+use crate::http::Answer;
+use crate::limits::Refusal;
+use bytes::{Buf, BytesMut};
+use mio::net::TcpListener;
+use mio::{Interest, Registry, Token};
+use std::io;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+use wsgate_core::handshake::Request;
+
+/// A worker's listening socket.
+pub(super) struct Acceptor {
+    listener: TcpListener,
+    worker: usize,
+    /// When an accept error was last logged (they are logged once a minute at most).
+    error_logged: Option<Instant>,
+}
+
+impl Acceptor {
+    pub(super) fn new(worker: usize, listener: std::net::TcpListener) -> Acceptor {
+        Acceptor {
+            listener: TcpListener::from_std(listener),
+            worker,
+            error_logged: None,
+        }
+    }
+
+    pub(super) fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        registry.register(&mut self.listener, token, Interest::READABLE)
+    }
+}
+
+impl Worker {
+    /// Accepts every connection waiting on the listening socket.
+    pub(super) fn accept(&mut self) {
+        loop {
+            match self.acceptor.listener.accept() {
+                Ok((mut stream, peer)) => {
+                    let proxy = &self.node.config.proxy;
+                    let proxied = proxy.expects_proxy_header(peer.ip());
+                    // behind a trusted proxy the client's address comes with the PROXY header
+                    // or X-Forwarded-For, and is counted then; otherwise it is the peer's,
+                    // counted now
+                    let by_address = !proxied && !proxy.trusts_forwarded_for(peer.ip());
+                    let ip_counted = match self.admit(peer.ip(), by_address) {
+                        Ok(counted) => counted,
+                        Err(refusal) => {
+                            // best effort: a short answer that fits any socket buffer, then close
+                            let answer = Answer::refusal(refusal);
+                            let _ = io::Write::write(&mut stream, &answer.response);
+                            self.metrics.failure(refusal.failure());
+                            continue;
+                        }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let id = self.conns.vacant_id();
+                    if let Err(e) =
+                        self.poll
+                            .registry()
+                            .register(&mut stream, id.token(), Interest::READABLE)
+                    {
+                        tracing::warn!("cannot register connection: {e}");
+                        self.node.limits.release_total();
+                        if ip_counted {
+                            self.node.limits.release_ip(peer.ip());
+                        }
+                        continue;
+                    }
+                    let deadline = self.now + self.node.config.timeouts.handshake_timeout;
+                    let phase = if proxied {
+                        Phase::Proxy { deadline }
+                    } else {
+                        Phase::Request { deadline }
+                    };
+                    let mut conn = Conn::new(stream, peer, phase);
+                    conn.ip_counted = ip_counted;
+                    self.conns.insert(id, conn);
+                    self.metrics.connection_opened();
+                    self.schedule(id);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // out of file descriptors, usually: say so at most once a minute
+                    let a = &mut self.acceptor;
+                    let quiet = a
+                        .error_logged
+                        .is_some_and(|t| self.now < t + Duration::from_secs(60));
+                    if !quiet {
+                        tracing::warn!(worker = a.worker, "accept failed: {e}");
+                        a.error_logged = Some(self.now);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Counts a new connection against `max-connections`, and against its address's limit
+    /// when `by_address`. Returns whether the address was counted.
+    fn admit(&self, ip: IpAddr, by_address: bool) -> Result<bool, Refusal> {
+        let limits = &self.node.limits;
+        limits.admit_total()?;
+        if !by_address {
+            return Ok(false);
+        }
+        limits.admit_ip(ip).inspect_err(|_| limits.release_total())
+    }
+
+    /// Reads the PROXY header of a connection from a trusted proxy: the client's address,
+    /// which per-address limits and logs then use.
+    pub(super) fn read_proxy_header(&mut self, id: ConnId, buf: &mut BytesMut) {
+        let (header, len) = match wsgate_core::proxy::parse(buf) {
+            Ok(None) => return,
+            Ok(Some(h)) => h,
+            Err(e) => {
+                buf.clear();
+                self.answer(id, Answer::error(&e));
+                return;
+            }
+        };
+        buf.advance(len);
+        let handshake = self.node.config.timeouts.handshake_timeout;
+        let now = self.now;
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
+        conn.expect_request(now, handshake);
+        // LOCAL or UNKNOWN: the proxy's own connection (a health check), not a client's
+        let Some(source) = header.source else { return };
+        conn.client = source.ip();
+        match self.node.limits.admit_ip(conn.client) {
+            Ok(counted) => conn.ip_counted = counted,
+            Err(refusal) => {
+                buf.clear();
+                self.answer(id, Answer::refusal(refusal));
+            }
+        }
+    }
+
+    /// Takes the client's address from `X-Forwarded-For` (when there is none, the address
+    /// known so far: the PROXY header's, or the proxy's own) and counts the connection against
+    /// it. Each request of a kept-alive connection may come from another client. Returns the
+    /// answer of a refusal.
+    pub(super) fn attribute_forwarded(
+        &mut self,
+        id: ConnId,
+        req: &Request<'_>,
+    ) -> Result<(), Answer> {
+        let items: Vec<&[u8]> = req.header_list("X-Forwarded-For").collect();
+        let trusted = &self.node.config.proxy.trusted_proxies;
+        let Some(conn) = self.conns.get_mut(id) else {
+            return Ok(());
+        };
+        let client = match crate::forwarded::client(items.into_iter(), trusted) {
+            Ok(client) => client.unwrap_or(conn.client),
+            Err(e) => return Err(Answer::error(&e)),
+        };
+        let limits = &self.node.limits;
+        if conn.ip_counted {
+            if conn.client == client {
+                return Ok(());
+            }
+            limits.release_ip(conn.client);
+            conn.ip_counted = false;
+        }
+        conn.client = client;
+        match limits.admit_ip(client) {
+            Ok(counted) => {
+                conn.ip_counted = counted;
+                Ok(())
+            }
+            Err(refusal) => Err(Answer::refusal(refusal)),
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! Acting on WebSocket sessions and pub/sub: the session's events, what a message asks for,
+//! publishing, delivering to this worker's subscribers, the deliveries other workers queued,
+//! held acknowledgements, and closing sessions.
+
+use super::{INBOX_BUDGET, Worker};
+use crate::conn::{ConnId, Phase};
+use crate::hub::Delivery;
+use crate::metrics::{Counter, MessageKind};
+use crate::session::{Action, Data, Policy};
+use bytes::BytesMut;
+use std::sync::atomic::Ordering;
+use wsgate_core::Error;
+use wsgate_core::close::CloseCode;
+use wsgate_core::frame::OutFrame;
+use wsgate_core::message;
+use wsgate_core::session::Event;
+use wsgate_core::timer::Timer;
+
+impl Worker {
+    /// What sessions may do, from the node's limits.
+    pub(super) fn policy(&self) -> Policy {
+        let limits = &self.node.config.limits;
+        Policy {
+            max_topics: limits.max_topics_per_connection,
+            publish_rate: limits.publish_rate,
+            publish_burst: limits.publish_burst(),
+        }
+    }
+
+    /// Hands the bytes at the front of `buf` to the session and acts on what comes out.
+    pub(super) fn read_session(&mut self, id: ConnId, buf: &mut BytesMut) {
+        loop {
+            let Some(ws) = self.conns.get_mut(id).and_then(|c| c.ws()) else {
+                buf.clear();
+                return;
+            };
+            match ws.protocol.read(buf, self.now) {
+                None => return,
+                Some(event) => self.on_event(id, event),
+            }
+        }
+    }
+
+    /// Queues the frames the session wants sent (pongs, pings, closes).
+    fn transmit(&mut self, id: ConnId) {
+        while let Some(frame) = self
+            .conns
+            .get_mut(id)
+            .and_then(|c| c.ws())
+            .and_then(|ws| ws.protocol.poll_transmit())
+        {
+            self.send(id, frame);
+        }
+    }
+
+    fn on_event(&mut self, id: ConnId, event: Event) {
+        match event {
+            Event::Text(text) => self.on_data(id, Data::Text(text)),
+            Event::Binary(bytes) => self.on_data(id, Data::Binary(bytes)),
+            Event::Ping(_) | Event::Pong(_) => {
+                self.metrics.message_in(MessageKind::Control, 0);
+                self.transmit(id);
+            }
+            Event::Closed(received) => {
+                self.metrics.message_in(MessageKind::Control, 0);
+                let code = received.as_ref().map(|c| c.code);
+                self.metrics.close_received(code);
+                if let Some(conn) = self.conns.get(id) {
+                    tracing::debug!(
+                        client = %conn.client,
+                        code = code.map(|c| c.0),
+                        reason = %received
+                            .as_ref()
+                            .map_or(std::borrow::Cow::Borrowed(""), |c| String::from_utf8_lossy(&c.reason)),
+                        "close received"
+                    );
+                }
+                self.transmit(id);
+                self.end_session(id);
+                self.conns.mark_dirty(id);
+            }
+            Event::Failed(_) => {
+                self.transmit(id);
+                self.end_session(id);
+                self.conns.mark_dirty(id);
+            }
+            Event::Timeout(timer) => self.on_session_timeout(id, timer),
+        }
+    }
+
+    /// A session's timer fired (see [`wsgate_core::session::Session::handle_timeout`]).
+    pub(super) fn on_session_timeout(&mut self, id: ConnId, timer: Timer) {
+        match timer {
+            // the peer never answered the close
+            Timer::Close => return self.close_now(id),
+            // the session is closing: nothing more is delivered to it
+            Timer::Idle | Timer::TokenExpiry => self.unsubscribe_all(id),
+            Timer::Ping | Timer::Handshake => {}
+        }
+        self.transmit(id);
+    }
+
+    /// A data message: echoed, or acted on as pub/sub.
+    fn on_data(&mut self, id: ConnId, data: Data) {
+        let policy = self.policy();
+        let now = self.now;
+        let Some(ws) = self.conns.get_mut(id).and_then(|c| c.ws()) else {
+            return;
+        };
+        if !ws.protocol.is_open() {
+            return; // closing: what the peer still sends is dropped
+        }
+        let (kind, len) = match &data {
+            Data::Text(t) => (MessageKind::Text, t.len()),
+            Data::Binary(b) => (MessageKind::Binary, b.len()),
+        };
+        self.metrics.message_in(kind, len);
+        #[cfg(feature = "fault-injection")]
+        if let Data::Text(t) = &data
+            && &t[..] == b"wsgate:panic"
+        {
+            panic!("fault injection: a bug while handling a message");
+        }
+        match ws.echo(data) {
+            Ok(frame) => self.send(id, frame),
+            Err(Data::Text(text)) => {
+                let action = ws.on_text(&text, &policy, now);
+                self.act(id, action);
+            }
+            Err(Data::Binary(bytes)) => {
+                let action = ws.on_binary(bytes, &policy, now);
+                self.act(id, action);
+            }
+        }
+        if let Some(conn) = self.conns.get_mut(id)
+            && conn.outbox.queued_bytes() > self.node.config.limits.outbox_limit
+        {
+            // stop reading from a peer that does not read its answers
+            conn.read_paused = true;
+        }
+    }
+
+    /// Does what a pub/sub message asks, and answers it.
+    fn act(&mut self, id: ConnId, action: Action<'_>) {
+        let (reply, close) = match action {
+            Action::Subscribe { topic, id: ack } => {
+                let Some(ws) = self.conns.get_mut(id).and_then(|c| c.ws()) else {
+                    return;
+                };
+                self.pubsub.subscribe(id, &mut ws.subscriptions, &topic);
+                match ack {
+                    Some(n) if self.pubsub.defer_ack(id, &topic, n, self.now) => return,
+                    Some(n) => (Some(message::ack_frame(n)), None),
+                    None => (None, None),
+                }
+            }
+            Action::Unsubscribe { topic, id: ack } => {
+                let Some(ws) = self.conns.get_mut(id).and_then(|c| c.ws()) else {
+                    return;
+                };
+                self.pubsub.unsubscribe(id, &mut ws.subscriptions, &topic);
+                (ack.map(message::ack_frame), None)
+            }
+            Action::Publish {
+                topic,
+                frame,
+                id: ack,
+            } => {
+                self.publish(&topic, frame);
+                (ack.map(message::ack_frame), None)
+            }
+            Action::Refuse { error, id: ack } => (Some(self.refusal(&error, ack)), None),
+            Action::RefuseAndClose {
+                error,
+                id: ack,
+                reason,
+            } => (Some(self.refusal(&error, ack)), Some(reason)),
+        };
+        if let Some(reply) = reply
+            && self.conns.get(id).is_some_and(|c| c.is_open_session())
+        {
+            self.send(id, reply);
+        }
+        if let Some(reason) = close {
+            self.close_session(id, CloseCode::POLICY, &reason);
+        }
+    }
+
+    /// Counts a refused message, and the error message that answers it.
+    fn refusal(&self, error: &Error, id: Option<i64>) -> OutFrame {
+        self.metrics.inc(Counter::MessageErrors);
+        match error {
+            Error::Forbidden(_) => self.metrics.inc(Counter::Forbidden),
+            Error::RateLimited => self.metrics.inc(Counter::RateLimited),
+            _ => {}
+        }
+        message::error_frame(id, error)
+    }
+
+    /// Publishes a frame: to other workers and nodes by reference, to this worker's
+    /// subscribers directly. Returns the subscribers on this node.
+    pub(super) fn publish(&mut self, topic: &str, frame: OutFrame) -> usize {
+        self.metrics.inc(Counter::Publishes);
+        let published = self.pubsub.publish(topic, &frame);
+        let on_node = published.on_node;
+        let limit = self.node.config.limits.outbox_limit;
+        let (delivered, over) = self.conns.deliver(published.local, &frame, limit);
+        self.delivered(&frame, delivered, over);
+        on_node
+    }
+
+    /// Queues a frame another worker or node published to this worker's subscribers.
+    fn deliver(&mut self, delivery: Delivery) {
+        let Some(subscribers) = self.pubsub.subscribers(delivery.topic.name()) else {
+            return;
+        };
+        let limit = self.node.config.limits.outbox_limit;
+        let (delivered, over) = self.conns.deliver(subscribers, &delivery.frame, limit);
+        self.delivered(&delivery.frame, delivered, over);
+    }
+
+    /// Counts a fanout and deals with the subscribers it put over the outbox limit. A burst
+    /// queued within one turn of the loop (a publisher's whole read, a full inbox) is not the
+    /// subscriber's fault: what its socket takes is written now, and it is judged by what is
+    /// left; one still over the limit is a slow consumer, closed with 1013.
+    fn delivered(&mut self, frame: &OutFrame, delivered: u64, over: Vec<ConnId>) {
+        let kind = if frame.header()[0] & 0x0F == 0x1 {
+            MessageKind::Text
+        } else {
+            MessageKind::Binary
+        };
+        self.metrics.delivered(kind, delivered);
+        let limit = self.node.config.limits.outbox_limit;
+        for id in over {
+            let Some(conn) = self.conns.get_mut(id) else {
+                continue;
+            };
+            // a write error is handled by the flush after
+            if let Ok(done) = conn.outbox.flush(&mut conn.stream) {
+                self.metrics.add(Counter::BytesOut, done.bytes as u64);
+            }
+            if conn.outbox.queued_bytes() <= limit {
+                continue;
+            }
+            self.metrics.inc(Counter::SlowConsumerCloses);
+            conn.outbox.drop_unstarted();
+            let reason = format!(
+                "slow consumer: more than {} queued",
+                wsgate_core::units::format_size(limit as u64)
+            );
+            self.close_session(id, CloseCode::TRY_AGAIN_LATER, &reason);
+        }
+    }
+
+    /// Takes the deliveries other workers (and nodes) queued for this worker, a budget's worth.
+    pub(super) fn take_inbox(&mut self) {
+        let hub = self.node.hub.clone();
+        let worker = self.pubsub.worker();
+        hub.drain_at_most(worker, INBOX_BUDGET, |d| self.deliver(d));
+    }
+
+    /// Sends the held acknowledgements that may go now.
+    pub(super) fn send_due_acks(&mut self) {
+        for (id, ack) in self.pubsub.due_acks(self.now) {
+            if self.conns.get(id).is_some_and(|c| c.is_open_session()) {
+                self.send(id, message::ack_frame(ack));
+            }
+        }
+    }
+
+    /// Starts a close handshake from the server side: nothing more is delivered, and the peer
+    /// has the close timeout to answer.
+    pub(super) fn close_session(&mut self, id: ConnId, code: CloseCode, reason: &str) {
+        let now = self.now;
+        let Some(ws) = self.conns.get_mut(id).and_then(|c| c.ws()) else {
+            return;
+        };
+        if !ws.protocol.close(code, reason, now) {
+            return;
+        }
+        self.unsubscribe_all(id);
+        self.transmit(id);
+        self.schedule(id);
+    }
+
+    fn unsubscribe_all(&mut self, id: ConnId) {
+        if let Some(ws) = self.conns.get_mut(id).and_then(|c| c.ws()) {
+            self.pubsub.unsubscribe_all(id, &mut ws.subscriptions);
+        }
+    }
+
+    /// Leaves the WebSocket phase: forgets the subscriptions, counts the session closed, and
+    /// sends what is left.
+    pub(super) fn end_session(&mut self, id: ConnId) {
+        let close = self.node.config.timeouts.close_timeout;
+        let now = self.now;
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
+        let Phase::Ws(ws) = &mut conn.phase else {
+            return;
+        };
+        self.pubsub.unsubscribe_all(id, &mut ws.subscriptions);
+        self.node.sessions.fetch_sub(1, Ordering::AcqRel);
+        conn.finish(now, close);
+    }
+}
