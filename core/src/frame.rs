@@ -212,6 +212,7 @@ impl std::fmt::Debug for HeaderBuf {
 #[derive(Clone, Debug)]
 pub struct OutFrame {
     header: HeaderBuf,
+    opcode: OpCode,
     payload: Bytes,
 }
 
@@ -220,6 +221,7 @@ impl OutFrame {
     pub fn new(opcode: OpCode, payload: Bytes) -> OutFrame {
         OutFrame {
             header: HeaderBuf::server(opcode, payload.len()),
+            opcode,
             payload,
         }
     }
@@ -232,6 +234,19 @@ impl OutFrame {
     /// A close frame with a code and a reason (cut to fit).
     pub fn close_with(code: CloseCode, reason: &str) -> OutFrame {
         OutFrame::close(&ClosePayload::new(code, reason))
+    }
+
+    /// The frame's opcode.
+    pub fn opcode(&self) -> OpCode {
+        self.opcode
+    }
+
+    /// The code of a close frame (`None` for a close without one, or another frame).
+    pub fn close_code(&self) -> Option<CloseCode> {
+        match (self.opcode, &self.payload[..]) {
+            (OpCode::Close, [a, b, ..]) => Some(CloseCode(u16::from_be_bytes([*a, *b]))),
+            _ => None,
+        }
     }
 
     /// The encoded header.

@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use wsgate_core::Error;
 use wsgate_core::close::CloseCode;
+use wsgate_core::frame::OpCode;
 
 /// Declares an enum of metric label values (or counters), each with its text, and the tables
 /// the counters are indexed by.
@@ -190,6 +191,17 @@ labels! {
         Binary => "binary",
         /// Pings, pongs and closes.
         Control => "control",
+    }
+}
+
+impl MessageKind {
+    /// The kind of a frame with `opcode`.
+    pub(crate) fn of(opcode: OpCode) -> MessageKind {
+        match opcode {
+            OpCode::Text => MessageKind::Text,
+            OpCode::Binary | OpCode::Continuation => MessageKind::Binary,
+            OpCode::Close | OpCode::Ping | OpCode::Pong => MessageKind::Control,
+        }
     }
 }
 

@@ -297,7 +297,7 @@ mod tests {
         let frame = ws(SessionKind::Echo, &p, now)
             .echo(Data::Binary(payload.clone()))
             .unwrap();
-        assert_eq!(frame.header()[0], 0x82);
+        assert_eq!(frame.opcode(), OpCode::Binary);
         assert_eq!(frame.payload().as_ptr(), payload.as_ptr(), "not copied");
         assert!(
             ws(SessionKind::PubSub, &p, now)

@@ -20,7 +20,7 @@ pub(crate) fn head(node: &[u8], frame: &OutFrame) -> Vec<u8> {
 }
 
 fn is_text(frame: &OutFrame) -> bool {
-    frame.header()[0] & 0x0F == OpCode::Text as u8
+    frame.opcode() == OpCode::Text
 }
 
 /// An envelope read back: who sent it and the frame, sharing `bytes`.

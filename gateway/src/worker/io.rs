@@ -7,8 +7,7 @@ use crate::conn::{ConnId, Phase};
 use crate::metrics::{Counter, MessageKind};
 use bytes::BytesMut;
 use std::io;
-use wsgate_core::close::CloseCode;
-use wsgate_core::frame::OutFrame;
+use wsgate_core::frame::{OpCode, OutFrame};
 
 impl Worker {
     /// Reads everything the socket has (unless the connection's outbox is full) and acts on
@@ -135,19 +134,10 @@ impl Worker {
         if !self.conns.contains(id) {
             return;
         }
-        let kind = match frame.header()[0] & 0x0F {
-            0x1 => MessageKind::Text,
-            0x2 => MessageKind::Binary,
-            0x8 => {
-                let code = match frame.payload()[..] {
-                    [a, b, ..] => Some(CloseCode(u16::from_be_bytes([a, b]))),
-                    _ => None,
-                };
-                self.metrics.close_sent(code);
-                MessageKind::Control
-            }
-            _ => MessageKind::Control,
-        };
+        let kind = MessageKind::of(frame.opcode());
+        if frame.opcode() == OpCode::Close {
+            self.metrics.close_sent(frame.close_code());
+        }
         self.metrics.messages_out(kind, 1);
         let conn = self.conns.get_mut(id).expect("checked above");
         conn.outbox.push(frame);

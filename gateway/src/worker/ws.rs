@@ -224,12 +224,8 @@ impl Worker {
     /// subscriber's fault: what its socket takes is written now, and it is judged by what is
     /// left; one still over the limit is a slow consumer, closed with 1013.
     fn delivered(&mut self, frame: &OutFrame, delivered: u64, over: Vec<ConnId>) {
-        let kind = if frame.header()[0] & 0x0F == 0x1 {
-            MessageKind::Text
-        } else {
-            MessageKind::Binary
-        };
-        self.metrics.delivered(kind, delivered);
+        self.metrics
+            .delivered(MessageKind::of(frame.opcode()), delivered);
         let limit = self.node.config.limits.outbox_limit;
         for id in over {
             let Some(conn) = self.conns.get_mut(id) else {
