@@ -22,7 +22,6 @@
 //! Errors of every module are one type, [`Error`], which knows the close code or HTTP status that
 //! answers it.
 #![deny(missing_docs)]
-#![deny(unsafe_code)]
 
 pub mod close;
 pub mod error;

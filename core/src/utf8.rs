@@ -105,7 +105,7 @@ mod ascii {
     /// The length of a prefix of `b` that is pure ASCII, in whole 64-byte blocks: every byte
     /// before it is below 0x80, and the block after it (if a whole one remains) is not pure
     /// ASCII. 0 where the CPU lacks AVX-512BW or `b` is short; the caller validates the rest.
-    pub fn prefix_len(b: &[u8]) -> usize {
+    pub(super) fn prefix_len(b: &[u8]) -> usize {
         #[cfg(target_arch = "x86_64")]
         if b.len() >= MIN_LEN && std::is_x86_feature_detected!("avx512bw") {
             // SAFETY: the CPU supports AVX-512F and AVX-512BW (checked just above).
@@ -117,7 +117,7 @@ mod ascii {
 
     /// The same, one block at a time without SIMD: the reference the tests compare with.
     #[cfg(test)]
-    pub fn prefix_len_reference(b: &[u8]) -> usize {
+    pub(super) fn prefix_len_reference(b: &[u8]) -> usize {
         b.chunks_exact(64).take_while(|c| c.is_ascii()).count() * 64
     }
 

@@ -138,16 +138,10 @@ fn pipelined_requests_from_a_peer_that_does_not_read_are_not_buffered() {
 
 /// Raises the soft limit on open files to the hard limit (at most `want`).
 fn raise_nofile(want: u64) {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid pointer to a local rlimit.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < want {
-            lim.rlim_cur = want.min(lim.rlim_max);
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
+    if let Ok((soft, hard)) = rlimit::getrlimit(rlimit::Resource::NOFILE)
+        && soft < want
+    {
+        let _ = rlimit::setrlimit(rlimit::Resource::NOFILE, want.min(hard), hard);
     }
 }
 

@@ -11,7 +11,7 @@ use wsgate_core::handshake::accept_key;
 
 /// Where to connect: the resolved address plus what goes in the request line and Host header.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub(crate) struct Target {
     /// Resolved server address.
     addr: SocketAddr,
     /// `host[:port]` for the Host header.
@@ -24,7 +24,7 @@ pub struct Target {
 
 impl Target {
     /// Parses a `ws://host:port/path?query` URL.
-    pub fn parse(s: &str) -> Result<Target, String> {
+    pub(crate) fn parse(s: &str) -> Result<Target, String> {
         let url = url::Url::parse(s).map_err(|e| format!("bad --url '{s}': {e}"))?;
         if url.scheme() != "ws" {
             return Err(format!(
@@ -49,7 +49,7 @@ impl Target {
     }
 
     /// The same server with another path and query.
-    pub fn with_path(&self, path: &str, query: Option<String>) -> Target {
+    pub(crate) fn with_path(&self, path: &str, query: Option<String>) -> Target {
         Target {
             path: path.to_string(),
             query,
@@ -67,7 +67,7 @@ impl Target {
 
 /// Why a connection ended badly.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClientError {
+pub(crate) enum ClientError {
     /// The server answered the upgrade with something else than 101.
     Refused(String),
     /// The server's frames broke the protocol.
@@ -87,7 +87,7 @@ impl std::fmt::Display for ClientError {
 }
 
 /// One client connection.
-pub struct Client {
+pub(crate) struct Client {
     /// The socket.
     pub stream: TcpStream,
     /// The 101 arrived.
@@ -105,7 +105,11 @@ pub struct Client {
 
 impl Client {
     /// Starts a non-blocking connect and queues the upgrade request.
-    pub fn connect(target: &Target, source: Option<IpAddr>, seed: u64) -> io::Result<Client> {
+    pub(crate) fn connect(
+        target: &Target,
+        source: Option<IpAddr>,
+        seed: u64,
+    ) -> io::Result<Client> {
         let socket = Socket::new(
             Domain::for_address(target.addr),
             Type::STREAM,
@@ -153,20 +157,20 @@ impl Client {
     }
 
     /// Queues a masked message.
-    pub fn send(&mut self, opcode: OpCode, payload: &[u8]) {
+    pub(crate) fn send(&mut self, opcode: OpCode, payload: &[u8]) {
         let key = (xorshift(&mut self.rng) as u32).to_ne_bytes();
         encode_client_frame(&mut self.out, true, opcode, payload, key);
         self.sent += 1;
     }
 
     /// Messages queued since the last call.
-    pub fn take_sent(&mut self) -> u64 {
+    pub(crate) fn take_sent(&mut self) -> u64 {
         std::mem::take(&mut self.sent)
     }
 
     /// Queues a masked message of `len` bytes that `fill` writes in place (no separate copy of
     /// a large payload).
-    pub fn send_with(&mut self, opcode: OpCode, len: usize, fill: impl FnOnce(&mut [u8])) {
+    pub(crate) fn send_with(&mut self, opcode: OpCode, len: usize, fill: impl FnOnce(&mut [u8])) {
         let key = (xorshift(&mut self.rng) as u32).to_ne_bytes();
         let header = wsgate_core::frame::HeaderBuf::new(true, 0, opcode, len as u64, Some(key));
         self.out.extend_from_slice(header.as_bytes());
@@ -178,12 +182,12 @@ impl Client {
     }
 
     /// Bytes queued and not written yet.
-    pub fn pending(&self) -> usize {
+    pub(crate) fn pending(&self) -> usize {
         self.out.len() - self.out_pos
     }
 
     /// Writes what is queued; returns true when everything went out.
-    pub fn flush(&mut self) -> io::Result<bool> {
+    pub(crate) fn flush(&mut self) -> io::Result<bool> {
         while self.out_pos < self.out.len() {
             match self.stream.write(&self.out[self.out_pos..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -201,7 +205,7 @@ impl Client {
 
     /// Reads everything available (through `scratch`, a thread's read buffer); hands each
     /// message to `on_message`. Returns `Ok(false)` when the server closed the connection.
-    pub fn read(
+    pub(crate) fn read(
         &mut self,
         scratch: &mut [u8],
         mut on_message: impl FnMut(Message),
@@ -278,7 +282,7 @@ impl Client {
 
 /// Checks, before a run, that the target answers a WebSocket upgrade: one blocking connection
 /// with a short timeout. The error is one line that says what is wrong.
-pub fn preflight(target: &Target, source: Option<IpAddr>) -> Result<(), String> {
+pub(crate) fn preflight(target: &Target, source: Option<IpAddr>) -> Result<(), String> {
     use std::io::{Read as _, Write as _};
     use std::time::Duration;
     let timeout = Duration::from_secs(3);
@@ -342,7 +346,7 @@ pub fn preflight(target: &Target, source: Option<IpAddr>) -> Result<(), String> 
 }
 
 /// A small fast pseudo-random generator (xorshift64).
-pub fn xorshift(state: &mut u64) -> u64 {
+pub(crate) fn xorshift(state: &mut u64) -> u64 {
     let mut x = *state;
     x ^= x << 13;
     x ^= x >> 7;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use wsgate_core::frame::Message;
 
 /// What a scenario does with its connections.
-pub trait Scenario {
+pub(crate) trait Scenario {
     /// Connection `i` started connecting.
     fn on_connect(&mut self, _i: usize, _now: Instant) {}
     /// The 101 arrived on connection `i`.
@@ -30,7 +30,7 @@ pub trait Scenario {
 
 /// One connection to open: where, from which source address.
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// The server and path.
     pub target: Target,
     /// The local address to bind, to spread connections over source addresses.
@@ -39,7 +39,7 @@ pub struct Plan {
 
 /// Opens the planned connections (at most `rate` per second, 0 for no limit) and runs the
 /// scenario until it is finished. Returns the clients still open.
-pub fn drive<S: Scenario>(
+pub(crate) fn drive<S: Scenario>(
     plans: &[Plan],
     rate: u64,
     seed: u64,

@@ -8,7 +8,6 @@
 //! Each subcommand's module holds its options (`Args`) and its `run`; the options they all take
 //! are in [`common`].
 #![deny(missing_docs)]
-#![forbid(unsafe_code)]
 
 mod client;
 mod common;

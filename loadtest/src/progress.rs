@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 /// Counters every thread bumps (relaxed atomics: a progress display, not a result).
 #[derive(Debug, Default)]
-pub struct Counters {
+pub(crate) struct Counters {
     /// Connections open.
     pub open: AtomicU64,
     /// Messages sent.
@@ -19,14 +19,14 @@ pub struct Counters {
 }
 
 /// A progress bar ticking in its own thread until dropped.
-pub struct Progress {
+pub(crate) struct Progress {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Progress {
     /// Shows `label` with a bar over `length` and the live counters.
-    pub fn start(label: &str, length: Duration, counters: Arc<Counters>) -> Progress {
+    pub(crate) fn start(label: &str, length: Duration, counters: Arc<Counters>) -> Progress {
         let bar = ProgressBar::new(length.as_millis().max(1) as u64);
         bar.set_style(
             ProgressStyle::with_template("{prefix} [{bar:30}] {elapsed}/{msg}")

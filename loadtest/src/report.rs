@@ -6,7 +6,7 @@ use serde_json::json;
 use std::process::ExitCode;
 
 /// A run's result, ready to print.
-pub struct Report {
+pub(crate) struct Report {
     name: String,
     duration_secs: f64,
     threads: u32,
@@ -20,7 +20,7 @@ pub struct Report {
 impl Report {
     /// The result of scenario `name`, which used `conns` connections. It fails on any
     /// correctness failure or when connection errors pass `--max-error-rate`.
-    pub fn new(name: &str, common: &Common, stats: &Stats, conns: usize) -> Report {
+    pub(crate) fn new(name: &str, common: &Common, stats: &Stats, conns: usize) -> Report {
         let error_rate = if conns == 0 {
             0.0
         } else {
@@ -39,25 +39,25 @@ impl Report {
     }
 
     /// Adds a named number.
-    pub fn with(mut self, key: &str, value: f64) -> Report {
+    pub(crate) fn with(mut self, key: &str, value: f64) -> Report {
         self.extra.push((key.to_string(), value));
         self
     }
 
     /// Adds a line of detail.
-    pub fn row(mut self, line: String) -> Report {
+    pub(crate) fn row(mut self, line: String) -> Report {
         self.rows.push(line);
         self
     }
 
     /// Marks the run failed when `failed`.
-    pub fn failed_if(mut self, failed: bool) -> Report {
+    pub(crate) fn failed_if(mut self, failed: bool) -> Report {
         self.failed |= failed;
         self
     }
 
     /// Prints the report; exit code 1 when the run failed.
-    pub fn print(self) -> Result<ExitCode, String> {
+    pub(crate) fn print(self) -> Result<ExitCode, String> {
         let s = &self.stats;
         let pct = s.percentiles();
         if self.json {

@@ -4,11 +4,11 @@ use hdrhistogram::Histogram;
 use std::time::Duration;
 
 /// How long a run waits, after its deadline, for messages still in flight.
-pub const GRACE: Duration = Duration::from_secs(5);
+pub(crate) const GRACE: Duration = Duration::from_secs(5);
 
 /// What one thread saw.
 #[derive(Debug, Clone)]
-pub struct Stats {
+pub(crate) struct Stats {
     /// Connections whose upgrade succeeded.
     pub opened: u64,
     /// Messages sent.
@@ -33,7 +33,7 @@ pub struct Stats {
 
 impl Stats {
     /// Empty counters.
-    pub fn new() -> Stats {
+    pub(crate) fn new() -> Stats {
         Stats {
             opened: 0,
             sent: 0,
@@ -49,12 +49,12 @@ impl Stats {
     }
 
     /// Records one latency sample, in microseconds.
-    pub fn record(&mut self, micros: u64) {
+    pub(crate) fn record(&mut self, micros: u64) {
         self.latency.saturating_record(micros.max(1));
     }
 
     /// Records a connection error (kept up to 100 distinct samples).
-    pub fn error(&mut self, e: String) {
+    pub(crate) fn error(&mut self, e: String) {
         if self.errors.len() < 100 {
             self.errors.push(e);
         } else {
@@ -63,7 +63,7 @@ impl Stats {
     }
 
     /// Adds another thread's counters to these.
-    pub fn merge(&mut self, o: &Stats) {
+    pub(crate) fn merge(&mut self, o: &Stats) {
         self.opened += o.opened;
         self.sent += o.sent;
         self.received += o.received;
@@ -88,12 +88,12 @@ impl Stats {
     }
 
     /// Whether the run saw a correctness failure.
-    pub fn correctness_failures(&self) -> u64 {
+    pub(crate) fn correctness_failures(&self) -> u64 {
         self.mismatched + self.lost + self.reordered + self.unexpected
     }
 
     /// The latency percentiles reported, in microseconds.
-    pub fn percentiles(&self) -> [(&'static str, u64); 6] {
+    pub(crate) fn percentiles(&self) -> [(&'static str, u64); 6] {
         let h = &self.latency;
         [
             ("p50", h.value_at_quantile(0.5)),

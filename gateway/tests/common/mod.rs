@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 use wsgate_core::frame::{DecoderConfig, HeaderBuf, Message, MessageDecoder, OpCode};
 
 /// The read and write timeout of every socket a test opens.
-pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The binary under test.
-pub const BIN: &str = env!("CARGO_BIN_EXE_wsgate");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_wsgate");
 
 /// A running gateway, killed when dropped. Its log (stderr) is printed when the test fails.
-pub struct Gateway {
+pub(crate) struct Gateway {
     child: Child,
     /// Where it listens.
     pub addr: SocketAddr,
@@ -27,14 +27,14 @@ pub struct Gateway {
 
 impl Gateway {
     /// Starts `wsgate --listen 127.0.0.1:0 ARGS...` and waits for its `listening on` line.
-    pub fn start(args: &[&str]) -> Gateway {
+    pub(crate) fn start(args: &[&str]) -> Gateway {
         let mut all = vec!["--listen", "127.0.0.1:0"];
         all.extend_from_slice(args);
         Gateway::start_raw(&all)
     }
 
     /// Starts `wsgate ARGS...` (the arguments must make it listen on a free port).
-    pub fn start_raw(args: &[&str]) -> Gateway {
+    pub(crate) fn start_raw(args: &[&str]) -> Gateway {
         Gateway::spawn(Command::new(BIN), args)
     }
 
@@ -42,7 +42,8 @@ impl Gateway {
     /// (`PR_SET_THP_DISABLE`), so that its resident set grows by 4 KiB pages, not by the 2 MiB
     /// pages the allocator's arena may get: what memory tests measure is then what the gateway
     /// allocates, not where a huge page boundary happens to fall.
-    pub fn start_without_huge_pages(args: &[&str]) -> Gateway {
+    #[allow(unsafe_code)] // pre_exec: the test harness's one direct system call
+    pub(crate) fn start_without_huge_pages(args: &[&str]) -> Gateway {
         use std::os::unix::process::CommandExt;
         let mut all = vec!["--listen", "127.0.0.1:0"];
         all.extend_from_slice(args);
@@ -113,24 +114,28 @@ impl Gateway {
     }
 
     /// The process id.
-    pub fn pid(&self) -> i32 {
+    pub(crate) fn pid(&self) -> i32 {
         self.child.id() as i32
     }
 
-    /// Sends a signal to the process.
-    pub fn signal(&self, signal: i32) {
-        // SAFETY: kill(2) with the pid of a child this value owns and has not reaped yet.
-        let rc = unsafe { libc::kill(self.pid(), signal) };
-        assert_eq!(rc, 0, "kill failed: {}", std::io::Error::last_os_error());
+    /// Sends a signal to the process (with kill(1): a child this value owns and has not
+    /// reaped yet).
+    pub(crate) fn signal(&self, signal: i32) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {} failed", self.pid());
     }
 
     /// Sends SIGTERM.
-    pub fn sigterm(&self) {
+    pub(crate) fn sigterm(&self) {
         self.signal(libc::SIGTERM);
     }
 
     /// Waits up to `timeout` for the process to exit.
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+    pub(crate) fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
@@ -144,35 +149,35 @@ impl Gateway {
     }
 
     /// What the gateway logged so far.
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// GET /metrics.
-    pub fn metrics(&self) -> String {
+    pub(crate) fn metrics(&self) -> String {
         let r = get(self.addr, "/metrics");
         assert_eq!(r.status, 200, "{r:?}");
         r.text()
     }
 
     /// One sample of /metrics, by its full series name (`name{labels}`).
-    pub fn metric(&self, series: &str) -> f64 {
+    pub(crate) fn metric(&self, series: &str) -> f64 {
         metric(&self.metrics(), series)
     }
 
     /// Its resident set size now, in bytes (`VmRSS`).
-    pub fn rss(&self) -> u64 {
+    pub(crate) fn rss(&self) -> u64 {
         proc_status_bytes(self.pid(), "VmRSS")
     }
 
     /// The largest its resident set has been since it started, in bytes (`VmHWM`).
-    pub fn peak_rss(&self) -> u64 {
+    pub(crate) fn peak_rss(&self) -> u64 {
         proc_status_bytes(self.pid(), "VmHWM")
     }
 }
 
 /// A memory field of `/proc/PID/status` (`VmRSS`, `VmHWM`, ...), in bytes.
-pub fn proc_status_bytes(pid: i32, field: &str) -> u64 {
+pub(crate) fn proc_status_bytes(pid: i32, field: &str) -> u64 {
     let path = format!("/proc/{pid}/status");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
     for line in text.lines() {
@@ -204,7 +209,7 @@ impl Drop for Gateway {
 }
 
 /// The value of one series in a Prometheus text exposition; panics when it is missing.
-pub fn metric(text: &str, series: &str) -> f64 {
+pub(crate) fn metric(text: &str, series: &str) -> f64 {
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix(series)
             && let Some(value) = rest.strip_prefix(' ')
@@ -217,7 +222,7 @@ pub fn metric(text: &str, series: &str) -> f64 {
 
 /// Polls `cond` every few milliseconds until it holds or `timeout` passes; returns whether it
 /// held.
-pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+pub(crate) fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         if cond() {
@@ -233,7 +238,7 @@ pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 // ---- plain TCP and HTTP ---------------------------------------------------------------------
 
 /// A TCP connection with read and write timeouts.
-pub fn connect(addr: SocketAddr) -> TcpStream {
+pub(crate) fn connect(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
@@ -243,7 +248,7 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
 
 /// An HTTP response as read off the wire.
 #[derive(Debug, Clone)]
-pub struct HttpResponse {
+pub(crate) struct HttpResponse {
     /// The status code.
     pub status: u16,
     /// The status line and headers, as text.
@@ -254,7 +259,7 @@ pub struct HttpResponse {
 
 impl HttpResponse {
     /// The first header of that name (case-insensitive), trimmed.
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.head.lines().skip(1).find_map(|line| {
             let (n, v) = line.split_once(':')?;
             n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
@@ -262,7 +267,7 @@ impl HttpResponse {
     }
 
     /// The body as text.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 }
@@ -287,7 +292,7 @@ fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
 
 /// Reads one HTTP response from `stream`, using and leaving extra bytes in `buf`. `None` when
 /// the connection ends (EOF or reset) before a whole head arrived.
-pub fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<HttpResponse> {
+pub(crate) fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<HttpResponse> {
     let head_end = loop {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break i + 4;
@@ -334,7 +339,7 @@ pub fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<HttpRe
 
 /// Whether the server closes `stream` (EOF or reset) before the read timeout, discarding
 /// whatever it still sends.
-pub fn closes(stream: &mut TcpStream) -> bool {
+pub(crate) fn closes(stream: &mut TcpStream) -> bool {
     let mut chunk = [0u8; 4096];
     loop {
         match stream.read(&mut chunk) {
@@ -351,7 +356,7 @@ pub fn closes(stream: &mut TcpStream) -> bool {
 
 /// Whether the server closes `stream` (EOF or reset) within `timeout`, discarding whatever it
 /// still sends. The stream's read timeout is [`IO_TIMEOUT`] again afterwards.
-pub fn closes_within(stream: &mut TcpStream, timeout: Duration) -> bool {
+pub(crate) fn closes_within(stream: &mut TcpStream, timeout: Duration) -> bool {
     stream.set_read_timeout(Some(timeout)).unwrap();
     let closed = closes(stream);
     stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
@@ -359,14 +364,14 @@ pub fn closes_within(stream: &mut TcpStream, timeout: Duration) -> bool {
 }
 
 /// Sends `request` on a new connection and reads one response.
-pub fn http(addr: SocketAddr, request: &[u8]) -> HttpResponse {
+pub(crate) fn http(addr: SocketAddr, request: &[u8]) -> HttpResponse {
     let mut s = connect(addr);
     s.write_all(request).expect("write request");
     read_response(&mut s, &mut Vec::new()).expect("a response")
 }
 
 /// GET `path` with `Connection: close`.
-pub fn get(addr: SocketAddr, path: &str) -> HttpResponse {
+pub(crate) fn get(addr: SocketAddr, path: &str) -> HttpResponse {
     http(
         addr,
         format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
@@ -374,7 +379,7 @@ pub fn get(addr: SocketAddr, path: &str) -> HttpResponse {
 }
 
 /// POST `body` to `path` with extra header lines (each ending in `\r\n`).
-pub fn post(addr: SocketAddr, path: &str, headers: &str, body: &[u8]) -> HttpResponse {
+pub(crate) fn post(addr: SocketAddr, path: &str, headers: &str, body: &[u8]) -> HttpResponse {
     let mut req = format!(
         "POST {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n{headers}\r\n",
         body.len()
@@ -385,10 +390,10 @@ pub fn post(addr: SocketAddr, path: &str, headers: &str, body: &[u8]) -> HttpRes
 }
 
 /// A valid `Sec-WebSocket-Key`.
-pub const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+pub(crate) const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
 /// A valid upgrade request for `path`.
-pub fn upgrade_request(path: &str) -> String {
+pub(crate) fn upgrade_request(path: &str) -> String {
     format!(
         "GET {path} HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -398,7 +403,7 @@ pub fn upgrade_request(path: &str) -> String {
 // ---- raw WebSocket frames -------------------------------------------------------------------
 
 /// A masked client frame.
-pub fn client_frame(fin: bool, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn client_frame(fin: bool, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(payload.len() + 14);
     wsgate_core::frame::encode_client_frame(
         &mut out,
@@ -411,7 +416,13 @@ pub fn client_frame(fin: bool, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
 }
 
 /// A client frame with any header bits: reserved bits, and masked or not.
-pub fn odd_frame(fin: bool, rsv: u8, opcode: OpCode, payload: &[u8], masked: bool) -> Vec<u8> {
+pub(crate) fn odd_frame(
+    fin: bool,
+    rsv: u8,
+    opcode: OpCode,
+    payload: &[u8],
+    masked: bool,
+) -> Vec<u8> {
     let key = [0x11, 0x22, 0x33, 0x44];
     let mut out = HeaderBuf::new(
         fin,
@@ -433,7 +444,7 @@ pub fn odd_frame(fin: bool, rsv: u8, opcode: OpCode, payload: &[u8], masked: boo
 }
 
 /// The payload of a close frame.
-pub fn close_payload(code: u16, reason: &str) -> Vec<u8> {
+pub(crate) fn close_payload(code: u16, reason: &str) -> Vec<u8> {
     let mut v = code.to_be_bytes().to_vec();
     v.extend_from_slice(reason.as_bytes());
     v
@@ -441,7 +452,7 @@ pub fn close_payload(code: u16, reason: &str) -> Vec<u8> {
 
 /// A WebSocket client over a raw socket: sends any bytes, decodes the server's frames with
 /// wsgate-core's decoder in client role.
-pub struct RawWs {
+pub(crate) struct RawWs {
     /// The socket.
     pub stream: TcpStream,
     buf: BytesMut,
@@ -450,7 +461,7 @@ pub struct RawWs {
 
 impl RawWs {
     /// Upgrades a new connection to `path`; panics unless the answer is 101.
-    pub fn connect(addr: SocketAddr, path: &str) -> RawWs {
+    pub(crate) fn connect(addr: SocketAddr, path: &str) -> RawWs {
         let mut stream = connect(addr);
         stream
             .write_all(upgrade_request(path).as_bytes())
@@ -459,14 +470,14 @@ impl RawWs {
     }
 
     /// Reads the 101 answer on a connection where the upgrade request was sent.
-    pub fn finish_upgrade(mut stream: TcpStream, mut buf: Vec<u8>) -> RawWs {
+    pub(crate) fn finish_upgrade(mut stream: TcpStream, mut buf: Vec<u8>) -> RawWs {
         let r = read_response(&mut stream, &mut buf).expect("an answer to the upgrade");
         RawWs::finish_upgrade_after(stream, buf, r)
     }
 
     /// Checks an upgrade answer already read (`buf` holds the bytes after it).
     #[allow(dead_code)]
-    pub fn finish_upgrade_after(stream: TcpStream, buf: Vec<u8>, r: HttpResponse) -> RawWs {
+    pub(crate) fn finish_upgrade_after(stream: TcpStream, buf: Vec<u8>, r: HttpResponse) -> RawWs {
         assert_eq!(r.status, 101, "{r:?}");
         assert_eq!(
             r.header("Sec-WebSocket-Accept"),
@@ -481,23 +492,23 @@ impl RawWs {
     }
 
     /// Sends bytes as they are.
-    pub fn send_raw(&mut self, bytes: &[u8]) {
+    pub(crate) fn send_raw(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("write");
     }
 
     /// Sends one masked frame.
-    pub fn send(&mut self, fin: bool, opcode: OpCode, payload: &[u8]) {
+    pub(crate) fn send(&mut self, fin: bool, opcode: OpCode, payload: &[u8]) {
         self.send_raw(&client_frame(fin, opcode, payload));
     }
 
     /// Sends a whole text message.
-    pub fn send_text(&mut self, text: &str) {
+    pub(crate) fn send_text(&mut self, text: &str) {
         self.send(true, OpCode::Text, text.as_bytes());
     }
 
     /// The next message from the server, or why there is none (EOF, reset, a bad frame).
     /// A read timeout panics.
-    pub fn try_recv(&mut self) -> Result<Message, String> {
+    pub(crate) fn try_recv(&mut self) -> Result<Message, String> {
         loop {
             match self.decoder.decode(&mut self.buf) {
                 Ok(Some(m)) => return Ok(m),
@@ -523,13 +534,13 @@ impl RawWs {
     }
 
     /// The next message; panics when the connection ends instead.
-    pub fn recv(&mut self) -> Message {
+    pub(crate) fn recv(&mut self) -> Message {
         self.try_recv()
             .unwrap_or_else(|e| panic!("no message: {e}"))
     }
 
     /// The next message, which must be text; returns it as a string.
-    pub fn recv_text(&mut self) -> String {
+    pub(crate) fn recv_text(&mut self) -> String {
         match self.recv() {
             Message::Text(b) => String::from_utf8(b.to_vec()).expect("UTF-8"),
             other => panic!("expected text, got {other:?}"),
@@ -537,7 +548,7 @@ impl RawWs {
     }
 
     /// Skips data messages until a close frame; returns its code (`None`: no status code).
-    pub fn expect_close(&mut self) -> Option<u16> {
+    pub(crate) fn expect_close(&mut self) -> Option<u16> {
         loop {
             match self.recv() {
                 Message::Close(c) => return c.map(|c| c.code.0),
@@ -547,7 +558,7 @@ impl RawWs {
     }
 
     /// The next message must be a close frame with `code`.
-    pub fn expect_close_now(&mut self, code: u16) {
+    pub(crate) fn expect_close_now(&mut self, code: u16) {
         match self.recv() {
             Message::Close(c) => assert_eq!(c.map(|c| c.code.0), Some(code)),
             other => panic!("expected close {code}, got {other:?}"),
@@ -556,7 +567,7 @@ impl RawWs {
 
     /// Whether the server ends the connection (EOF or reset) before the read timeout, after
     /// whatever it still had to send.
-    pub fn closes(&mut self) -> bool {
+    pub(crate) fn closes(&mut self) -> bool {
         closes(&mut self.stream)
     }
 }
@@ -564,10 +575,10 @@ impl RawWs {
 // ---- tungstenite ----------------------------------------------------------------------------
 
 /// A tungstenite client over a plain socket with timeouts.
-pub type Ws = tungstenite::WebSocket<TcpStream>;
+pub(crate) type Ws = tungstenite::WebSocket<TcpStream>;
 
 /// Connects tungstenite to `ws://ADDR{path}`, without its message size limits.
-pub fn ws(addr: SocketAddr, path: &str) -> Ws {
+pub(crate) fn ws(addr: SocketAddr, path: &str) -> Ws {
     let stream = connect(addr);
     let config = tungstenite::protocol::WebSocketConfig::default()
         .max_message_size(None)
@@ -580,7 +591,7 @@ pub fn ws(addr: SocketAddr, path: &str) -> Ws {
 }
 
 /// The next text message on a tungstenite client (pings and pongs skipped).
-pub fn ws_text(ws: &mut Ws) -> String {
+pub(crate) fn ws_text(ws: &mut Ws) -> String {
     loop {
         match ws.read().expect("read") {
             tungstenite::Message::Text(t) => return t.as_str().to_string(),
@@ -591,7 +602,7 @@ pub fn ws_text(ws: &mut Ws) -> String {
 }
 
 /// The next binary message on a tungstenite client (pings and pongs skipped).
-pub fn ws_binary(ws: &mut Ws) -> Vec<u8> {
+pub(crate) fn ws_binary(ws: &mut Ws) -> Vec<u8> {
     loop {
         match ws.read().expect("read") {
             tungstenite::Message::Binary(b) => return b.to_vec(),
@@ -602,13 +613,16 @@ pub fn ws_binary(ws: &mut Ws) -> Vec<u8> {
 }
 
 /// Sends a text message on a tungstenite client.
-pub fn ws_send(ws: &mut Ws, text: &str) {
+pub(crate) fn ws_send(ws: &mut Ws, text: &str) {
     ws.send(tungstenite::Message::text(text)).expect("send");
 }
 
 /// Runs `command` (its output piped) until it exits or `limit` passes, when it is killed.
 /// Returns its exit status (`None`: killed) and everything it wrote to stdout and stderr.
-pub fn run_with_limit(mut command: Command, limit: Duration) -> (Option<ExitStatus>, String) {
+pub(crate) fn run_with_limit(
+    mut command: Command,
+    limit: Duration,
+) -> (Option<ExitStatus>, String) {
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

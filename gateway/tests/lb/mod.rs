@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The full path of a server binary, or a failed test that says how to get it.
-pub fn require(bin: &str) -> PathBuf {
+pub(crate) fn require(bin: &str) -> PathBuf {
     let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect())
         .unwrap_or_default();
@@ -35,7 +35,7 @@ pub fn require(bin: &str) -> PathBuf {
 }
 
 /// A loopback port that was free a moment ago (bound to 127.0.0.1:0, then released).
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .expect("bind 127.0.0.1:0")
         .local_addr()
@@ -44,15 +44,15 @@ pub fn free_port() -> u16 {
 }
 
 /// `127.0.0.1:port`.
-pub fn local(port: u16) -> SocketAddr {
+pub(crate) fn local(port: u16) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, port))
 }
 
 /// A fresh temporary directory, removed when dropped.
-pub struct TempDir(pub PathBuf);
+pub(crate) struct TempDir(pub PathBuf);
 
 impl TempDir {
-    pub fn new(what: &str) -> TempDir {
+    pub(crate) fn new(what: &str) -> TempDir {
         static N: AtomicU32 = AtomicU32::new(0);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -67,7 +67,7 @@ impl TempDir {
         TempDir(path)
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 }
@@ -80,14 +80,14 @@ impl Drop for TempDir {
 
 /// A child process whose stdout and stderr are collected, killed when dropped; its output is
 /// printed when the test fails.
-pub struct Proc {
+pub(crate) struct Proc {
     name: String,
     child: Child,
     log: Arc<Mutex<String>>,
 }
 
 impl Proc {
-    pub fn spawn(name: &str, mut command: Command) -> Proc {
+    pub(crate) fn spawn(name: &str, mut command: Command) -> Proc {
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -117,12 +117,12 @@ impl Proc {
     }
 
     /// What it printed so far.
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Panics (with its output) when it has exited.
-    pub fn assert_running(&mut self) {
+    pub(crate) fn assert_running(&mut self) {
         if let Some(status) = self.child.try_wait().unwrap() {
             panic!(
                 "{} exited: {status}; its output:\n{}",
@@ -132,7 +132,7 @@ impl Proc {
         }
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 }
@@ -165,7 +165,7 @@ fn wait_listening(addr: SocketAddr, what: &mut Proc) {
 
 /// A TCP connection to `dst` from the loopback address `src` (any of 127.0.0.0/8), with the
 /// usual timeouts.
-pub fn connect_from(src: IpAddr, dst: SocketAddr) -> TcpStream {
+pub(crate) fn connect_from(src: IpAddr, dst: SocketAddr) -> TcpStream {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
     socket
@@ -183,7 +183,7 @@ pub fn connect_from(src: IpAddr, dst: SocketAddr) -> TcpStream {
 
 /// A tungstenite session to `ws://dst{path}` from `src`; `Err(status)` when the upgrade is
 /// answered with another status.
-pub fn ws_from(src: IpAddr, dst: SocketAddr, path: &str) -> Result<Ws, u16> {
+pub(crate) fn ws_from(src: IpAddr, dst: SocketAddr, path: &str) -> Result<Ws, u16> {
     let stream = connect_from(src, dst);
     match tungstenite::client::client(format!("ws://{dst}{path}"), stream) {
         Ok((ws, response)) => {
@@ -198,12 +198,12 @@ pub fn ws_from(src: IpAddr, dst: SocketAddr, path: &str) -> Result<Ws, u16> {
 }
 
 /// An address of 127.0.0.0/8.
-pub fn lo(last: u8) -> IpAddr {
+pub(crate) fn lo(last: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
 }
 
 /// The next text message, or `None` when none comes within `timeout` (pings skipped).
-pub fn ws_text_within(ws: &mut Ws, timeout: Duration) -> Option<String> {
+pub(crate) fn ws_text_within(ws: &mut Ws, timeout: Duration) -> Option<String> {
     ws.get_mut().set_read_timeout(Some(timeout)).unwrap();
     let deadline = Instant::now() + timeout;
     let got = loop {
@@ -229,7 +229,7 @@ pub fn ws_text_within(ws: &mut Ws, timeout: Duration) -> Option<String> {
 
 /// Reads until the server's close frame and returns its code (data messages are skipped), then
 /// answers it and waits for the end of the connection.
-pub fn ws_expect_close(ws: &mut Ws) -> Option<u16> {
+pub(crate) fn ws_expect_close(ws: &mut Ws) -> Option<u16> {
     let code = loop {
         match ws.read() {
             Ok(tungstenite::Message::Close(frame)) => break frame.map(|f| u16::from(f.code)),
@@ -253,14 +253,14 @@ pub fn ws_expect_close(ws: &mut Ws) -> Option<u16> {
 
 /// A redis-server on a free loopback port, without persistence. [`Redis::stop`] kills it and
 /// [`Redis::start`] brings it back on the same port.
-pub struct Redis {
+pub(crate) struct Redis {
     pub port: u16,
     dir: TempDir,
     proc: Option<Proc>,
 }
 
 impl Redis {
-    pub fn start_new() -> Redis {
+    pub(crate) fn start_new() -> Redis {
         let mut r = Redis {
             port: free_port(),
             dir: TempDir::new("redis"),
@@ -271,12 +271,12 @@ impl Redis {
     }
 
     /// `redis://127.0.0.1:PORT`.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
     /// Starts it (again) on its port and waits until it answers PING.
-    pub fn start(&mut self) {
+    pub(crate) fn start(&mut self) {
         assert!(self.proc.is_none(), "redis is running already");
         let mut command = Command::new(require("redis-server"));
         command
@@ -296,7 +296,7 @@ impl Redis {
     }
 
     /// Kills it (SIGKILL: its clients see their connections reset, as in a crash).
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         drop(self.proc.take().expect("redis is not running"));
         let port = self.port;
         assert!(
@@ -307,12 +307,12 @@ impl Redis {
     }
 
     /// Runs a command; panics on a failure.
-    pub fn command(&self, args: &[&str]) -> Resp {
+    pub(crate) fn command(&self, args: &[&str]) -> Resp {
         try_command(self.port, args).unwrap_or_else(|e| panic!("redis {args:?}: {e}"))
     }
 
     /// The names of `PUBSUB CHANNELS` (or `PUBSUB SHARDCHANNELS` when `sharded`), sorted.
-    pub fn channels(&self, sharded: bool) -> Vec<String> {
+    pub(crate) fn channels(&self, sharded: bool) -> Vec<String> {
         let sub = if sharded { "SHARDCHANNELS" } else { "CHANNELS" };
         let mut names: Vec<String> = match self.command(&["PUBSUB", sub]) {
             Resp::Array(items) => items
@@ -331,7 +331,7 @@ impl Redis {
 
 /// A RESP reply.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Resp {
+pub(crate) enum Resp {
     Simple(String),
     Error(String),
     Int(i64),
@@ -391,7 +391,7 @@ fn read_resp(r: &mut impl BufRead) -> std::io::Result<Resp> {
 /// HAProxy in front of gateways: HTTP mode (WebSocket upgrades pass through as tunnels),
 /// round robin, a health check of `/readyz` every 100 ms that takes a server out after one
 /// failure and back after two successes.
-pub struct Haproxy {
+pub(crate) struct Haproxy {
     /// The frontend clients connect to.
     pub addr: SocketAddr,
     /// The stats page (`/stats;csv`).
@@ -403,7 +403,7 @@ pub struct Haproxy {
 impl Haproxy {
     /// Starts it with `backends` as servers `n0`, `n1`, ...; `send_proxy`: with
     /// `send-proxy-v2` on each server (health checks included). Waits until every server is UP.
-    pub fn start(backends: &[SocketAddr], send_proxy: bool) -> Haproxy {
+    pub(crate) fn start(backends: &[SocketAddr], send_proxy: bool) -> Haproxy {
         let bin = require("haproxy");
         let dir = TempDir::new("haproxy");
         let addr = local(free_port());
@@ -482,7 +482,7 @@ listen stats
 
     /// The rows of `/stats;csv` for the servers of the backend, as (name, status, total
     /// sessions).
-    pub fn servers(&self) -> Vec<(String, String, u64)> {
+    pub(crate) fn servers(&self) -> Vec<(String, String, u64)> {
         let r = crate::common::get(self.stats, "/stats;csv");
         assert_eq!(r.status, 200, "{r:?}");
         let text = if r
@@ -516,7 +516,7 @@ listen stats
     }
 
     /// The status of server `n{i}` (`UP`, `DOWN`, `UP 1/2`, ...).
-    pub fn status(&self, i: usize) -> String {
+    pub(crate) fn status(&self, i: usize) -> String {
         let name = format!("n{i}");
         self.servers()
             .into_iter()
@@ -526,7 +526,7 @@ listen stats
     }
 
     /// Waits (5 s at most) until server `n{i}` has `status`.
-    pub fn wait_status(&self, i: usize, status: &str) {
+    pub(crate) fn wait_status(&self, i: usize, status: &str) {
         let mut last = String::new();
         let ok = eventually(Duration::from_secs(5), || {
             last = self.status(i);
@@ -539,7 +539,7 @@ listen stats
         );
     }
 
-    pub fn assert_running(&mut self) {
+    pub(crate) fn assert_running(&mut self) {
         self.proc.assert_running();
     }
 }
@@ -567,7 +567,7 @@ fn dechunk(mut body: &[u8]) -> String {
 
 /// nginx with one `server` per pool: each listens on its own free port and proxies everything
 /// (WebSocket upgrades included, with `X-Forwarded-For`) round robin to the pool's gateways.
-pub struct Nginx {
+pub(crate) struct Nginx {
     /// The listening address of each pool, in the order given.
     pub addrs: Vec<SocketAddr>,
     _dir: TempDir,
@@ -575,7 +575,7 @@ pub struct Nginx {
 }
 
 impl Nginx {
-    pub fn start(pools: &[&[SocketAddr]]) -> Nginx {
+    pub(crate) fn start(pools: &[&[SocketAddr]]) -> Nginx {
         let bin = require("nginx");
         let dir = TempDir::new("nginx");
         let d = dir.path().display();
@@ -653,11 +653,11 @@ http {{
     }
 
     /// Its error log.
-    pub fn error_log(&self) -> String {
+    pub(crate) fn error_log(&self) -> String {
         std::fs::read_to_string(self._dir.path().join("error.log")).unwrap_or_default()
     }
 
-    pub fn assert_running(&mut self) {
+    pub(crate) fn assert_running(&mut self) {
         self.proc.assert_running();
     }
 }
