@@ -15,14 +15,16 @@
 # is reported as failed with its counts; medians are taken over the runs that passed only.
 #
 # Usage: benches/peers/compare.sh [--quick] [--duration SECS] [--rounds N]
-#          [--servers "wsgate tokio-tungstenite tokio-tungstenite-4k uws ws"]
+#          [--servers "wsgate wsgate-base tokio-tungstenite tokio-tungstenite-4k uws ws"]
 #          [--scenarios "echo fanout conns"]
 #          [--subscribers N] [--window N] [--conns N] [--no-build] [--out DIR]
 # --window is loadtest fanout's: publishes in flight, counted on the publisher's own copies
 # (default 16, loadtest's default). --quick is --duration 2 --rounds 1.
 # Environment: DURATION, ROUNDS, SUBSCRIBERS, WINDOW, CONNS, SERVER_CPU, LOAD_CPU (the same);
 # WSGATE_BIN and LOADTEST_BIN to measure binaries built elsewhere (then the root is not built),
-# WSGATE_COMMIT to name the commit they were built from in the report.
+# WSGATE_COMMIT to name the commit they were built from in the report. The server
+# `wsgate-base` is a second wsgate binary, WSGATE_BASE_BIN (WSGATE_BASE_COMMIT names it), run
+# like `wsgate`: a change measured before and after in the same run.
 # Results (raw JSON, logs, summary.md) go to benches/peers/results/DATE-TIME/ unless --out.
 set -euo pipefail
 
@@ -72,7 +74,7 @@ if [ "$rounds" -lt 1 ] || [ "$duration" -lt 1 ]; then
     exit 2
 fi
 for s in $servers; do
-    case "$s" in wsgate | tokio-tungstenite | tokio-tungstenite-4k | uws | ws) ;; *) echo "compare.sh: unknown server '$s'" >&2; exit 2 ;; esac
+    case "$s" in wsgate | wsgate-base | tokio-tungstenite | tokio-tungstenite-4k | uws | ws) ;; *) echo "compare.sh: unknown server '$s'" >&2; exit 2 ;; esac
 done
 for s in $scenarios; do
     case "$s" in echo | fanout | conns) ;; *) echo "compare.sh: unknown scenario '$s'" >&2; exit 2 ;; esac
@@ -124,6 +126,10 @@ log "raw results in $out"
 # run copies, so that a cargo build elsewhere in the tree cannot swap a binary mid-comparison
 cp "$wsgate_bin" "$out/bin/wsgate"
 cp "$loadtest_bin" "$out/bin/loadtest"
+case " $servers " in *" wsgate-base "*)
+    [ -x "${WSGATE_BASE_BIN:-}" ] || { echo "compare.sh: the server wsgate-base needs WSGATE_BASE_BIN" >&2; exit 2; }
+    cp "$WSGATE_BASE_BIN" "$out/bin/wsgate-base" ;;
+esac
 loadtest="$out/bin/loadtest"
 case " $servers " in *" tokio-tungstenite"*)
     cp "$here/tokio-tungstenite/target/release/peer-tokio-tungstenite" "$out/bin/" 2>/dev/null ||
@@ -133,6 +139,7 @@ esac
 server_cmd() {
     case "$1" in
         wsgate) echo "$out/bin/wsgate --listen 127.0.0.1:0 --workers 1 --log warn" ;;
+        wsgate-base) echo "$out/bin/wsgate-base --listen 127.0.0.1:0 --workers 1 --log warn" ;;
         tokio-tungstenite) echo "$out/bin/peer-tokio-tungstenite --port 0 --threads 1" ;;
         tokio-tungstenite-4k) echo "$out/bin/peer-tokio-tungstenite --port 0 --threads 1 --read-buffer-size 4096" ;;
         uws) echo "node $here/uws.js --port 0" ;;
@@ -224,6 +231,7 @@ done
             dirty="+uncommitted changes"
         echo "commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')$dirty"
     fi
+    echo "base=${WSGATE_BASE_COMMIT:-${WSGATE_BASE_BIN:-}}"
     echo "duration=$duration"
     echo "rounds=$rounds"
     echo "subscribers=$subscribers"

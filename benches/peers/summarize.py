@@ -18,6 +18,7 @@ from pathlib import Path
 
 NAMES = {
     "wsgate": "wsgate (`--workers 1`)",
+    "wsgate-base": "wsgate, base (`WSGATE_BASE_BIN`)",
     "tokio-tungstenite": "tokio-tungstenite, defaults",
     "tokio-tungstenite-4k": "tokio-tungstenite, 4 KiB read buffer",
     "uws": "uWebSockets.js",
@@ -178,6 +179,7 @@ def main():
         f"`loadtest` to core {m['load_cpu']}; {m['duration']} s per run, {rounds} round(s), "
         f"servers in alternation; medians over the runs that passed. "
         f"wsgate {m['commit']}, {m['rustc']}, Node {m['node']}."
+        + (f" Base: {m['base']}." if m.get("base") else "")
     )
     wsgate_failed = False
     for scenario in m["scenarios"].split():

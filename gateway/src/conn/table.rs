@@ -139,6 +139,23 @@ impl Connections {
         }
     }
 
+    /// Queues `frame` to connection `id` and lists it to flush; false when it is gone.
+    pub(crate) fn queue(&mut self, id: ConnId, frame: OutFrame) -> bool {
+        let Some(conn) = self
+            .slab
+            .get_mut(id.key())
+            .filter(|c| c.generation == id.generation())
+        else {
+            return false;
+        };
+        conn.outbox.push(frame);
+        if !conn.flush_listed {
+            conn.flush_listed = true;
+            self.dirty.push(id);
+        }
+        true
+    }
+
     /// Queues `frame` to each of `subscribers` that is still there and marks it to flush.
     /// Returns how many got it, and those now holding more than `limit` bytes.
     pub(crate) fn deliver<'a>(
@@ -150,7 +167,11 @@ impl Connections {
         let mut delivered = 0;
         let mut over = Vec::new();
         for &id in subscribers {
-            let Some(conn) = self.get_mut(id) else {
+            let Some(conn) = self
+                .slab
+                .get_mut(id.key())
+                .filter(|c| c.generation == id.generation())
+            else {
                 continue;
             };
             conn.outbox.push(frame.clone());
@@ -158,7 +179,10 @@ impl Connections {
             if conn.outbox.queued_bytes() > limit {
                 over.push(id);
             }
-            self.mark_dirty(id);
+            if !conn.flush_listed {
+                conn.flush_listed = true;
+                self.dirty.push(id);
+            }
         }
         (delivered, over)
     }

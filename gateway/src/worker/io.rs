@@ -131,17 +131,14 @@ impl Worker {
 
     /// Queues a frame to one connection.
     pub(super) fn send(&mut self, id: ConnId, frame: OutFrame) {
-        if !self.conns.contains(id) {
-            return;
+        let (kind, close) = (MessageKind::of(frame.opcode()), frame.close_code());
+        let is_close = frame.opcode() == OpCode::Close;
+        if self.conns.queue(id, frame) {
+            self.metrics.messages_out(kind, 1);
+            if is_close {
+                self.metrics.close_sent(close);
+            }
         }
-        let kind = MessageKind::of(frame.opcode());
-        if frame.opcode() == OpCode::Close {
-            self.metrics.close_sent(frame.close_code());
-        }
-        self.metrics.messages_out(kind, 1);
-        let conn = self.conns.get_mut(id).expect("checked above");
-        conn.outbox.push(frame);
-        self.conns.mark_dirty(id);
     }
 
     /// Flushes every connection that got something to send this turn.
