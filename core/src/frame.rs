@@ -390,7 +390,8 @@ pub struct FrameDecoder {
     current: Option<CurrentFrame>,
     message: Option<OpenMessage>,
     utf8: Utf8Validator,
-    failed: Option<Error>,
+    /// The first error (boxed: a decoder lives in every connection, an error in few).
+    failed: Option<Box<Error>>,
 }
 
 impl FrameDecoder {
@@ -428,14 +429,14 @@ impl FrameDecoder {
     /// Decodes the next step from `input` (the bytes not consumed so far).
     pub fn step(&mut self, input: &mut [u8]) -> Result<Step> {
         if let Some(err) = &self.failed {
-            return Err(err.clone());
+            return Err((**err).clone());
         }
         let result = match self.current {
             None => self.header(input),
             Some(_) => self.payload(input),
         };
         if let Err(err) = &result {
-            self.failed = Some(err.clone());
+            self.failed = Some(Box::new(err.clone()));
         }
         result
     }
@@ -602,8 +603,8 @@ pub struct MessageDecoder {
     /// buffer; it becomes `Bytes` without a copy when the message is complete.
     assembled: Vec<u8>,
     assembled_opcode: OpCode,
-    /// The first error; returned again by every later call.
-    failed: Option<Error>,
+    /// The first error, returned again by every later call (boxed, as in [`FrameDecoder`]).
+    failed: Option<Box<Error>>,
 }
 
 impl MessageDecoder {
@@ -639,11 +640,11 @@ impl MessageDecoder {
     /// failed; every later call returns the same error.
     pub fn decode(&mut self, input: &mut BytesMut) -> Result<Option<Message>> {
         if let Some(e) = &self.failed {
-            return Err(e.clone());
+            return Err((**e).clone());
         }
         let result = self.decode_next(input);
         if let Err(e) = &result {
-            self.failed = Some(e.clone());
+            self.failed = Some(Box::new(e.clone()));
         }
         result
     }

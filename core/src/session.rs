@@ -105,6 +105,14 @@ pub struct Session {
     decoder: MessageDecoder,
     timers: TimerTable,
     state: State,
+    /// Control frames waiting for [`poll_transmit`](Self::poll_transmit); boxed, and only
+    /// while some wait: a session lives in every connection, a pending frame in few.
+    pending: Option<Box<Pending>>,
+}
+
+/// The control frames a session wants sent.
+#[derive(Debug, Default)]
+struct Pending {
     /// The payload of the pong to send: only the latest, as RFC 6455 section 5.5.3 allows
     /// when several pings arrive before the first pong went out.
     pong: Option<Bytes>,
@@ -122,9 +130,7 @@ impl Session {
             config,
             timers: TimerTable::new(),
             state: State::Open,
-            pong: None,
-            ping: false,
-            close: None,
+            pending: None,
         };
         session.heard_from_peer(now);
         session
@@ -160,7 +166,7 @@ impl Session {
                 input.clear();
                 if self.state == State::Open {
                     let code = error.close_code().unwrap_or(CloseCode::INTERNAL_ERROR);
-                    self.close = Some(OutFrame::close_with(code, &error.to_string()));
+                    self.pending().close = Some(OutFrame::close_with(code, &error.to_string()));
                 }
                 self.finish();
                 return Some(Event::Failed(error));
@@ -171,7 +177,7 @@ impl Session {
             Message::Binary(bytes) => Event::Binary(bytes),
             Message::Ping(payload) => {
                 if self.state == State::Open {
-                    self.pong = Some(payload.clone());
+                    self.pending().pong = Some(payload.clone());
                 }
                 Event::Ping(payload)
             }
@@ -182,7 +188,7 @@ impl Session {
                         code: c.code,
                         reason: "",
                     });
-                    self.close = Some(OutFrame::close(&close::reply_to(frame)));
+                    self.pending().close = Some(OutFrame::close(&close::reply_to(frame)));
                 }
                 input.clear();
                 self.finish();
@@ -198,7 +204,7 @@ impl Session {
         if self.state != State::Open {
             return false;
         }
-        self.close = Some(OutFrame::close_with(code, reason));
+        self.pending().close = Some(OutFrame::close_with(code, reason));
         self.state = State::Closing;
         self.timers.stop_all();
         self.timers
@@ -224,7 +230,7 @@ impl Session {
     pub fn handle_timeout(&mut self, now: Instant) -> Option<Event> {
         let timer = self.timers.take_expired(now)?;
         match timer {
-            Timer::Ping => self.ping = true,
+            Timer::Ping => self.pending().ping = true,
             Timer::Idle => {
                 self.close(CloseCode::GOING_AWAY, "idle timeout", now);
             }
@@ -239,13 +245,18 @@ impl Session {
 
     /// The next frame the session wants sent (a pong, a ping, then a close), or `None`.
     pub fn poll_transmit(&mut self) -> Option<OutFrame> {
-        if let Some(payload) = self.pong.take() {
-            return Some(OutFrame::new(OpCode::Pong, payload));
+        let p = self.pending.as_deref_mut()?;
+        let frame = if let Some(payload) = p.pong.take() {
+            Some(OutFrame::new(OpCode::Pong, payload))
+        } else if std::mem::take(&mut p.ping) {
+            Some(OutFrame::new(OpCode::Ping, Bytes::new()))
+        } else {
+            p.close.take()
+        };
+        if frame.is_none() {
+            self.pending = None;
         }
-        if std::mem::take(&mut self.ping) {
-            return Some(OutFrame::new(OpCode::Ping, Bytes::new()));
-        }
-        self.close.take()
+        frame
     }
 
     /// Bytes the frame being received still needs beyond those already given (0 at a frame
@@ -268,11 +279,17 @@ impl Session {
         }
     }
 
+    fn pending(&mut self) -> &mut Pending {
+        self.pending.get_or_insert_with(Box::default)
+    }
+
     fn finish(&mut self) {
         self.state = State::Closed;
         self.timers.stop_all();
-        self.pong = None;
-        self.ping = false;
+        if let Some(p) = &mut self.pending {
+            p.pong = None;
+            p.ping = false;
+        }
     }
 }
 

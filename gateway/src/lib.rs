@@ -4,6 +4,14 @@
 //! connections the kernel hands it. Messages are decoded in place in a shared read buffer,
 //! published once as a shared frame, and fanned out across workers by reference through
 //! lock-free inboxes. See `shared/DESIGN.md` for the whole data path.
+//!
+//! The runtime is in rooms that decide and a worker that acts. Read the data path in this
+//! order: [`server`] (the wiring) starts the workers; each `listener` socket feeds a `worker`
+//! loop; the worker keeps its connections in `conn`, asks `http` what to answer to a request,
+//! runs each WebSocket through a `session` (wsgate-core's protocol session plus the gateway's
+//! echo and pub/sub), publishes and delivers through `pubsub` and the [`hub`], and writes
+//! through each connection's [`outbox`]. `node` holds what the workers share, `cluster` is the
+//! hub's uplink to other nodes, `sys` every `unsafe`.
 #![deny(missing_docs)]
 
 mod auth;

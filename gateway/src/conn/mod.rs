@@ -293,3 +293,20 @@ mod tests {
         assert_eq!(c.own_read_size(base), 4096, "a cut head: a small read");
     }
 }
+#[cfg(test)]
+mod size_probe {
+    #[test]
+    fn sizes() {
+        eprintln!(
+            "Conn {} Phase {} Ws {} Session {} MessageDecoder {} TimerTable {} OutFrame {} Outbox {}",
+            std::mem::size_of::<super::Conn>(),
+            std::mem::size_of::<super::Phase>(),
+            std::mem::size_of::<crate::session::Ws>(),
+            std::mem::size_of::<wsgate_core::session::Session>(),
+            std::mem::size_of::<wsgate_core::frame::MessageDecoder>(),
+            std::mem::size_of::<wsgate_core::timer::TimerTable>(),
+            std::mem::size_of::<wsgate_core::frame::OutFrame>(),
+            std::mem::size_of::<crate::outbox::Outbox>(),
+        );
+    }
+}

@@ -114,16 +114,18 @@ impl Connections {
         !self.dirty.is_empty()
     }
 
-    /// Takes the list of connections to flush; each is unlisted (and may be listed again).
-    /// Hand the list back with [`return_dirty`](Self::return_dirty) to keep its allocation.
+    /// Takes the list of connections to flush. Each stays listed until
+    /// [`unlist`](Self::unlist) (which the flush does as it looks the connection up): hand the
+    /// list back with [`return_dirty`](Self::return_dirty) to keep its allocation.
     pub(crate) fn take_dirty(&mut self) -> Vec<ConnId> {
-        let dirty = std::mem::take(&mut self.dirty);
-        for &id in &dirty {
-            if let Some(conn) = self.get_mut(id) {
-                conn.flush_listed = false;
-            }
-        }
-        dirty
+        std::mem::take(&mut self.dirty)
+    }
+
+    /// The connection `id` names, no longer listed to flush (it may be listed again).
+    pub(crate) fn unlist(&mut self, id: ConnId) -> Option<&mut Conn> {
+        let conn = self.get_mut(id)?;
+        conn.flush_listed = false;
+        Some(conn)
     }
 
     /// Gives back a list taken by [`take_dirty`](Self::take_dirty), emptied, unless more were
@@ -244,7 +246,10 @@ mod tests {
         assert_eq!(listed, vec![a]);
         assert!(!conns.has_dirty());
         conns.mark_dirty(a);
-        assert!(conns.has_dirty(), "listed again after being taken");
+        assert!(!conns.has_dirty(), "still listed until unlisted");
+        conns.unlist(a);
+        conns.mark_dirty(a);
+        assert!(conns.has_dirty(), "listed again after being unlisted");
         conns.return_dirty(listed);
         assert_eq!(conns.take_dirty(), vec![a], "the newer list is kept");
     }

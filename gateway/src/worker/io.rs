@@ -6,6 +6,7 @@ use super::Worker;
 use crate::conn::{ConnId, Phase};
 use crate::metrics::{Counter, MessageKind};
 use bytes::BytesMut;
+use mio::Interest;
 use std::io;
 use wsgate_core::frame::{OpCode, OutFrame};
 
@@ -145,42 +146,63 @@ impl Worker {
     pub(super) fn flush_dirty(&mut self) {
         let mut dirty = self.conns.take_dirty();
         for id in dirty.drain(..) {
-            self.flush(id);
+            self.flush_conn(id, true);
         }
         self.conns.return_dirty(dirty);
     }
 
-    /// Writes what the connection's socket takes; ends a finishing connection once all is out;
-    /// lets a paused reader go on once its queue is down to half the limit.
+    /// Writes what the connection's socket takes (it became writable).
     pub(super) fn flush(&mut self, id: ConnId) {
-        let Some(conn) = self.conns.get_mut(id) else {
+        self.flush_conn(id, false);
+    }
+
+    /// Writes what the connection's socket takes; ends a finishing connection once all is out;
+    /// lets a paused reader go on once its queue is down to half the limit. `listed`: the
+    /// connection comes from the list of this turn's flushes, and leaves it.
+    fn flush_conn(&mut self, id: ConnId, listed: bool) {
+        let limit = self.node.config.limits.outbox_limit;
+        let close = self.node.config.timeouts.close_timeout;
+        let conn = if listed {
+            self.conns.unlist(id)
+        } else {
+            self.conns.get_mut(id)
+        };
+        let Some(conn) = conn else {
             return;
         };
-        if conn.outbox.is_empty() && !matches!(conn.phase, Phase::Flushing { .. }) {
+        let finishing = matches!(conn.phase, Phase::Flushing { .. });
+        if conn.outbox.is_empty() && !finishing {
             return;
         }
         match conn.outbox.flush(&mut conn.stream) {
             Ok(done) => self.metrics.add(Counter::BytesOut, done.bytes as u64),
-            Err(_) => {
-                self.close_now(id);
-                return;
-            }
+            Err(_) => return self.close_now(id),
         }
         let wants_write = !conn.outbox.is_empty();
-        if !self.want_write(id, wants_write) {
-            return;
+        if wants_write != conn.interest.is_writable() {
+            let interest = if wants_write {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            if self
+                .poll
+                .registry()
+                .reregister(&mut conn.stream, id.token(), interest)
+                .is_err()
+            {
+                return self.close_now(id);
+            }
+            conn.interest = interest;
         }
-        let limit = self.node.config.limits.outbox_limit;
-        let close = self.node.config.timeouts.close_timeout;
-        let conn = self.conns.get_mut(id).expect("present");
         if wants_write {
-            if matches!(conn.phase, Phase::Flushing { .. }) {
+            if finishing {
                 // the peer has the close timeout to take what is left
                 self.schedule(id);
             }
             return;
         }
-        if matches!(conn.phase, Phase::Flushing { .. }) {
+        if finishing {
             // everything is out: half-close and wait for the peer to close its side
             let _ = conn.stream.shutdown(std::net::Shutdown::Write);
             conn.phase = Phase::Linger {

@@ -29,7 +29,7 @@ use crate::node::Node;
 use crate::pubsub::PubSub;
 use accept::Acceptor;
 use bytes::BytesMut;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Poll, Token};
 use std::io as stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -175,32 +175,5 @@ impl Worker {
         if cleaned.is_err() && self.conns.contains(id) {
             self.forget(id);
         }
-    }
-
-    /// Re-registers the socket of `id` for reading, and for writing when it has something
-    /// queued. Returns false when the poller refused (the connection is then closed).
-    fn want_write(&mut self, id: ConnId, write: bool) -> bool {
-        let Some(conn) = self.conns.get_mut(id) else {
-            return false;
-        };
-        if write == conn.interest.is_writable() {
-            return true;
-        }
-        let interest = if write {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::READABLE
-        };
-        if self
-            .poll
-            .registry()
-            .reregister(&mut conn.stream, id.token(), interest)
-            .is_err()
-        {
-            self.close_now(id);
-            return false;
-        }
-        conn.interest = interest;
-        true
     }
 }
