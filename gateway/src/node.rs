@@ -9,6 +9,7 @@ use crate::drain::DrainState;
 use crate::hub::{Hub, Uplink, Wake};
 use crate::limits::ConnectionLimits;
 use crate::metrics::{self, Exposition, Kind, WorkerMetrics};
+use crate::session::Policy;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -36,6 +37,8 @@ pub(crate) struct Node {
     pub(crate) auth: Option<Authenticator>,
     /// What every WebSocket session enforces, and its timers.
     pub(crate) session: Arc<SessionConfig>,
+    /// What sessions may subscribe and publish.
+    pub(crate) policy: Policy,
 }
 
 impl Node {
@@ -65,7 +68,14 @@ impl Node {
             idle_timeout: Some(config.timeouts.idle_timeout).filter(|d| !d.is_zero()),
             close_timeout: config.timeouts.close_timeout,
         });
+        let limits = &config.limits;
+        let policy = Policy {
+            max_topics: limits.max_topics_per_connection,
+            publish_rate: limits.publish_rate,
+            publish_burst: limits.publish_burst(),
+        };
         Ok(Node {
+            policy,
             metrics: (0..wakers.len())
                 .map(|_| Arc::new(WorkerMetrics::default()))
                 .collect(),

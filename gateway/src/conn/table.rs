@@ -141,21 +141,19 @@ impl Connections {
         }
     }
 
-    /// Queues `frame` to connection `id` and lists it to flush; false when it is gone.
-    pub(crate) fn queue(&mut self, id: ConnId, frame: OutFrame) -> bool {
-        let Some(conn) = self
+    /// Queues `frame` to connection `id` and lists it to flush. Returns the bytes it then
+    /// holds queued; `None` when it is gone.
+    pub(crate) fn queue(&mut self, id: ConnId, frame: OutFrame) -> Option<usize> {
+        let conn = self
             .slab
             .get_mut(id.key())
-            .filter(|c| c.generation == id.generation())
-        else {
-            return false;
-        };
+            .filter(|c| c.generation == id.generation())?;
         conn.outbox.push(frame);
         if !conn.flush_listed {
             conn.flush_listed = true;
             self.dirty.push(id);
         }
-        true
+        Some(conn.outbox.queued_bytes())
     }
 
     /// Queues `frame` to each of `subscribers` that is still there and marks it to flush.

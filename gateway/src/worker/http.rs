@@ -111,7 +111,6 @@ impl Worker {
 
     /// Opens the WebSocket session of an accepted upgrade.
     fn open_session(&mut self, id: ConnId, upgrade: Upgrade) {
-        let policy = self.policy();
         let Some(conn) = self.conns.get_mut(id) else {
             return;
         };
@@ -124,7 +123,13 @@ impl Worker {
             "session opened"
         );
         let protocol = Session::new(self.node.session.clone(), self.now);
-        let mut ws = Ws::new(protocol, upgrade.kind, upgrade.grants, &policy, self.now);
+        let mut ws = Ws::new(
+            protocol,
+            upgrade.kind,
+            upgrade.grants,
+            &self.node.policy,
+            self.now,
+        );
         for topic in &upgrade.topics {
             // the query's topics were validated, allowed and counted by the HTTP room
             self.pubsub.subscribe(id, &mut ws.subscriptions, topic);

@@ -130,16 +130,17 @@ impl Worker {
         self.read(id);
     }
 
-    /// Queues a frame to one connection.
-    pub(super) fn send(&mut self, id: ConnId, frame: OutFrame) {
-        let (kind, close) = (MessageKind::of(frame.opcode()), frame.close_code());
-        let is_close = frame.opcode() == OpCode::Close;
-        if self.conns.queue(id, frame) {
-            self.metrics.messages_out(kind, 1);
-            if is_close {
-                self.metrics.close_sent(close);
-            }
+    /// Queues a frame to one connection. Returns the bytes it then holds queued (`None`: it
+    /// is gone).
+    pub(super) fn send(&mut self, id: ConnId, frame: OutFrame) -> Option<usize> {
+        let opcode = frame.opcode();
+        let close = (opcode == OpCode::Close).then(|| frame.close_code());
+        let queued = self.conns.queue(id, frame)?;
+        self.metrics.messages_out(MessageKind::of(opcode), 1);
+        if let Some(code) = close {
+            self.metrics.close_sent(code);
         }
+        Some(queued)
     }
 
     /// Flushes every connection that got something to send this turn.

@@ -6,7 +6,7 @@ use super::{INBOX_BUDGET, Worker};
 use crate::conn::{ConnId, Phase};
 use crate::hub::Delivery;
 use crate::metrics::{Counter, MessageKind};
-use crate::session::{Action, Data, Policy};
+use crate::session::{Action, Data};
 use bytes::BytesMut;
 use std::sync::atomic::Ordering;
 use wsgate_core::Error;
@@ -17,16 +17,6 @@ use wsgate_core::session::Event;
 use wsgate_core::timer::Timer;
 
 impl Worker {
-    /// What sessions may do, from the node's limits.
-    pub(super) fn policy(&self) -> Policy {
-        let limits = &self.node.config.limits;
-        Policy {
-            max_topics: limits.max_topics_per_connection,
-            publish_rate: limits.publish_rate,
-            publish_burst: limits.publish_burst(),
-        }
-    }
-
     /// Hands the bytes at the front of `buf` to the session and acts on what comes out.
     pub(super) fn read_session(&mut self, id: ConnId, buf: &mut BytesMut) {
         loop {
@@ -102,8 +92,8 @@ impl Worker {
 
     /// A data message: echoed, or acted on as pub/sub.
     fn on_data(&mut self, id: ConnId, data: Data) {
-        let policy = self.policy();
         let now = self.now;
+        let limit = self.node.config.limits.outbox_limit;
         let Some(ws) = self.conns.get_mut(id).and_then(|c| c.ws()) else {
             return;
         };
@@ -121,19 +111,21 @@ impl Worker {
         {
             panic!("fault injection: a bug while handling a message");
         }
-        match ws.echo(data) {
+        let queued = match ws.echo(data) {
             Ok(frame) => self.send(id, frame),
             Err(Data::Text(text)) => {
-                let action = ws.on_text(&text, &policy, now);
+                let action = ws.on_text(&text, &self.node.policy, now);
                 self.act(id, action);
+                self.conns.get(id).map(|c| c.outbox.queued_bytes())
             }
             Err(Data::Binary(bytes)) => {
-                let action = ws.on_binary(bytes, &policy, now);
+                let action = ws.on_binary(bytes, &self.node.policy, now);
                 self.act(id, action);
+                self.conns.get(id).map(|c| c.outbox.queued_bytes())
             }
-        }
-        if let Some(conn) = self.conns.get_mut(id)
-            && conn.outbox.queued_bytes() > self.node.config.limits.outbox_limit
+        };
+        if queued.is_some_and(|q| q > limit)
+            && let Some(conn) = self.conns.get_mut(id)
         {
             // stop reading from a peer that does not read its answers
             conn.read_paused = true;
