@@ -67,26 +67,33 @@ where
     }
 }
 
-/// A size that may be left unset (its default then follows another setting).
-pub(crate) struct OptionalSize;
+/// A setting of kind `C` that may be left unset (empty text unsets it; its default then
+/// follows another setting, or the feature is off).
+pub(crate) struct Optional<C>(std::marker::PhantomData<C>);
 
-impl Codec for OptionalSize {
-    type Value = Option<u64>;
+impl<C: Codec> Codec for Optional<C> {
+    type Value = Option<C::Value>;
 
-    fn parse(s: &str) -> Result<Option<u64>, String> {
-        units::parse_size(s).map(Some)
+    fn parse(s: &str) -> Result<Option<C::Value>, String> {
+        if s.is_empty() {
+            return Ok(None);
+        }
+        C::parse(s).map(Some)
     }
 
-    fn from_toml(v: &toml::Value) -> Result<Option<u64>, String> {
-        Size::<u64>::from_toml(v).map(Some)
+    fn from_toml(v: &toml::Value) -> Result<Option<C::Value>, String> {
+        match v {
+            toml::Value::String(s) => Self::parse(s),
+            v => C::from_toml(v).map(Some),
+        }
     }
 
-    fn to_toml(v: &Option<u64>) -> Option<toml::Value> {
-        v.and_then(|n| Size::<u64>::to_toml(&n))
+    fn to_toml(v: &Option<C::Value>) -> Option<toml::Value> {
+        v.as_ref().and_then(C::to_toml)
     }
 
-    fn default_of(_: &str) -> Option<u64> {
-        None
+    fn default_of(text: &str) -> Option<C::Value> {
+        Self::parse(text).unwrap_or_else(|e| panic!("the default '{text}' does not parse: {e}"))
     }
 }
 
@@ -138,29 +145,6 @@ where
     fn to_toml(v: &T) -> Option<toml::Value> {
         let n: u64 = (*v).try_into().unwrap_or(u64::MAX);
         Some(toml::Value::Integer(i64::try_from(n).unwrap_or(i64::MAX)))
-    }
-}
-
-/// A whole number that may be left unset (its default then follows another setting).
-pub(crate) struct OptionalCount;
-
-impl Codec for OptionalCount {
-    type Value = Option<u32>;
-
-    fn parse(s: &str) -> Result<Option<u32>, String> {
-        Count::<u32>::parse(s).map(Some)
-    }
-
-    fn from_toml(v: &toml::Value) -> Result<Option<u32>, String> {
-        Count::<u32>::from_toml(v).map(Some)
-    }
-
-    fn to_toml(v: &Option<u32>) -> Option<toml::Value> {
-        v.and_then(|n| Count::<u32>::to_toml(&n))
-    }
-
-    fn default_of(_: &str) -> Option<u32> {
-        None
     }
 }
 
@@ -241,34 +225,18 @@ impl Codec for Text {
     }
 }
 
-/// Text that may be left unset; empty text unsets it.
-pub(crate) struct OptionalText;
+/// A file.
+pub(crate) struct File;
 
-impl Codec for OptionalText {
-    type Value = Option<String>;
+impl Codec for File {
+    type Value = PathBuf;
 
-    fn parse(s: &str) -> Result<Option<String>, String> {
-        Ok(Some(s.to_string()).filter(|s| !s.is_empty()))
+    fn parse(s: &str) -> Result<PathBuf, String> {
+        Ok(PathBuf::from(s))
     }
 
-    fn to_toml(v: &Option<String>) -> Option<toml::Value> {
-        v.clone().map(toml::Value::String)
-    }
-}
-
-/// A file that may be left unset.
-pub(crate) struct OptionalPath;
-
-impl Codec for OptionalPath {
-    type Value = Option<PathBuf>;
-
-    fn parse(s: &str) -> Result<Option<PathBuf>, String> {
-        Ok(Some(PathBuf::from(s)).filter(|p| !p.as_os_str().is_empty()))
-    }
-
-    fn to_toml(v: &Option<PathBuf>) -> Option<toml::Value> {
-        v.as_ref()
-            .map(|p| toml::Value::String(p.display().to_string()))
+    fn to_toml(v: &PathBuf) -> Option<toml::Value> {
+        Some(toml::Value::String(v.display().to_string()))
     }
 }
 
@@ -378,13 +346,14 @@ mod tests {
     fn values_round_trip_through_toml() {
         round_trip::<Size<u64>>(64 << 20);
         round_trip::<Size<usize>>(1000);
-        round_trip::<OptionalSize>(Some(4096));
+        round_trip::<Optional<Size<u64>>>(Some(4096));
+        round_trip::<Optional<Size<u64>>>(None);
         round_trip::<Span>(Duration::from_millis(1500));
         round_trip::<Count<u32>>(7);
         round_trip::<Workers>(3);
         round_trip::<Flag>(false);
-        round_trip::<OptionalText>(Some("a \"quoted\" \\ text".into()));
-        round_trip::<OptionalPath>(Some("/etc/key.pem".into()));
+        round_trip::<Optional<Text>>(Some("a \"quoted\" \\ text".into()));
+        round_trip::<Optional<File>>(Some("/etc/key.pem".into()));
         round_trip::<Address>("[::1]:8080".parse().unwrap());
         round_trip::<List>(vec!["https://a.example".into(), "*.b.example".into()]);
         round_trip::<Networks>(Networks::parse("10.0.0.0/8, 127.0.0.1").unwrap());
@@ -403,7 +372,9 @@ mod tests {
         assert!(Workers::parse("0").is_err() && Workers::parse("1025").is_err());
         assert!(Workers::parse("auto").unwrap() >= 1);
         assert_eq!(List::parse(" a, ,b "), Ok(vec!["a".into(), "b".into()]));
-        assert_eq!(OptionalText::parse(""), Ok(None));
+        assert_eq!(Optional::<Text>::parse(""), Ok(None));
+        assert_eq!(Optional::<Count<u32>>::parse("7"), Ok(Some(7)));
+        assert_eq!(Optional::<Count<u32>>::default_of(""), None);
         assert!(
             Networks::parse("10.0.0.0/8,nope")
                 .unwrap_err()

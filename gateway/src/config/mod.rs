@@ -14,8 +14,7 @@ mod codec;
 
 use clap::Parser;
 use codec::{
-    Address, Codec, Count, Flag, List, Networks, OptionalCount, OptionalPath, OptionalSize,
-    OptionalText, Size, Span, Text, Workers,
+    Address, Codec, Count, File, Flag, List, Networks, Optional, Size, Span, Text, Workers,
 };
 use ipnet::IpNet;
 use settings::{key_of, line_of};
@@ -50,7 +49,7 @@ settings! {
         /// Largest message a client may send, up to 2GiB.
         max_message_size: u64 as Size<u64> = "64MiB", "SIZE";
         /// Largest single frame.
-        max_frame_size: Option<u64> as OptionalSize = "" ("the message limit"), "SIZE";
+        max_frame_size: Option<u64> as Optional<Size<u64>> = "" ("the message limit"), "SIZE";
         /// Largest HTTP request head.
         max_head_size: usize as Size<usize> = "8KiB", "SIZE";
         /// Largest POST /publish body.
@@ -68,7 +67,7 @@ settings! {
         /// Publishes a connection may make per second; 0 for no limit.
         publish_rate: u32 as Count<u32> = "0", "N";
         /// Publishes a connection may make in a burst above the rate.
-        publish_burst: Option<u32> as OptionalCount = "" ("the rate"), "N";
+        publish_burst: Option<u32> as Optional<Count<u32>> = "" ("the rate"), "N";
     }
 
     /// How long each step may take.
@@ -92,13 +91,13 @@ settings! {
         /// Origins allowed to open a WebSocket, comma separated (`https://app.example.com`, `*.example.com`); empty allows any.
         allowed_origins: Vec<String> as List = "" ("empty"), "LIST";
         /// Require a JWT signed with this HS256 secret on every upgrade.
-        jwt_secret: Option<String> as OptionalText = "" ("none"), "SECRET";
+        jwt_secret: Option<String> as Optional<Text> = "" ("none"), "SECRET";
         /// Require a JWT verified with this PEM public key file on every upgrade.
-        jwt_public_key: Option<PathBuf> as OptionalPath = "" ("none"), "FILE";
+        jwt_public_key: Option<PathBuf> as Optional<File> = "" ("none"), "FILE";
         /// The algorithm of --jwt-public-key: RS256 or ES256.
         jwt_algorithm: String as Text = "RS256", "ALG";
         /// Require `Authorization: Bearer KEY` on POST /publish.
-        api_key: Option<String> as OptionalText = "" ("none"), "KEY";
+        api_key: Option<String> as Optional<Text> = "" ("none"), "KEY";
     }
 
     /// What the load balancers in front say about the client.
@@ -114,7 +113,7 @@ settings! {
     /// The link to other nodes through Redis.
     cluster: Cluster {
         /// Redis URL (`redis://[user:password@]host:port`) that joins this node to a cluster; none runs a single node.
-        redis: Option<String> as OptionalText = "" ("none"), "URL";
+        redis: Option<String> as Optional<Text> = "" ("none"), "URL";
         /// Prefix of the Redis channel of each topic.
         redis_prefix: String as Text = "wsgate:", "PREFIX";
         /// Use Redis 7 sharded pub/sub (SSUBSCRIBE/SPUBLISH), for Redis Cluster.
@@ -122,7 +121,7 @@ settings! {
         /// Publishes waiting to go to Redis, in bytes, past which new ones stay on this node.
         redis_max_pending: usize as Size<usize> = "64MiB", "SIZE";
         /// This node's name in the cluster, for logs and to skip its own messages coming back from Redis.
-        node_id: Option<String> as OptionalText = "" ("random at start"), "NAME";
+        node_id: Option<String> as Optional<Text> = "" ("random at start"), "NAME";
     }
 }
 
