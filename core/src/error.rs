@@ -44,6 +44,9 @@ pub enum Error {
     Hixie76,
     /// A request body is larger than the configured limit.
     BodyTooLarge,
+    /// A request body comes in chunked transfer coding: the gateway reads bodies only by their
+    /// `Content-Length`.
+    LengthRequired,
     /// A header that must be a number or a token list could not be parsed.
     BadHeader(&'static str),
     /// A PROXY protocol header is malformed (or missing where one is required).
@@ -138,6 +141,7 @@ impl Error {
             | BadProxyHeader(_)
             | HttpVersion => Some(400),
             MethodNotAllowed => Some(405),
+            LengthRequired => Some(411),
             BodyTooLarge => Some(413),
             HeadersTooLarge | TooManyHeaders => Some(431),
             UnsupportedVersion | Hixie76 => Some(426),
@@ -162,6 +166,7 @@ impl Error {
             UnsupportedVersion => "unsupported_version",
             Hixie76 => "hixie76",
             BodyTooLarge => "body_too_large",
+            LengthRequired => "length_required",
             BadHeader(_) => "bad_header",
             BadProxyHeader(_) => "bad_proxy_header",
             ReservedBits => "reserved_bits",
@@ -212,6 +217,9 @@ impl fmt::Display for Error {
                 "the hixie-76 draft handshake is not supported; use RFC 6455 (version 13)",
             ),
             BodyTooLarge => f.write_str("request body is too large"),
+            LengthRequired => {
+                f.write_str("send the body with Content-Length, not chunked transfer coding")
+            }
             BadHeader(name) => write!(f, "invalid {name} header"),
             BadProxyHeader(why) => write!(f, "invalid PROXY protocol header: {why}"),
             ReservedBits => f.write_str("reserved bits set without a negotiated extension"),
@@ -266,6 +274,7 @@ mod tests {
             Error::UnsupportedVersion,
             Error::Hixie76,
             Error::BodyTooLarge,
+            Error::LengthRequired,
             Error::BadHeader("Content-Length"),
             Error::BadProxyHeader("bad port"),
             Error::ReservedBits,
@@ -317,5 +326,8 @@ mod tests {
         assert_eq!(Error::UnsupportedVersion.http_status(), Some(426));
         assert_eq!(Error::HeadersTooLarge.http_status(), Some(431));
         assert_eq!(Error::UnknownType.close_code(), None);
+        assert_eq!(Error::LengthRequired.http_status(), Some(411));
+        assert_eq!(Error::LengthRequired.close_code(), None);
+        assert_eq!(Error::LengthRequired.code(), "length_required");
     }
 }

@@ -1935,6 +1935,7 @@ mod tests {
             Error::UnsupportedVersion,
             Error::Hixie76,
             Error::BodyTooLarge,
+            Error::LengthRequired,
             Error::BadHeader("Content-Length"),
         ];
         for error in &errors {
@@ -1969,6 +1970,7 @@ mod tests {
         }
         assert_eq!(reason_phrase(431), "Request Header Fields Too Large");
         assert_eq!(reason_phrase(413), "Content Too Large");
+        assert_eq!(reason_phrase(411), "Length Required");
         assert_eq!(reason_phrase(405), "Method Not Allowed");
         let (_, fields, _) = parse_answer(&error_response(&Error::MethodNotAllowed));
         assert_eq!(field(&fields, "Allow"), Some("GET"));

@@ -177,7 +177,8 @@ impl Session {
             Message::Binary(bytes) => Event::Binary(bytes),
             Message::Ping(payload) => {
                 if self.state == State::Open {
-                    self.pending().pong = Some(payload.clone());
+                    // copied: a pong that waits must not keep the reader's buffer alive
+                    self.pending().pong = Some(Bytes::copy_from_slice(&payload));
                 }
                 Event::Ping(payload)
             }

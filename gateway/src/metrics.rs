@@ -108,6 +108,8 @@ labels! {
         Hixie76 => "hixie76",
         /// A body over `max-body-size`.
         BodyTooLarge => "body_too_large",
+        /// A chunked body (only `Content-Length` is read).
+        LengthRequired => "length_required",
         /// A header that does not parse.
         BadHeader => "bad_header",
         /// No such endpoint.
@@ -152,6 +154,7 @@ impl Failure {
             E::UnsupportedVersion => Failure::UnsupportedVersion,
             E::Hixie76 => Failure::Hixie76,
             E::BodyTooLarge => Failure::BodyTooLarge,
+            E::LengthRequired => Failure::LengthRequired,
             E::BadHeader(_) => Failure::BadHeader,
             E::BadProxyHeader(_) => Failure::BadProxyHeader,
             E::Forbidden(_) => Failure::Forbidden,
@@ -592,6 +595,7 @@ mod tests {
             E::UnsupportedVersion,
             E::Hixie76,
             E::BodyTooLarge,
+            E::LengthRequired,
             E::BadHeader("x"),
             E::BadProxyHeader("x"),
         ] {

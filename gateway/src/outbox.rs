@@ -3,6 +3,12 @@
 //! Pushing a frame never copies its payload: a fanout of one message to ten thousand
 //! connections queues ten thousand references to one buffer. A flush gathers up to
 //! [`MAX_IOVECS`] slices into one `writev` call and resumes a partial write where it stopped.
+//!
+//! The queue counts what it makes the node hold ([`Outbox::held_bytes`]): each item's bytes,
+//! its slot ([`ENTRY_COST`]), and a larger buffer its payload keeps alive
+//! ([`Outbox::push_retaining`]), until the item is written and dropped. That, not the bytes on
+//! the wire, is what a connection's limit is checked against: a flood of empty pongs costs what
+//! it really costs.
 
 use bytes::Bytes;
 use std::collections::VecDeque;
@@ -15,28 +21,43 @@ thread_local! {
     static STAGING: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(COALESCE_MAX));
 }
 
-/// One queued item: a WebSocket frame, or raw bytes (an HTTP answer).
+/// One queued item: a WebSocket frame (and the size of a buffer its payload keeps alive, when
+/// larger than the payload), or raw bytes (an HTTP answer).
 #[derive(Debug, Clone)]
 enum Chunk {
     Frame(OutFrame),
+    Retaining(OutFrame, usize),
     Raw(Bytes),
 }
 
 impl Chunk {
     fn len(&self) -> usize {
         match self {
-            Chunk::Frame(f) => f.wire_len(),
+            Chunk::Frame(f) | Chunk::Retaining(f, _) => f.wire_len(),
             Chunk::Raw(b) => b.len(),
         }
     }
 
+    /// What the item makes the node hold while it is queued.
+    fn held(&self) -> usize {
+        let retained = match self {
+            Chunk::Retaining(f, buffer) => buffer.saturating_sub(f.payload().len()),
+            _ => 0,
+        };
+        self.len() + ENTRY_COST + retained
+    }
+
     fn parts(&self) -> [&[u8]; 2] {
         match self {
-            Chunk::Frame(f) => [f.header(), &f.payload()[..]],
+            Chunk::Frame(f) | Chunk::Retaining(f, _) => [f.header(), &f.payload()[..]],
             Chunk::Raw(b) => [&b[..], &[]],
         }
     }
 }
+
+/// What one queued item costs beyond its bytes: its slot in the queue and the allocator's
+/// rounding of its buffers.
+pub const ENTRY_COST: usize = 64;
 
 /// The most slices handed to one `writev` (two per frame: header and payload).
 pub const MAX_IOVECS: usize = 128;
@@ -55,6 +76,8 @@ pub struct Outbox {
     head_written: usize,
     /// Bytes queued and not yet written.
     queued: usize,
+    /// What the queued items make the node hold ([`Outbox::held_bytes`]).
+    held: usize,
 }
 
 /// What a flush achieved.
@@ -74,14 +97,24 @@ impl Outbox {
 
     /// Queues a frame.
     pub fn push(&mut self, frame: OutFrame) {
-        self.queued += frame.wire_len();
-        self.frames.push_back(Chunk::Frame(frame));
+        self.push_chunk(Chunk::Frame(frame));
+    }
+
+    /// Queues a frame whose payload keeps a buffer of `buffer` bytes alive (a slice of a
+    /// larger buffer): it counts as holding the whole buffer.
+    pub fn push_retaining(&mut self, frame: OutFrame, buffer: usize) {
+        self.push_chunk(Chunk::Retaining(frame, buffer));
     }
 
     /// Queues raw bytes (an HTTP answer).
     pub fn push_raw(&mut self, bytes: Bytes) {
-        self.queued += bytes.len();
-        self.frames.push_back(Chunk::Raw(bytes));
+        self.push_chunk(Chunk::Raw(bytes));
+    }
+
+    fn push_chunk(&mut self, chunk: Chunk) {
+        self.queued += chunk.len();
+        self.held += chunk.held();
+        self.frames.push_back(chunk);
     }
 
     /// Drops every item not started yet, keeping a partly written one so the stream stays
@@ -91,12 +124,19 @@ impl Outbox {
         while self.frames.len() > keep {
             let dropped = self.frames.pop_back().expect("non-empty");
             self.queued -= dropped.len();
+            self.held -= dropped.held();
         }
     }
 
     /// Bytes queued and not yet written.
     pub fn queued_bytes(&self) -> usize {
         self.queued
+    }
+
+    /// What the queue makes the node hold: every item's bytes (written or not, until the item
+    /// is done), its slot, and the buffers its payloads keep alive.
+    pub fn held_bytes(&self) -> usize {
+        self.held
     }
 
     /// Whether nothing is queued.
@@ -109,6 +149,7 @@ impl Outbox {
         self.frames = VecDeque::new();
         self.head_written = 0;
         self.queued = 0;
+        self.held = 0;
     }
 
     /// Writes as much as `out` takes. Stops at `WouldBlock` (returning what was written) or when
@@ -184,7 +225,8 @@ impl Outbox {
             }
             n -= left;
             self.head_written = 0;
-            self.frames.pop_front();
+            let written = self.frames.pop_front().expect("non-empty");
+            self.held -= written.held();
             done += 1;
         }
         done
@@ -373,6 +415,44 @@ mod tests {
             "the started frame completes, then the close"
         );
         assert_eq!(outbox.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn what_is_held_counts_slots_and_retained_buffers_until_written() {
+        let mut outbox = Outbox::new();
+        for _ in 0..1000 {
+            // an empty pong: 2 bytes on the wire, far more in memory
+            outbox.push(OutFrame::new(OpCode::Pong, Bytes::new()));
+        }
+        assert_eq!(outbox.queued_bytes(), 2000);
+        assert_eq!(outbox.held_bytes(), 1000 * (2 + ENTRY_COST));
+        let slice = Bytes::from(vec![7u8; 65536]).slice(0..100);
+        outbox.push_retaining(OutFrame::new(OpCode::Binary, slice), 65536);
+        assert_eq!(
+            outbox.held_bytes(),
+            1000 * (2 + ENTRY_COST) + 102 + ENTRY_COST + 65436
+        );
+        // a partial write frees nothing; a written item frees all it held
+        let mut w = Trickle {
+            got: Vec::new(),
+            chunk: usize::MAX,
+            budget: 2001,
+            calls: 0,
+        };
+        outbox.flush(&mut w).unwrap();
+        assert_eq!(outbox.held_bytes(), 102 + ENTRY_COST + 65436);
+        outbox.drop_unstarted();
+        assert_eq!(
+            outbox.held_bytes(),
+            102 + ENTRY_COST + 65436,
+            "started: kept"
+        );
+        w.budget = usize::MAX;
+        outbox.flush(&mut w).unwrap();
+        assert_eq!((outbox.held_bytes(), outbox.queued_bytes()), (0, 0));
+        outbox.push_raw(Bytes::from_static(b"HTTP/1.1 200 OK\r\n\r\n"));
+        outbox.drop_unstarted();
+        assert_eq!(outbox.held_bytes(), 0);
     }
 
     #[test]

@@ -143,3 +143,142 @@ fn a_subscriber_that_never_reads_is_cut_off_and_memory_stays_bounded() {
     );
     drop(stuck);
 }
+
+/// Round trips of a 20-byte echo on `ws`: the 99th percentile of `n`.
+fn echo_p99(ws: &mut RawWs, n: usize) -> Duration {
+    let mut times: Vec<Duration> = (0..n)
+        .map(|i| {
+            let t = Instant::now();
+            ws.send(true, OpCode::Binary, &[i as u8; 20]);
+            loop {
+                if let wsgate_core::frame::Message::Binary(b) = ws.recv() {
+                    assert_eq!(b, vec![i as u8; 20]);
+                    break;
+                }
+            }
+            t.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[n * 99 / 100]
+}
+
+/// Connections that each write `chunk` over and over for `secs` and never read a byte.
+fn flooders(
+    gw: &Gateway,
+    n: usize,
+    chunk: Vec<u8>,
+    secs: f64,
+) -> Vec<std::thread::JoinHandle<u64>> {
+    (0..n)
+        .map(|_| {
+            let ws = RawWs::connect(gw.addr, "/echo");
+            let chunk = chunk.clone();
+            std::thread::spawn(move || {
+                let mut s = ws.stream;
+                s.set_write_timeout(Some(Duration::from_millis(100)))
+                    .unwrap();
+                let start = Instant::now();
+                let mut written = 0u64;
+                // the stream stays whole: a partial write goes on where it stopped
+                let mut at = 0;
+                while start.elapsed().as_secs_f64() < secs {
+                    if let Ok(n) = s.write(&chunk[at..]) {
+                        written += n as u64;
+                        at = (at + n) % chunk.len();
+                    }
+                }
+                written
+            })
+        })
+        .collect()
+}
+
+/// Waits until the gateway has stopped reading control frames (its counter holds still for
+/// 300 ms), at most `timeout`.
+fn until_control_traffic_stops(gw: &Gateway, timeout: Duration) -> bool {
+    let series = "wsgate_messages_in_total{kind=\"control\"}";
+    let mut last = gw.metric(series);
+    eventually(timeout, || {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = gw.metric(series);
+        std::mem::replace(&mut last, now) == now
+    })
+}
+
+/// A limit that holds for every frame queued, not only for data: peers that send pings as fast
+/// as they can and never read their pongs are no longer read once their outbox holds its limit,
+/// so the node holds at most that per attacker, spends nothing more on them, and a neighbour is
+/// served as before while they go on trying.
+#[test]
+fn ping_flooders_that_never_read_hold_at_most_their_outbox_limit() {
+    let gw = Gateway::start_without_huge_pages(&["--outbox-limit", "1MiB", "--workers", "2"]);
+    let mut neighbour = RawWs::connect(gw.addr, "/echo");
+    let quiet = echo_p99(&mut neighbour, 200);
+    let before = gw.rss();
+    let ping = client_frame(true, OpCode::Ping, &[0x55; 125]);
+    let chunk: Vec<u8> = ping
+        .iter()
+        .copied()
+        .cycle()
+        .take(ping.len() * 500)
+        .collect();
+    let attackers = flooders(&gw, 20, chunk, 6.0);
+    assert!(
+        until_control_traffic_stops(&gw, Duration::from_secs(5)),
+        "the gateway went on reading pings whose pongs nobody reads"
+    );
+    // the attackers are still writing: their sockets are full, the gateway does not read them
+    let attacked = echo_p99(&mut neighbour, 200);
+    let sent: u64 = attackers.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(
+        gw.metric("wsgate_closes_sent_total{code=\"1002\"}"),
+        0.0,
+        "the pings were well formed"
+    );
+    let peak = gw.peak_rss();
+    let grown = peak.saturating_sub(before);
+    println!(
+        "20 ping flooders ({:.0} MiB of pings written): RSS {:.1} MiB -> peak {:.1} MiB; \
+         neighbour p99 {quiet:?} quiet, {attacked:?} under attack",
+        sent as f64 / MIB as f64,
+        before as f64 / MIB as f64,
+        peak as f64 / MIB as f64,
+    );
+    assert!(
+        grown < 64 * MIB + 20 * MIB,
+        "grew by {:.1} MiB",
+        grown as f64 / MIB as f64
+    );
+    // the floor is for scheduling jitter on a shared two-core machine, not a target
+    assert!(
+        attacked < quiet * 10 + Duration::from_millis(10),
+        "neighbour p99 {attacked:?} under attack, {quiet:?} quiet"
+    );
+}
+
+/// Echo peers that send small messages and never read the echoes: each echo is copied out of
+/// the worker's read buffer (a slice of it would keep the whole buffer alive, unseen by the
+/// limit), and the peer is no longer read once it holds its limit.
+#[test]
+fn echo_peers_that_never_read_hold_at_most_their_outbox_limit() {
+    let gw = Gateway::start_without_huge_pages(&["--outbox-limit", "1MiB", "--workers", "2"]);
+    let before = gw.rss();
+    let message = client_frame(true, OpCode::Binary, &[0x42; 20]);
+    let attackers = flooders(&gw, 20, message, 2.0);
+    let sent: u64 = attackers.into_iter().map(|t| t.join().unwrap()).sum();
+    let peak = gw.peak_rss();
+    let grown = peak.saturating_sub(before);
+    println!(
+        "20 echo peers that never read ({:.1} MiB of 20-byte messages written): RSS {:.1} MiB -> peak {:.1} MiB",
+        sent as f64 / MIB as f64,
+        before as f64 / MIB as f64,
+        peak as f64 / MIB as f64,
+    );
+    assert!(
+        grown < 64 * MIB + 20 * MIB,
+        "grew by {:.1} MiB",
+        grown as f64 / MIB as f64
+    );
+    honest_echo_still_works(&gw);
+}

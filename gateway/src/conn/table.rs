@@ -46,6 +46,8 @@ pub(crate) struct Connections {
     slab: Slab<Conn>,
     next_generation: u32,
     dirty: Vec<ConnId>,
+    /// Connections with bytes left to read after their budget of this turn.
+    deferred_reads: Vec<ConnId>,
 }
 
 impl Connections {
@@ -114,6 +116,21 @@ impl Connections {
         !self.dirty.is_empty()
     }
 
+    /// Lists `id` to be read again next turn (its read budget ran out).
+    pub(crate) fn defer_read(&mut self, id: ConnId) {
+        self.deferred_reads.push(id);
+    }
+
+    /// Whether a connection waits to be read next turn.
+    pub(crate) fn has_deferred_reads(&self) -> bool {
+        !self.deferred_reads.is_empty()
+    }
+
+    /// Takes the connections to read again.
+    pub(crate) fn take_deferred_reads(&mut self) -> Vec<ConnId> {
+        std::mem::take(&mut self.deferred_reads)
+    }
+
     /// Takes the list of connections to flush. Each stays listed until
     /// [`unlist`](Self::unlist) (which the flush does as it looks the connection up): hand the
     /// list back with [`return_dirty`](Self::return_dirty) to keep its allocation.
@@ -141,23 +158,28 @@ impl Connections {
         }
     }
 
-    /// Queues `frame` to connection `id` and lists it to flush. Returns the bytes it then
-    /// holds queued; `None` when it is gone.
-    pub(crate) fn queue(&mut self, id: ConnId, frame: OutFrame) -> Option<usize> {
+    /// Queues `frame` to connection `id` and lists it to flush; `buffer`, when not 0, is the
+    /// size of a larger buffer the payload keeps alive. Returns what the connection's outbox
+    /// then holds; `None` when it is gone.
+    pub(crate) fn queue(&mut self, id: ConnId, frame: OutFrame, buffer: usize) -> Option<usize> {
         let conn = self
             .slab
             .get_mut(id.key())
             .filter(|c| c.generation == id.generation())?;
-        conn.outbox.push(frame);
+        if buffer > 0 {
+            conn.outbox.push_retaining(frame, buffer);
+        } else {
+            conn.outbox.push(frame);
+        }
         if !conn.flush_listed {
             conn.flush_listed = true;
             self.dirty.push(id);
         }
-        Some(conn.outbox.queued_bytes())
+        Some(conn.outbox.held_bytes())
     }
 
     /// Queues `frame` to each of `subscribers` that is still there and marks it to flush.
-    /// Returns how many got it, and those now holding more than `limit` bytes.
+    /// Returns how many got it, and those whose outbox now holds more than `limit` bytes.
     pub(crate) fn deliver<'a>(
         &mut self,
         subscribers: impl IntoIterator<Item = &'a ConnId>,
@@ -176,7 +198,7 @@ impl Connections {
             };
             conn.outbox.push(frame.clone());
             delivered += 1;
-            if conn.outbox.queued_bytes() > limit {
+            if conn.outbox.held_bytes() > limit {
                 over.push(id);
             }
             if !conn.flush_listed {
@@ -237,7 +259,8 @@ mod tests {
         let a = conns.vacant_id();
         conns.insert(a, conn());
         let frame = OutFrame::new(OpCode::Binary, Bytes::from(vec![0u8; 100]));
-        let (n, over) = conns.deliver(&[a, a, a], &frame, 250);
+        let per = 102 + crate::outbox::ENTRY_COST;
+        let (n, over) = conns.deliver(&[a, a, a], &frame, 2 * per + 1);
         assert_eq!((n, over), (3, vec![a]), "the third passes the limit");
         conns.mark_dirty(a);
         let listed = conns.take_dirty();

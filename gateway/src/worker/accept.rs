@@ -14,12 +14,18 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 use wsgate_core::handshake::Request;
 
+/// Connections accepted in one turn of the loop at most: a connection storm is taken in
+/// between the reads, writes and timers of the connections already there.
+const ACCEPT_BUDGET: usize = 256;
+
 /// A worker's listening socket.
 pub(super) struct Acceptor {
     listener: TcpListener,
     worker: usize,
     /// When an accept error was last logged (they are logged once a minute at most).
     error_logged: Option<Instant>,
+    /// The budget ran out with connections possibly still waiting: accept again next turn.
+    more: bool,
 }
 
 impl Acceptor {
@@ -28,7 +34,13 @@ impl Acceptor {
             listener: TcpListener::from_std(listener),
             worker,
             error_logged: None,
+            more: false,
         }
+    }
+
+    /// Whether connections may still wait from the last turn.
+    pub(super) fn has_more(&self) -> bool {
+        self.more
     }
 
     pub(super) fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
@@ -39,7 +51,8 @@ impl Acceptor {
 impl Worker {
     /// Accepts every connection waiting on the listening socket.
     pub(super) fn accept(&mut self) {
-        loop {
+        self.acceptor.more = false;
+        for _ in 0..ACCEPT_BUDGET {
             match self.acceptor.listener.accept() {
                 Ok((mut stream, peer)) => {
                     let proxy = &self.node.config.proxy;
@@ -100,6 +113,8 @@ impl Worker {
                 }
             }
         }
+        // the budget is spent and more may wait: no event comes for them, so next turn
+        self.acceptor.more = true;
     }
 
     /// Counts a new connection against `max-connections`, and against its address's limit

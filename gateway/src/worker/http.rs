@@ -70,6 +70,7 @@ impl Worker {
         }
         self.metrics.inc(Counter::HttpRequests);
         conn.outbox.push_raw(answer.response);
+        let held = conn.outbox.held_bytes();
         if answer.keep_alive {
             conn.expect_request(self.now, handshake);
         } else {
@@ -77,6 +78,7 @@ impl Worker {
         }
         self.conns.mark_dirty(id);
         self.schedule(id);
+        self.pause_if_full(id, held);
     }
 
     /// Publishes the body of a `POST /publish` once it is all here, and answers.

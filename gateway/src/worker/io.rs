@@ -11,14 +11,21 @@ use std::io;
 use wsgate_core::frame::{OpCode, OutFrame};
 
 impl Worker {
-    /// Reads everything the socket has (unless the connection's outbox is full) and acts on
-    /// it.
+    /// Reads what the socket has, up to a read buffer's worth (`read-buffer-size`) this turn
+    /// (more if one read brings more, for a large frame read into a buffer of its own), unless
+    /// the connection's outbox is full, and acts on it. What is left is read next turn: one
+    /// peer never holds the loop, its timers, inboxes and other connections.
     pub(super) fn read(&mut self, id: ConnId) {
+        let mut budget = self.node.config.limits.read_buffer_size;
         loop {
             let Some(conn) = self.conns.get_mut(id) else {
                 return;
             };
             if conn.read_paused || !conn.readable {
+                return;
+            }
+            if budget == 0 {
+                self.conns.defer_read(id);
                 return;
             }
             let own = !conn.inbuf.is_empty();
@@ -38,8 +45,9 @@ impl Worker {
                     self.close_now(id);
                     return;
                 }
-                Ok(_) => {
-                    self.process(id, &mut buf);
+                Ok(n) => {
+                    budget = budget.saturating_sub(n);
+                    self.process(id, &mut buf, !own);
                     self.put_back(id, buf, own);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -53,6 +61,13 @@ impl Worker {
                     return;
                 }
             }
+        }
+    }
+
+    /// Reads the connections whose budget ran out last turn.
+    pub(super) fn read_deferred(&mut self) {
+        for id in self.conns.take_deferred_reads() {
+            self.guarded(id, |w| w.read(id));
         }
     }
 
@@ -78,8 +93,12 @@ impl Worker {
         self.readbuf = buf;
     }
 
-    /// Acts on the bytes at the front of `buf`, phase by phase, consuming what it used.
-    fn process(&mut self, id: ConnId, buf: &mut BytesMut) {
+    /// Acts on the bytes at the front of `buf`, phase by phase, consuming what it used, until
+    /// they are all used, more are needed, or the connection holds more than its outbox limit
+    /// (then the rest waits in its buffer until it has written its answers, see `resume`).
+    /// `shared`: `buf` is the worker's read buffer (what is kept from it is copied out, or
+    /// counted as holding all of it).
+    fn process(&mut self, id: ConnId, buf: &mut BytesMut, shared: bool) {
         loop {
             let Some(conn) = self.conns.get_mut(id) else {
                 buf.clear();
@@ -91,7 +110,7 @@ impl Worker {
                 Phase::Request { .. } => self.read_request(id, buf),
                 Phase::Body { .. } => self.read_body(id, buf),
                 Phase::Ws(_) => {
-                    self.read_session(id, buf);
+                    self.read_session(id, buf, shared);
                     return;
                 }
                 Phase::Flushing { .. } | Phase::Linger { .. } => {
@@ -102,45 +121,61 @@ impl Worker {
             if buf.is_empty() || buf.len() == before {
                 return;
             }
-            if let Some(conn) = self.conns.get_mut(id)
-                && conn.outbox.queued_bytes() > self.node.config.limits.outbox_limit
-            {
+            if self.conns.get(id).is_none_or(|c| c.read_paused) {
                 // a peer that pipelines requests without reading the answers: the rest waits
                 // (kept in `inbuf`) until the answers are out, see `resume`
-                conn.read_paused = true;
                 return;
             }
         }
     }
 
-    /// Lets a connection whose reading was paused go on: first the pipelined requests it
-    /// already holds, then the socket.
+    /// Lets a connection whose reading was paused go on: first what it already holds
+    /// (pipelined requests, frames), then the socket.
     fn resume(&mut self, id: ConnId) {
         let Some(conn) = self.conns.get_mut(id) else {
             return;
         };
         conn.read_paused = false;
-        if matches!(conn.phase, Phase::Request { .. } | Phase::Body { .. })
-            && !conn.inbuf.is_empty()
-        {
+        if !conn.inbuf.is_empty() && !conn.is_finishing() {
             let mut buf = std::mem::take(&mut conn.inbuf);
-            self.process(id, &mut buf);
+            self.process(id, &mut buf, false);
             self.put_back(id, buf, true);
         }
         self.read(id);
     }
 
-    /// Queues a frame to one connection. Returns the bytes it then holds queued (`None`: it
-    /// is gone).
+    /// Stops reading a connection that holds more than its outbox limit (an echo or control
+    /// peer, or an HTTP client, that does not read its answers) until it is down to half.
+    pub(super) fn pause_if_full(&mut self, id: ConnId, held: usize) {
+        if held > self.node.config.limits.outbox_limit
+            && let Some(conn) = self.conns.get_mut(id)
+        {
+            conn.read_paused = true;
+        }
+    }
+
+    /// Queues a frame to one connection, and stops reading it when it holds more than its
+    /// outbox limit. Returns what it then holds (`None`: it is gone).
     pub(super) fn send(&mut self, id: ConnId, frame: OutFrame) -> Option<usize> {
+        self.send_retaining(id, frame, 0)
+    }
+
+    /// [`send`](Self::send) for a frame whose payload keeps a buffer of `buffer` bytes alive.
+    pub(super) fn send_retaining(
+        &mut self,
+        id: ConnId,
+        frame: OutFrame,
+        buffer: usize,
+    ) -> Option<usize> {
         let opcode = frame.opcode();
         let close = (opcode == OpCode::Close).then(|| frame.close_code());
-        let queued = self.conns.queue(id, frame)?;
+        let held = self.conns.queue(id, frame, buffer)?;
         self.metrics.messages_out(MessageKind::of(opcode), 1);
         if let Some(code) = close {
             self.metrics.close_sent(code);
         }
-        Some(queued)
+        self.pause_if_full(id, held);
+        Some(held)
     }
 
     /// Flushes every connection that got something to send this turn.
@@ -213,7 +248,7 @@ impl Worker {
             self.read(id);
             return;
         }
-        if conn.read_paused && conn.outbox.queued_bytes() <= limit / 2 {
+        if conn.read_paused && conn.outbox.held_bytes() <= limit / 2 {
             self.resume(id);
         }
     }

@@ -98,6 +98,10 @@ impl Worker {
                 return Err(e);
             }
             self.now = Instant::now();
+            self.read_deferred();
+            if self.acceptor.has_more() {
+                self.accept();
+            }
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(),
@@ -136,7 +140,12 @@ impl Worker {
     /// deliveries or flushes are left over from this turn (no event may come for them).
     fn poll_timeout(&self) -> Option<Duration> {
         let worker = self.pubsub.worker();
-        if self.node.hub.inbox_depth(worker) > 0 || self.conns.has_dirty() {
+        if self.node.hub.inbox_depth(worker) > 0
+            || self.conns.has_dirty()
+            || self.conns.has_deferred_reads()
+            || self.acceptor.has_more()
+        {
+            // work left from this turn, for which no event may come
             return Some(Duration::ZERO);
         }
         let next = [

@@ -6,8 +6,8 @@ use super::{INBOX_BUDGET, Worker};
 use crate::conn::{ConnId, Phase};
 use crate::hub::Delivery;
 use crate::metrics::{Counter, MessageKind};
-use crate::session::{Action, Data};
-use bytes::BytesMut;
+use crate::session::{Action, Data, SessionKind};
+use bytes::{Bytes, BytesMut};
 use std::sync::atomic::Ordering;
 use wsgate_core::Error;
 use wsgate_core::close::CloseCode;
@@ -17,15 +17,36 @@ use wsgate_core::session::Event;
 use wsgate_core::timer::Timer;
 
 impl Worker {
-    /// Hands the bytes at the front of `buf` to the session and acts on what comes out.
-    pub(super) fn read_session(&mut self, id: ConnId, buf: &mut BytesMut) {
+    /// Hands the bytes at the front of `buf` to the session and acts on what comes out, until
+    /// the connection is paused for holding too much (the rest then waits in its buffer).
+    /// `shared`: `buf` is the worker's read buffer, which a message must not keep alive unseen:
+    /// a message that stays queued is copied out of it, or (an echo larger than
+    /// [`COPY_OUT_MAX`]) counted as holding all of it.
+    pub(super) fn read_session(&mut self, id: ConnId, buf: &mut BytesMut, shared: bool) {
+        let buffer = if shared { buf.capacity() } else { 0 };
         loop {
-            let Some(ws) = self.conns.get_mut(id).and_then(|c| c.ws()) else {
+            let Some(conn) = self.conns.get_mut(id) else {
                 buf.clear();
                 return;
             };
+            if conn.read_paused {
+                return;
+            }
+            let Some(ws) = conn.ws() else {
+                buf.clear();
+                return;
+            };
+            let echo = ws.kind == SessionKind::Echo;
             match ws.protocol.read(buf, self.now) {
                 None => return,
+                Some(Event::Text(t)) => {
+                    let (t, held) = copy_out(t, buffer, echo);
+                    self.on_data(id, Data::Text(t), held);
+                }
+                Some(Event::Binary(b)) => {
+                    let (b, held) = copy_out(b, buffer, echo);
+                    self.on_data(id, Data::Binary(b), held);
+                }
                 Some(event) => self.on_event(id, event),
             }
         }
@@ -45,8 +66,8 @@ impl Worker {
 
     fn on_event(&mut self, id: ConnId, event: Event) {
         match event {
-            Event::Text(text) => self.on_data(id, Data::Text(text)),
-            Event::Binary(bytes) => self.on_data(id, Data::Binary(bytes)),
+            Event::Text(text) => self.on_data(id, Data::Text(text), 0),
+            Event::Binary(bytes) => self.on_data(id, Data::Binary(bytes), 0),
             Event::Ping(_) | Event::Pong(_) => {
                 self.metrics.message_in(MessageKind::Control, 0);
                 self.transmit(id);
@@ -69,7 +90,10 @@ impl Worker {
                 self.end_session(id);
                 self.conns.mark_dirty(id);
             }
-            Event::Failed(_) => {
+            Event::Failed(e) => {
+                if let Some(conn) = self.conns.get(id) {
+                    tracing::debug!(client = %conn.client, error = %e, "session failed");
+                }
                 self.transmit(id);
                 self.end_session(id);
                 self.conns.mark_dirty(id);
@@ -91,9 +115,9 @@ impl Worker {
     }
 
     /// A data message: echoed, or acted on as pub/sub.
-    fn on_data(&mut self, id: ConnId, data: Data) {
+    /// `buffer`: the size of the read buffer the message is a slice of, when it is one.
+    fn on_data(&mut self, id: ConnId, data: Data, buffer: usize) {
         let now = self.now;
-        let limit = self.node.config.limits.outbox_limit;
         let Some(ws) = self.conns.get_mut(id).and_then(|c| c.ws()) else {
             return;
         };
@@ -111,24 +135,18 @@ impl Worker {
         {
             panic!("fault injection: a bug while handling a message");
         }
-        let queued = match ws.echo(data) {
-            Ok(frame) => self.send(id, frame),
+        match ws.echo(data) {
+            Ok(frame) => {
+                self.send_retaining(id, frame, buffer);
+            }
             Err(Data::Text(text)) => {
                 let action = ws.on_text(&text, &self.node.policy, now);
                 self.act(id, action);
-                self.conns.get(id).map(|c| c.outbox.queued_bytes())
             }
             Err(Data::Binary(bytes)) => {
                 let action = ws.on_binary(bytes, &self.node.policy, now);
                 self.act(id, action);
-                self.conns.get(id).map(|c| c.outbox.queued_bytes())
             }
-        };
-        if queued.is_some_and(|q| q > limit)
-            && let Some(conn) = self.conns.get_mut(id)
-        {
-            // stop reading from a peer that does not read its answers
-            conn.read_paused = true;
         }
     }
 
@@ -227,7 +245,7 @@ impl Worker {
             if let Ok(done) = conn.outbox.flush(&mut conn.stream) {
                 self.metrics.add(Counter::BytesOut, done.bytes as u64);
             }
-            if conn.outbox.queued_bytes() <= limit {
+            if conn.outbox.held_bytes() <= limit {
                 continue;
             }
             self.metrics.inc(Counter::SlowConsumerCloses);
@@ -291,5 +309,22 @@ impl Worker {
         self.pubsub.unsubscribe_all(id, &mut ws.subscriptions);
         self.node.sessions.fetch_sub(1, Ordering::AcqRel);
         conn.finish(now, close);
+    }
+}
+
+/// The largest message copied out of the worker's read buffer when it stays queued; a larger
+/// echo keeps its slice (no copy) and counts as holding the whole buffer.
+const COPY_OUT_MAX: usize = 8 << 10;
+
+/// A message read from a buffer of `buffer` bytes (0: a buffer of the connection's own, sized
+/// to its frames) that may stay queued: copied out when small or when it is not an echo (a
+/// publish is copied once, not held by every subscriber); else kept, with the size it holds.
+fn copy_out(payload: Bytes, buffer: usize, echo: bool) -> (Bytes, usize) {
+    if buffer == 0 {
+        (payload, 0)
+    } else if payload.len() <= COPY_OUT_MAX || !echo {
+        (Bytes::copy_from_slice(&payload), 0)
+    } else {
+        (payload, buffer)
     }
 }
