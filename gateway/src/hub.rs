@@ -8,6 +8,12 @@
 //! non-empty. Looking a topic up by name takes the registry lock, which workers do on the
 //! first subscribe or publish of a topic and then cache.
 //!
+//! Each inbox is bounded ([`Hub::with_limits`]): it counts what its deliveries hold (the payload
+//! and [`DELIVERY_COST`] each). A publisher that finds an inbox it publishes to over its bound
+//! ([`Hub::is_congested`]) is expected to wait: a worker stops reading a publishing peer, `POST
+//! /publish` answers 503, the cluster's receiver stops reading Redis. The worker that drains an
+//! inbox back below half its bound wakes every worker, so the waiting publishers go on.
+//!
 //! What concerns other nodes goes through an [`Uplink`] (the cluster room implements it over
 //! Redis): the hub tells it of each publish and of each topic whose subscribers on this node
 //! went from none to some or back, and never knows what is behind it.
@@ -111,11 +117,25 @@ impl Wake for mio::Waker {
     }
 }
 
+/// What one delivery in an inbox costs beyond its payload: its slot, the topic and frame
+/// references.
+pub const DELIVERY_COST: usize = 64;
+
+fn cost(d: &Delivery) -> usize {
+    d.frame.payload().len() + DELIVERY_COST
+}
+
 struct Inbox {
     queue: SegQueue<Delivery>,
     /// Deliveries pushed and not yet taken. Incremented after the push, so a count of n means at
     /// least n deliveries can be popped.
     pending: AtomicUsize,
+    /// What the waiting deliveries hold ([`cost`] each).
+    held: AtomicUsize,
+    /// The inbox went over its bound since it was last drained below half of it.
+    congested: AtomicBool,
+    /// Times the inbox went over its bound.
+    congestions: AtomicU64,
     waker: Box<dyn Wake>,
     wakeups: AtomicU64,
 }
@@ -125,6 +145,8 @@ pub struct Hub {
     inboxes: Box<[Inbox]>,
     registry: Mutex<HashMap<Arc<str>, Arc<Topic>>>,
     uplink: Option<Arc<dyn Uplink>>,
+    /// The bound of each inbox, in bytes held.
+    inbox_limit: usize,
 }
 
 impl std::fmt::Debug for Hub {
@@ -142,13 +164,25 @@ impl Hub {
     }
 
     /// A hub for one worker per waker that also publishes to, and follows the topics of, other
-    /// nodes through `uplink`.
+    /// nodes through `uplink`. Its inboxes have no bound.
     pub fn with_uplink(wakers: Vec<Box<dyn Wake>>, uplink: Option<Arc<dyn Uplink>>) -> Hub {
+        Hub::with_limits(wakers, uplink, usize::MAX)
+    }
+
+    /// A hub whose inboxes are each bounded to `inbox_limit` bytes held.
+    pub fn with_limits(
+        wakers: Vec<Box<dyn Wake>>,
+        uplink: Option<Arc<dyn Uplink>>,
+        inbox_limit: usize,
+    ) -> Hub {
         let inboxes = wakers
             .into_iter()
             .map(|waker| Inbox {
                 queue: SegQueue::new(),
                 pending: AtomicUsize::new(0),
+                held: AtomicUsize::new(0),
+                congested: AtomicBool::new(false),
+                congestions: AtomicU64::new(0),
                 waker,
                 wakeups: AtomicU64::new(0),
             })
@@ -157,6 +191,7 @@ impl Hub {
             inboxes,
             registry: Mutex::new(HashMap::new()),
             uplink,
+            inbox_limit,
         }
     }
 
@@ -274,9 +309,14 @@ impl Hub {
         sent
     }
 
-    /// Pushes a delivery onto worker `w`'s inbox, waking it if the inbox was empty.
+    /// Pushes a delivery onto worker `w`'s inbox, waking it if the inbox was empty. The push
+    /// is never refused: publishers check [`is_congested`](Self::is_congested) and wait.
     pub fn push(&self, w: usize, delivery: Delivery) {
         let inbox = &self.inboxes[w];
+        let held = inbox.held.fetch_add(cost(&delivery), Ordering::AcqRel) + cost(&delivery);
+        if held > self.inbox_limit && !inbox.congested.swap(true, Ordering::AcqRel) {
+            inbox.congestions.fetch_add(1, Ordering::Relaxed);
+        }
         inbox.queue.push(delivery);
         if inbox.pending.fetch_add(1, Ordering::AcqRel) == 0 {
             inbox.wakeups.fetch_add(1, Ordering::Relaxed);
@@ -308,13 +348,47 @@ impl Hub {
                     .queue
                     .pop()
                     .expect("a counted delivery is in the queue");
+                let held = inbox.held.fetch_sub(cost(&d), Ordering::AcqRel) - cost(&d);
                 f(d);
+                if held <= self.inbox_limit / 2 && inbox.congested.swap(false, Ordering::AcqRel) {
+                    // publishers waiting for room may go on
+                    self.wake_all();
+                }
             }
             taken += n;
             if inbox.pending.fetch_sub(n, Ordering::AcqRel) == n {
                 return taken;
             }
         }
+    }
+
+    /// Whether a publish to `topic` from worker `from` (`usize::MAX`: from outside the
+    /// workers) would go to an inbox over its bound: the publisher should wait.
+    pub fn is_congested(&self, from: usize, topic: &Topic) -> bool {
+        (0..self.inboxes.len()).any(|w| {
+            w != from
+                && topic.has_worker(w)
+                && self.inboxes[w].held.load(Ordering::Acquire) > self.inbox_limit
+        })
+    }
+
+    /// Whether every inbox but worker `w`'s own is at most half full: a publisher of worker
+    /// `w` that waited may go on.
+    pub fn has_room(&self, w: usize) -> bool {
+        self.inboxes
+            .iter()
+            .enumerate()
+            .all(|(i, inbox)| i == w || inbox.held.load(Ordering::Acquire) <= self.inbox_limit / 2)
+    }
+
+    /// What the deliveries waiting in worker `w`'s inbox hold, in bytes.
+    pub fn inbox_held(&self, w: usize) -> usize {
+        self.inboxes[w].held.load(Ordering::Relaxed)
+    }
+
+    /// Times worker `w`'s inbox went over its bound.
+    pub fn inbox_congestions(&self, w: usize) -> u64 {
+        self.inboxes[w].congestions.load(Ordering::Relaxed)
     }
 
     /// Deliveries waiting in worker `w`'s inbox.
@@ -506,6 +580,41 @@ mod tests {
         assert_eq!(hub.topics().len(), 1, "another holder remains");
         hub.release(held);
         assert!(hub.topics().is_empty());
+    }
+
+    #[test]
+    fn a_full_inbox_congests_its_publishers_until_drained_to_half() {
+        let counts: Vec<Arc<Count>> = (0..2).map(|_| Arc::new(Count::new(0))).collect();
+        let wakers = counts
+            .iter()
+            .map(|c| Box::new(Counter(c.clone())) as Box<dyn Wake>)
+            .collect();
+        let per = 4 + DELIVERY_COST;
+        let hub = Hub::with_limits(wakers, None, 10 * per);
+        let t = hub.topic("t");
+        assert!(!hub.is_congested(0, &t), "nobody to deliver to");
+        hub.subscribed(1, &t, true);
+        for i in 0..10 {
+            hub.publish_remote(0, &t, &frame(i));
+        }
+        assert_eq!(hub.inbox_held(1), 10 * per);
+        assert!(!hub.is_congested(0, &t), "at the bound, not over");
+        hub.publish_remote(0, &t, &frame(10));
+        assert!(hub.is_congested(0, &t) && hub.is_congested(usize::MAX, &t));
+        assert!(!hub.is_congested(1, &t), "not to itself");
+        assert!(!hub.has_room(0));
+        assert_eq!(hub.inbox_congestions(1), 1);
+        let wakes = counts[0].load(Ordering::SeqCst);
+        assert_eq!(hub.drain_at_most(1, 5, |_| {}), 5);
+        assert!(!hub.has_room(0), "6 of 10 left: over half");
+        assert_eq!(hub.drain_at_most(1, 1, |_| {}), 1);
+        assert!(hub.has_room(0) && !hub.is_congested(0, &t));
+        assert!(
+            counts[0].load(Ordering::SeqCst) > wakes,
+            "the waiting publisher's worker is woken"
+        );
+        hub.drain(1, |_| {});
+        assert_eq!(hub.inbox_held(1), 0);
     }
 
     #[test]

@@ -58,6 +58,10 @@ labels! {
         Forbidden => "wsgate_forbidden_total",
         /// Connections closed because handling them hit a bug (a caught panic).
         InternalErrors => "wsgate_internal_errors_total",
+        /// Publishing connections no longer read until the inboxes they publish to have room.
+        PublishersPaused => "wsgate_publishers_paused_total",
+        /// Connections no longer read until their outbox is down to half its limit.
+        ReadersPaused => "wsgate_readers_paused_total",
     }
 }
 
@@ -75,6 +79,12 @@ impl Counter {
             Counter::Forbidden => "Subscribes and publishes the token did not allow.",
             Counter::InternalErrors => {
                 "Connections closed with 1011 after a bug while handling them."
+            }
+            Counter::PublishersPaused => {
+                "Publishers no longer read until the inboxes they publish to had room."
+            }
+            Counter::ReadersPaused => {
+                "Connections no longer read until their outbox was down to half its limit."
             }
         }
     }
@@ -132,6 +142,8 @@ labels! {
         Forbidden => "forbidden",
         /// A bad or untrusted PROXY header.
         BadProxyHeader => "bad_proxy_header",
+        /// A `POST /publish` while the inboxes it publishes to are full (503).
+        InboxFull => "inbox_full",
     }
 }
 

@@ -79,7 +79,7 @@ impl Node {
             metrics: (0..wakers.len())
                 .map(|_| Arc::new(WorkerMetrics::default()))
                 .collect(),
-            hub: Arc::new(Hub::with_uplink(wakers, uplink)),
+            hub: Arc::new(Hub::with_limits(wakers, uplink, config.limits.inbox_limit)),
             cluster,
             limits: ConnectionLimits::new(
                 config.limits.connection_limit(),
@@ -111,6 +111,28 @@ impl Node {
         out.family(name, Kind::Gauge, "Deliveries waiting in a worker's inbox.");
         for i in 0..hub.workers() {
             out.sample(name, Some(("worker", &i.to_string())), hub.inbox_depth(i));
+        }
+        let name = "wsgate_inbox_bytes";
+        out.family(
+            name,
+            Kind::Gauge,
+            "What the deliveries waiting in a worker's inbox hold.",
+        );
+        for i in 0..hub.workers() {
+            out.sample(name, Some(("worker", &i.to_string())), hub.inbox_held(i));
+        }
+        let name = "wsgate_inbox_congestions_total";
+        out.family(
+            name,
+            Kind::Counter,
+            "Times a worker's inbox went over inbox-limit (its publishers then wait).",
+        );
+        for i in 0..hub.workers() {
+            out.sample(
+                name,
+                Some(("worker", &i.to_string())),
+                hub.inbox_congestions(i),
+            );
         }
         let name = "wsgate_inbox_wakeups_total";
         out.family(

@@ -282,3 +282,74 @@ fn echo_peers_that_never_read_hold_at_most_their_outbox_limit() {
     );
     honest_echo_still_works(&gw);
 }
+
+/// A publisher faster than the workers that deliver to its subscribers: the inboxes between
+/// workers are bounded (`inbox-limit`), the publisher is no longer read while one it publishes
+/// to is full, and nothing is lost: every reading subscriber gets every message, in order.
+#[test]
+fn a_publisher_faster_than_its_subscribers_workers_waits_and_nothing_is_lost() {
+    const MESSAGES: u32 = 10_000;
+    let gw = Gateway::start_without_huge_pages(&[
+        "--workers",
+        "2",
+        "--inbox-limit",
+        "64KiB",
+        "--outbox-limit",
+        "32MiB",
+    ]);
+    let before = gw.rss();
+    // enough subscribers that both workers have some (all on one: 1 chance in 128)
+    let readers: Vec<_> = (0..8)
+        .map(|_| {
+            let mut ws = ws(gw.addr, "/ws?subscribe=flood");
+            std::thread::spawn(move || {
+                for expected in 0..MESSAGES {
+                    let b = ws_binary(&mut ws);
+                    let seq = u32::from_be_bytes(b[6..10].try_into().unwrap());
+                    assert_eq!(seq, expected, "in order, nothing lost");
+                    assert_eq!(b.len(), 1 + 5 + 1024);
+                }
+            })
+        })
+        .collect();
+    let mut publisher = RawWs::connect(gw.addr, "/ws");
+    let mut wire = Vec::new();
+    for seq in 0..MESSAGES {
+        let mut msg = vec![5u8];
+        msg.extend_from_slice(b"flood");
+        msg.extend_from_slice(&seq.to_be_bytes());
+        msg.resize(1 + 5 + 1024, 0xee);
+        wire.extend(client_frame(true, OpCode::Binary, &msg));
+    }
+    publisher.send_raw(&wire);
+    for r in readers {
+        r.join().expect("a reader got every message in order");
+    }
+    let peak = gw.peak_rss();
+    let text = gw.metrics();
+    let congestions: f64 = (0..2)
+        .map(|w| {
+            metric(
+                &text,
+                &format!("wsgate_inbox_congestions_total{{worker=\"{w}\"}}"),
+            )
+        })
+        .sum();
+    let paused = metric(&text, "wsgate_publishers_paused_total");
+    println!(
+        "{MESSAGES} publishes of 1 KiB to 8 subscribers through 64 KiB inboxes: inboxes over \
+         their bound {congestions} times, publisher paused {paused} times; RSS {:.1} MiB -> \
+         peak {:.1} MiB",
+        before as f64 / MIB as f64,
+        peak as f64 / MIB as f64
+    );
+    assert_eq!(
+        metric(&text, "wsgate_slow_consumer_closes_total"),
+        0.0,
+        "readers that read are never cut off"
+    );
+    if congestions > 0.0 {
+        assert!(paused > 0.0, "an inbox over its bound pauses its publisher");
+    }
+    assert!(peak.saturating_sub(before) < 128 * MIB);
+}

@@ -71,6 +71,8 @@ pub(crate) struct ClusterStats {
     pub(crate) reconnects: AtomicU64,
     /// Messages from Redis that were not a well-formed wsgate envelope.
     pub(crate) bad_messages: AtomicU64,
+    /// Times the receiver stopped reading Redis until a worker's inbox had room.
+    pub(crate) receive_waits: AtomicU64,
 }
 
 /// A publish on its way to Redis.
@@ -287,6 +289,12 @@ impl Cluster {
             Kind::Counter,
             "Connections to Redis made again after an outage.",
             get(&s.reconnects),
+        );
+        out.single(
+            "wsgate_cluster_receive_waits_total",
+            Kind::Counter,
+            "Times the receiver stopped reading Redis until a worker's inbox had room.",
+            get(&s.receive_waits),
         );
         out.single(
             "wsgate_cluster_bad_messages_total",

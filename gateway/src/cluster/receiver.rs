@@ -9,6 +9,7 @@ use bytes::Bytes;
 use redis::Value;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
 
 /// The receiver thread: reads the subscribing connection.
 pub(super) struct Receiver {
@@ -142,10 +143,18 @@ impl Receiver {
             stats.own_skipped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        // counted before the workers have it, so that whoever sees the message sees it counted
-        stats.received.fetch_add(1, Ordering::Relaxed);
         let hub = &self.hub;
         let topic = hub.topic(topic);
+        if hub.is_congested(usize::MAX, &topic) {
+            // a worker's inbox is full: stop reading Redis (it holds what comes meanwhile)
+            // until there is room, rather than drop or queue without bound
+            stats.receive_waits.fetch_add(1, Ordering::Relaxed);
+            while hub.is_congested(usize::MAX, &topic) && !self.cluster.is_stopping() {
+                std::thread::park_timeout(Duration::from_millis(1));
+            }
+        }
+        // counted before the workers have it, so that whoever sees the message sees it counted
+        stats.received.fetch_add(1, Ordering::Relaxed);
         hub.publish_remote(usize::MAX, &topic, &opened.frame);
         hub.release(topic);
     }

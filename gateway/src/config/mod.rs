@@ -56,8 +56,10 @@ settings! {
         max_body_size: usize as Size<usize> = "1MiB", "SIZE";
         /// Bytes queued to one connection before it is closed as a slow consumer.
         outbox_limit: usize as Size<usize> = "8MiB", "SIZE";
-        /// Each worker's read buffer; larger frames get a buffer of their own.
+        /// Each worker's read buffer, and what one connection is read each turn; larger frames get a buffer of their own.
         read_buffer_size: usize as Size<usize> = "64KiB", "SIZE";
+        /// Deliveries waiting for one worker, in bytes; past it publishers wait (their socket is not read, POST /publish answers 503).
+        inbox_limit: usize as Size<usize> = "64MiB", "SIZE";
         /// Topics one connection may subscribe to.
         max_topics_per_connection: usize as Count<usize> = "256", "N";
         /// Connections held at most, all workers together; 0 for the open-file limit less 128.
@@ -245,6 +247,9 @@ impl Config {
         }
         if l.read_buffer_size < 4096 || l.read_buffer_size > 16 << 20 {
             return bad("--read-buffer-size", "must be between 4KiB and 16MiB");
+        }
+        if l.inbox_limit < 64 << 10 {
+            return bad("--inbox-limit", "must be at least 64KiB");
         }
         if l.max_topics_per_connection == 0 {
             return bad("--max-topics-per-connection", "must be at least 1");

@@ -88,8 +88,11 @@ pub(crate) struct Conn {
     pub(crate) outbox: Outbox,
     /// The interest registered with the poller.
     pub(crate) interest: Interest,
-    /// Reading stopped because the outbox is over its limit.
+    /// Reading stopped because the outbox is over its limit (until it is down to half).
     pub(crate) read_paused: bool,
+    /// Reading stopped because an inbox this connection publishes to is over its bound (until
+    /// they all have room).
+    pub(crate) waiting_room: bool,
     /// The socket may have unread bytes.
     pub(crate) readable: bool,
     /// The earliest timer entry scheduled for this connection.
@@ -112,10 +115,17 @@ impl Conn {
             outbox: Outbox::new(),
             interest: Interest::READABLE,
             read_paused: false,
+            waiting_room: false,
             readable: true,
             flush_listed: false,
             timer_at: None,
         }
+    }
+
+    /// Whether the connection may be read: neither its outbox nor an inbox it publishes to is
+    /// full.
+    pub(crate) fn may_read(&self) -> bool {
+        !self.read_paused && !self.waiting_room
     }
 
     /// The session, when the connection is a WebSocket.

@@ -48,6 +48,8 @@ pub(crate) struct Connections {
     dirty: Vec<ConnId>,
     /// Connections with bytes left to read after their budget of this turn.
     deferred_reads: Vec<ConnId>,
+    /// Publishers waiting for room in the inboxes they publish to.
+    waiting_room: Vec<ConnId>,
 }
 
 impl Connections {
@@ -124,6 +126,37 @@ impl Connections {
     /// Whether a connection waits to be read next turn.
     pub(crate) fn has_deferred_reads(&self) -> bool {
         !self.deferred_reads.is_empty()
+    }
+
+    /// Stops reading `id` until the inboxes have room ([`take_waiting_room`]).
+    ///
+    /// [`take_waiting_room`]: Self::take_waiting_room
+    pub(crate) fn wait_for_room(&mut self, id: ConnId) -> bool {
+        let Some(conn) = self.get_mut(id) else {
+            return false;
+        };
+        if conn.waiting_room {
+            return false;
+        }
+        conn.waiting_room = true;
+        self.waiting_room.push(id);
+        true
+    }
+
+    /// Whether a publisher waits for room.
+    pub(crate) fn has_waiting_room(&self) -> bool {
+        !self.waiting_room.is_empty()
+    }
+
+    /// Takes the publishers that waited for room, no longer waiting.
+    pub(crate) fn take_waiting_room(&mut self) -> Vec<ConnId> {
+        let ids = std::mem::take(&mut self.waiting_room);
+        for &id in &ids {
+            if let Some(conn) = self.get_mut(id) {
+                conn.waiting_room = false;
+            }
+        }
+        ids
     }
 
     /// Takes the connections to read again.

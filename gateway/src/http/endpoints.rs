@@ -140,6 +140,20 @@ pub(crate) fn publish_body(pending: &PendingBody, body: &[u8]) -> Result<OutFram
     frame.map_err(|e| Answer::refuse(Failure::BadRequest, text(400, &e.to_string(), false, &[])))
 }
 
+/// The answer to a publish while the inboxes it would go to are full: try again in a second.
+pub(crate) fn congested(keep_alive: bool) -> Answer {
+    Answer {
+        response: text(
+            503,
+            "busy: the subscribers' workers are behind; try again",
+            keep_alive,
+            &[("Retry-After", "1")],
+        ),
+        keep_alive,
+        refused: Some(Failure::InboxFull),
+    }
+}
+
 /// The answer to a publish that reached `delivered` subscribers on this node.
 pub(crate) fn published(delivered: usize, keep_alive: bool) -> Answer {
     let reply = format!("{{\"delivered\":{delivered}}}");

@@ -60,6 +60,8 @@ pub(crate) struct Published<'a, K> {
     pub(crate) local: &'a HashSet<K>,
     /// Subscribers on this node, all workers together.
     pub(crate) on_node: usize,
+    /// An inbox it went to is over its bound: the publisher should wait.
+    pub(crate) congested: bool,
 }
 
 impl<K: Copy + Eq + Hash> PubSub<K> {
@@ -153,7 +155,25 @@ impl<K: Copy + Eq + Hash> PubSub<K> {
         Published {
             local: &local.subscribers,
             on_node: local.topic.subscribers(),
+            congested: self.hub.is_congested(self.worker, &local.topic),
         }
+    }
+
+    /// Whether a publish to `topic` would go to an inbox over its bound.
+    pub(crate) fn is_congested(&self, topic: &str) -> bool {
+        match self.topics.get(topic) {
+            Some(local) => self.hub.is_congested(self.worker, &local.topic),
+            None => self.hub.find(topic).is_some_and(|t| {
+                let congested = self.hub.is_congested(self.worker, &t);
+                self.hub.release(t);
+                congested
+            }),
+        }
+    }
+
+    /// Whether every inbox this worker publishes to has room again.
+    pub(crate) fn has_room(&self) -> bool {
+        self.hub.has_room(self.worker)
     }
 
     /// This worker's subscribers of `topic` (for a frame another worker or node published).

@@ -98,12 +98,16 @@ impl Worker {
             unreachable!("matched above")
         };
         let bytes = buf.split_to(body.len);
-        let answer = match http::publish_body(&body, &bytes) {
-            Ok(frame) => {
-                let delivered = self.publish(&body.topic, frame);
-                http::published(delivered, body.keep_alive)
+        let answer = if self.pubsub.is_congested(&body.topic) {
+            http::congested(body.keep_alive)
+        } else {
+            match http::publish_body(&body, &bytes) {
+                Ok(frame) => {
+                    let delivered = self.publish(&body.topic, frame, None);
+                    http::published(delivered, body.keep_alive)
+                }
+                Err(refusal) => refusal,
             }
-            Err(refusal) => refusal,
         };
         if !answer.keep_alive {
             buf.clear();

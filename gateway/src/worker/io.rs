@@ -21,7 +21,7 @@ impl Worker {
             let Some(conn) = self.conns.get_mut(id) else {
                 return;
             };
-            if conn.read_paused || !conn.readable {
+            if !conn.may_read() || !conn.readable {
                 return;
             }
             if budget == 0 {
@@ -121,7 +121,7 @@ impl Worker {
             if buf.is_empty() || buf.len() == before {
                 return;
             }
-            if self.conns.get(id).is_none_or(|c| c.read_paused) {
+            if self.conns.get(id).is_none_or(|c| !c.may_read()) {
                 // a peer that pipelines requests without reading the answers: the rest waits
                 // (kept in `inbuf`) until the answers are out, see `resume`
                 return;
@@ -130,12 +130,16 @@ impl Worker {
     }
 
     /// Lets a connection whose reading was paused go on: first what it already holds
-    /// (pipelined requests, frames), then the socket.
-    fn resume(&mut self, id: ConnId) {
+    /// (pipelined requests, frames), then the socket. Nothing happens while it still waits
+    /// for something else (room in an inbox).
+    pub(super) fn resume(&mut self, id: ConnId) {
         let Some(conn) = self.conns.get_mut(id) else {
             return;
         };
         conn.read_paused = false;
+        if !conn.may_read() {
+            return;
+        }
         if !conn.inbuf.is_empty() && !conn.is_finishing() {
             let mut buf = std::mem::take(&mut conn.inbuf);
             self.process(id, &mut buf, false);
@@ -149,8 +153,10 @@ impl Worker {
     pub(super) fn pause_if_full(&mut self, id: ConnId, held: usize) {
         if held > self.node.config.limits.outbox_limit
             && let Some(conn) = self.conns.get_mut(id)
+            && !conn.read_paused
         {
             conn.read_paused = true;
+            self.metrics.inc(Counter::ReadersPaused);
         }
     }
 

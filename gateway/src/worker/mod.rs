@@ -126,6 +126,7 @@ impl Worker {
                 }
             }
             self.take_inbox();
+            self.resume_publishers();
             self.send_due_acks();
             if self.follow_drain() {
                 return Ok(());
@@ -148,9 +149,16 @@ impl Worker {
             // work left from this turn, for which no event may come
             return Some(Duration::ZERO);
         }
+        // publishers waiting for room are woken by the worker that makes it; the poll comes
+        // back anyway now and then, should that wake be missed
+        let room = self
+            .conns
+            .has_waiting_room()
+            .then(|| self.now + Duration::from_millis(10));
         let next = [
             self.timers.next_deadline(),
             self.pubsub.next_ack_deadline(self.now),
+            room,
         ]
         .into_iter()
         .flatten()

@@ -29,7 +29,7 @@ impl Worker {
                 buf.clear();
                 return;
             };
-            if conn.read_paused {
+            if !conn.may_read() {
                 return;
             }
             let Some(ws) = conn.ws() else {
@@ -176,7 +176,7 @@ impl Worker {
                 frame,
                 id: ack,
             } => {
-                self.publish(&topic, frame);
+                self.publish(&topic, frame, Some(id));
                 (ack.map(message::ack_frame), None)
             }
             Action::Refuse { error, id: ack } => (Some(self.refusal(&error, ack)), None),
@@ -209,14 +209,37 @@ impl Worker {
 
     /// Publishes a frame: to other workers and nodes by reference, to this worker's
     /// subscribers directly. Returns the subscribers on this node.
-    pub(super) fn publish(&mut self, topic: &str, frame: OutFrame) -> usize {
+    /// `publisher`, when given, stops being read if an inbox the frame went to is over its
+    /// bound, until they all have room.
+    pub(super) fn publish(
+        &mut self,
+        topic: &str,
+        frame: OutFrame,
+        publisher: Option<ConnId>,
+    ) -> usize {
         self.metrics.inc(Counter::Publishes);
         let published = self.pubsub.publish(topic, &frame);
-        let on_node = published.on_node;
+        let (on_node, congested) = (published.on_node, published.congested);
         let limit = self.node.config.limits.outbox_limit;
         let (delivered, over) = self.conns.deliver(published.local, &frame, limit);
         self.delivered(&frame, delivered, over);
+        if congested
+            && let Some(id) = publisher
+            && self.conns.wait_for_room(id)
+        {
+            self.metrics.inc(Counter::PublishersPaused);
+        }
         on_node
+    }
+
+    /// Lets the publishers that waited for room go on, once every inbox has room.
+    pub(super) fn resume_publishers(&mut self) {
+        if !self.conns.has_waiting_room() || !self.pubsub.has_room() {
+            return;
+        }
+        for id in self.conns.take_waiting_room() {
+            self.guarded(id, |w| w.resume(id));
+        }
     }
 
     /// Queues a frame another worker or node published to this worker's subscribers.
