@@ -123,3 +123,68 @@ write("message", "duplicate", msg(b'{"type":"unsubscribe","topic":"t","topic":"u
 write("message", "binary", msg(b"\x04newsPAYLOAD\x00\xff"))
 write("message", "query", msg(b"subscribe=a,b%2Cc&subscribe=a+b&x=%zz", 3))
 write("message", "path", msg(b"news%2Fsport%F0%9F%98%80+x"))
+
+# ---- framing: [flags][head limit u16 le][body limit u16 le][n][n sizes][stream] -------------
+# flags bit 0: a PROXY header is expected; bits 1-2: 0 default limits, 1 small (mod 1024 / 512),
+# 2 small head and no body limit, 3 both as given.
+def fm(flags, head_limit, body_limit, sizes, stream):
+    return struct.pack("<BHHB", flags, head_limit, body_limit, len(sizes)) + bytes(sizes) + stream
+
+
+def req(method, target, fields=b"", body=b"", length=None, version=b"1.1"):
+    head = method + b" " + target + b" HTTP/" + version + b"\r\nHost: gw\r\n" + fields
+    if length is not None:
+        head += b"Content-Length: " + str(length).encode() + b"\r\n"
+    return head + b"\r\n" + body
+
+
+PIPELINED = (
+    req(b"GET", b"/healthz")
+    + req(b"POST", b"/publish/news", b"Content-Type: application/json\r\n", b'{"price":42}', 12)
+    + req(b"HEAD", b"/readyz", body=b"xy", length=2)
+    + req(b"GET", b"/metrics", length=0)
+    + b"\r\n"
+    + req(b"DELETE", b"/x", version=b"1.0", body=b"abc", length=3)
+)
+HIDDEN = req(b"GET", b"/admin", b"Authorization: Bearer k\r\n")
+SMUGGLE = req(b"GET", b"/healthz", body=HIDDEN, length=len(HIDDEN)) + req(b"GET", b"/readyz")
+PROXY_V1 = b"PROXY TCP4 203.0.113.7 10.0.0.1 51234 8080\r\n"
+PROXY_V2 = (
+    b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x13"
+    + bytes([203, 0, 113, 7, 10, 0, 0, 1, 0xC8, 0x22, 0x1F, 0x90])
+    + b"\x03\x00\x04\x01\x02\x03\x04"
+)
+PROXY_V2_V6 = (
+    b"\r\n\r\n\x00\r\nQUIT\n\x21\x21\x00\x24"
+    + bytes([0x20, 0x01] + [0] * 13 + [1])
+    + bytes([0x20, 0x01] + [0] * 13 + [2])
+    + b"\x00\x01\xff\xff"
+)
+
+write("framing", "pipelined", fm(0, 0, 0, [7, 0, 1, 64], PIPELINED))
+write("framing", "pipelined_bytewise", fm(0, 0, 0, [], PIPELINED))
+write("framing", "smuggle_in_body", fm(0, 0, 0, [40, 3], SMUGGLE))
+write("framing", "smuggle_short_length", fm(0, 0, 0, [5], req(b"GET", b"/", body=HIDDEN, length=4)))
+write(
+    "framing",
+    "smuggle_cl_te",
+    fm(0, 0, 0, [9], req(b"POST", b"/publish/a", b"Transfer-Encoding: chunked\r\n", b"0\r\n\r\n" + HIDDEN, 5)),
+)
+write(
+    "framing",
+    "smuggle_two_lengths",
+    fm(0, 0, 0, [11], req(b"POST", b"/publish/a", b"Content-Length: 40\r\n", b"hello" + HIDDEN, 5)),
+)
+write(
+    "framing",
+    "chunked",
+    fm(0, 0, 0, [13], req(b"POST", b"/publish/a", b"Transfer-Encoding: chunked\r\n", b"5\r\nhello\r\n0\r\n\r\n")),
+)
+write("framing", "proxy_v1", fm(1, 0, 0, [10, 0, 30], PROXY_V1 + PIPELINED))
+write("framing", "proxy_v2", fm(1, 0, 0, [6], PROXY_V2 + SMUGGLE))
+write("framing", "proxy_v2_v6", fm(1, 0, 0, [17, 1], PROXY_V2_V6 + PIPELINED))
+write("framing", "proxy_unexpected", fm(0, 0, 0, [3], PROXY_V1 + PIPELINED))
+write("framing", "proxy_missing", fm(1, 0, 0, [3], PIPELINED))
+write("framing", "small_limits", fm(2, 80, 5, [2, 5], PIPELINED))
+write("framing", "huge_length", fm(4, 512, 0, [8], req(b"PUT", b"/big", body=b"x" * 100, length=2**64 - 1)))
+write("framing", "head_over_limit", fm(6, 30, 10, [1], req(b"GET", b"/a-long-path-over-the-limit") + PIPELINED))

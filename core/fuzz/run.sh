@@ -17,7 +17,7 @@ seconds="${1:-60}"
 shift || true
 targets=("$@")
 if [ "${#targets[@]}" -eq 0 ]; then
-    targets=(handshake frame utf8 message)
+    targets=(handshake frame utf8 message framing)
 fi
 
 export RUSTC_BOOTSTRAP=1

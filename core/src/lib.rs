@@ -6,6 +6,8 @@
 //!
 //! - [`handshake`]: parse an HTTP/1.1 request incrementally, validate a WebSocket upgrade and build
 //!   the `101` or the 4xx answer;
+//! - [`framing`]: where each request on a connection begins and ends (PROXY header, heads and
+//!   `Content-Length` bodies, whatever the route), so no body is ever read as a request;
 //! - [`frame`]: decode frames incrementally (unmasking in place and validating text as bytes
 //!   arrive), encode frame headers;
 //! - [`mask`]: SIMD unmasking chosen once at run time;
@@ -26,6 +28,7 @@
 pub mod close;
 pub mod error;
 pub mod frame;
+pub mod framing;
 pub mod handshake;
 pub mod mask;
 pub mod message;
