@@ -138,8 +138,9 @@ esac
 
 server_cmd() {
     case "$1" in
-        wsgate) echo "$out/bin/wsgate --listen 127.0.0.1:0 --workers 1 --log warn" ;;
-        wsgate-base) echo "$out/bin/wsgate-base --listen 127.0.0.1:0 --workers 1 --log warn" ;;
+        # the load generator publishes as a trusted backend would: no per-connection rate
+        wsgate) echo "$out/bin/wsgate --listen 127.0.0.1:0 --workers 1 --log warn --publish-rate 0" ;;
+        wsgate-base) echo "$out/bin/wsgate-base --listen 127.0.0.1:0 --workers 1 --log warn --publish-rate 0" ;;
         tokio-tungstenite) echo "$out/bin/peer-tokio-tungstenite --port 0 --threads 1" ;;
         tokio-tungstenite-4k) echo "$out/bin/peer-tokio-tungstenite --port 0 --threads 1 --read-buffer-size 4096" ;;
         uws) echo "node $here/uws.js --port 0" ;;

@@ -19,11 +19,19 @@ use wsgate_core::handshake::Request;
 /// Seconds of clock difference tolerated on `exp` between the token issuer and the gateway.
 pub(crate) const LEEWAY_SECS: u64 = 2;
 
-/// The claims wsgate reads.
+/// The longest a token's expiry is taken into account: a later `exp` counts as this far away
+/// (an `Instant` cannot hold any `u64` of seconds).
+const FARTHEST_EXPIRY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// The claims wsgate reads (`nbf`, `aud` and `iss` are checked by the verifier itself).
 #[derive(Debug, Clone, Deserialize)]
 pub(crate) struct Claims {
     /// Expiry, seconds since the Unix epoch.
     pub(crate) exp: u64,
+    /// Publishes per second the holder may make over WebSocket, instead of the node's
+    /// `publish-rate` (0: no limit, for backends that publish in bulk).
+    #[serde(default)]
+    pub(crate) publish_rate: Option<u32>,
     /// The subject, for logs.
     #[serde(default)]
     pub(crate) sub: Option<String>,
@@ -42,6 +50,8 @@ pub(crate) struct Grants {
     pub(crate) subject: Option<String>,
     subscribe: Vec<String>,
     publish: Vec<String>,
+    /// The publish rate the token grants instead of the node's, if it names one.
+    pub(crate) publish_rate: Option<u32>,
     /// When the token expires.
     pub(crate) expires: Instant,
 }
@@ -108,6 +118,15 @@ pub(crate) fn token_of<'a>(req: &Request<'a>) -> Option<(String, TokenSource)> {
         .map(|t| (t.to_string(), TokenSource::Subprotocol))
 }
 
+/// The claims a token must carry with the values given (`--jwt-audience`, `--jwt-issuer`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Required {
+    /// The `aud` a token must name.
+    pub(crate) audience: Option<String>,
+    /// The `iss` a token must name.
+    pub(crate) issuer: Option<String>,
+}
+
 /// Verifies tokens with the configured key.
 pub(crate) struct Authenticator {
     key: DecodingKey,
@@ -123,27 +142,45 @@ impl std::fmt::Debug for Authenticator {
 }
 
 impl Authenticator {
-    /// An authenticator for HS256 tokens signed with `secret`.
-    pub(crate) fn hs256(secret: &[u8]) -> Authenticator {
-        Authenticator::new(DecodingKey::from_secret(secret), Algorithm::HS256)
+    /// An authenticator for HS256 tokens signed with `secret`, that requires `claims`.
+    pub(crate) fn hs256(secret: &[u8], claims: &Required) -> Authenticator {
+        Authenticator::new(DecodingKey::from_secret(secret), Algorithm::HS256, claims)
     }
 
-    /// An authenticator for RS256 or ES256 tokens, from a PEM public key.
-    pub(crate) fn public_key(pem: &[u8], algorithm: &str) -> Result<Authenticator, String> {
+    /// An authenticator for RS256 or ES256 tokens, from a PEM public key, that requires
+    /// `claims`.
+    pub(crate) fn public_key(
+        pem: &[u8],
+        algorithm: &str,
+        claims: &Required,
+    ) -> Result<Authenticator, String> {
         let (key, alg) = match algorithm.to_ascii_uppercase().as_str() {
             "RS256" => (DecodingKey::from_rsa_pem(pem), Algorithm::RS256),
             "ES256" => (DecodingKey::from_ec_pem(pem), Algorithm::ES256),
             other => return Err(format!("'{other}' is not RS256 or ES256")),
         };
         let key = key.map_err(|e| format!("not a PEM {algorithm} public key: {e}"))?;
-        Ok(Authenticator::new(key, alg))
+        Ok(Authenticator::new(key, alg, claims))
     }
 
-    fn new(key: DecodingKey, alg: Algorithm) -> Authenticator {
+    fn new(key: DecodingKey, alg: Algorithm, claims: &Required) -> Authenticator {
         let mut validation = Validation::new(alg);
         validation.leeway = LEEWAY_SECS;
         validation.validate_exp = true;
-        validation.set_required_spec_claims(&["exp"]);
+        validation.validate_nbf = true;
+        let mut required = vec!["exp"];
+        match &claims.audience {
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
+            None => validation.validate_aud = false,
+        }
+        if let Some(iss) = &claims.issuer {
+            validation.set_issuer(&[iss]);
+            required.push("iss");
+        }
+        validation.set_required_spec_claims(&required);
         Authenticator { key, validation }
     }
 
@@ -155,12 +192,13 @@ impl Authenticator {
         let unix_now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let left = (c.exp + LEEWAY_SECS).saturating_sub(unix_now);
+        let left = Duration::from_secs(c.exp.saturating_add(LEEWAY_SECS).saturating_sub(unix_now));
         Ok(Grants {
             subject: c.sub,
             subscribe: c.subscribe,
             publish: c.publish,
-            expires: now + Duration::from_secs(left),
+            publish_rate: c.publish_rate,
+            expires: now + left.min(FARTHEST_EXPIRY),
         })
     }
 }
@@ -190,7 +228,7 @@ mod tests {
 
     #[test]
     fn a_good_token_grants_its_patterns() {
-        let auth = Authenticator::hs256(b"secret");
+        let auth = Authenticator::hs256(b"secret", &Required::default());
         let t = token(
             json!({"exp": unix() + 60, "sub": "alice", "subscribe": ["news", "chat.*"], "publish": ["chat.alice"]}),
             b"secret",
@@ -210,7 +248,7 @@ mod tests {
 
     #[test]
     fn bad_tokens_are_refused() {
-        let auth = Authenticator::hs256(b"secret");
+        let auth = Authenticator::hs256(b"secret", &Required::default());
         let expired = token(json!({"exp": unix() - 60}), b"secret");
         assert!(
             auth.verify(&expired, Instant::now())
@@ -223,8 +261,73 @@ mod tests {
         assert!(auth.verify(&no_exp, Instant::now()).is_err());
         assert!(auth.verify("garbage", Instant::now()).is_err());
         assert!(auth.verify("", Instant::now()).is_err());
-        assert!(Authenticator::public_key(b"not pem", "RS256").is_err());
-        assert!(Authenticator::public_key(b"", "HS512").is_err());
+        assert!(Authenticator::public_key(b"not pem", "RS256", &Required::default()).is_err());
+        assert!(Authenticator::public_key(b"", "HS512", &Required::default()).is_err());
+    }
+
+    #[test]
+    fn not_before_audience_and_issuer_are_checked() {
+        let plain = Authenticator::hs256(b"secret", &Required::default());
+        let early = token(json!({"exp": unix() + 60, "nbf": unix() + 60}), b"secret");
+        assert!(
+            plain.verify(&early, Instant::now()).is_err(),
+            "not yet valid"
+        );
+        let strict = Authenticator::hs256(
+            b"secret",
+            &Required {
+                audience: Some("wsgate".into()),
+                issuer: Some("https://auth.example".into()),
+            },
+        );
+        let good = json!({"exp": unix() + 60, "aud": "wsgate", "iss": "https://auth.example"});
+        assert!(
+            strict
+                .verify(&token(good, b"secret"), Instant::now())
+                .is_ok()
+        );
+        for bad in [
+            json!({"exp": unix() + 60, "aud": "other", "iss": "https://auth.example"}),
+            json!({"exp": unix() + 60, "aud": "wsgate", "iss": "https://evil.example"}),
+            json!({"exp": unix() + 60, "iss": "https://auth.example"}),
+            json!({"exp": unix() + 60, "aud": "wsgate"}),
+        ] {
+            assert!(
+                strict
+                    .verify(&token(bad.clone(), b"secret"), Instant::now())
+                    .is_err(),
+                "{bad}"
+            );
+        }
+        // without a required audience, a token naming one is still fine
+        let aud = token(json!({"exp": unix() + 60, "aud": "x"}), b"secret");
+        assert!(plain.verify(&aud, Instant::now()).is_ok());
+    }
+
+    #[test]
+    fn any_expiry_and_rate_are_taken_without_a_panic() {
+        let auth = Authenticator::hs256(b"secret", &Required::default());
+        let now = Instant::now();
+        let g = auth
+            .verify(
+                &token(json!({"exp": u64::MAX, "publish_rate": 0}), b"secret"),
+                now,
+            )
+            .expect("valid");
+        assert!(g.expires > now + Duration::from_secs(365 * 24 * 3600));
+        assert_eq!(g.publish_rate, Some(0));
+        for bad in [
+            json!({"exp": -1}),
+            json!({"exp": 1.5}),
+            json!({"exp": "soon"}),
+        ] {
+            assert!(
+                auth.verify(&token(bad.clone(), b"secret"), now).is_err(),
+                "{bad}"
+            );
+        }
+        let bad_rate = token(json!({"exp": unix() + 60, "publish_rate": -5}), b"secret");
+        assert!(auth.verify(&bad_rate, now).is_err());
     }
 
     #[test]

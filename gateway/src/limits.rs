@@ -38,18 +38,35 @@ impl Refusal {
 pub(crate) struct ConnectionLimits {
     max_total: usize,
     max_per_ip: usize,
+    /// The mask of the IPv6 prefix that counts as one address.
+    v6_mask: u128,
     total: AtomicUsize,
     per_ip: Box<[Mutex<HashMap<IpAddr, u32>>]>,
 }
 
 impl ConnectionLimits {
-    /// Limits of `max_total` connections and `max_per_ip` per address (0: no per-address limit).
-    pub(crate) fn new(max_total: usize, max_per_ip: usize) -> ConnectionLimits {
+    /// Limits of `max_total` connections and `max_per_ip` per address (0: no per-address
+    /// limit), where an IPv6 address counts by its first `v6_prefix` bits (a host is usually
+    /// given a whole /64: counting /128s would let it open as many connections as it likes).
+    pub(crate) fn new(max_total: usize, max_per_ip: usize, v6_prefix: u8) -> ConnectionLimits {
+        let bits = u32::from(v6_prefix.clamp(1, 128));
         ConnectionLimits {
             max_total,
             max_per_ip,
+            v6_mask: u128::MAX << (128 - bits),
             total: AtomicUsize::new(0),
             per_ip: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+
+    /// The address a connection from `ip` counts against.
+    fn key(&self, ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V4(_) => ip,
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6((u128::from(v6) & self.v6_mask).into()),
+            },
         }
     }
 
@@ -76,6 +93,7 @@ impl ConnectionLimits {
         if self.max_per_ip == 0 {
             return Ok(false);
         }
+        let ip = self.key(ip);
         let mut table = self.shard(&ip).lock();
         let n = table.entry(ip).or_insert(0);
         if *n as usize >= self.max_per_ip {
@@ -104,6 +122,7 @@ impl ConnectionLimits {
         if self.max_per_ip == 0 {
             return;
         }
+        let ip = self.key(ip);
         let mut table = self.shard(&ip).lock();
         if let Some(n) = table.get_mut(&ip) {
             *n -= 1;
@@ -195,7 +214,7 @@ mod tests {
 
     #[test]
     fn total_and_per_address_limits() {
-        let l = ConnectionLimits::new(3, 2);
+        let l = ConnectionLimits::new(3, 2, 64);
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         assert_eq!(l.admit(a), Ok(()));
@@ -215,6 +234,32 @@ mod tests {
             l.per_ip.iter().all(|s| s.lock().is_empty()),
             "released addresses are forgotten"
         );
+    }
+
+    #[test]
+    fn ipv6_addresses_count_by_their_prefix() {
+        let l = ConnectionLimits::new(100, 2, 64);
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(l.admit(a), Ok(()));
+        assert_eq!(l.admit(b), Ok(()));
+        assert_eq!(l.admit(a), Err(Refusal::TooManyFromAddress), "the same /64");
+        assert_eq!(l.admit(other), Ok(()), "another /64");
+        l.release(b);
+        assert_eq!(l.admit(a), Ok(()));
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        let v4: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(l.admit(mapped), Ok(()));
+        assert_eq!(l.admit(v4), Ok(()));
+        assert_eq!(
+            l.admit(v4),
+            Err(Refusal::TooManyFromAddress),
+            "mapped is the v4 address"
+        );
+        let per_host = ConnectionLimits::new(100, 1, 128);
+        assert_eq!(per_host.admit(a), Ok(()));
+        assert_eq!(per_host.admit(b), Ok(()), "/128: each address on its own");
     }
 
     #[test]

@@ -72,7 +72,7 @@ impl Node {
         let policy = Policy {
             max_topics: limits.max_topics_per_connection,
             publish_rate: limits.publish_rate,
-            publish_burst: limits.publish_burst(),
+            publish_burst: limits.publish_burst,
         };
         Ok(Node {
             policy,
@@ -84,6 +84,7 @@ impl Node {
             limits: ConnectionLimits::new(
                 config.limits.connection_limit(),
                 config.limits.max_connections_per_ip,
+                config.limits.ipv6_prefix,
             ),
             auth: config
                 .auth

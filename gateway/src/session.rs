@@ -224,19 +224,23 @@ impl Ws {
         if self.grants.as_ref().is_some_and(|g| !g.may_publish(topic)) {
             return Err(Refusal::Forbidden);
         }
-        if policy.publish_rate == 0 {
+        // a token may grant its own rate (0: none), the burst growing with it
+        let rate = self
+            .grants
+            .as_ref()
+            .and_then(|g| g.publish_rate)
+            .unwrap_or(policy.publish_rate);
+        if rate == 0 {
             return Ok(());
         }
-        if self
-            .publish_bucket
-            .take(policy.publish_rate, policy.publish_burst, now)
-        {
+        let burst = policy.publish_burst.max(rate);
+        if self.publish_bucket.take(rate, burst, now) {
             self.refused_in_a_row = 0;
             return Ok(());
         }
         self.refused_in_a_row += 1;
-        if self.refused_in_a_row > policy.publish_burst {
-            return Err(Refusal::PersistentlyOverRate(policy.publish_rate));
+        if self.refused_in_a_row > burst {
+            return Err(Refusal::PersistentlyOverRate(rate));
         }
         Err(Refusal::OverRate)
     }

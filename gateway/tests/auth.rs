@@ -55,7 +55,7 @@ fn session(addr: SocketAddr, path: &str, extra: &str) -> RawWs {
 
 #[test]
 fn upgrades_need_a_valid_token() {
-    let gw = Gateway::start(&["--jwt-secret", SECRET]);
+    let gw = Gateway::start(&["--jwt-secret", SECRET, "--api-key", "backend-key"]);
     let (_, _, r) = upgrade(gw.addr, "/ws", "");
     assert_eq!(r.status, 401);
     assert!(
@@ -102,7 +102,7 @@ fn upgrades_need_a_valid_token() {
 
 #[test]
 fn a_token_allows_only_its_topics() {
-    let gw = Gateway::start(&["--jwt-secret", SECRET]);
+    let gw = Gateway::start(&["--jwt-secret", SECRET, "--api-key", "backend-key"]);
     let token = hs256(
         json!({"exp": unix() + 60, "subscribe": ["news.*", "alerts"], "publish": ["news.alice"]}),
     );
@@ -138,7 +138,7 @@ fn a_token_allows_only_its_topics() {
 
 #[test]
 fn a_token_that_expires_while_connected_closes_the_session_with_1008() {
-    let gw = Gateway::start(&["--jwt-secret", SECRET]);
+    let gw = Gateway::start(&["--jwt-secret", SECRET, "--api-key", "backend-key"]);
     let short = hs256(json!({"exp": unix() + 1, "subscribe": ["*"]}));
     let long = hs256(json!({"exp": unix() + 600, "subscribe": ["*"]}));
     let mut expiring = session(gw.addr, &format!("/echo?token={short}"), "");
@@ -169,7 +169,14 @@ fn rs256_and_es256_public_keys() {
         ),
     ] {
         let public = key_path(public);
-        let gw = Gateway::start(&["--jwt-public-key", &public, "--jwt-algorithm", alg]);
+        let gw = Gateway::start(&[
+            "--jwt-public-key",
+            &public,
+            "--jwt-algorithm",
+            alg,
+            "--publish-open",
+            "true",
+        ]);
         let pem = std::fs::read(key_path(private)).unwrap();
         let key = match algorithm {
             Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem).unwrap(),

@@ -880,7 +880,8 @@ fn a_flood_from_another_node_closes_slow_subscribers_and_memory_comes_back() {
     const SUBSCRIBERS: usize = 500;
     let redis = Redis::start_new();
     let url = redis.url();
-    let a = node(&redis, "a", &[]);
+    // a publisher with no per-connection rate (a backend's, or a token's publish_rate of 0)
+    let a = node(&redis, "a", &["--publish-rate", "0"]);
     let b = Gateway::start_without_huge_pages(&[
         "--workers",
         "1",

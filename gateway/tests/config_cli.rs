@@ -78,6 +78,18 @@ fn bad_flags_and_values_exit_2_naming_the_flag() {
     fails_naming(&["--redis-max-pending", "1KiB"], &["--redis-max-pending"]);
     fails_naming(&["--redis-sharded", "perhaps"], &["--redis-sharded"]);
     fails_naming(&["--forwarded-for", "sometimes"], &["--forwarded-for"]);
+    // settings that would leave a door open
+    fails_naming(&["--jwt-secret", "s"], &["--api-key", "--publish-open"]);
+    fails_naming(
+        &["--proxy-protocol", "true"],
+        &["--proxy-protocol", "--trusted-proxies"],
+    );
+    fails_naming(
+        &["--forwarded-for", "true"],
+        &["--forwarded-for", "--trusted-proxies"],
+    );
+    fails_naming(&["--ipv6-prefix", "129"], &["--ipv6-prefix"]);
+    fails_naming(&["--inbox-limit", "1KiB"], &["--inbox-limit"]);
 }
 
 #[test]
@@ -150,6 +162,8 @@ fn printed_config_reads_back_the_same() {
         "edge-1",
         "--forwarded-for",
         "true",
+        "--trusted-proxies",
+        "10.0.0.2/32",
         "--dashboard",
         "false",
         "--print-config",

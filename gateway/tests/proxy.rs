@@ -36,7 +36,14 @@ fn upgrade_after(addr: SocketAddr, prefix: &[u8]) -> HttpResponse {
 
 #[test]
 fn a_trusted_proxy_tells_the_client_address() {
-    let gw = Gateway::start(&["--proxy-protocol", "true", "--max-connections-per-ip", "1"]);
+    let gw = Gateway::start(&[
+        "--proxy-protocol",
+        "true",
+        "--trusted-proxies",
+        "127.0.0.1/32",
+        "--max-connections-per-ip",
+        "1",
+    ]);
     assert_eq!(
         upgrade_after(gw.addr, v1("203.0.113.1").as_bytes()).status,
         101

@@ -42,7 +42,7 @@ pids+=($!)
 
 start_node() { # name, extra args...
   local name=$1; shift
-  target/release/wsgate --listen 127.0.0.1:0 --workers 1 --log warn "$@" >"$dir/$name.out" 2>&1 &
+  target/release/wsgate --listen 127.0.0.1:0 --workers 1 --log warn --publish-rate 0 "$@" >"$dir/$name.out" 2>&1 &
   echo $! >"$dir/$name.pid"
   for _ in $(seq 100); do grep -q '^listening on' "$dir/$name.out" && break; sleep 0.05; done
   sed -n 's/^listening on //p' "$dir/$name.out"

@@ -10,7 +10,7 @@ secs="${1:-10}"
 cargo build --release -p wsgate -p loadtest --locked >&2
 out=$(mktemp)
 trap 'kill "$pid" 2>/dev/null || true; rm -f "$out"' EXIT
-target/release/wsgate --listen 127.0.0.1:0 --workers 1 --log warn >"$out" &
+target/release/wsgate --listen 127.0.0.1:0 --workers 1 --log warn --publish-rate 0 >"$out" &
 pid=$!
 for _ in $(seq 100); do grep -q '^listening on' "$out" && break; sleep 0.05; done
 addr=$(sed -n 's/^listening on //p' "$out")

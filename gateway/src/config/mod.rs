@@ -66,10 +66,12 @@ settings! {
         max_connections: u64 as Count<u64> = "0", "N";
         /// Connections from one source address; 0 for no limit.
         max_connections_per_ip: usize as Count<usize> = "0", "N";
-        /// Publishes a connection may make per second; 0 for no limit.
-        publish_rate: u32 as Count<u32> = "0", "N";
-        /// Publishes a connection may make in a burst above the rate.
-        publish_burst: Option<u32> as Optional<Count<u32>> = "" ("the rate"), "N";
+        /// The IPv6 prefix length that counts as one source address for max-connections-per-ip (a host is given a /64).
+        ipv6_prefix: u8 as Count<u8> = "64", "BITS";
+        /// Publishes a WebSocket connection may make per second (a token's publish_rate claim overrides it); 0 for no limit.
+        publish_rate: u32 as Count<u32> = "1000", "N";
+        /// Publishes a connection may make at once above the rate.
+        publish_burst: u32 as Count<u32> = "10000", "N";
     }
 
     /// How long each step may take.
@@ -98,17 +100,23 @@ settings! {
         jwt_public_key: Option<PathBuf> as Optional<File> = "" ("none"), "FILE";
         /// The algorithm of --jwt-public-key: RS256 or ES256.
         jwt_algorithm: String as Text = "RS256", "ALG";
+        /// The `aud` claim every token must carry.
+        jwt_audience: Option<String> as Optional<Text> = "" ("none"), "AUD";
+        /// The `iss` claim every token must carry.
+        jwt_issuer: Option<String> as Optional<Text> = "" ("none"), "ISS";
         /// Require `Authorization: Bearer KEY` on POST /publish.
         api_key: Option<String> as Optional<Text> = "" ("none"), "KEY";
+        /// Serve POST /publish without an API key even though WebSocket upgrades need a token.
+        publish_open: bool as Flag = "false", "BOOL";
     }
 
     /// What the load balancers in front say about the client.
     proxy: Proxy {
-        /// Expect a PROXY protocol header (v1 or v2) first on connections from trusted proxies.
+        /// Expect a PROXY protocol header (v1 or v2) first on connections from --trusted-proxies.
         proxy_protocol: bool as Flag = "false", "BOOL";
-        /// Networks whose connections must start with a PROXY header, comma separated (`10.0.0.0/8,127.0.0.1/32`); empty trusts every peer.
+        /// The load balancers' networks, comma separated (`10.0.0.0/8,127.0.0.1/32`): only they may say who the client is.
         trusted_proxies: Vec<IpNet> as Networks = "" ("empty"), "LIST";
-        /// Take the client's address from `X-Forwarded-For` on requests from trusted proxies (--trusted-proxies; empty trusts every peer).
+        /// Take the client's address from `X-Forwarded-For` on requests from --trusted-proxies.
         forwarded_for: bool as Flag = "false", "BOOL";
     }
 
@@ -254,11 +262,14 @@ impl Config {
         if l.max_topics_per_connection == 0 {
             return bad("--max-topics-per-connection", "must be at least 1");
         }
-        if l.publish_rate > 0 && l.publish_burst() == 0 {
+        if l.publish_rate > 0 && l.publish_burst == 0 {
             return bad(
                 "--publish-burst",
                 "must be at least 1 when --publish-rate is set",
             );
+        }
+        if !(1..=128).contains(&l.ipv6_prefix) {
+            return bad("--ipv6-prefix", "must be between 1 and 128");
         }
         if t.handshake_timeout.is_zero() {
             return bad("--handshake-timeout", "must be more than 0");
@@ -285,13 +296,45 @@ impl Config {
                 "invalid value for --allowed-origins: '{o}' contains a space"
             )));
         }
-        if self.auth.jwt_secret.is_some() && self.auth.jwt_public_key.is_some() {
+        let a = &self.auth;
+        if a.jwt_secret.is_some() && a.jwt_public_key.is_some() {
             return bad(
                 "--jwt-secret",
                 "give either --jwt-secret or --jwt-public-key, not both",
             );
         }
+        let p = &self.proxy;
+        if p.trusted_proxies.is_empty() {
+            if p.proxy_protocol {
+                return bad(
+                    "--proxy-protocol",
+                    "needs --trusted-proxies (the load balancers' networks): else any peer \
+                     could claim any client address",
+                );
+            }
+            if p.forwarded_for {
+                return bad(
+                    "--forwarded-for",
+                    "needs --trusted-proxies (the load balancers' networks): else any peer \
+                     could claim any client address",
+                );
+            }
+        }
         self.auth.authenticator()?;
+        let tokens = a.jwt_secret.is_some() || a.jwt_public_key.is_some();
+        if tokens && a.api_key.is_none() && !a.publish_open {
+            return bad(
+                "--api-key",
+                "upgrades need a token but POST /publish would be open to anyone: set \
+                 --api-key, or --publish-open true to mean it",
+            );
+        }
+        if (a.jwt_audience.is_some() || a.jwt_issuer.is_some()) && !tokens {
+            return bad(
+                "--jwt-audience",
+                "--jwt-audience and --jwt-issuer need --jwt-secret or --jwt-public-key",
+            );
+        }
         let c = &self.cluster;
         if let Some(url) = &c.redis {
             match url::Url::parse(url) {
@@ -329,11 +372,6 @@ impl Limits {
         self.max_frame_size.unwrap_or(self.max_message_size)
     }
 
-    /// The publish burst: `publish-burst`, or the rate.
-    pub fn publish_burst(&self) -> u32 {
-        self.publish_burst.unwrap_or(self.publish_rate)
-    }
-
     /// The connections the node holds at most: `max-connections`, or (0) the open-file limit
     /// less [`FD_RESERVE`].
     pub fn connection_limit(&self) -> usize {
@@ -350,8 +388,15 @@ impl Limits {
 impl Auth {
     /// The token verifier, when authentication is configured.
     pub(crate) fn authenticator(&self) -> Result<Option<crate::auth::Authenticator>, ConfigError> {
+        let required = crate::auth::Required {
+            audience: self.jwt_audience.clone(),
+            issuer: self.jwt_issuer.clone(),
+        };
         if let Some(secret) = &self.jwt_secret {
-            return Ok(Some(crate::auth::Authenticator::hs256(secret.as_bytes())));
+            return Ok(Some(crate::auth::Authenticator::hs256(
+                secret.as_bytes(),
+                &required,
+            )));
         }
         let Some(path) = &self.jwt_public_key else {
             return Ok(None);
@@ -362,7 +407,7 @@ impl Auth {
                 path.display()
             ))
         })?;
-        crate::auth::Authenticator::public_key(&pem, &self.jwt_algorithm)
+        crate::auth::Authenticator::public_key(&pem, &self.jwt_algorithm, &required)
             .map(Some)
             .map_err(|e| {
                 ConfigError(format!(
@@ -384,7 +429,7 @@ impl Proxy {
     }
 
     fn trusts(&self, peer: std::net::IpAddr) -> bool {
-        self.trusted_proxies.is_empty() || self.trusted_proxies.iter().any(|n| n.contains(&peer))
+        self.trusted_proxies.iter().any(|n| n.contains(&peer))
     }
 }
 
@@ -419,6 +464,7 @@ mod tests {
             "[default: 64MiB]",
             "[default: one per core]",
             "[default: the message limit]",
+            "[default: 1000]",
             "[default: 30s]",
             "[default: none]",
             "[default: wsgate:]",
@@ -498,6 +544,42 @@ mod tests {
             .unwrap()
             .settings;
         assert!(Config::resolve(s).unwrap_err().0.contains("--idle-timeout"));
+    }
+
+    #[test]
+    fn defaults_that_would_leave_a_door_open_are_refused() {
+        let err = |args: &[&str]| Config::resolve(cli(args).unwrap().settings).unwrap_err().0;
+        let e = err(&["--jwt-secret", "s"]);
+        assert!(
+            e.contains("--api-key") && e.contains("--publish-open"),
+            "{e}"
+        );
+        assert!(
+            Config::resolve(
+                cli(&["--jwt-secret", "s", "--publish-open", "true"])
+                    .unwrap()
+                    .settings
+            )
+            .is_ok()
+        );
+        assert!(
+            Config::resolve(
+                cli(&["--jwt-secret", "s", "--api-key", "k"])
+                    .unwrap()
+                    .settings
+            )
+            .is_ok()
+        );
+        assert!(err(&["--proxy-protocol", "true"]).contains("--proxy-protocol"));
+        assert!(err(&["--forwarded-for", "true"]).contains("--forwarded-for"));
+        assert!(err(&["--jwt-issuer", "x"]).contains("--jwt-audience"));
+        assert!(err(&["--ipv6-prefix", "0"]).contains("--ipv6-prefix"));
+        let c = Config::resolve(Settings::default()).unwrap();
+        assert_eq!(
+            (c.limits.publish_rate, c.limits.publish_burst),
+            (1000, 10_000)
+        );
+        assert_eq!(c.limits.ipv6_prefix, 64);
     }
 
     #[test]

@@ -109,7 +109,7 @@ fn origins_outside_the_list_are_refused() {
 
 #[test]
 fn tokens_decide_who_connects_and_what_it_may_subscribe_to() {
-    let node = Node::for_tests(&["--jwt-secret", "s3cret"], 1);
+    let node = Node::for_tests(&["--jwt-secret", "s3cret", "--api-key", "k"], 1);
     let a = answer(&node, &upgrade("/ws", ""));
     assert_eq!((status(&a), a.refused), (401, Some(Failure::Unauthorized)));
     let exp = std::time::SystemTime::now()
@@ -236,7 +236,17 @@ fn other_requests_get_404_405_and_the_pages() {
 
 #[test]
 fn what_is_not_a_request_is_refused_as_it_arrives() {
-    let node = Node::for_tests(&["--proxy-protocol", "true", "--max-head-size", "512"], 1);
+    let node = Node::for_tests(
+        &[
+            "--proxy-protocol",
+            "true",
+            "--trusted-proxies",
+            "10.0.0.0/8",
+            "--max-head-size",
+            "512",
+        ],
+        1,
+    );
     let e = parse(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n", &node).unwrap_err();
     assert_eq!(e.refused, Some(Failure::BadProxyHeader));
     assert!(matches!(parse(b"GET / HT", &node), Ok(None)));
