@@ -1,14 +1,16 @@
 //! `loadtest`: drives a wsgate deployment and checks that nothing was lost or reordered.
 //!
-//! Subcommands: `echo`, `fanout`, `conns`, `large`, `soak` and `ramp`. Each shows progress on
-//! stderr, prints a table on stdout (or JSON with `--json`), and exits 1 on any correctness
-//! failure or when connection errors pass `--max-error-rate`, 2 on bad arguments or when the
-//! target is not a reachable WebSocket gateway.
+//! Subcommands: `echo`, `fanout`, `conns`, `large`, `soak`, `ramp` and `abuse`. Each shows
+//! progress on stderr, prints a table on stdout (or JSON with `--json`), and exits 1 on any
+//! correctness failure or when connection errors pass `--max-error-rate`, 2 on bad arguments or
+//! when the target is not a reachable WebSocket gateway (`abuse` measures the gateway under
+//! attack and fails only on its neighbour's correctness).
 //!
 //! Each subcommand's module holds its options (`Args`) and its `run`; the options they all take
 //! are in [`common`].
 #![deny(missing_docs)]
 
+mod abuse;
 mod client;
 mod common;
 mod conns;
@@ -53,6 +55,30 @@ enum Command {
     Soak(soak::Args),
     /// Adds subscribers step by step until the publish-to-receive p99 passes the bound.
     Ramp(ramp::Args),
+    /// What an attacker on loopback makes the gateway hold, and what a neighbour's echoes see
+    /// meanwhile.
+    ///
+    /// A quiet phase of --duration, then an attack of --duration by --attackers connections of
+    /// one --kind: ping-flood (125-byte pings to /echo as fast as the socket takes them, never
+    /// reading the pongs), slow-readers (subscribers of `abuse` that never read after the
+    /// upgrade, and one publisher of 1 KiB binary messages to `abuse` as fast as it can; at the
+    /// end each subscriber's socket is read to see whether it got a close frame, and with
+    /// which code) or publish-flood (publishers of 64-byte binary messages to `flood` that never
+    /// read, and one reader of `flood` that checks each publisher's order).
+    ///
+    /// Throughout both phases one neighbour on /echo does 20-byte binary echoes, one in flight,
+    /// each checked byte for byte; its round trips and rate are reported per phase. With
+    /// --server-pid, the gateway's VmRSS is sampled every 50 ms from just before the attack to a
+    /// second after the attackers disconnect (before, peak, per attacker) and read again two
+    /// seconds after they are gone.
+    ///
+    /// --duration is the length of each phase; --threads spreads the attackers' connections
+    /// (the neighbour, and the publish-flood reader, have a thread each); the paths are the
+    /// scenario's own (a path in --url is ignored).
+    ///
+    /// It measures and does not judge: exit 0 once the run completed, 1 when a neighbour's echo
+    /// was wrong or missing, 2 on bad arguments or an unreachable gateway.
+    Abuse(abuse::Args),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +90,7 @@ fn main() -> ExitCode {
         Command::Large(args) => large::run(args),
         Command::Soak(args) => soak::run(args),
         Command::Ramp(args) => ramp::run(args),
+        Command::Abuse(args) => abuse::run(args),
     };
     match result {
         Ok(code) => code,
@@ -95,6 +122,9 @@ mod tests {
             "loadtest soak --size 1kb",
             "loadtest ramp --size 100 --slo-p99 20ms --duration 2s",
             "loadtest conns --duration 1",
+            "loadtest abuse --kind ping-flood --duration 500ms",
+            "loadtest abuse --kind slow-readers --attackers 3 --server-pid 1",
+            "loadtest abuse --kind publish-flood --duration 2s",
         ] {
             assert!(parses(ok), "{ok}");
         }
@@ -103,6 +133,9 @@ mod tests {
             "loadtest echo --size 5parsecs",
             "loadtest echo --duration soon",
             "loadtest ramp --slo-p99 fast",
+            "loadtest abuse --duration 1s",
+            "loadtest abuse --kind slowloris",
+            "loadtest abuse --kind ping-flood --attackers many",
         ] {
             assert!(!parses(bad), "{bad}");
         }

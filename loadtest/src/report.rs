@@ -13,6 +13,7 @@ pub(crate) struct Report {
     json: bool,
     stats: Stats,
     extra: Vec<(String, f64)>,
+    fields: Vec<(String, serde_json::Value)>,
     rows: Vec<String>,
     failed: bool,
 }
@@ -33,6 +34,7 @@ impl Report {
             json: common.json,
             stats: stats.clone(),
             extra: Vec::new(),
+            fields: Vec::new(),
             rows: Vec::new(),
             failed: stats.correctness_failures() > 0 || error_rate > common.max_error_rate,
         }
@@ -41,6 +43,13 @@ impl Report {
     /// Adds a named number.
     pub(crate) fn with(mut self, key: &str, value: f64) -> Report {
         self.extra.push((key.to_string(), value));
+        self
+    }
+
+    /// Adds a field of any JSON shape (an integer, a string, an object) to the JSON only; the
+    /// table shows what it needs of it through [`Report::row`].
+    pub(crate) fn with_json(mut self, key: &str, value: serde_json::Value) -> Report {
+        self.fields.push((key.to_string(), value));
         self
     }
 
@@ -80,6 +89,9 @@ impl Report {
             });
             for (k, x) in &self.extra {
                 v[k.as_str()] = json!(x);
+            }
+            for (k, x) in self.fields {
+                v[k.as_str()] = x;
             }
             println!(
                 "{}",

@@ -6,6 +6,17 @@
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+
+/// Held by the tests that load the machine: an attack (`abuse`) does not run beside the clean
+/// runs, whose gateways share the same cores.
+static HEAVY: Mutex<()> = Mutex::new(());
+
+fn heavy() -> MutexGuard<'static, ()> {
+    HEAVY
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// The wsgate binary, built beside this package's binary by `cargo test --workspace`.
 fn wsgate_bin() -> PathBuf {
@@ -90,7 +101,16 @@ fn json_run(args: &[&str]) -> serde_json::Value {
 
 #[test]
 fn every_subcommand_runs_clean_against_a_live_gateway() {
-    let gw = Gateway::start(&["--workers", "2", "--max-message-size", "16MiB"]);
+    let _heavy = heavy();
+    let gw = Gateway::start(&[
+        "--workers",
+        "2",
+        "--max-message-size",
+        "16MiB",
+        // the load generator is a trusted publisher: no per-connection publish rate
+        "--publish-rate",
+        "0",
+    ]);
     let url = gw.url();
     let pid = gw.child.id().to_string();
     let common = ["--url", url.as_str(), "--json"];
@@ -318,4 +338,94 @@ fn bad_targets_get_a_clear_one_line_error() {
     let (code, _, stderr) = loadtest(&["fanout", "--size", "3"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("--size"), "{stderr}");
+}
+
+/// `abuse`, each kind briefly (1 s quiet, 1 s attack, 3 attackers) against a gateway with a
+/// small outbox limit: the run completes (exit 0) and prints the JSON it promises. No number is
+/// checked: what the gateway does under attack is the result, not a pass or fail.
+#[test]
+fn abuse_runs_each_kind_and_reports_its_fields() {
+    let _heavy = heavy();
+    let gw = Gateway::start(&["--workers", "2", "--outbox-limit", "256KiB"]);
+    let url = gw.url();
+    let pid = gw.child.id().to_string();
+    let number = |v: &serde_json::Value, k: &str| {
+        assert!(v[k].is_number(), "{k} is not a number: {v}");
+    };
+    // a percentile is null when no echo completed in the phase (a starved neighbour)
+    let number_or_null = |v: &serde_json::Value, k: &str| {
+        assert!(
+            v.get(k).is_some_and(|x| x.is_number() || x.is_null()),
+            "{k} missing: {v}"
+        );
+    };
+    for (kind, own) in [
+        ("ping-flood", &["pings_written"][..]),
+        (
+            "slow-readers",
+            &[
+                "subscribers_opened",
+                "published",
+                "eof_without_close",
+                "reset_without_close",
+                "neither",
+            ][..],
+        ),
+        ("publish-flood", &["published", "reader_received"][..]),
+    ] {
+        let args = [
+            "abuse",
+            "--kind",
+            kind,
+            "--attackers",
+            "3",
+            "--duration",
+            "1s",
+            "--server-pid",
+            &pid,
+            "--url",
+            &url,
+            "--json",
+        ];
+        let (code, stdout, stderr) = loadtest(&args);
+        assert_eq!(code, 0, "{args:?} failed:\n{stdout}\n{stderr}");
+        let v: serde_json::Value = serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("JSON from {args:?}: {e}\n{stdout}\n{stderr}"));
+        assert_eq!(v["scenario"], "abuse");
+        assert_eq!(v["kind"], kind);
+        assert_eq!(v["attackers"], 3);
+        for k in [
+            "duration_secs",
+            "rss_before_bytes",
+            "rss_peak_bytes",
+            "rss_after_bytes",
+            "rss_at_disconnect_bytes",
+            "rss_growth_per_attacker_bytes",
+            "attackers_opened",
+            "attack_bytes_written",
+        ]
+        .iter()
+        .chain(own)
+        {
+            number(&v, k);
+        }
+        for phase in ["quiet", "attacked"] {
+            let p = &v["neighbour"][phase];
+            number(p, "msgs_per_sec");
+            number_or_null(p, "p50_ms");
+            number_or_null(p, "p99_ms");
+        }
+        assert!(v["neighbour"]["per_sec"].is_array(), "{stdout}");
+        number_or_null(&v, "p99_ratio");
+        match kind {
+            "slow-readers" => assert!(v["closes_by_code"].is_object(), "{stdout}"),
+            "publish-flood" => {
+                assert!(v["reader_closed"].is_boolean(), "{stdout}");
+                assert!(v["reader_in_order"].is_boolean(), "{stdout}");
+                number_or_null(&v, "reader_close_code");
+                assert!(v["reader_per_sec"].is_array(), "{stdout}");
+            }
+            _ => {}
+        }
+    }
 }
