@@ -247,3 +247,115 @@ fn oversized_and_chunked_publish_bodies_are_refused() {
     let r = common::post(gw.addr, "/publish/%FF", "", b"x");
     assert_eq!(r.status, 400, "{r:?}");
 }
+
+/// Reads what the gateway sends within `wait`, all of it.
+fn read_all_within(stream: &mut std::net::TcpStream, wait: std::time::Duration) -> Vec<u8> {
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while let Ok(n) = std::io::Read::read(stream, &mut chunk) {
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&chunk[..n]);
+    }
+    got
+}
+
+/// A body is the body, whatever the route: a second request hidden in the body of a
+/// `GET /healthz` (request smuggling behind a proxy that reuses connections) is thrown away,
+/// never answered; the request after the body is.
+#[test]
+fn a_request_hidden_in_a_body_is_never_answered() {
+    let gw = Gateway::start(&[]);
+    let hidden = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut s = connect(gw.addr);
+    let wire = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{hidden}\
+         GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        hidden.len()
+    );
+    s.write_all(wire.as_bytes()).unwrap();
+    let got =
+        String::from_utf8(read_all_within(&mut s, std::time::Duration::from_secs(5))).unwrap();
+    assert_eq!(got.matches("HTTP/1.1 ").count(), 2, "{got}");
+    assert!(
+        got.contains("\r\n\r\nok\n") && got.ends_with("\r\n\r\nready\n"),
+        "{got}"
+    );
+    assert!(
+        !got.contains("wsgate_"),
+        "the hidden request was answered: {got}"
+    );
+}
+
+/// `HEAD` gets the headers a `GET` would, and no body (the next response on the connection
+/// would otherwise be read as that body).
+#[test]
+fn head_gets_headers_only() {
+    let gw = Gateway::start(&[]);
+    let mut s = connect(gw.addr);
+    s.write_all(
+        b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let got =
+        String::from_utf8(read_all_within(&mut s, std::time::Duration::from_secs(5))).unwrap();
+    let (head, rest) = got.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.starts_with("HTTP/1.1 200") && head.contains("Content-Length: 3"),
+        "{got}"
+    );
+    assert!(rest.starts_with("HTTP/1.1 200"), "HEAD sent a body: {got}");
+    assert!(rest.ends_with("\r\n\r\nok\n"), "{got}");
+}
+
+/// A zero-length `POST /publish` body and the request pipelined after it are answered at
+/// once, not after the handshake timeout.
+#[test]
+fn a_pipelined_request_after_an_empty_publish_is_answered_at_once() {
+    let gw = Gateway::start(&["--handshake-timeout", "30s"]);
+    let mut s = connect(gw.addr);
+    let started = std::time::Instant::now();
+    s.write_all(
+        b"POST /publish/t HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    let first = read_response(&mut s, &mut buf).expect("the publish's answer");
+    assert_eq!(first.status, 202, "{first:?}");
+    let second = read_response(&mut s, &mut buf).expect("the pipelined answer");
+    assert_eq!(second.status, 200, "{second:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "answered after {:?}, the handshake timeout is 30 s",
+        started.elapsed()
+    );
+}
+
+/// Every route frames bodies the same way: chunked is 411, both length headers 400, a body
+/// over max-body-size 413, whatever the method and path.
+#[test]
+fn body_framing_is_the_same_on_every_route() {
+    let gw = Gateway::start(&["--max-body-size", "1KiB"]);
+    for path in ["/healthz", "/metrics", "/publish/t", "/nope"] {
+        for (method, extra, status) in [
+            ("GET", "Transfer-Encoding: chunked\r\n", 411),
+            ("POST", "Transfer-Encoding: chunked\r\n", 411),
+            (
+                "GET",
+                "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n",
+                400,
+            ),
+            ("GET", "Content-Length: 2000\r\n", 413),
+            ("POST", "Content-Length: 2000\r\n", 413),
+        ] {
+            let r = http(
+                gw.addr,
+                format!("{method} {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n").as_bytes(),
+            );
+            assert_eq!(r.status, status, "{method} {path} with {extra:?}: {r:?}");
+        }
+    }
+    assert!(gw.metric("wsgate_handshake_failures_total{reason=\"length_required\"}") >= 8.0);
+}

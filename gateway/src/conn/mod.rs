@@ -18,30 +18,16 @@ use mio::Interest;
 use mio::net::TcpStream;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
+use wsgate_core::framing::{FramingLimits, RequestFramer};
 use wsgate_core::timer::Timer;
 
 /// The phase of a connection. Each phase but the session's has one deadline, named by the
 /// [`Timer`] it stands for ([`Conn::timer`]); a session has its own timers.
 #[derive(Debug)]
 pub(crate) enum Phase {
-    /// Reading the PROXY protocol header a trusted load balancer sends first
+    /// Requests: the PROXY header a trusted load balancer sends first, then heads and bodies
     /// ([`Timer::Handshake`]).
-    Proxy {
-        /// When the header must have arrived.
-        deadline: Instant,
-    },
-    /// Reading an HTTP request head ([`Timer::Handshake`]).
-    Request {
-        /// When the request must be complete.
-        deadline: Instant,
-    },
-    /// Reading the body of a `POST /publish` ([`Timer::Handshake`]).
-    Body {
-        /// What the head said.
-        body: Box<PendingBody>,
-        /// When the body must be complete.
-        deadline: Instant,
-    },
+    Http(Box<HttpConn>),
     /// A WebSocket session, until its close handshake is over.
     Ws(Box<Ws>),
     /// Sending what is queued; then the write side is shut ([`Timer::Close`]: a peer that does
@@ -55,6 +41,40 @@ pub(crate) enum Phase {
         /// When the connection is dropped anyway.
         deadline: Instant,
     },
+}
+
+/// A connection while it speaks HTTP: where its requests begin and end, when the one in
+/// progress must be complete, and what becomes of its body.
+#[derive(Debug)]
+pub(crate) struct HttpConn {
+    /// The framing of the connection's requests (PROXY header, heads, bodies).
+    pub(crate) framer: RequestFramer,
+    /// When the request in progress (or the next one) must be complete.
+    pub(crate) deadline: Instant,
+    /// What is done with the body of the request in progress.
+    pub(crate) body: Body,
+}
+
+/// What is done with a request's body.
+#[derive(Debug)]
+pub(crate) enum Body {
+    /// Between requests, or a request without a body.
+    None,
+    /// Read and thrown away: the route takes no body (it is never read as a request).
+    Discard,
+    /// Read whole, then published.
+    Publish(PendingBody),
+}
+
+impl HttpConn {
+    /// A connection's HTTP phase at its start; `proxied`: it must begin with a PROXY header.
+    pub(crate) fn new(limits: FramingLimits, proxied: bool, deadline: Instant) -> HttpConn {
+        HttpConn {
+            framer: RequestFramer::new(limits, proxied),
+            deadline,
+            body: Body::None,
+        }
+    }
 }
 
 /// What a phase's passed deadline calls for.
@@ -144,9 +164,7 @@ impl Conn {
     /// The named deadline of the phase; `None` for a session (whose timers are its own).
     pub(crate) fn timer(&self) -> Option<(Timer, Instant)> {
         match &self.phase {
-            Phase::Proxy { deadline }
-            | Phase::Request { deadline }
-            | Phase::Body { deadline, .. } => Some((Timer::Handshake, *deadline)),
+            Phase::Http(h) => Some((Timer::Handshake, h.deadline)),
             Phase::Flushing { deadline } | Phase::Linger { deadline } => {
                 Some((Timer::Close, *deadline))
             }
@@ -171,19 +189,23 @@ impl Conn {
         }
         Some(match (timer, &self.phase) {
             // an idle kept-alive connection, or one that never said anything
-            (Timer::Handshake, Phase::Request { .. }) if self.inbuf.is_empty() => Expiry::Drop,
-            (Timer::Handshake, Phase::Request { .. } | Phase::Body { .. }) => {
-                Expiry::RequestTimeout
+            (Timer::Handshake, Phase::Http(h))
+                if self.inbuf.is_empty()
+                    && h.framer.at_request_boundary()
+                    && matches!(h.body, Body::None) =>
+            {
+                Expiry::Drop
             }
+            (Timer::Handshake, Phase::Http(_)) => Expiry::RequestTimeout,
             _ => Expiry::Drop,
         })
     }
 
     /// Waits for the next request, which has `handshake` to arrive.
     pub(crate) fn expect_request(&mut self, now: Instant, handshake: Duration) {
-        self.phase = Phase::Request {
-            deadline: now + handshake,
-        };
+        if let Phase::Http(h) = &mut self.phase {
+            h.deadline = now + handshake;
+        }
     }
 
     /// Sends what is queued, then ends the connection; the peer has `close` to take it.
@@ -212,7 +234,11 @@ impl Conn {
         let have = self.inbuf.len();
         let remaining = match &self.phase {
             Phase::Ws(s) => usize::try_from(s.protocol.wanted()).unwrap_or(usize::MAX),
-            Phase::Body { body, .. } => body.len.saturating_sub(have),
+            Phase::Http(h) if matches!(h.body, Body::Publish(_)) => {
+                usize::try_from(h.framer.body_remaining())
+                    .unwrap_or(usize::MAX)
+                    .saturating_sub(have)
+            }
             _ => 0,
         };
         if remaining <= base {
@@ -228,6 +254,14 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn http(deadline: Instant) -> Phase {
+        let limits = FramingLimits {
+            max_head_bytes: 8192,
+            max_body_bytes: 64 << 20,
+        };
+        Phase::Http(Box::new(HttpConn::new(limits, false, deadline)))
+    }
 
     fn conn(phase: Phase) -> Conn {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -247,9 +281,7 @@ mod tests {
 
     #[test]
     fn idle_connection_holds_no_buffer() {
-        let c = conn(Phase::Request {
-            deadline: Instant::now(),
-        });
+        let c = conn(http(Instant::now()));
         assert_eq!(c.inbuf.capacity(), 0);
         assert!(
             std::mem::size_of::<Conn>() < 512,
@@ -262,19 +294,19 @@ mod tests {
     fn each_phase_has_its_named_deadline_and_what_it_calls_for() {
         let t0 = Instant::now();
         let s = Duration::from_secs(1);
-        let mut c = conn(Phase::Proxy { deadline: t0 + s });
+        let mut c = conn(http(t0 + s));
         assert_eq!(c.timer(), Some((Timer::Handshake, t0 + s)));
         assert_eq!(c.expired(t0), None);
-        assert_eq!(c.expired(t0 + s), Some(Expiry::Drop), "a silent PROXY peer");
-        c.expect_request(t0, s);
         assert_eq!(
             c.expired(t0 + s),
             Some(Expiry::Drop),
             "nothing asked: dropped"
         );
+        c.expect_request(t0 + s, s);
+        assert_eq!(c.timer(), Some((Timer::Handshake, t0 + 2 * s)));
         c.inbuf.extend_from_slice(b"GET / HT");
         assert_eq!(
-            c.expired(t0 + s),
+            c.expired(t0 + 2 * s),
             Some(Expiry::RequestTimeout),
             "a cut request: 408"
         );
@@ -286,15 +318,18 @@ mod tests {
     }
 
     #[test]
-    fn a_large_frame_gets_its_buffer_once_a_32nd_has_arrived() {
-        let mut c = conn(Phase::Body {
-            body: Box::new(PendingBody {
-                topic: "t".into(),
-                json: false,
-                len: 32 << 20,
-                keep_alive: true,
-            }),
-            deadline: Instant::now(),
+    fn a_large_body_gets_its_buffer_once_a_32nd_has_arrived() {
+        let mut c = conn(http(Instant::now()));
+        let head = b"POST /publish/t HTTP/1.1\r\nContent-Length: 33554432\r\n\r\n";
+        let Phase::Http(h) = &mut c.phase else {
+            unreachable!()
+        };
+        let (_, used) = h.framer.next(head).unwrap().unwrap();
+        assert_eq!(used, head.len());
+        h.body = Body::Publish(PendingBody {
+            topic: "t".into(),
+            json: false,
+            keep_alive: true,
         });
         let base = 64 << 10;
         assert_eq!(
@@ -308,7 +343,8 @@ mod tests {
             (32 << 20) - (1 << 20),
             "the rest, at once"
         );
-        c.expect_request(Instant::now(), Duration::from_secs(1));
+        let mut c = conn(http(Instant::now()));
+        c.inbuf.extend_from_slice(b"GET / HT");
         assert_eq!(c.own_read_size(base), 4096, "a cut head: a small read");
     }
 }

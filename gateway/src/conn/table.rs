@@ -258,7 +258,7 @@ mod tests {
         Conn::new(
             mio::net::TcpStream::from_std(s),
             peer,
-            Phase::Request {
+            Phase::Flushing {
                 deadline: Instant::now(),
             },
         )

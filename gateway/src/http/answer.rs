@@ -43,6 +43,15 @@ impl Answer {
         Answer::refuse(Failure::of(e), Bytes::from(handshake::error_response(e)))
     }
 
+    /// The same answer without its body (for a `HEAD` request): the status line and headers,
+    /// `Content-Length` included, as a `GET` would get them.
+    pub(crate) fn without_body(mut self) -> Answer {
+        if let Some(end) = self.response.windows(4).position(|w| w == b"\r\n\r\n") {
+            self.response.truncate(end + 4);
+        }
+        self
+    }
+
     /// The answer to a connection refused at admission, before the socket is closed.
     pub(crate) fn refusal(r: Refusal) -> Answer {
         let response = match r {

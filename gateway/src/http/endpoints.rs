@@ -8,7 +8,7 @@ use crate::dashboard;
 use crate::metrics::Failure;
 use crate::node::Node;
 use wsgate_core::frame::OutFrame;
-use wsgate_core::handshake::{BodyFraming, Request};
+use wsgate_core::handshake::Request;
 use wsgate_core::message;
 
 /// `GET /healthz`: the process serves.
@@ -75,8 +75,8 @@ pub(super) fn client_js(keep_alive: bool) -> Answer {
     )
 }
 
-/// The head of `POST /publish/{topic}` (`raw_topic` still percent-encoded): the body to read,
-/// or why not.
+/// The head of `POST /publish/{topic}` (`raw_topic` still percent-encoded): the body to read
+/// (its length is the framer's to know), or why not.
 pub(super) fn publish_head(
     req: &Request<'_>,
     raw_topic: &str,
@@ -94,25 +94,6 @@ pub(super) fn publish_head(
             ),
         ));
     }
-    let framing = req
-        .body_framing()
-        .and_then(|f| f.check_max(node.config.limits.max_body_size as u64));
-    let len = match framing {
-        Err(e) => return Outcome::Answer(Answer::error(&e)),
-        Ok(BodyFraming::Chunked) => {
-            return Outcome::Answer(Answer::refuse(
-                Failure::BadRequest,
-                text(
-                    411,
-                    "send the body with Content-Length, not chunked",
-                    false,
-                    &[],
-                ),
-            ));
-        }
-        Ok(BodyFraming::Length(n)) => usize::try_from(n).unwrap_or(usize::MAX),
-        Ok(_) => 0,
-    };
     let topic =
         message::decode_topic_path(raw_topic).and_then(|t| message::validate_topic(&t).map(|_| t));
     match topic {
@@ -123,7 +104,6 @@ pub(super) fn publish_head(
         Ok(topic) => Outcome::Body(PendingBody {
             topic,
             json: is_json(req),
-            len,
             keep_alive,
         }),
     }

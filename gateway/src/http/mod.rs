@@ -1,6 +1,8 @@
 //! HTTP on the WebSocket port: what to answer to a request, as a plain function of the request
-//! and the node's state ([`respond`]). The worker reads the bytes, asks, and acts: it writes
-//! an [`Answer`], opens the session of an [`Upgrade`], or reads a [`PendingBody`] first.
+//! and the node's state ([`respond`]). The worker frames the bytes into requests (wsgate-core's
+//! `framing`: every request's body is framed, whatever the route, so none is ever read as a
+//! request), asks, and acts: it writes an [`Answer`], opens the session of an [`Upgrade`], or
+//! reads a [`PendingBody`] first (the body of any other request is read and thrown away).
 //!
 //! - [`route`]: where a request goes, and what its headers say;
 //! - [`upgrade`]: the rules of a WebSocket upgrade (drain, origin, token, `?subscribe=`);
@@ -23,7 +25,8 @@ use crate::session::SessionKind;
 use bytes::Bytes;
 use route::Route;
 use std::time::Instant;
-use wsgate_core::handshake::{self, Request};
+use wsgate_core::framing::FramingLimits;
+use wsgate_core::handshake::Request;
 use wsgate_core::{Error, proxy};
 
 /// What to do with a request.
@@ -57,34 +60,48 @@ pub(crate) struct PendingBody {
     pub(crate) topic: String,
     /// `Content-Type: application/json`.
     pub(crate) json: bool,
-    /// Body length from Content-Length.
-    pub(crate) len: usize,
     /// Keep the connection open after answering.
     pub(crate) keep_alive: bool,
 }
 
-/// Reads the request head at the front of `buf`: `Ok(None)` until it is complete, or the answer
-/// that refuses what cannot be a request.
-pub(crate) fn parse<'a>(buf: &'a [u8], node: &Node) -> Result<Option<Request<'a>>, Answer> {
-    if node.config.proxy.proxy_protocol
-        && (buf.starts_with(b"PROXY ") || buf.starts_with(&proxy::V2_SIGNATURE[..4]))
-    {
-        // only trusted proxies may say who the client is, and their connections do not get
-        // here: they start in the PROXY phase
-        let e = Error::BadProxyHeader("sent by a peer that is not a trusted proxy");
-        return Err(Answer::error(&e));
-    }
-    let limits = handshake::Limits {
-        max_head_bytes: node.config.limits.max_head_size,
-    };
-    handshake::parse_request(buf, &limits).map_err(|e| Answer::error(&e))
+/// The answer to a connection that starts with a PROXY header when it may not: only the
+/// trusted proxies may say who the client is, and their connections are framed expecting one.
+/// `None` when `buf` does not start with one, or PROXY headers are not in use.
+pub(crate) fn untrusted_proxy_header(buf: &[u8], node: &Node) -> Option<Answer> {
+    let looks_like_one = buf.starts_with(b"PROXY ") || buf.starts_with(&proxy::V2_SIGNATURE[..4]);
+    (node.config.proxy.proxy_protocol && looks_like_one).then(|| {
+        Answer::error(&Error::BadProxyHeader(
+            "sent by a peer that is not a trusted proxy",
+        ))
+    })
 }
 
-/// What to answer to `req`, at `now`.
-pub(crate) fn respond(req: &Request<'_>, node: &Node, now: Instant) -> Outcome {
+/// The framing limits of every connection's requests.
+pub(crate) fn framing_limits(node: &Node) -> FramingLimits {
+    FramingLimits {
+        max_head_bytes: node.config.limits.max_head_size,
+        max_body_bytes: node.config.limits.max_body_size as u64,
+    }
+}
+
+/// What to answer to `req`, whose body is `body_len` bytes (the framer read that from its
+/// head), at `now`. A `HEAD` gets what a `GET` would, without the body.
+pub(crate) fn respond(req: &Request<'_>, body_len: u64, node: &Node, now: Instant) -> Outcome {
+    let outcome = decide(req, body_len, node, now);
+    match outcome {
+        Outcome::Answer(a) if req.method() == "HEAD" => Outcome::Answer(a.without_body()),
+        other => other,
+    }
+}
+
+fn decide(req: &Request<'_>, body_len: u64, node: &Node, now: Instant) -> Outcome {
     let keep_alive = route::keep_alive(req);
     let server = &node.config.server;
     match route::route(req, server.echo, server.dashboard) {
+        Route::Upgrade(_) if body_len > 0 => Outcome::Answer(Answer::refuse(
+            Failure::BadRequest,
+            text(400, "an upgrade request has no body", false, &[]),
+        )),
         Route::Upgrade(kind) => upgrade::decide(req, kind, node, now),
         Route::Healthz => Outcome::Answer(endpoints::healthz(keep_alive)),
         Route::Readyz => Outcome::Answer(endpoints::readyz(node, keep_alive)),

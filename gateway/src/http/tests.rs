@@ -3,6 +3,7 @@
 use super::*;
 use crate::drain::Drain;
 use serde_json::json;
+use wsgate_core::handshake;
 
 fn req(text: &str) -> Request<'_> {
     handshake::parse_request(text.as_bytes(), &handshake::Limits::default())
@@ -11,7 +12,7 @@ fn req(text: &str) -> Request<'_> {
 }
 
 fn answer(node: &Node, text: &str) -> Answer {
-    match respond(&req(text), node, Instant::now()) {
+    match respond(&req(text), 0, node, Instant::now()) {
         Outcome::Answer(a) => a,
         other => panic!("{text:?}: {other:?}"),
     }
@@ -62,6 +63,7 @@ fn upgrades_open_sessions_with_their_topics() {
     let node = Node::for_tests(&["--max-topics-per-connection", "2"], 1);
     let Outcome::Upgrade(up) = respond(
         &req(&upgrade("/ws?subscribe=a,b%2Cc", "")),
+        0,
         &node,
         Instant::now(),
     ) else {
@@ -71,7 +73,8 @@ fn upgrades_open_sessions_with_their_topics() {
     assert_eq!(up.topics, vec!["a".to_string(), "b,c".to_string()]);
     assert!(up.response.starts_with(b"HTTP/1.1 101 "));
     assert!(up.grants.is_none());
-    let Outcome::Upgrade(echo) = respond(&req(&upgrade("/echo", "")), &node, Instant::now()) else {
+    let Outcome::Upgrade(echo) = respond(&req(&upgrade("/echo", "")), 0, &node, Instant::now())
+    else {
         panic!("an upgrade")
     };
     assert_eq!(echo.kind, SessionKind::Echo);
@@ -94,13 +97,14 @@ fn origins_outside_the_list_are_refused() {
     assert_eq!((status(&a), a.refused), (403, Some(Failure::Origin)));
     let ok = respond(
         &req(&upgrade("/ws", "Origin: https://app.example.com\r\n")),
+        0,
         &node,
         Instant::now(),
     );
     assert!(matches!(ok, Outcome::Upgrade(_)));
     assert!(
         matches!(
-            respond(&req(&upgrade("/ws", "")), &node, Instant::now()),
+            respond(&req(&upgrade("/ws", "")), 0, &node, Instant::now()),
             Outcome::Upgrade(_)
         ),
         "no Origin: not a browser"
@@ -125,7 +129,7 @@ fn tokens_decide_who_connects_and_what_it_may_subscribe_to() {
     )
     .unwrap();
     let path = format!("/ws?subscribe=news.eu&token={token}");
-    let Outcome::Upgrade(up) = respond(&req(&upgrade(&path, "")), &node, Instant::now()) else {
+    let Outcome::Upgrade(up) = respond(&req(&upgrade(&path, "")), 0, &node, Instant::now()) else {
         panic!("an upgrade")
     };
     let grants = up.grants.expect("grants");
@@ -139,6 +143,7 @@ fn tokens_decide_who_connects_and_what_it_may_subscribe_to() {
             "/ws",
             &format!("Sec-WebSocket-Protocol: bearer, {token}\r\n"),
         )),
+        0,
         &node,
         Instant::now(),
     ) else {
@@ -158,25 +163,20 @@ fn publish_heads_are_checked_before_their_body_is_read() {
     let a = answer(&node, &head("Content-Length: 2\r\n"));
     assert_eq!((status(&a), a.refused), (401, Some(Failure::Unauthorized)));
     let auth = "Authorization: Bearer k\r\n";
-    let a = answer(
-        &node,
-        &head(&format!("{auth}Transfer-Encoding: chunked\r\n")),
-    );
-    assert_eq!(status(&a), 411);
-    let a = answer(&node, &head(&format!("{auth}Content-Length: 2000\r\n")));
-    assert_eq!((status(&a), a.refused), (413, Some(Failure::BodyTooLarge)));
+    // chunked bodies (411) and bodies over max-body-size (413) are the framer's to refuse
     let Outcome::Body(body) = respond(
         &req(&head(&format!(
             "{auth}Content-Length: 2\r\nContent-Type: application/json\r\n"
         ))),
+        2,
         &node,
         Instant::now(),
     ) else {
         panic!("a body to read")
     };
     assert_eq!(
-        (body.topic.as_str(), body.len, body.json, body.keep_alive),
-        ("a b", 2, true, true)
+        (body.topic.as_str(), body.json, body.keep_alive),
+        ("a b", true, true)
     );
     let a = answer(
         &node,
@@ -235,25 +235,45 @@ fn other_requests_get_404_405_and_the_pages() {
 }
 
 #[test]
-fn what_is_not_a_request_is_refused_as_it_arrives() {
+fn a_proxy_header_from_a_peer_that_may_not_send_one_is_refused() {
     let node = Node::for_tests(
         &[
             "--proxy-protocol",
             "true",
             "--trusted-proxies",
             "10.0.0.0/8",
-            "--max-head-size",
-            "512",
         ],
         1,
     );
-    let e = parse(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n", &node).unwrap_err();
-    assert_eq!(e.refused, Some(Failure::BadProxyHeader));
-    assert!(matches!(parse(b"GET / HT", &node), Ok(None)));
-    let long = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(600));
-    let e = parse(long.as_bytes(), &node).unwrap_err();
+    let e = untrusted_proxy_header(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n", &node).unwrap();
     assert_eq!(
         (status(&e), e.refused),
-        (431, Some(Failure::HeadersTooLarge))
+        (400, Some(Failure::BadProxyHeader))
     );
+    assert!(untrusted_proxy_header(b"GET / HTTP/1.1\r\n", &node).is_none());
+    let off = Node::for_tests(&[], 1);
+    assert!(untrusted_proxy_header(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n", &off).is_none());
+}
+
+#[test]
+fn head_gets_the_headers_of_get_and_no_body() {
+    let node = Node::for_tests(&[], 1);
+    let get = answer(&node, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let head = answer(&node, "HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let get_text = std::str::from_utf8(&get.response).unwrap();
+    let head_text = std::str::from_utf8(&head.response).unwrap();
+    assert_eq!(body(&get), "ok\n");
+    assert!(head_text.ends_with("\r\n\r\n"), "{head_text}");
+    assert_eq!(head_text, get_text.strip_suffix("ok\n").unwrap());
+    assert!(head_text.contains("Content-Length: 3\r\n"));
+}
+
+#[test]
+fn an_upgrade_with_a_body_is_refused() {
+    let node = Node::for_tests(&[], 1);
+    let up = upgrade("/ws", "Content-Length: 5\r\n");
+    let Outcome::Answer(a) = respond(&req(&up), 5, &node, Instant::now()) else {
+        panic!("refused")
+    };
+    assert_eq!((status(&a), a.keep_alive), (400, false));
 }

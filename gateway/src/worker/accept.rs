@@ -3,16 +3,16 @@
 //! `X-Forwarded-For`).
 
 use super::Worker;
-use crate::conn::{Conn, ConnId, Phase};
+use crate::conn::{Conn, ConnId, HttpConn, Phase};
 use crate::http::Answer;
 use crate::limits::Refusal;
-use bytes::{Buf, BytesMut};
 use mio::net::TcpListener;
 use mio::{Interest, Registry, Token};
 use std::io;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 use wsgate_core::handshake::Request;
+use wsgate_core::proxy::ProxyHeader;
 
 /// Connections accepted in one turn of the loop at most: a connection storm is taken in
 /// between the reads, writes and timers of the connections already there.
@@ -86,11 +86,8 @@ impl Worker {
                         continue;
                     }
                     let deadline = self.now + self.node.config.timeouts.handshake_timeout;
-                    let phase = if proxied {
-                        Phase::Proxy { deadline }
-                    } else {
-                        Phase::Request { deadline }
-                    };
+                    let limits = crate::http::framing_limits(&self.node);
+                    let phase = Phase::Http(Box::new(HttpConn::new(limits, proxied, deadline)));
                     let mut conn = Conn::new(stream, peer, phase);
                     conn.ip_counted = ip_counted;
                     self.conns.insert(id, conn);
@@ -128,33 +125,26 @@ impl Worker {
         limits.admit_ip(ip).inspect_err(|_| limits.release_total())
     }
 
-    /// Reads the PROXY header of a connection from a trusted proxy: the client's address,
-    /// which per-address limits and logs then use.
-    pub(super) fn read_proxy_header(&mut self, id: ConnId, buf: &mut BytesMut) {
-        let (header, len) = match wsgate_core::proxy::parse(buf) {
-            Ok(None) => return,
-            Ok(Some(h)) => h,
-            Err(e) => {
-                buf.clear();
-                self.answer(id, Answer::error(&e));
-                return;
-            }
-        };
-        buf.advance(len);
-        let handshake = self.node.config.timeouts.handshake_timeout;
-        let now = self.now;
+    /// Takes the PROXY header of a connection from a trusted proxy: the client's address,
+    /// which per-address limits and logs then use. Returns false when the client is refused
+    /// (the answer is queued).
+    pub(super) fn admit_proxy_header(&mut self, id: ConnId, header: ProxyHeader) -> bool {
         let Some(conn) = self.conns.get_mut(id) else {
-            return;
+            return false;
         };
-        conn.expect_request(now, handshake);
         // LOCAL or UNKNOWN: the proxy's own connection (a health check), not a client's
-        let Some(source) = header.source else { return };
+        let Some(source) = header.source else {
+            return true;
+        };
         conn.client = source.ip();
         match self.node.limits.admit_ip(conn.client) {
-            Ok(counted) => conn.ip_counted = counted,
+            Ok(counted) => {
+                conn.ip_counted = counted;
+                true
+            }
             Err(refusal) => {
-                buf.clear();
                 self.answer(id, Answer::refusal(refusal));
+                false
             }
         }
     }

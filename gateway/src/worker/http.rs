@@ -1,60 +1,165 @@
-//! Acting on the HTTP room's answers: writing them, opening the session of an accepted
-//! upgrade, reading and publishing a `POST /publish` body.
+//! Acting on the HTTP room's answers: framing the requests, writing the answers, opening the
+//! session of an accepted upgrade, reading and publishing a `POST /publish` body, throwing
+//! every other body away.
 
 use super::Worker;
-use crate::conn::{ConnId, Phase};
+use crate::conn::{Body, ConnId, Phase};
 use crate::http::{self, Answer, Outcome, Upgrade};
 use crate::metrics::Counter;
 use crate::session::Ws;
 use bytes::{Buf, BytesMut};
 use std::sync::atomic::Ordering;
 use wsgate_core::close::CloseCode;
+use wsgate_core::framing::Item;
 use wsgate_core::session::Session;
 
 impl Worker {
-    /// Reads a request head from the front of `buf` and does what the HTTP room answers.
-    pub(super) fn read_request(&mut self, id: ConnId, buf: &mut BytesMut) {
+    /// Frames the bytes at the front of `buf` into requests and does what the HTTP room
+    /// answers to each: a PROXY header first from a trusted proxy, then heads, each body read
+    /// whole for a publish or thrown away for every other route.
+    pub(super) fn read_http(&mut self, id: ConnId, buf: &mut BytesMut) {
         let node = self.node.clone();
-        let (head_len, outcome) = match http::parse(buf, &node) {
-            Ok(None) => return,
-            Err(answer) => {
+        loop {
+            let Some(conn) = self.conns.get_mut(id) else {
                 buf.clear();
-                return self.answer(id, answer);
+                return;
+            };
+            if !conn.may_read() {
+                return;
             }
-            Ok(Some(req)) => {
-                let peer = match self.conns.get(id) {
-                    Some(c) => c.peer.ip(),
-                    None => return,
-                };
-                if node.config.proxy.trusts_forwarded_for(peer)
-                    && let Err(answer) = self.attribute_forwarded(id, &req)
-                {
+            let peer = conn.peer.ip();
+            let Phase::Http(h) = &mut conn.phase else {
+                return; // an upgrade: the rest is the session's
+            };
+            if let Body::Publish(_) = h.body
+                && (buf.len() as u64) < h.framer.body_remaining()
+            {
+                return; // a publish body is taken whole, once it is all here
+            }
+            if h.framer.at_request_boundary()
+                && !node.config.proxy.expects_proxy_header(peer)
+                && let Some(refusal) = http::untrusted_proxy_header(buf, &node)
+            {
+                buf.clear();
+                return self.answer(id, refusal);
+            }
+            let item = match h.framer.next(buf) {
+                Ok(None) => return,
+                Ok(Some(item)) => item,
+                Err(e) => {
                     buf.clear();
-                    return self.answer(id, answer);
+                    return self.answer(id, Answer::error(&e));
                 }
-                (req.head_len(), http::respond(&req, &node, self.now))
-            }
-        };
-        buf.advance(head_len);
-        match outcome {
-            Outcome::Answer(answer) => {
-                if !answer.keep_alive {
-                    buf.clear();
+            };
+            match item {
+                (Item::Proxy(header), used) => {
+                    buf.advance(used);
+                    if !self.admit_proxy_header(id, header) {
+                        buf.clear();
+                        return;
+                    }
                 }
-                self.answer(id, answer);
-            }
-            Outcome::Upgrade(upgrade) => self.open_session(id, upgrade),
-            Outcome::Body(body) => {
-                if let Some(conn) = self.conns.get_mut(id)
-                    && let Phase::Request { deadline } = conn.phase
-                {
-                    conn.phase = Phase::Body {
-                        body: Box::new(body),
-                        deadline,
-                    };
+                (Item::Head { request, body_len }, used) => {
+                    if node.config.proxy.trusts_forwarded_for(peer)
+                        && let Err(refusal) = self.attribute_forwarded(id, &request)
+                    {
+                        buf.clear();
+                        return self.answer(id, refusal);
+                    }
+                    let outcome = http::respond(&request, body_len, &node, self.now);
+                    buf.advance(used);
+                    if !self.on_request(id, outcome, body_len, buf) {
+                        return;
+                    }
+                }
+                (Item::Body { bytes, last }, used) => {
+                    let len = bytes.len();
+                    debug_assert_eq!(len, used);
+                    let body = buf.split_to(used).freeze();
+                    if !self.on_body(id, body, last) {
+                        return;
+                    }
                 }
             }
         }
+    }
+
+    /// Does what the HTTP room decided for a request whose body (`body_len` bytes) follows.
+    /// Returns whether the connection goes on reading requests.
+    fn on_request(
+        &mut self,
+        id: ConnId,
+        outcome: Outcome,
+        body_len: u64,
+        buf: &mut BytesMut,
+    ) -> bool {
+        match outcome {
+            Outcome::Answer(answer) => {
+                let keep_alive = answer.keep_alive;
+                if keep_alive && body_len > 0 {
+                    self.set_body(id, Body::Discard);
+                }
+                self.answer(id, answer);
+                if !keep_alive {
+                    buf.clear();
+                }
+                keep_alive
+            }
+            Outcome::Upgrade(upgrade) => {
+                // what follows is the session's (the HTTP room refused an upgrade with a body)
+                self.open_session(id, upgrade);
+                false
+            }
+            Outcome::Body(pending) if body_len == 0 => {
+                self.set_body(id, Body::Publish(pending));
+                self.on_body(id, bytes::Bytes::new(), true)
+            }
+            Outcome::Body(pending) => {
+                self.set_body(id, Body::Publish(pending));
+                true
+            }
+        }
+    }
+
+    fn set_body(&mut self, id: ConnId, body: Body) {
+        if let Some(conn) = self.conns.get_mut(id)
+            && let Phase::Http(h) = &mut conn.phase
+        {
+            h.body = body;
+        }
+    }
+
+    /// A piece of the current request's body (`last`: it completes it): thrown away, or (a
+    /// publish, whole) published and answered. Returns whether the connection goes on reading
+    /// requests.
+    fn on_body(&mut self, id: ConnId, bytes: bytes::Bytes, last: bool) -> bool {
+        let Some(conn) = self.conns.get_mut(id) else {
+            return false;
+        };
+        let Phase::Http(h) = &mut conn.phase else {
+            return false;
+        };
+        if !last {
+            // only a discarded body comes in pieces: a publish waits for all of it
+            return true;
+        }
+        let Body::Publish(body) = std::mem::replace(&mut h.body, Body::None) else {
+            return true;
+        };
+        let answer = if self.pubsub.is_congested(&body.topic) {
+            http::congested(body.keep_alive)
+        } else {
+            match http::publish_body(&body, &bytes) {
+                Ok(frame) => {
+                    let delivered = self.publish(&body.topic, frame, None);
+                    http::published(delivered, body.keep_alive)
+                }
+                Err(refusal) => refusal,
+            }
+        };
+        let keep_alive = answer.keep_alive;
+        self.answer(id, answer);
+        keep_alive
     }
 
     /// Queues an answer; keeps the connection for the next request or ends it after.
@@ -79,40 +184,6 @@ impl Worker {
         self.conns.mark_dirty(id);
         self.schedule(id);
         self.pause_if_full(id, held);
-    }
-
-    /// Publishes the body of a `POST /publish` once it is all here, and answers.
-    pub(super) fn read_body(&mut self, id: ConnId, buf: &mut BytesMut) {
-        let Some(conn) = self.conns.get_mut(id) else {
-            return;
-        };
-        let Phase::Body { body, .. } = &conn.phase else {
-            return;
-        };
-        if buf.len() < body.len {
-            return;
-        }
-        // answered below, which sets the phase that follows
-        let placeholder = Phase::Request { deadline: self.now };
-        let Phase::Body { body, .. } = std::mem::replace(&mut conn.phase, placeholder) else {
-            unreachable!("matched above")
-        };
-        let bytes = buf.split_to(body.len);
-        let answer = if self.pubsub.is_congested(&body.topic) {
-            http::congested(body.keep_alive)
-        } else {
-            match http::publish_body(&body, &bytes) {
-                Ok(frame) => {
-                    let delivered = self.publish(&body.topic, frame, None);
-                    http::published(delivered, body.keep_alive)
-                }
-                Err(refusal) => refusal,
-            }
-        };
-        if !answer.keep_alive {
-            buf.clear();
-        }
-        self.answer(id, answer);
     }
 
     /// Opens the WebSocket session of an accepted upgrade.

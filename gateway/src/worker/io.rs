@@ -106,9 +106,7 @@ impl Worker {
             };
             let before = buf.len();
             match conn.phase {
-                Phase::Proxy { .. } => self.read_proxy_header(id, buf),
-                Phase::Request { .. } => self.read_request(id, buf),
-                Phase::Body { .. } => self.read_body(id, buf),
+                Phase::Http(_) => self.read_http(id, buf),
                 Phase::Ws(_) => {
                     self.read_session(id, buf, shared);
                     return;

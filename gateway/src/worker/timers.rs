@@ -2,7 +2,7 @@
 //! drain as seen by this worker, and giving freed memory back to the system.
 
 use super::Worker;
-use crate::conn::{ConnId, Expiry};
+use crate::conn::{ConnId, Expiry, Phase};
 use crate::http::{Answer, text};
 use crate::metrics::Failure;
 use std::cmp::Reverse;
@@ -116,10 +116,8 @@ impl Worker {
                 };
                 if conn.ws().is_some() {
                     self.close_session(id, CloseCode::GOING_AWAY, "server draining");
-                } else if matches!(
-                    conn.phase,
-                    crate::conn::Phase::Request { .. } | crate::conn::Phase::Proxy { .. }
-                ) && conn.inbuf.is_empty()
+                } else if matches!(&conn.phase, Phase::Http(h) if h.framer.at_request_boundary())
+                    && conn.inbuf.is_empty()
                     && conn.outbox.is_empty()
                 {
                     self.close_now(id);
