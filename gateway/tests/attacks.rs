@@ -283,6 +283,56 @@ fn echo_peers_that_never_read_hold_at_most_their_outbox_limit() {
     honest_echo_still_works(&gw);
 }
 
+/// Echo peers that send one message at a time and never read: each message arrives in a read of
+/// its own, and an echo that kept a slice of the worker's 64 KiB read buffer would keep a whole
+/// buffer alive per message, unseen by a limit that counts 4 KiB. Copied out, they cost what
+/// they are.
+#[test]
+fn echo_peers_that_trickle_and_never_read_keep_no_read_buffers_alive() {
+    let gw = Gateway::start_without_huge_pages(&["--outbox-limit", "1MiB", "--workers", "2"]);
+    let before = gw.rss();
+    let message = client_frame(true, OpCode::Binary, &[0x42; 4000]);
+    let peers: Vec<_> = (0..10)
+        .map(|_| {
+            // a small receive buffer: the echoes soon stay queued in the gateway
+            let socket =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            socket.set_recv_buffer_size(4096).unwrap();
+            socket.set_nodelay(true).unwrap();
+            socket.connect(&gw.addr.into()).unwrap();
+            let mut stream: TcpStream = socket.into();
+            stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+            stream
+                .write_all(upgrade_request("/echo").as_bytes())
+                .unwrap();
+            let mut ws = RawWs::finish_upgrade(stream, Vec::new());
+            let message = message.clone();
+            std::thread::spawn(move || {
+                for _ in 0..2000 {
+                    ws.send_raw(&message);
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                ws
+            })
+        })
+        .collect();
+    let peers: Vec<RawWs> = peers.into_iter().map(|t| t.join().unwrap()).collect();
+    let peak = gw.peak_rss();
+    let grown = peak.saturating_sub(before);
+    println!(
+        "10 echo peers, 2,000 messages of 4 KB each in reads of their own, never read: RSS \
+         {:.1} MiB -> peak {:.1} MiB",
+        before as f64 / MIB as f64,
+        peak as f64 / MIB as f64,
+    );
+    assert!(
+        grown < 64 * MIB,
+        "grew by {:.1} MiB",
+        grown as f64 / MIB as f64
+    );
+    drop(peers);
+}
+
 /// A publisher faster than the workers that deliver to its subscribers: the inboxes between
 /// workers are bounded (`inbox-limit`), the publisher is no longer read while one it publishes
 /// to is full, and nothing is lost: every reading subscriber gets every message, in order.
