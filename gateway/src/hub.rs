@@ -147,6 +147,8 @@ pub struct Hub {
     uplink: Option<Arc<dyn Uplink>>,
     /// The bound of each inbox, in bytes held.
     inbox_limit: usize,
+    /// Confirmations the uplink gave ([`Hub::confirm_remote`]), so far.
+    confirmations: AtomicU64,
 }
 
 impl std::fmt::Debug for Hub {
@@ -192,7 +194,22 @@ impl Hub {
             registry: Mutex::new(HashMap::new()),
             uplink,
             inbox_limit,
+            confirmations: AtomicU64::new(0),
         }
+    }
+
+    /// The uplink confirms that other nodes' messages for `topic` reach this node: the
+    /// acknowledgements held for it may go. Wakes every worker.
+    pub fn confirm_remote(&self, topic: &Topic) {
+        topic.set_remote_ready(true);
+        self.confirmations.fetch_add(1, Ordering::AcqRel);
+        self.wake_all();
+    }
+
+    /// How many confirmations the uplink has given: a worker that holds acknowledgements looks
+    /// through them again only when this changed.
+    pub fn confirmations(&self) -> u64 {
+        self.confirmations.load(Ordering::Acquire)
     }
 
     /// Whether an acknowledged subscriber of `topic` could still miss what other nodes publish:

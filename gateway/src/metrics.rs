@@ -62,6 +62,8 @@ labels! {
         PublishersPaused => "wsgate_publishers_paused_total",
         /// Connections no longer read until their outbox is down to half its limit.
         ReadersPaused => "wsgate_readers_paused_total",
+        /// Subscribe acknowledgements sent at once because the worker held the most it holds.
+        AcksNotHeld => "wsgate_acks_not_held_total",
     }
 }
 
@@ -85,6 +87,9 @@ impl Counter {
             }
             Counter::ReadersPaused => {
                 "Connections no longer read until their outbox was down to half its limit."
+            }
+            Counter::AcksNotHeld => {
+                "Subscribe acknowledgements sent without waiting for the cluster: too many held."
             }
         }
     }

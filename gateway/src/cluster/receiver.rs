@@ -113,9 +113,8 @@ impl Receiver {
         };
         let hub = &self.hub;
         if let Some(topic) = hub.find(name) {
-            topic.set_remote_ready(true);
+            hub.confirm_remote(&topic);
             hub.release(topic);
-            hub.wake_all();
         }
     }
 

@@ -8,6 +8,8 @@
 
 mod acks;
 
+pub(crate) use acks::MAX_HELD as ACKS_HELD_MAX;
+
 use acks::DeferredAcks;
 
 use crate::hub::{Hub, Topic};
@@ -200,6 +202,7 @@ impl<K: Copy + Eq + Hash> PubSub<K> {
     /// until the link to other nodes has confirmed the node's interest in the topic (at most
     /// [`ACK_WAIT`](acks::ACK_WAIT)), so that an acknowledged subscriber receives what any node publishes after
     /// the acknowledgement. Returns whether it waits; if not, acknowledge now.
+    /// Past [`MAX_HELD`](acks::MAX_HELD) held ones it does not wait (and returns false).
     pub(crate) fn defer_ack(&mut self, who: K, topic: &str, id: i64, now: Instant) -> bool {
         let Some(local) = self.topics.get(topic) else {
             return false;
@@ -207,14 +210,19 @@ impl<K: Copy + Eq + Hash> PubSub<K> {
         if !self.hub.awaits_uplink(&local.topic) {
             return false;
         }
-        self.acks.hold(who, id, local.topic.clone(), now);
-        true
+        self.acks.hold(who, id, local.topic.clone(), now)
+    }
+
+    /// Acknowledgements held now.
+    pub(crate) fn acks_held(&self) -> usize {
+        self.acks.len()
     }
 
     /// The acknowledgements that may go now: confirmed, waited [`ACK_WAIT`](acks::ACK_WAIT), or the link is
     /// down. The caller sends each to its subscriber if that one is still there.
     pub(crate) fn due_acks(&mut self, now: Instant) -> Vec<(K, i64)> {
-        self.acks.due(self.hub.uplink_up(), now)
+        self.acks
+            .due(self.hub.uplink_up(), self.hub.confirmations(), now)
     }
 
     /// When to look at the held acknowledgements again after `now`, if one is held.

@@ -131,7 +131,7 @@ fn a_subscribe_ack_waits_for_the_link_at_most_ack_wait() {
     assert!(w0.due_acks(t0).is_empty());
     assert!(w0.next_ack_deadline(t0).is_some_and(|d| d <= t0 + ACK_WAIT));
     // confirmed: it goes
-    hub.find("t").unwrap().set_remote_ready(true);
+    hub.confirm_remote(&hub.find("t").unwrap());
     assert_eq!(w0.due_acks(t0), vec![(1, 11)]);
     assert_eq!(w0.next_ack_deadline(t0), None);
     assert!(!w0.defer_ack(1, "t", 12, t0), "already confirmed: no wait");
@@ -148,4 +148,26 @@ fn a_subscribe_ack_waits_for_the_link_at_most_ack_wait() {
     assert!(w0.defer_ack(3, "v", 14, t0));
     link.up.store(false, Ordering::SeqCst);
     assert_eq!(w0.due_acks(t0), vec![(3, 14)]);
+}
+
+#[test]
+fn held_acknowledgements_are_bounded() {
+    let link = Arc::new(Link::default());
+    link.up.store(true, Ordering::SeqCst);
+    let hub = hub(Some(link));
+    let mut w0: PubSub<u32> = PubSub::new(0, hub);
+    let t0 = Instant::now();
+    let mut s = Subscriptions::default();
+    w0.subscribe(1, &mut s, "t");
+    for i in 0..acks::MAX_HELD {
+        assert!(w0.defer_ack(1, "t", i as i64, t0));
+    }
+    assert!(!w0.defer_ack(1, "t", -1, t0), "full: acknowledged at once");
+    assert_eq!(w0.acks_held(), acks::MAX_HELD);
+    assert!(
+        w0.due_acks(t0).is_empty(),
+        "nothing confirmed, nothing late"
+    );
+    assert_eq!(w0.due_acks(t0 + ACK_WAIT).len(), acks::MAX_HELD);
+    assert_eq!(w0.acks_held(), 0);
 }

@@ -6,6 +6,7 @@ use super::{INBOX_BUDGET, Worker};
 use crate::conn::{ConnId, Phase};
 use crate::hub::Delivery;
 use crate::metrics::{Counter, MessageKind};
+use crate::pubsub::ACKS_HELD_MAX;
 use crate::session::{Action, Data, SessionKind};
 use bytes::{Bytes, BytesMut};
 use std::sync::atomic::Ordering;
@@ -160,7 +161,12 @@ impl Worker {
                 self.pubsub.subscribe(id, &mut ws.subscriptions, &topic);
                 match ack {
                     Some(n) if self.pubsub.defer_ack(id, &topic, n, self.now) => return,
-                    Some(n) => (Some(message::ack_frame(n)), None),
+                    Some(n) => {
+                        if self.node.hub.uplink_up() && self.pubsub.acks_held() >= ACKS_HELD_MAX {
+                            self.metrics.inc(Counter::AcksNotHeld);
+                        }
+                        (Some(message::ack_frame(n)), None)
+                    }
                     None => (None, None),
                 }
             }
