@@ -298,3 +298,19 @@ fn echo_can_be_switched_off() {
     let r = common::http(gw.addr, upgrade_request("/echo").as_bytes());
     assert_eq!(r.status, 404, "{r:?}");
 }
+
+#[test]
+fn a_peer_that_sends_and_half_closes_at_once_is_closed_at_once() {
+    // The gateway stops reading a socket after a short read (the receive queue is empty then);
+    // a message and the peer's FIN that arrive together come with one readiness event, so the
+    // end must still be read then, not at the idle timeout.
+    let gw = Gateway::start(&[]);
+    let mut peers: Vec<RawWs> = (0..64).map(|_| RawWs::connect(gw.addr, "/echo")).collect();
+    for (i, ws) in peers.iter_mut().enumerate() {
+        ws.send(true, OpCode::Binary, format!("last words {i}").as_bytes());
+        ws.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+    for (i, ws) in peers.iter_mut().enumerate() {
+        assert!(ws.closes(), "connection {i} still open after its FIN");
+    }
+}

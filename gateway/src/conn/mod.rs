@@ -115,6 +115,9 @@ pub(crate) struct Conn {
     pub(crate) waiting_room: bool,
     /// The socket may have unread bytes.
     pub(crate) readable: bool,
+    /// The poller reported the peer's half-close or an error: read until the end (or the
+    /// error) is seen, even after a short read, since no further event will come for it.
+    pub(crate) read_closed: bool,
     /// The earliest timer entry scheduled for this connection.
     pub(crate) timer_at: Option<Instant>,
     /// Listed in the connections to flush this turn (once however many frames were queued).
@@ -137,6 +140,7 @@ impl Conn {
             read_paused: false,
             waiting_room: false,
             readable: true,
+            read_closed: false,
             flush_listed: false,
             timer_at: None,
         }

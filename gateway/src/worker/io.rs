@@ -15,6 +15,12 @@ impl Worker {
     /// (more if one read brings more, for a large frame read into a buffer of its own), unless
     /// the connection's outbox is full, and acts on it. What is left is read next turn: one
     /// peer never holds the loop, its timers, inboxes and other connections.
+    ///
+    /// A read that brings fewer bytes than asked for has emptied the socket's receive queue
+    /// (a stream socket, epoll(7)): the next bytes come with a new edge, so the socket is not
+    /// read again until then, which saves the `read` that would only say `EAGAIN` (one read
+    /// per message on a request-response connection instead of two). Once the poller has
+    /// reported the peer's half-close, reading goes on until the end is seen.
     pub(super) fn read(&mut self, id: ConnId) {
         let mut budget = self.node.config.limits.read_buffer_size;
         loop {
@@ -47,6 +53,9 @@ impl Worker {
                 }
                 Ok(n) => {
                     budget = budget.saturating_sub(n);
+                    if n < max && !conn.read_closed {
+                        conn.readable = false;
+                    }
                     self.process(id, &mut buf, !own);
                     self.put_back(id, buf, own);
                 }

@@ -108,8 +108,8 @@ impl Worker {
                     WAKER => {}
                     token => {
                         let id = ConnId::from_token(token);
-                        let readable =
-                            event.is_readable() || event.is_read_closed() || event.is_error();
+                        let closed = event.is_read_closed() || event.is_error();
+                        let readable = event.is_readable() || closed;
                         let writable = event.is_writable();
                         self.guarded(id, |w| {
                             if writable {
@@ -118,6 +118,7 @@ impl Worker {
                             if readable {
                                 if let Some(c) = w.conns.get_mut(id) {
                                     c.readable = true;
+                                    c.read_closed |= closed;
                                 }
                                 w.read(id);
                             }
