@@ -1,7 +1,11 @@
-//! Counters and a latency histogram per thread, merged at the end of a run.
+//! Counters and a latency histogram per thread, merged at the end of a run, and the same
+//! latencies second by second ([`timeline`]) for the plots of a `--report`.
+
+pub(crate) mod timeline;
 
 use hdrhistogram::Histogram;
 use std::time::Duration;
+use timeline::Timeline;
 
 /// How long a run waits, after its deadline, for messages still in flight.
 pub(crate) const GRACE: Duration = Duration::from_secs(5);
@@ -29,11 +33,14 @@ pub(crate) struct Stats {
     pub errors: Vec<String>,
     /// Latency in microseconds.
     pub latency: Histogram<u64>,
+    /// The latency samples second by second.
+    pub timeline: Timeline,
 }
 
 impl Stats {
-    /// Empty counters.
+    /// Empty counters (and the coarse clock of [`timeline`] started, if it was not).
     pub(crate) fn new() -> Stats {
+        timeline::start_clock();
         Stats {
             opened: 0,
             sent: 0,
@@ -45,12 +52,16 @@ impl Stats {
             closed_by_server: Vec::new(),
             errors: Vec::new(),
             latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
+            timeline: Timeline::new(),
         }
     }
 
-    /// Records one latency sample, in microseconds.
+    /// Records one latency sample, in microseconds (in the run's histogram and in the current
+    /// second's).
+    #[inline]
     pub(crate) fn record(&mut self, micros: u64) {
         self.latency.saturating_record(micros.max(1));
+        self.timeline.record(micros);
     }
 
     /// Records a connection error (kept up to 100 distinct samples).
@@ -76,6 +87,7 @@ impl Stats {
             self.error(e.clone());
         }
         self.latency.add(&o.latency).expect("same bounds");
+        self.timeline.merge(&o.timeline);
     }
 
     /// Every thread's counters added up.
