@@ -6,6 +6,7 @@ use crate::client::{self, Target};
 use crate::driver::Plan;
 use clap::Args;
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
 use std::time::Duration;
 use wsgate_core::units::parse_duration;
 
@@ -24,6 +25,10 @@ pub(crate) struct Common {
     /// Print the result as JSON.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Also write the result as one self-contained HTML page of plots: latency by percentile,
+    /// throughput and latency second by second (and, for ramp, p99 against subscribers).
+    #[arg(long, value_name = "FILE.html", value_parser = parse_report_path)]
+    pub(crate) report: Option<PathBuf>,
     /// Connection errors tolerated, as a fraction of connections.
     #[arg(long, default_value_t = 0.0)]
     pub(crate) max_error_rate: f64,
@@ -47,6 +52,22 @@ fn parse_ip_range(s: &str) -> Result<SourceIps, String> {
         return Err(bad());
     }
     Ok(SourceIps((a..=b).map(|ip| IpAddr::V4(ip.into())).collect()))
+}
+
+/// The path of `--report`, refused before the run when its folder does not exist.
+fn parse_report_path(s: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(s);
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if s.is_empty() || path.is_dir() {
+        return Err(format!("'{s}' is not a file name"));
+    }
+    if !folder.is_dir() {
+        return Err(format!("'{}' is not a folder", folder.display()));
+    }
+    Ok(path)
 }
 
 /// The target with the subcommand's default path unless the URL names one.
@@ -148,6 +169,16 @@ mod tests {
         assert!(check_file_limit(10).is_ok());
         let e = check_file_limit(usize::MAX / 2).unwrap_err();
         assert!(e.contains("file descriptors"), "{e}");
+    }
+
+    #[test]
+    fn a_report_goes_into_a_folder_that_exists() {
+        assert!(parse_report_path("run.html").is_ok());
+        assert!(parse_report_path("/tmp/run.html").is_ok());
+        assert!(parse_report_path("/tmp").is_err());
+        assert!(parse_report_path("").is_err());
+        let e = parse_report_path("/no/such/folder/run.html").unwrap_err();
+        assert!(e.contains("/no/such/folder"), "{e}");
     }
 
     #[test]

@@ -1,17 +1,39 @@
-//! The end of a run: a table on stdout (or JSON with `--json`) and the exit code.
+//! The end of a run: a table on stdout (or JSON with `--json`), the page of `--report
+//! FILE.html` ([`html`]), and the exit code.
+//!
+//! A report shows what the run measured and nothing else: a run that sent no messages
+//! ([`Report::without_messages`]) prints no message counts, and a latency without a sample is
+//! `none measured` in the table and `null` in the JSON, never 0.
+
+pub(crate) mod html;
 
 use crate::common::Common;
 use crate::stats::Stats;
+use hdrhistogram::Histogram;
 use serde_json::json;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// A run's result, ready to print.
 pub(crate) struct Report {
     name: String,
     duration_secs: f64,
+    duration_note: &'static str,
     threads: u32,
     json: bool,
+    url: String,
+    html: Option<PathBuf>,
     stats: Stats,
+    /// Whether the run sent and received messages (`sent`, `received` are shown).
+    messages: bool,
+    /// What the totals add up, when more than one run (e.g. `all 3 steps`).
+    totals_of: Option<String>,
+    /// What the latency is of (`latency`, `handshake latency`, ...) and its histogram; `None`:
+    /// no latency is reported.
+    latency: Option<(String, Histogram<u64>)>,
+    /// Extra histograms for the percentile plot (e.g. one per ramp step); none: the latency.
+    curves: Vec<(String, Histogram<u64>)>,
+    ramp: Option<html::Ramp>,
     extra: Vec<(String, f64)>,
     fields: Vec<(String, serde_json::Value)>,
     rows: Vec<String>,
@@ -30,9 +52,17 @@ impl Report {
         Report {
             name: name.to_string(),
             duration_secs: common.duration.as_secs_f64(),
+            duration_note: "",
             threads: common.threads,
             json: common.json,
+            url: common.url.clone(),
+            html: common.report.clone(),
             stats: stats.clone(),
+            messages: true,
+            totals_of: None,
+            latency: Some(("latency".into(), stats.latency.clone())),
+            curves: Vec::new(),
+            ramp: None,
             extra: Vec::new(),
             fields: Vec::new(),
             rows: Vec::new(),
@@ -65,17 +95,179 @@ impl Report {
         self
     }
 
-    /// Prints the report; exit code 1 when the run failed.
+    /// The run sent and received no messages (only opened connections): no `sent` and
+    /// `received` in the table or the JSON.
+    pub(crate) fn without_messages(mut self) -> Report {
+        self.messages = false;
+        self
+    }
+
+    /// Names what the latency measured (`handshake latency`); the JSON keeps `latency_us`.
+    pub(crate) fn latency_named(mut self, label: &str) -> Report {
+        if let Some((l, _)) = &mut self.latency {
+            *l = label.to_string();
+        }
+        self
+    }
+
+    /// Reports `latency`, named `label`, instead of the run's (`None`: no latency at all, `null`
+    /// in the JSON).
+    pub(crate) fn latency_from(mut self, label: &str, latency: Option<&Histogram<u64>>) -> Report {
+        self.latency = latency.map(|h| (label.to_string(), h.clone()));
+        self
+    }
+
+    /// The counts are totals over several runs, described by `of` (`all 3 steps`), and the
+    /// duration is that of each.
+    pub(crate) fn totals_of(mut self, of: String) -> Report {
+        self.totals_of = Some(of);
+        self.duration_note = " each";
+        self
+    }
+
+    /// Draws these histograms, named, in the percentile plot of `--report` instead of the
+    /// latency.
+    pub(crate) fn curve(mut self, name: String, h: &Histogram<u64>) -> Report {
+        self.curves.push((name, h.clone()));
+        self
+    }
+
+    /// A ramp's steps, plotted in `--report`.
+    pub(crate) fn ramp(mut self, ramp: html::Ramp) -> Report {
+        self.ramp = Some(ramp);
+        self
+    }
+
+    /// The latency percentiles as JSON: an object, or `null` without a sample.
+    fn latency_json(&self) -> serde_json::Value {
+        match &self.latency {
+            Some((_, h)) if !h.is_empty() => json!(
+                percentiles(h)
+                    .iter()
+                    .map(|(k, v)| ((*k).to_string(), json!(v)))
+                    .collect::<serde_json::Map<_, _>>()
+            ),
+            _ => serde_json::Value::Null,
+        }
+    }
+
+    /// The table, line by line.
+    fn table(&self) -> Vec<String> {
+        let s = &self.stats;
+        let mut out = vec![format!(
+            "{}: {:.1}s{}, {} thread(s)",
+            self.name, self.duration_secs, self.duration_note, self.threads
+        )];
+        for (k, x) in &self.extra {
+            if x.fract() == 0.0 {
+                out.push(format!("  {k:<28} {x:.0}"));
+            } else {
+                out.push(format!("  {k:<28} {x:.2}"));
+            }
+        }
+        for line in &self.rows {
+            out.push(format!("  {line}"));
+        }
+        let of = |k: &str| match &self.totals_of {
+            Some(of) => format!("{k} ({of})"),
+            None => k.to_string(),
+        };
+        if self.messages {
+            out.push(format!("  {:<28} {}", of("sent"), s.sent));
+            out.push(format!("  {:<28} {}", of("received"), s.received));
+        }
+        match &self.latency {
+            Some((label, h)) if h.is_empty() => {
+                out.push(format!("  {label:<28} none measured"));
+            }
+            Some((label, h)) => {
+                for (k, v) in percentiles(h) {
+                    out.push(format!("  {:<28} {v} us", format!("{label} {k}")));
+                }
+            }
+            None => {}
+        }
+        out.push(format!(
+            "  {:<28} lost {} / reordered {} / mismatched {} / unexpected {}",
+            of("correctness"),
+            s.lost,
+            s.reordered,
+            s.mismatched,
+            s.unexpected
+        ));
+        out.push(format!(
+            "  {:<28} {}",
+            of("connection errors"),
+            s.errors.len()
+        ));
+        for e in s.errors.iter().take(5) {
+            out.push(format!("    {e}"));
+        }
+        out.push(format!(
+            "  {:<28} {}",
+            "result",
+            if self.failed { "FAILED" } else { "ok" }
+        ));
+        out
+    }
+
+    /// What the per-second series counts, by scenario.
+    fn series_unit(&self) -> &'static str {
+        match self.name.as_str() {
+            "echo" => "echoes/s",
+            "fanout" | "ramp" | "soak" => "deliveries/s",
+            "conns" => "handshakes/s",
+            "abuse" => "neighbour echoes/s",
+            _ => "messages/s",
+        }
+    }
+
+    /// Writes the `--report` page to `path`.
+    fn write_html(&self, path: &PathBuf, table: &[String]) -> Result<(), String> {
+        let latency_of = match self.name.as_str() {
+            "echo" | "abuse" => "Round-trip",
+            "fanout" | "ramp" | "soak" => "Publish-to-receive",
+            "large" => "Send-to-receive",
+            "conns" => "Handshake",
+            _ => "Message",
+        };
+        let curves: Vec<(String, &Histogram<u64>)> = if self.curves.is_empty() {
+            self.latency
+                .iter()
+                .map(|(_, h)| (self.name.clone(), h))
+                .collect()
+        } else {
+            self.curves.iter().map(|(n, h)| (n.clone(), h)).collect()
+        };
+        let series = self.stats.timeline.series();
+        let command = html::command_line();
+        let date = html::utc_now();
+        let page = html::Page {
+            scenario: &self.name,
+            target: &self.url,
+            command: &command,
+            date: &date,
+            failed: self.failed,
+            summary: table,
+            curves,
+            latency_of,
+            series: &series,
+            series_unit: self.series_unit(),
+            ramp: self.ramp.as_ref(),
+        };
+        std::fs::write(path, html::render(&page))
+            .map_err(|e| format!("--report {}: {e}", path.display()))
+    }
+
+    /// Prints the report (and writes the `--report` page); exit code 1 when the run failed.
     pub(crate) fn print(self) -> Result<ExitCode, String> {
         let s = &self.stats;
-        let pct = s.percentiles();
+        let table = self.table();
         if self.json {
             let mut v = json!({
                 "scenario": self.name,
                 "duration_secs": self.duration_secs,
                 "threads": self.threads,
-                "sent": s.sent,
-                "received": s.received,
                 "lost": s.lost,
                 "reordered": s.reordered,
                 "mismatched": s.mismatched,
@@ -83,53 +275,32 @@ impl Report {
                 "connection_errors": s.errors.len(),
                 "errors": s.errors,
                 "server_closes": s.closed_by_server,
-                "latency_us": pct.iter().map(|(k, v)| ((*k).to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+                "latency_us": self.latency_json(),
                 "details": self.rows,
                 "ok": !self.failed,
             });
+            if self.messages {
+                v["sent"] = json!(s.sent);
+                v["received"] = json!(s.received);
+            }
             for (k, x) in &self.extra {
                 v[k.as_str()] = json!(x);
             }
-            for (k, x) in self.fields {
-                v[k.as_str()] = x;
+            for (k, x) in &self.fields {
+                v[k.as_str()] = x.clone();
             }
             println!(
                 "{}",
                 serde_json::to_string_pretty(&v).expect("serialisable")
             );
         } else {
-            println!(
-                "{}: {:.1}s, {} thread(s)",
-                self.name, self.duration_secs, self.threads
-            );
-            for (k, x) in &self.extra {
-                if x.fract() == 0.0 {
-                    println!("  {k:<28} {x:.0}")
-                } else {
-                    println!("  {k:<28} {x:.2}")
-                }
+            for line in &table {
+                println!("{line}");
             }
-            for line in &self.rows {
-                println!("  {line}");
-            }
-            println!("  {:<28} {}", "sent", s.sent);
-            println!("  {:<28} {}", "received", s.received);
-            for (k, v) in pct {
-                println!("  {:<28} {v} us", format!("latency {k}"));
-            }
-            println!(
-                "  {:<28} lost {} / reordered {} / mismatched {} / unexpected {}",
-                "correctness", s.lost, s.reordered, s.mismatched, s.unexpected
-            );
-            println!("  {:<28} {}", "connection errors", s.errors.len());
-            for e in s.errors.iter().take(5) {
-                println!("    {e}");
-            }
-            println!(
-                "  {:<28} {}",
-                "result",
-                if self.failed { "FAILED" } else { "ok" }
-            );
+        }
+        if let Some(path) = &self.html {
+            self.write_html(path, &table)?;
+            eprintln!("loadtest: report written to {}", path.display());
         }
         Ok(if self.failed {
             ExitCode::from(1)
@@ -137,4 +308,16 @@ impl Report {
             ExitCode::SUCCESS
         })
     }
+}
+
+/// The latency percentiles reported, in microseconds.
+fn percentiles(h: &Histogram<u64>) -> [(&'static str, u64); 6] {
+    [
+        ("p50", h.value_at_quantile(0.5)),
+        ("p90", h.value_at_quantile(0.9)),
+        ("p99", h.value_at_quantile(0.99)),
+        ("p99.9", h.value_at_quantile(0.999)),
+        ("max", h.max()),
+        ("mean", h.mean() as u64),
+    ]
 }

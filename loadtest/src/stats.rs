@@ -103,19 +103,6 @@ impl Stats {
     pub(crate) fn correctness_failures(&self) -> u64 {
         self.mismatched + self.lost + self.reordered + self.unexpected
     }
-
-    /// The latency percentiles reported, in microseconds.
-    pub(crate) fn percentiles(&self) -> [(&'static str, u64); 6] {
-        let h = &self.latency;
-        [
-            ("p50", h.value_at_quantile(0.5)),
-            ("p90", h.value_at_quantile(0.9)),
-            ("p99", h.value_at_quantile(0.99)),
-            ("p99.9", h.value_at_quantile(0.999)),
-            ("max", h.max()),
-            ("mean", h.mean() as u64),
-        ]
-    }
 }
 
 impl Default for Stats {
