@@ -1,5 +1,7 @@
 //! `loadtest conns`: open K idle connections at a rate, hold them, and report the connect
-//! rate, handshake latency and (with `--server-pid`) the gateway's memory per connection.
+//! rate, handshake latency and (with `--server-pid`) the gateway's memory per connection. It
+//! sends no messages, so its report has no message counts; without a connection opened it has
+//! no connect rate nor memory per connection either.
 
 use crate::client::{Client, ClientError};
 use crate::common::{Common, plans_to, rss_of};
@@ -110,17 +112,23 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, String> {
         _ => f64::INFINITY,
     };
     let mut report = Report::new("conns", &common, &stats, count)
+        .without_messages()
+        .latency_named("handshake latency")
         .with("connections", count as f64)
-        .with("opened", stats.opened as f64)
-        .with("connects_per_sec", stats.opened as f64 / open_secs);
+        .with("opened", stats.opened as f64);
+    if stats.opened > 0 {
+        report = report.with("connects_per_sec", stats.opened as f64 / open_secs);
+    }
     if let (Some(b), Some(a)) = (rss_before, rss_after) {
         report = report
             .with("server_rss_before_bytes", b as f64)
-            .with("server_rss_after_bytes", a as f64)
-            .with(
+            .with("server_rss_after_bytes", a as f64);
+        if stats.opened > 0 {
+            report = report.with(
                 "server_rss_per_conn_bytes",
-                a.saturating_sub(b) as f64 / stats.opened.max(1) as f64,
+                a.saturating_sub(b) as f64 / stats.opened as f64,
             );
+        }
     }
     report.print()
 }

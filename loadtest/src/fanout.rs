@@ -33,7 +33,7 @@ pub(crate) struct Options {
     subscribers: usize,
     /// Publishers.
     #[arg(long, default_value_t = 1)]
-    publishers: usize,
+    pub(crate) publishers: usize,
     /// Topics (subscriber k takes topic k mod T, publisher j publishes to j mod T).
     #[arg(long, default_value_t = 1)]
     topics: usize,

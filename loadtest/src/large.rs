@@ -74,19 +74,18 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, String> {
     scenario.finish();
     let peak = server_pid.and_then(peak_rss_of);
     let receivers = subscribers.unwrap_or(1) as f64;
-    let secs = match (scenario.started, scenario.finished_at) {
-        (Some(s), Some(f)) => (f - s).as_secs_f64().max(1e-6),
-        _ => f64::INFINITY,
-    };
     let mut report = Report::new("large", &common, &scenario.stats, plans.len())
         .with("message_bytes", size as f64)
         .with("messages", count as f64)
-        .with("receivers", receivers)
-        .with("seconds", secs)
-        .with(
+        .with("receivers", receivers);
+    // a run whose messages did not all arrive has no time or rate to show (was inf and 0)
+    if let (Some(s), Some(f)) = (scenario.started, scenario.finished_at) {
+        let secs = (f - s).as_secs_f64().max(1e-6);
+        report = report.with("seconds", secs).with(
             "mib_per_sec_delivered",
             size as f64 * count as f64 * receivers / secs / (1 << 20) as f64,
         );
+    }
     if let (Some(b), Some(p)) = (baseline, peak) {
         report = report
             .with("server_rss_before_bytes", b as f64)
