@@ -48,6 +48,11 @@ impl Target {
         })
     }
 
+    /// The server's resolved address (all that `--raw-tcp` runs use of the URL).
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// The same server with another path and query.
     pub(crate) fn with_path(&self, path: &str, query: Option<String>) -> Target {
         Target {
@@ -110,21 +115,7 @@ impl Client {
         source: Option<IpAddr>,
         seed: u64,
     ) -> io::Result<Client> {
-        let socket = Socket::new(
-            Domain::for_address(target.addr),
-            Type::STREAM,
-            Some(Protocol::TCP),
-        )?;
-        socket.set_nonblocking(true)?;
-        socket.set_nodelay(true)?;
-        if let Some(ip) = source {
-            socket.bind(&SocketAddr::new(ip, 0).into())?;
-        }
-        match socket.connect(&target.addr.into()) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-            Err(e) => return Err(e),
-        }
+        let stream = start_connect(target.addr, source)?;
         let mut rng = seed | 1;
         let mut key = [0u8; 16];
         for b in &mut key {
@@ -143,7 +134,7 @@ impl Client {
             ..DecoderConfig::client()
         };
         Ok(Client {
-            stream: TcpStream::from_std(socket.into()),
+            stream,
             open: false,
             wants_write: false,
             accept: accept_key(&key),
@@ -280,25 +271,32 @@ impl Client {
     }
 }
 
+/// Starts a non-blocking TCP connection to `addr` (from `source`, when given), with Nagle's
+/// algorithm off. The connection is established when the socket first reports writable and
+/// `peer_addr` answers.
+pub(crate) fn start_connect(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    socket.set_nodelay(true)?;
+    if let Some(ip) = source {
+        socket.bind(&SocketAddr::new(ip, 0).into())?;
+    }
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(socket.into()))
+}
+
 /// Checks, before a run, that the target answers a WebSocket upgrade: one blocking connection
 /// with a short timeout. The error is one line that says what is wrong.
 pub(crate) fn preflight(target: &Target, source: Option<IpAddr>) -> Result<(), String> {
     use std::io::{Read as _, Write as _};
     use std::time::Duration;
     let timeout = Duration::from_secs(3);
-    let connect = || -> std::io::Result<std::net::TcpStream> {
-        let socket = Socket::new(
-            Domain::for_address(target.addr),
-            Type::STREAM,
-            Some(Protocol::TCP),
-        )?;
-        if let Some(ip) = source {
-            socket.bind(&SocketAddr::new(ip, 0).into())?;
-        }
-        socket.connect_timeout(&target.addr.into(), timeout)?;
-        Ok(socket.into())
-    };
-    let mut s = connect().map_err(|e| format!("cannot connect to {}: {e}", target.addr))?;
+    let mut s = connect_blocking(target.addr, source, timeout)
+        .map_err(|e| format!("cannot connect to {}: {e}", target.addr))?;
     s.set_read_timeout(Some(timeout)).ok();
     let request = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -343,6 +341,20 @@ pub(crate) fn preflight(target: &Target, source: Option<IpAddr>) -> Result<(), S
             Err(e) => return Err(format!("no answer from {}: {e}", target.addr)),
         }
     }
+}
+
+/// A blocking TCP connection to `addr` (from `source`, when given), waiting at most `timeout`.
+pub(crate) fn connect_blocking(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    timeout: std::time::Duration,
+) -> io::Result<std::net::TcpStream> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if let Some(ip) = source {
+        socket.bind(&SocketAddr::new(ip, 0).into())?;
+    }
+    socket.connect_timeout(&addr.into(), timeout)?;
+    Ok(socket.into())
 }
 
 /// A small fast pseudo-random generator (xorshift64).

@@ -1,5 +1,7 @@
 //! `loadtest echo`: C connections each keep W messages of S bytes in flight against `/echo`;
 //! every echoed payload is compared with what was sent, and round trips go into a histogram.
+//! With `--raw-tcp` the same binary messages go over plain TCP, without WebSocket framing, to
+//! a TCP echo server ([`crate::raw::echo`]): the baseline a WebSocket echo is compared with.
 
 use crate::client::Client;
 use crate::common::{Common, plans_to};
@@ -31,6 +33,11 @@ pub(crate) struct Args {
     /// Send text messages instead of binary.
     #[arg(long)]
     text: bool,
+    /// Send the same binary messages over plain TCP, without WebSocket framing, to a TCP echo
+    /// server (`loadtest tcp-echo-server`) at the host and port of --url: the same bytes per
+    /// message, back to back on the stream, every byte and the order checked.
+    #[arg(long, conflicts_with = "text")]
+    raw_tcp: bool,
 }
 
 /// Runs `loadtest echo`.
@@ -41,6 +48,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, String> {
         window,
         size,
         text,
+        raw_tcp,
     } = args;
     let size = size as usize;
     let min = if text { 32 } else { 16 };
@@ -49,6 +57,9 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, String> {
             "--size must be at least {min} for {} echo",
             if text { "text" } else { "binary" }
         ));
+    }
+    if raw_tcp {
+        return crate::raw::echo::run(&common, conns, window, size);
     }
     let plans = plans_to(&common, "/echo", conns)?;
     let epoch = Instant::now();
@@ -114,7 +125,7 @@ impl Echo {
     fn fill(&self, conn: usize, seq: u64) -> u8 {
         let c = (conn + self.thread * 7) as u64;
         if self.binary {
-            (c as u8).wrapping_add(seq as u8)
+            binary_fill(c, seq)
         } else {
             b'a' + ((c + seq) % 26) as u8
         }
@@ -128,12 +139,17 @@ impl Echo {
     fn payload(&self, conn: usize, seq: u64, sent_ns: u64) -> Vec<u8> {
         let mut p = Vec::with_capacity(self.size.max(32));
         if self.binary {
-            p.extend_from_slice(&seq.to_le_bytes());
-            p.extend_from_slice(&sent_ns.to_le_bytes());
+            put_binary(
+                &mut p,
+                self.size,
+                (conn + self.thread * 7) as u64,
+                seq,
+                sent_ns,
+            );
         } else {
             p.extend_from_slice(format!("{seq:016x}{sent_ns:016x}").as_bytes());
+            p.resize(self.size.max(p.len()), self.fill(conn, seq));
         }
-        p.resize(self.size.max(p.len()), self.fill(conn, seq));
         p
     }
 
@@ -216,6 +232,33 @@ impl Scenario for Echo {
         now >= self.until + crate::stats::GRACE
             || (now >= self.until && self.conns.iter().all(|(q, _)| q.is_empty()))
     }
+}
+
+/// The filler byte of binary message `seq` of the connection keyed `key`: differs per
+/// connection and sequence number, so a payload delivered to the wrong connection or out of
+/// order is caught.
+pub(crate) fn binary_fill(key: u64, seq: u64) -> u8 {
+    (key as u8).wrapping_add(seq as u8)
+}
+
+/// Appends binary echo message `seq` of the connection keyed `key` to `out`: the sequence
+/// number and the send time (nanoseconds since the run's start) as little-endian u64s, then
+/// [`binary_fill`] up to `size` bytes (at least the 16 of the head).
+pub(crate) fn put_binary(out: &mut Vec<u8>, size: usize, key: u64, seq: u64, sent_ns: u64) {
+    let start = out.len();
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&sent_ns.to_le_bytes());
+    out.resize(start + size.max(16), binary_fill(key, seq));
+}
+
+/// The send time of binary echo message `seq` of the connection keyed `key` when `data` is
+/// exactly that message (as [`put_binary`] wrote it); `None` when it is anything else.
+pub(crate) fn check_binary(data: &[u8], size: usize, key: u64, seq: u64) -> Option<u64> {
+    let fill = binary_fill(key, seq);
+    let ok = data.len() == size.max(16)
+        && read_u64(data, 0) == seq
+        && data[16..].iter().all(|&b| b == fill);
+    ok.then(|| read_u64(data, 8))
 }
 
 fn read_u64(b: &[u8], at: usize) -> u64 {

@@ -1,6 +1,7 @@
 //! `loadtest large`: one (or a few) very large messages, echoed through `/echo` or fanned out
 //! to a few subscribers; every byte is checked. With `--server-pid`, the gateway's peak memory
-//! (VmHWM) against the message size shows whether it kept one copy or many.
+//! (VmHWM) against the message size shows whether it kept one copy or many. With `--raw-tcp`
+//! the same bytes go over plain TCP to a TCP echo server ([`crate::raw::large`]): the baseline.
 
 use crate::client::{self, Client, ClientError, Target};
 use crate::common::{Common, check_file_limit, first_source, peak_rss_of, rss_of, target};
@@ -30,6 +31,10 @@ pub(crate) struct Args {
     /// The gateway's process id, to read its peak memory from /proc.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Send the same bytes over plain TCP, without WebSocket framing, to a TCP echo server
+    /// (`loadtest tcp-echo-server`) at the host and port of --url, and read them back.
+    #[arg(long, conflicts_with = "subscribers")]
+    raw_tcp: bool,
 }
 
 /// Runs `loadtest large`.
@@ -40,11 +45,15 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, String> {
         count,
         subscribers,
         server_pid,
+        raw_tcp,
     } = args;
     if !(8..=(2 << 30)).contains(&size) {
         return Err("--size must be between 8 bytes and 2GiB".into());
     }
     let size = size as usize;
+    if raw_tcp {
+        return crate::raw::large::run(&common, size, count, server_pid);
+    }
     let base = Target::parse(&common.url)?;
     let topic = "loadtest-large".to_string();
     let plans: Vec<Plan> = match subscribers {
@@ -73,20 +82,59 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, String> {
     driver::drive(&plans, 0, 7, &counters, &mut scenario).map_err(|e| e.to_string())?;
     scenario.finish();
     let peak = server_pid.and_then(peak_rss_of);
-    let receivers = subscribers.unwrap_or(1) as f64;
-    let mut report = Report::new("large", &common, &scenario.stats, plans.len())
+    let shape = Shape {
+        size,
+        count,
+        receivers: subscribers.unwrap_or(1),
+        conns: plans.len(),
+    };
+    let times = scenario.started.zip(scenario.finished_at);
+    report(&common, &scenario.stats, &shape, times, (baseline, peak)).print()
+}
+
+/// What a large run sends: `count` messages of `size` bytes, each to `receivers`, over `conns`
+/// connections.
+pub(crate) struct Shape {
+    /// Bytes per message.
+    pub(crate) size: usize,
+    /// Messages sent.
+    pub(crate) count: u64,
+    /// Receivers of each message.
+    pub(crate) receivers: usize,
+    /// Connections of the run.
+    pub(crate) conns: usize,
+}
+
+/// The report of a large run: `times` is when the first message started to go out and when the
+/// last expected one arrived (`None` when not all arrived: no time nor rate to show), `rss` the
+/// server's resident memory before the run and its peak (VmHWM), when known.
+pub(crate) fn report(
+    common: &Common,
+    stats: &Stats,
+    shape: &Shape,
+    times: Option<(Instant, Instant)>,
+    rss: (Option<u64>, Option<u64>),
+) -> Report {
+    let &Shape {
+        size,
+        count,
+        receivers,
+        conns,
+    } = shape;
+    let receivers = receivers as f64;
+    let mut report = Report::new("large", common, stats, conns)
         .with("message_bytes", size as f64)
         .with("messages", count as f64)
         .with("receivers", receivers);
     // a run whose messages did not all arrive has no time or rate to show (was inf and 0)
-    if let (Some(s), Some(f)) = (scenario.started, scenario.finished_at) {
+    if let Some((s, f)) = times {
         let secs = (f - s).as_secs_f64().max(1e-6);
         report = report.with("seconds", secs).with(
             "mib_per_sec_delivered",
             size as f64 * count as f64 * receivers / secs / (1 << 20) as f64,
         );
     }
-    if let (Some(b), Some(p)) = (baseline, peak) {
+    if let (Some(b), Some(p)) = rss {
         report = report
             .with("server_rss_before_bytes", b as f64)
             .with("server_peak_rss_bytes", p as f64)
@@ -95,13 +143,13 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, String> {
                 p.saturating_sub(b) as f64 / size as f64,
             );
     }
-    report.print()
+    report
 }
 
 /// Writes the payload of message `seq` into `out`: 256-byte blocks of a fixed pattern, each
 /// XORed with a byte derived from the block number and `seq`, so a shifted, truncated or mixed-up
 /// payload is caught, at memory speed.
-fn fill_pattern(seq: u64, out: &mut [u8]) {
+pub(crate) fn fill_pattern(seq: u64, out: &mut [u8]) {
     let base: [u8; 256] = std::array::from_fn(|k| (k as u8).wrapping_mul(31));
     for (c, chunk) in out.chunks_mut(256).enumerate() {
         let x = block_key(seq, c);
@@ -112,7 +160,7 @@ fn fill_pattern(seq: u64, out: &mut [u8]) {
 }
 
 /// Whether `data` is the payload [`fill_pattern`] writes for message `seq`.
-fn check_pattern(seq: u64, data: &[u8]) -> bool {
+pub(crate) fn check_pattern(seq: u64, data: &[u8]) -> bool {
     let base: [u8; 256] = std::array::from_fn(|k| (k as u8).wrapping_mul(31));
     data.chunks(256).enumerate().all(|(c, chunk)| {
         let x = block_key(seq, c);

@@ -1,6 +1,8 @@
 //! `loadtest`: drives a wsgate deployment and checks that nothing was lost or reordered.
 //!
-//! Subcommands: `echo`, `fanout`, `conns`, `large`, `soak`, `ramp` and `abuse`. Each shows
+//! Subcommands: `echo`, `fanout`, `conns`, `large`, `soak`, `ramp` and `abuse`, and the raw TCP
+//! echo server `tcp-echo-server` that `echo --raw-tcp` and `large --raw-tcp` measure as the
+//! baseline of a WebSocket echo ([`raw`], [`tcp_echo`]). Each load subcommand shows
 //! progress on stderr, prints a table on stdout (or JSON with `--json`), and exits 1 on any
 //! correctness failure or when connection errors pass `--max-error-rate`, 2 on bad arguments or
 //! when the target is not a reachable WebSocket gateway (`abuse` measures the gateway under
@@ -20,9 +22,11 @@ mod fanout;
 mod large;
 mod progress;
 mod ramp;
+mod raw;
 mod report;
 mod soak;
 mod stats;
+mod tcp_echo;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -79,6 +83,10 @@ enum Command {
     /// It measures and does not judge: exit 0 once the run completed, 1 when a neighbour's echo
     /// was wrong or missing, 2 on bad arguments or an unreachable gateway.
     Abuse(abuse::Args),
+    /// A raw TCP echo server (one thread, edge-triggered epoll): the baseline that
+    /// `echo --raw-tcp` and `large --raw-tcp` measure. Prints `listening on ADDR`, runs until
+    /// killed.
+    TcpEchoServer(tcp_echo::Args),
 }
 
 fn main() -> ExitCode {
@@ -91,6 +99,7 @@ fn main() -> ExitCode {
         Command::Soak(args) => soak::run(args),
         Command::Ramp(args) => ramp::run(args),
         Command::Abuse(args) => abuse::run(args),
+        Command::TcpEchoServer(args) => tcp_echo::run(args),
     };
     match result {
         Ok(code) => code,
@@ -125,6 +134,9 @@ mod tests {
             "loadtest abuse --kind ping-flood --duration 500ms",
             "loadtest abuse --kind slow-readers --attackers 3 --server-pid 1",
             "loadtest abuse --kind publish-flood --duration 2s",
+            "loadtest echo --raw-tcp --size 16KiB --window 16",
+            "loadtest large --raw-tcp --size 256MiB --server-pid 1",
+            "loadtest tcp-echo-server --listen 127.0.0.1:0 --buffer 64KiB",
         ] {
             assert!(parses(ok), "{ok}");
         }
@@ -136,6 +148,9 @@ mod tests {
             "loadtest abuse --duration 1s",
             "loadtest abuse --kind slowloris",
             "loadtest abuse --kind ping-flood --attackers many",
+            "loadtest echo --raw-tcp --text",
+            "loadtest large --raw-tcp --subscribers 3",
+            "loadtest tcp-echo-server --listen nowhere",
         ] {
             assert!(!parses(bad), "{bad}");
         }
