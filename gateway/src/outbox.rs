@@ -185,8 +185,11 @@ impl Outbox {
             total.bytes += n;
             total.frames += self.advance(n);
         }
-        if self.frames.is_empty() && self.frames.capacity() > 64 {
-            self.frames = VecDeque::new(); // give back what a burst grew
+        if self.frames.is_empty() && self.frames.capacity() > 0 {
+            // an idle connection holds no queue: its slots (a quarter KiB at the least) would
+            // otherwise stay with every connection that ever sent something, which is all of
+            // them after the upgrade's answer
+            self.frames = VecDeque::new();
         }
         Ok(total)
     }
@@ -277,6 +280,17 @@ mod tests {
         (0..300)
             .map(|i| OutFrame::new(OpCode::Binary, Bytes::from(vec![i as u8; i * 7 % 200])))
             .collect()
+    }
+
+    #[test]
+    fn an_emptied_outbox_holds_no_allocation() {
+        let mut outbox = Outbox::new();
+        outbox.push_raw(Bytes::from_static(b"HTTP/1.1 101 Switching Protocols\r\n\r\n"));
+        outbox.push(OutFrame::new(OpCode::Text, Bytes::from_static(b"hello")));
+        assert!(outbox.frames.capacity() > 0);
+        outbox.flush(&mut Vec::new()).unwrap();
+        assert!(outbox.is_empty());
+        assert_eq!(outbox.frames.capacity(), 0, "an idle connection's queue is freed");
     }
 
     #[test]
