@@ -428,6 +428,15 @@ impl FrameDecoder {
         self.current.map_or(0, |c| c.header.payload_len - c.done)
     }
 
+    /// Whether the decoder holds nothing between two frames: no frame or fragmented message
+    /// in progress, no error. A decoder at rest is the same as a new one.
+    pub fn is_at_rest(&self) -> bool {
+        self.current.is_none()
+            && self.message.is_none()
+            && self.failed.is_none()
+            && self.utf8.is_at_boundary()
+    }
+
     /// The opcode (text or binary) of a fragmented message in progress.
     pub fn open_message(&self) -> Option<OpCode> {
         self.message.map(|m| m.opcode)
@@ -635,6 +644,15 @@ impl MessageDecoder {
     /// Bytes the frame in progress still needs beyond what the buffer holds (0 at a boundary).
     pub fn wanted(&self) -> u64 {
         self.frames.remaining_in_frame()
+    }
+
+    /// Whether the decoder holds nothing between two messages (see
+    /// [`FrameDecoder::is_at_rest`]): it can be dropped and a new one used for what follows.
+    pub fn is_at_rest(&self) -> bool {
+        self.header.is_none()
+            && self.assembled.is_empty()
+            && self.failed.is_none()
+            && self.frames.is_at_rest()
     }
 
     /// Bytes of an unfinished fragmented message held by the decoder.

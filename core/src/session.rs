@@ -102,7 +102,9 @@ pub enum Event {
 #[derive(Debug)]
 pub struct Session {
     config: Arc<SessionConfig>,
-    decoder: MessageDecoder,
+    /// The decoder, only while a frame or a fragmented message is cut between two reads: an
+    /// idle session holds none (a decoder at rest is a new one, made on the stack per read).
+    decoder: Option<Box<MessageDecoder>>,
     timers: TimerTable,
     state: State,
     /// Control frames waiting for [`poll_transmit`](Self::poll_transmit); boxed, and only
@@ -126,7 +128,7 @@ impl Session {
     /// A session opened at `now`: the ping and idle timers start.
     pub fn new(config: Arc<SessionConfig>, now: Instant) -> Session {
         let mut session = Session {
-            decoder: MessageDecoder::new(config.decoder),
+            decoder: None,
             config,
             timers: TimerTable::new(),
             state: State::Open,
@@ -159,7 +161,24 @@ impl Session {
             State::Open => self.heard_from_peer(now),
             State::Closing => {}
         }
-        let message = match self.decoder.decode(input) {
+        let decoded = match &mut self.decoder {
+            Some(decoder) => {
+                let decoded = decoder.decode(input);
+                if decoder.is_at_rest() {
+                    self.decoder = None;
+                }
+                decoded
+            }
+            None => {
+                let mut decoder = MessageDecoder::new(self.config.decoder);
+                let decoded = decoder.decode(input);
+                if !decoder.is_at_rest() {
+                    self.decoder = Some(Box::new(decoder));
+                }
+                decoded
+            }
+        };
+        let message = match decoded {
             Ok(None) => return None,
             Ok(Some(message)) => message,
             Err(error) => {
@@ -263,12 +282,12 @@ impl Session {
     /// Bytes the frame being received still needs beyond those already given (0 at a frame
     /// boundary), to size the next read. Never more than the frame limit allows.
     pub fn wanted(&self) -> u64 {
-        self.decoder.wanted()
+        self.decoder.as_ref().map_or(0, |d| d.wanted())
     }
 
     /// Bytes of an unfinished fragmented message the session holds.
     pub fn assembled_len(&self) -> usize {
-        self.decoder.assembled_len()
+        self.decoder.as_ref().map_or(0, |d| d.assembled_len())
     }
 
     fn heard_from_peer(&mut self, now: Instant) {
@@ -587,5 +606,47 @@ mod tests {
         }
         assert_eq!(events, vec![Event::Text(Bytes::from_static(b"hello"))]);
         assert!(s.wanted() == 0 && s.assembled_len() == 0);
+    }
+
+    #[test]
+    fn a_session_holds_a_decoder_only_while_a_message_is_cut() {
+        let t0 = Instant::now();
+        let mut s = Session::new(config(), t0);
+        assert!(s.decoder.is_none(), "a new session");
+        // whole frames in one read: no decoder is kept
+        let mut buf = client(true, OpCode::Binary, b"abc");
+        buf.extend_from_slice(&client(true, OpCode::Ping, b"p"));
+        assert_eq!(s.read(&mut buf, t0), Some(Event::Binary(Bytes::from_static(b"abc"))));
+        assert!(s.decoder.is_none());
+        assert_eq!(s.read(&mut buf, t0), Some(Event::Ping(Bytes::from_static(b"p"))));
+        assert!(s.decoder.is_none() && buf.is_empty());
+        // a frame cut in its payload: kept until its last byte, then dropped
+        let wire = client(true, OpCode::Text, "h\u{e9}llo".as_bytes());
+        let mut buf = BytesMut::from(&wire[..wire.len() - 4]);
+        assert_eq!(s.read(&mut buf, t0), None);
+        assert!(s.decoder.is_some() && s.wanted() == 4);
+        buf.extend_from_slice(&wire[wire.len() - 4..]);
+        assert_eq!(s.read(&mut buf, t0), Some(Event::Text(Bytes::from("h\u{e9}llo"))));
+        assert!(s.decoder.is_none());
+        // a fragmented message between its fragments: kept, with what it assembled
+        let mut buf = client(false, OpCode::Binary, b"one ");
+        assert_eq!(s.read(&mut buf, t0), None);
+        assert!(s.decoder.is_some() && s.assembled_len() == 4);
+        let mut buf = client(true, OpCode::Continuation, b"two");
+        assert_eq!(s.read(&mut buf, t0), Some(Event::Binary(Bytes::from_static(b"one two"))));
+        assert!(s.decoder.is_none() && s.assembled_len() == 0);
+        // a text message cut inside a character, between fragments: the validator's state is kept
+        let mut buf = client(false, OpCode::Text, &[b'a', 0xC3]);
+        assert_eq!(s.read(&mut buf, t0), None);
+        assert!(s.decoder.is_some());
+        let mut buf = client(true, OpCode::Continuation, &[0xA9]);
+        assert_eq!(s.read(&mut buf, t0), Some(Event::Text(Bytes::from("a\u{e9}"))));
+        // a cut header is left in the input, and needs no decoder
+        let wire = client(true, OpCode::Binary, &[7; 200]);
+        let mut buf = BytesMut::from(&wire[..3]);
+        assert_eq!(s.read(&mut buf, t0), None);
+        assert!(s.decoder.is_none() && buf.len() == 3);
+        buf.extend_from_slice(&wire[3..]);
+        assert_eq!(s.read(&mut buf, t0), Some(Event::Binary(Bytes::from(vec![7; 200]))));
     }
 }
