@@ -1,31 +1,54 @@
 #!/usr/bin/env bash
 # wsgate side by side with the servers people would pick instead, one core each:
-#   wsgate (--workers 1), tokio-tungstenite (1 worker thread; with tungstenite's default
-#   128 KiB read buffer, and with a 4 KiB one), uWebSockets.js, Node ws.
+#   wsgate (--workers 1); native uWebSockets (C++, a binary built by hand, given with
+#   --uws-native PATH); a raw TCP echo (`loadtest tcp-echo-server`, the baseline of the echo
+#   and large scenarios); tokio-tungstenite (1 worker thread; with tungstenite's default 128 KiB
+#   read buffer, and with a 4 KiB one); uWebSockets.js; Node ws.
 # Every server is pinned to one core (taskset -c $SERVER_CPU, default 0) and the `loadtest`
 # binary to another ($LOAD_CPU, default 1). For each scenario the servers run in alternation,
 # A B C D A B C D ..., a fresh server process per run, so slow drifts of a shared machine hit
-# every server alike. Scenarios (loadtest --json):
-#   echo    100 connections, 20-byte binary messages, 1 in flight each: messages/s, round trip
-#   fanout  1 publisher, 10,000 subscribers of one topic, 64-byte payloads, 16 publishes in
-#           flight: deliveries/s, publish-to-receive latency
-#   conns   10,000 idle connections opened at 5,000/s: the server's RSS per connection
-# It prints one Markdown table per scenario: the median over rounds of each measure, and the
-# ratio to wsgate. A run that loses, reorders or corrupts a message, or whose connections fail,
-# is reported as failed with its counts; medians are taken over the runs that passed only.
+# every server alike. The server's CPU time (utime + stime from /proc/PID/stat) is read before
+# and after each run. Scenarios (loadtest --json):
+#   echo         100 connections, 20-byte binary messages, 1 in flight each: messages/s
+#   echo16       the same with 16 in flight each
+#   echo16k      100 connections, 16 KiB messages, 16 in flight each
+#   fanout1k     1 publisher, 1,000 subscribers of one topic, 64-byte payloads, --window
+#                publishes in flight: deliveries/s, publish-to-receive latency
+#   fanout       the same with --subscribers (10,000) subscribers
+#   fanout-rate  --subscribers subscribers, one publisher at a fixed --fanout-rate (5)
+#                publishes/s: publish-to-receive p50 and p99
+#   conns        --conns (10,000) idle connections opened at --conn-rate (5,000/s; 0: as fast
+#                as the server takes them): the server's RSS per connection, connections
+#                opened per second (a measure of the server only when unpaced), handshake latency
+#   large        one --large-size (256 MiB) message echoed through /echo: GB/s, the server's
+#                peak RSS over the message size
+# The raw TCP echo (server tcp-echo) runs the echo scenarios and large only, with the same
+# bytes and no WebSocket framing (loadtest --raw-tcp).
+# It prints one Markdown table per scenario: the median over rounds of each measure, its ratio
+# to wsgate, to the reference server (--reference, default uws-native when it is given, else
+# wsgate) and to the raw TCP echo, the server's CPU seconds and the measure per server
+# CPU-second. A run that loses, reorders or corrupts a message, or whose connections fail, is
+# reported as failed with its counts; medians are taken over the runs that passed only.
 #
 # Usage: benches/peers/compare.sh [--quick] [--duration SECS] [--rounds N]
-#          [--servers "wsgate wsgate-base tokio-tungstenite tokio-tungstenite-4k uws ws"]
-#          [--scenarios "echo fanout conns"]
-#          [--subscribers N] [--window N] [--conns N] [--no-build] [--out DIR]
+#          [--servers "wsgate wsgate-base uws-native tcp-echo tokio-tungstenite
+#                      tokio-tungstenite-4k uws ws"]
+#          [--scenarios "echo echo16 echo16k fanout1k fanout fanout-rate conns large"]
+#          [--uws-native PATH] [--reference SERVER] [--subscribers N] [--window N]
+#          [--fanout-rate N] [--conns N] [--conn-rate N] [--large-size SIZE] [--no-build]
+#          [--out DIR]
 # --window is loadtest fanout's: publishes in flight, counted on the publisher's own copies
-# (default 16, loadtest's default). --quick is --duration 2 --rounds 1.
-# Environment: DURATION, ROUNDS, SUBSCRIBERS, WINDOW, CONNS, SERVER_CPU, LOAD_CPU (the same);
-# WSGATE_BIN and LOADTEST_BIN to measure binaries built elsewhere (then the root is not built),
-# WSGATE_COMMIT to name the commit they were built from in the report. The server
-# `wsgate-base` is a second wsgate binary, WSGATE_BASE_BIN (WSGATE_BASE_COMMIT names it), run
-# like `wsgate`: a change measured before and after in the same run.
-# Results (raw JSON, logs, summary.md) go to benches/peers/results/DATE-TIME/ unless --out.
+# (default 16, loadtest's default). --quick is --duration 2 --rounds 1. --large-size is
+# N, NKiB, NMiB or NGiB, at most 1GiB (the servers' message limit in that scenario).
+# Environment: DURATION, ROUNDS, SUBSCRIBERS, WINDOW, FANOUT_RATE, CONNS, CONN_RATE, LARGE_SIZE,
+# SERVER_CPU, LOAD_CPU (the same); UWS_NATIVE_BIN (as --uws-native); WSGATE_BIN and
+# LOADTEST_BIN to measure binaries built elsewhere (then the root is not built), WSGATE_COMMIT
+# to name the commit they were built from in the report. The server `wsgate-base` is a second
+# wsgate binary, WSGATE_BASE_BIN (WSGATE_BASE_COMMIT names it), run like `wsgate`: a change
+# measured before and after in the same run. The server `uws-native` is listed by default
+# when a binary is given; listed without one, it is reported as not started.
+# Results (raw JSON, logs, summary.md, summary.json) go to benches/peers/results/DATE-TIME/
+# unless --out.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -35,11 +58,16 @@ duration=${DURATION:-10}
 rounds=${ROUNDS:-3}
 subscribers=${SUBSCRIBERS:-10000}
 window=${WINDOW:-16}
+fanout_rate=${FANOUT_RATE:-5}
 conns=${CONNS:-10000}
+conn_rate=${CONN_RATE:-5000}
+large_size=${LARGE_SIZE:-256MiB}
 server_cpu=${SERVER_CPU:-0}
 load_cpu=${LOAD_CPU:-1}
-servers="wsgate tokio-tungstenite tokio-tungstenite-4k uws ws"
-scenarios="echo fanout conns"
+uws_native=${UWS_NATIVE_BIN:-}
+servers=""
+scenarios="echo echo16 echo16k fanout1k fanout fanout-rate conns large"
+reference=""
 build=1
 out=""
 
@@ -55,9 +83,14 @@ while [ $# -gt 0 ]; do
         --rounds) rounds=${2:?}; shift ;;
         --servers) servers=${2:?}; shift ;;
         --scenarios) scenarios=${2:?}; shift ;;
+        --uws-native) uws_native=${2:?}; shift ;;
+        --reference) reference=${2:?}; shift ;;
         --subscribers) subscribers=${2:?}; shift ;;
         --window) window=${2:?}; shift ;;
+        --fanout-rate) fanout_rate=${2:?}; shift ;;
         --conns) conns=${2:?}; shift ;;
+        --conn-rate) conn_rate=${2:?}; shift ;;
+        --large-size) large_size=${2:?}; shift ;;
         --no-build) build=0 ;;
         --out) out=${2:?}; shift ;;
         -h | --help) usage 0 ;;
@@ -65,20 +98,65 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
+if [ -z "$servers" ]; then
+    servers="wsgate${uws_native:+ uws-native} tcp-echo tokio-tungstenite tokio-tungstenite-4k uws ws"
+fi
 duration=${duration%s}
-case "$duration$rounds$subscribers$conns$window" in
-    *[!0-9]*) echo "compare.sh: --duration, --rounds, --subscribers, --window and --conns take whole numbers" >&2; exit 2 ;;
+case "$duration$rounds$subscribers$conns$window$fanout_rate$conn_rate" in
+    *[!0-9]*) echo "compare.sh: --duration, --rounds, --subscribers, --window, --fanout-rate, --conns and --conn-rate take whole numbers" >&2; exit 2 ;;
 esac
-if [ "$rounds" -lt 1 ] || [ "$duration" -lt 1 ]; then
-    echo "compare.sh: --rounds and --duration must be at least 1" >&2
+if [ "$rounds" -lt 1 ] || [ "$duration" -lt 1 ] || [ "$fanout_rate" -lt 1 ]; then
+    echo "compare.sh: --rounds, --duration and --fanout-rate must be at least 1" >&2
+    exit 2
+fi
+# --large-size in bytes: N, NKiB, NMiB or NGiB, 16 bytes to 1 GiB
+large_bytes=""
+case "$large_size" in
+    *[!0-9]*KiB | *[!0-9]*MiB | *[!0-9]*GiB | KiB | MiB | GiB) ;;
+    *KiB) large_bytes=$((${large_size%KiB} << 10)) ;;
+    *MiB) large_bytes=$((${large_size%MiB} << 20)) ;;
+    *GiB) large_bytes=$((${large_size%GiB} << 30)) ;;
+    "" | *[!0-9]*) ;;
+    *) large_bytes=$large_size ;;
+esac
+if [ -z "$large_bytes" ] || [ "$large_bytes" -lt 16 ] || [ "$large_bytes" -gt $((1 << 30)) ]; then
+    echo "compare.sh: --large-size takes N, NKiB, NMiB or NGiB, from 16 bytes to 1GiB" >&2
     exit 2
 fi
 for s in $servers; do
-    case "$s" in wsgate | wsgate-base | tokio-tungstenite | tokio-tungstenite-4k | uws | ws) ;; *) echo "compare.sh: unknown server '$s'" >&2; exit 2 ;; esac
+    case "$s" in
+        wsgate | wsgate-base | uws-native | tcp-echo | tokio-tungstenite | tokio-tungstenite-4k | uws | ws) ;;
+        *) echo "compare.sh: unknown server '$s'" >&2; exit 2 ;;
+    esac
 done
 for s in $scenarios; do
-    case "$s" in echo | fanout | conns) ;; *) echo "compare.sh: unknown scenario '$s'" >&2; exit 2 ;; esac
+    case "$s" in
+        echo | echo16 | echo16k | fanout1k | fanout | fanout-rate | conns | large) ;;
+        *) echo "compare.sh: unknown scenario '$s'" >&2; exit 2 ;;
+    esac
 done
+if [ -n "$uws_native" ] && [ ! -x "$uws_native" ]; then
+    echo "compare.sh: --uws-native $uws_native is not an executable file" >&2
+    exit 2
+fi
+if [ -z "$reference" ]; then
+    case " $servers " in
+        *" uws-native "*) [ -n "$uws_native" ] && reference=uws-native ;;
+    esac
+    reference=${reference:-wsgate}
+fi
+case " $servers " in
+    *" $reference "*) ;;
+    *) echo "compare.sh: --reference $reference is not one of the servers ($servers)" >&2; exit 2 ;;
+esac
+if [ -z "$out" ]; then
+    out="$here/results/$(date +%Y%m%d-%H%M%S)"
+fi
+# never mix two comparisons' files: the summary reads every SCENARIO.SERVER.ROUND it finds
+if [ -e "$out/machine.txt" ] || compgen -G "$out/*.rc" >/dev/null; then
+    echo "compare.sh: $out already holds results of a comparison; give a new or empty --out" >&2
+    exit 2
+fi
 command -v taskset >/dev/null || { echo "compare.sh: needs taskset (util-linux)" >&2; exit 1; }
 if [ "$(nproc --all)" -lt 2 ]; then
     echo "compare.sh: needs two cores, one for the server and one for the load generator" >&2
@@ -99,7 +177,9 @@ if [ "$build" = 1 ]; then
     fi
     case " $servers " in *" tokio-tungstenite"*)
         log "building the tokio-tungstenite peer (release)"
-        cargo build --release --locked --manifest-path "$here/tokio-tungstenite/Cargo.toml" >&2 ;;
+        # its own workspace and target/, whatever CARGO_TARGET_DIR says
+        CARGO_TARGET_DIR="$here/tokio-tungstenite/target" \
+            cargo build --release --locked --manifest-path "$here/tokio-tungstenite/Cargo.toml" >&2 ;;
     esac
 fi
 case " $servers " in *" uws "* | *" ws "*)
@@ -112,15 +192,15 @@ case " $servers " in *" uws "* | *" ws "*)
     fi ;;
 esac
 
-wsgate_bin=${wsgate_bin:-$root/target/release/wsgate}
-loadtest_bin=${loadtest_bin:-$root/target/release/loadtest}
+# where `cargo build` above put them: CARGO_TARGET_DIR (relative to the root) or target/
+target_dir=${CARGO_TARGET_DIR:-target}
+case "$target_dir" in /*) ;; *) target_dir="$root/$target_dir" ;; esac
+wsgate_bin=${wsgate_bin:-$target_dir/release/wsgate}
+loadtest_bin=${loadtest_bin:-$target_dir/release/loadtest}
 for b in "$wsgate_bin" "$loadtest_bin"; do
     [ -x "$b" ] || { echo "compare.sh: $b is missing (drop --no-build)" >&2; exit 1; }
 done
 
-if [ -z "$out" ]; then
-    out="$here/results/$(date +%Y%m%d-%H%M%S)"
-fi
 mkdir -p "$out/bin"
 log "raw results in $out"
 # run copies, so that a cargo build elsewhere in the tree cannot swap a binary mid-comparison
@@ -135,18 +215,61 @@ case " $servers " in *" tokio-tungstenite"*)
     cp "$here/tokio-tungstenite/target/release/peer-tokio-tungstenite" "$out/bin/" 2>/dev/null ||
         log "the tokio-tungstenite peer is not built (drop --no-build): reported as not started" ;;
 esac
+uws_native_id=""
+case " $servers " in *" uws-native "*)
+    if [ -n "$uws_native" ]; then
+        cp "$uws_native" "$out/bin/uws-native"
+        uws_native_id="$uws_native (sha256 $(sha256sum "$uws_native" | cut -c1-16))"
+    else
+        log "uws-native is listed but no binary was given (--uws-native PATH or UWS_NATIVE_BIN):" \
+            "it is skipped and reported as not started"
+    fi ;;
+esac
 
+# server_cmd NAME SCENARIO: the command line of server NAME for SCENARIO
 server_cmd() {
+    local wsgate_large="" uws_large="" ws_large=""
+    if [ "$2" = large ]; then
+        # one message of up to 1 GiB, echoed whole: the message limit, and for uWS the
+        # backpressure limit that holds the echo while it goes out
+        wsgate_large=" --max-message-size 1GiB"
+        uws_large=" --max-payload $((1 << 30)) --max-backpressure $((1 << 30))"
+        ws_large=" --max-payload $((1 << 30))"
+    fi
     case "$1" in
         # the load generator publishes as a trusted backend would: no per-connection rate
-        wsgate) echo "$out/bin/wsgate --listen 127.0.0.1:0 --workers 1 --log warn --publish-rate 0" ;;
-        wsgate-base) echo "$out/bin/wsgate-base --listen 127.0.0.1:0 --workers 1 --log warn --publish-rate 0" ;;
+        wsgate) echo "$out/bin/wsgate --listen 127.0.0.1:0 --workers 1 --log warn --publish-rate 0$wsgate_large" ;;
+        wsgate-base) echo "$out/bin/wsgate-base --listen 127.0.0.1:0 --workers 1 --log warn --publish-rate 0$wsgate_large" ;;
+        uws-native) echo "$out/bin/uws-native --port 0$uws_large" ;;
+        tcp-echo) echo "$out/bin/loadtest tcp-echo-server --listen 127.0.0.1:0" ;;
         tokio-tungstenite) echo "$out/bin/peer-tokio-tungstenite --port 0 --threads 1" ;;
         tokio-tungstenite-4k) echo "$out/bin/peer-tokio-tungstenite --port 0 --threads 1 --read-buffer-size 4096" ;;
-        uws) echo "node $here/uws.js --port 0" ;;
-        ws) echo "node $here/ws.js --port 0" ;;
+        uws) echo "node $here/uws.js --port 0$uws_large" ;;
+        ws) echo "node $here/ws.js --port 0$ws_large" ;;
     esac
 }
+
+# skip_reason SCENARIO SERVER: nothing when SERVER runs SCENARIO; "-" when it is left out
+# silently (the raw TCP echo has no pub/sub and no WebSocket handshake); otherwise why not
+skip_reason() {
+    case "$2:$1" in
+        tcp-echo:echo | tcp-echo:echo16 | tcp-echo:echo16k | tcp-echo:large) ;;
+        tcp-echo:*) echo "-" ;;
+        tokio-tungstenite*:large) echo "the peer takes messages of at most 64 MiB (tungstenite's default) and has no flag to raise it" ;;
+    esac
+}
+
+# cpu_ticks PID: the process's user + system CPU time so far, in clock ticks (all its threads)
+cpu_ticks() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    # the fields after the command name, which is in parentheses and may hold spaces
+    stat=${stat##*) }
+    # shellcheck disable=SC2086 # split into fields on purpose
+    set -- $stat
+    echo $((${12} + ${13}))
+}
+clk_tck=$(getconf CLK_TCK)
 
 pid=""
 stop_server() {
@@ -159,11 +282,11 @@ stop_server() {
 trap stop_server EXIT
 trap 'stop_server; exit 130' INT TERM
 
-# start_server NAME LOG: sets pid and addr, or returns 1
+# start_server NAME SCENARIO LOG: sets pid and addr, or returns 1
 start_server() {
-    local name=$1 slog=$2
+    local name=$1 scenario=$2 slog=$3
     # shellcheck disable=SC2046 # the command is split into words on purpose
-    taskset -c "$server_cpu" $(server_cmd "$name") >"$slog" 2>&1 &
+    taskset -c "$server_cpu" $(server_cmd "$name" "$scenario") >"$slog" 2>&1 &
     pid=$!
     addr=""
     for _ in $(seq 200); do
@@ -176,30 +299,55 @@ start_server() {
     return 1
 }
 
-# run_one SCENARIO SERVER ROUND: writes $out/SCENARIO.SERVER.ROUND.{json,log,rc,wall,server.log}
+# run_one SCENARIO SERVER ROUND: writes $out/SCENARIO.SERVER.ROUND.{json,log,rc,wall,cpu,server.log}
+# (.rc: loadtest's exit status, `did-not-start`, or `skipped` and why)
 run_one() {
     local scenario=$1 name=$2 round=$3
-    local base="$out/$scenario.$name.$round"
-    if ! start_server "$name" "$base.server.log"; then
+    local base="$out/$scenario.$name.$round" why
+    why=$(skip_reason "$scenario" "$name")
+    [ "$why" = "-" ] && return
+    if [ -n "$why" ]; then
+        printf 'skipped\n%s\n' "$why" >"$base.rc"
+        return
+    fi
+    if [ "$name" = uws-native ] && [ -z "$uws_native" ]; then
+        echo "no binary: give one with --uws-native PATH or UWS_NATIVE_BIN" >"$base.server.log"
+        echo "did-not-start" >"$base.rc"
+        return
+    fi
+    if ! start_server "$name" "$scenario" "$base.server.log"; then
         log "$scenario round $round: $name did not start (see $base.server.log)"
         echo "did-not-start" >"$base.rc"
         return
     fi
-    local url="ws://$addr" limit=$((duration * 2 + 120))
+    local url="ws://$addr" limit=$((duration * 2 + 120)) raw=()
+    [ "$name" = tcp-echo ] && raw=(--raw-tcp)
     local -a cmd
     case "$scenario" in
-        echo) cmd=(echo --url "$url" --conns 100 --size 20 --duration "${duration}s") ;;
+        echo) cmd=(echo --url "$url" --conns 100 --size 20 --window 1 --duration "${duration}s" "${raw[@]}") ;;
+        echo16) cmd=(echo --url "$url" --conns 100 --size 20 --window 16 --duration "${duration}s" "${raw[@]}") ;;
+        echo16k) cmd=(echo --url "$url" --conns 100 --size 16KiB --window 16 --duration "${duration}s" "${raw[@]}") ;;
+        fanout1k) cmd=(fanout --url "$url" --subscribers 1000 --publishers 1 --size 64
+            --window "$window" --duration "${duration}s") ;;
         fanout) cmd=(fanout --url "$url" --subscribers "$subscribers" --publishers 1 --size 64
             --window "$window" --duration "${duration}s") ;;
-        conns) cmd=(conns --url "$url" --count "$conns" --rate 5000 --duration 2s --server-pid "$pid") ;;
+        fanout-rate) cmd=(fanout --url "$url" --subscribers "$subscribers" --publishers 1 --size 64
+            --rate "$fanout_rate" --duration "${duration}s") ;;
+        conns) cmd=(conns --url "$url" --count "$conns" --rate "$conn_rate" --duration 2s --server-pid "$pid") ;;
+        # --duration is how long loadtest waits for the message to come back
+        large) cmd=(large --url "$url" --size "$large_bytes" --duration 60s --server-pid "$pid" "${raw[@]}") ;;
     esac
     log "$scenario round $round/$rounds: $name"
-    local rc=0 t0 t1
+    local rc=0 t0 t1 c0 c1
+    c0=$(cpu_ticks "$pid") || c0=""
     t0=$(date +%s.%N)
     timeout "$limit" taskset -c "$load_cpu" "$loadtest" "${cmd[@]}" --json >"$base.json" 2>"$base.log" || rc=$?
     t1=$(date +%s.%N)
+    c1=$(cpu_ticks "$pid") || c1=""
     echo "$rc" >"$base.rc"
     echo "$t0 $t1" >"$base.wall"
+    # the server's CPU time over the run: ticks before, after, ticks per second
+    [ -n "$c0" ] && [ -n "$c1" ] && echo "$c0 $c1 $clk_tck" >"$base.cpu"
     if ! kill -0 "$pid" 2>/dev/null; then
         echo "server-exited" >>"$base.rc"
     fi
@@ -230,6 +378,8 @@ done
         dirty=""
         [ -z "$(git -C "$root" status --porcelain -- core gateway loadtest Cargo.toml Cargo.lock 2>/dev/null)" ] ||
             dirty="+uncommitted changes"
+        # with --no-build the binaries may be older than the tree
+        [ "$build" = 1 ] || dirty="$dirty (--no-build: binaries from $target_dir/release, built earlier)"
         echo "commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')$dirty"
     fi
     echo "base=${WSGATE_BASE_COMMIT:-${WSGATE_BASE_BIN:-}}"
@@ -237,7 +387,12 @@ done
     echo "rounds=$rounds"
     echo "subscribers=$subscribers"
     echo "window=$window"
+    echo "fanout_rate=$fanout_rate"
     echo "conns=$conns"
+    echo "conn_rate=$conn_rate"
+    echo "large_size=$large_size"
+    echo "reference=$reference"
+    echo "uws_native=$uws_native_id"
     echo "servers=$servers"
     echo "scenarios=$scenarios"
     echo "server_cpu=$server_cpu"

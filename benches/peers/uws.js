@@ -4,7 +4,10 @@
 //   GET /echo                  every data message comes back with the same opcode
 //   GET /ws[?subscribe=T]      ws.subscribe(T) at open; a binary message [L][topic][payload]
 //                              is app.publish(topic, message, true)
-// Usage: node uws.js [--port N]   (prints "listening on 127.0.0.1:PORT"; 0 picks a free port)
+// Usage: node uws.js [--port N] [--max-payload BYTES] [--max-backpressure BYTES]
+//   prints "listening on 127.0.0.1:PORT" (0 picks a free port); maxPayloadLength is 64 MiB and
+//   maxBackpressure 8 MiB unless given (compare.sh's large scenario raises both: a message is
+//   echoed whole, so the backpressure limit must hold it)
 const path = require('path');
 
 // Load the native binary directly: the package's entry point silently falls back to a
@@ -15,19 +18,26 @@ const binary = path.join(pkg, 'binaries',
 const uWS = require(binary);
 
 let port = 0;
+let maxPayload = 64 * 1024 * 1024;
+// like wsgate's --outbox-limit: a subscriber with 8 MiB queued is closed, not skipped
+// (uWS's default skips, i.e. silently drops, what a slow receiver cannot take)
+let maxBackpressure = 8 * 1024 * 1024;
 const args = process.argv.slice(2);
 for (let i = 0; i < args.length; i += 2) {
   if (args[i] === '--port') port = Number(args[i + 1]);
-  else { console.error('usage: node uws.js [--port N]'); process.exit(2); }
+  else if (args[i] === '--max-payload') maxPayload = Number(args[i + 1]);
+  else if (args[i] === '--max-backpressure') maxBackpressure = Number(args[i + 1]);
+  else {
+    console.error('usage: node uws.js [--port N] [--max-payload BYTES] [--max-backpressure BYTES]');
+    process.exit(2);
+  }
 }
 
 const common = {
   compression: uWS.DISABLED,
-  maxPayloadLength: 64 * 1024 * 1024,
+  maxPayloadLength: maxPayload,
   idleTimeout: 120,
-  // like wsgate's --outbox-limit: a subscriber with 8 MiB queued is closed, not skipped
-  // (uWS's default skips, i.e. silently drops, what a slow receiver cannot take)
-  maxBackpressure: 8 * 1024 * 1024,
+  maxBackpressure,
   closeOnBackpressureLimit: true,
 };
 

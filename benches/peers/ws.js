@@ -4,20 +4,24 @@
 //   GET /echo                  every data message comes back with the same opcode
 //   GET /ws[?subscribe=T]      subscribed to T at connect; a binary message [L][topic][payload]
 //                              is sent unchanged to every socket in topics.get(topic)
-// Usage: node ws.js [--port N] [--backlog N]   (prints "listening on 127.0.0.1:PORT"; 0 picks a free port)
+// Usage: node ws.js [--port N] [--backlog N] [--max-payload BYTES]
+//   prints "listening on 127.0.0.1:PORT" (0 picks a free port); --max-payload is ws's maxPayload,
+//   64 MiB unless given (compare.sh's large scenario raises it)
 const http = require('http');
 const { WebSocketServer } = require('ws');
 
 let port = 0;
 let backlog = 1024; // wsgate's default (Node's own is 511)
+let maxPayload = 64 * 1024 * 1024;
 const args = process.argv.slice(2);
 for (let i = 0; i < args.length; i += 2) {
   if (args[i] === '--port') port = Number(args[i + 1]);
   else if (args[i] === '--backlog') backlog = Number(args[i + 1]);
-  else { console.error('usage: node ws.js [--port N] [--backlog N]'); process.exit(2); }
+  else if (args[i] === '--max-payload') maxPayload = Number(args[i + 1]);
+  else { console.error('usage: node ws.js [--port N] [--backlog N] [--max-payload BYTES]'); process.exit(2); }
 }
 
-const options = { noServer: true, perMessageDeflate: false, maxPayload: 64 * 1024 * 1024 };
+const options = { noServer: true, perMessageDeflate: false, maxPayload };
 const echo = new WebSocketServer(options);
 const pubsub = new WebSocketServer(options);
 /** @type {Map<string, Set<import('ws').WebSocket>>} */
