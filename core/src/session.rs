@@ -616,9 +616,15 @@ mod tests {
         // whole frames in one read: no decoder is kept
         let mut buf = client(true, OpCode::Binary, b"abc");
         buf.extend_from_slice(&client(true, OpCode::Ping, b"p"));
-        assert_eq!(s.read(&mut buf, t0), Some(Event::Binary(Bytes::from_static(b"abc"))));
+        assert_eq!(
+            s.read(&mut buf, t0),
+            Some(Event::Binary(Bytes::from_static(b"abc")))
+        );
         assert!(s.decoder.is_none());
-        assert_eq!(s.read(&mut buf, t0), Some(Event::Ping(Bytes::from_static(b"p"))));
+        assert_eq!(
+            s.read(&mut buf, t0),
+            Some(Event::Ping(Bytes::from_static(b"p")))
+        );
         assert!(s.decoder.is_none() && buf.is_empty());
         // a frame cut in its payload: kept until its last byte, then dropped
         let wire = client(true, OpCode::Text, "h\u{e9}llo".as_bytes());
@@ -626,27 +632,39 @@ mod tests {
         assert_eq!(s.read(&mut buf, t0), None);
         assert!(s.decoder.is_some() && s.wanted() == 4);
         buf.extend_from_slice(&wire[wire.len() - 4..]);
-        assert_eq!(s.read(&mut buf, t0), Some(Event::Text(Bytes::from("h\u{e9}llo"))));
+        assert_eq!(
+            s.read(&mut buf, t0),
+            Some(Event::Text(Bytes::from("h\u{e9}llo")))
+        );
         assert!(s.decoder.is_none());
         // a fragmented message between its fragments: kept, with what it assembled
         let mut buf = client(false, OpCode::Binary, b"one ");
         assert_eq!(s.read(&mut buf, t0), None);
         assert!(s.decoder.is_some() && s.assembled_len() == 4);
         let mut buf = client(true, OpCode::Continuation, b"two");
-        assert_eq!(s.read(&mut buf, t0), Some(Event::Binary(Bytes::from_static(b"one two"))));
+        assert_eq!(
+            s.read(&mut buf, t0),
+            Some(Event::Binary(Bytes::from_static(b"one two")))
+        );
         assert!(s.decoder.is_none() && s.assembled_len() == 0);
         // a text message cut inside a character, between fragments: the validator's state is kept
         let mut buf = client(false, OpCode::Text, &[b'a', 0xC3]);
         assert_eq!(s.read(&mut buf, t0), None);
         assert!(s.decoder.is_some());
         let mut buf = client(true, OpCode::Continuation, &[0xA9]);
-        assert_eq!(s.read(&mut buf, t0), Some(Event::Text(Bytes::from("a\u{e9}"))));
+        assert_eq!(
+            s.read(&mut buf, t0),
+            Some(Event::Text(Bytes::from("a\u{e9}")))
+        );
         // a cut header is left in the input, and needs no decoder
         let wire = client(true, OpCode::Binary, &[7; 200]);
         let mut buf = BytesMut::from(&wire[..3]);
         assert_eq!(s.read(&mut buf, t0), None);
         assert!(s.decoder.is_none() && buf.len() == 3);
         buf.extend_from_slice(&wire[3..]);
-        assert_eq!(s.read(&mut buf, t0), Some(Event::Binary(Bytes::from(vec![7; 200]))));
+        assert_eq!(
+            s.read(&mut buf, t0),
+            Some(Event::Binary(Bytes::from(vec![7; 200])))
+        );
     }
 }

@@ -285,12 +285,18 @@ mod tests {
     #[test]
     fn an_emptied_outbox_holds_no_allocation() {
         let mut outbox = Outbox::new();
-        outbox.push_raw(Bytes::from_static(b"HTTP/1.1 101 Switching Protocols\r\n\r\n"));
+        outbox.push_raw(Bytes::from_static(
+            b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+        ));
         outbox.push(OutFrame::new(OpCode::Text, Bytes::from_static(b"hello")));
         assert!(outbox.frames.capacity() > 0);
         outbox.flush(&mut Vec::new()).unwrap();
         assert!(outbox.is_empty());
-        assert_eq!(outbox.frames.capacity(), 0, "an idle connection's queue is freed");
+        assert_eq!(
+            outbox.frames.capacity(),
+            0,
+            "an idle connection's queue is freed"
+        );
     }
 
     #[test]
