@@ -6,6 +6,7 @@
 //! connection only holds bytes of its own (`inbuf`) when a frame or a request was cut between
 //! two reads. Its outbox allocates only while something is queued.
 
+mod slots;
 mod table;
 
 pub(crate) use table::{ConnId, Connections};

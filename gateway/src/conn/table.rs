@@ -2,8 +2,8 @@
 //! of connections with something to send this turn.
 
 use super::Conn;
+use super::slots::Slots;
 use mio::Token;
-use slab::Slab;
 use wsgate_core::frame::OutFrame;
 
 /// A connection's identity: its slot in the slab and the generation of that slot. An id kept
@@ -43,7 +43,7 @@ impl ConnId {
 /// The connections of one worker.
 #[derive(Debug, Default)]
 pub(crate) struct Connections {
-    slab: Slab<Conn>,
+    slab: Slots<Conn>,
     next_generation: u32,
     dirty: Vec<ConnId>,
     /// Connections with bytes left to read after their budget of this turn.
@@ -92,7 +92,10 @@ impl Connections {
 
     /// Takes the connection `id` names out.
     pub(crate) fn remove(&mut self, id: ConnId) -> Option<Conn> {
-        self.contains(id).then(|| self.slab.remove(id.key()))
+        if !self.contains(id) {
+            return None;
+        }
+        self.slab.remove(id.key())
     }
 
     /// Every connection's id.
