@@ -1,19 +1,24 @@
-//! A connection's write queue: (inline header, shared payload) pairs flushed with `writev`.
+//! A connection's write queue: small frames copied into a buffer of the connection, large
+//! ones as (inline header, shared payload) pairs, flushed with one `write` or `writev`.
 //!
-//! Pushing a frame never copies its payload: a fanout of one message to ten thousand
+//! A frame of at most [`COPY_MAX`] bytes is copied, header and payload, onto the end of the
+//! queue's last buffer (uWebSockets calls this corking): sixteen echoed messages or deliveries
+//! of a burst are one buffer and one `write`, with no allocation, reference count or queue
+//! slot of their own. The buffers come from, and go back to, a small pool of the worker
+//! thread. A larger frame is never copied: a fanout of one large message to ten thousand
 //! connections queues ten thousand references to one buffer. A flush gathers up to
 //! [`MAX_IOVECS`] slices into one `writev` call and resumes a partial write where it stopped.
 //!
-//! The queue counts what it makes the node hold ([`Outbox::held_bytes`]): each item's bytes,
-//! its slot ([`ENTRY_COST`]), and a larger buffer its payload keeps alive
-//! ([`Outbox::push_retaining`]), until the item is written and dropped. That, not the bytes on
-//! the wire, is what a connection's limit is checked against: a flood of empty pongs costs what
-//! it really costs.
+//! The queue counts what it makes the node hold ([`Outbox::held_bytes`]): each item's bytes
+//! (a buffer's capacity), its slot ([`ENTRY_COST`]), and a larger buffer its payload keeps
+//! alive ([`Outbox::push_retaining`]), until the item is written and dropped. That, not the
+//! bytes on the wire, is what a connection's limit is checked against: a flood of empty pongs
+//! costs what it really costs.
 
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
-use wsgate_core::frame::OutFrame;
+use wsgate_core::frame::{FrameHeader, OutFrame};
 
 thread_local! {
     /// Where a small queue is copied for its single `write`: one per worker thread, reused, so
@@ -21,10 +26,63 @@ thread_local! {
     static STAGING: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(COALESCE_MAX));
 }
 
-/// One queued item: a WebSocket frame (and the size of a buffer its payload keeps alive, when
-/// larger than the payload), or raw bytes (an HTTP answer).
+thread_local! {
+    /// Emptied copy buffers of this worker thread, for the next queue to fill: at most
+    /// [`SPARE_MAX`] of them, none larger than [`COALESCE_MAX`].
+    static SPARE: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Frames of at most this many bytes (header and payload) are copied into the queue's buffer
+/// instead of queued by reference.
+pub const COPY_MAX: usize = 1024;
+
+/// The capacity of a new copy buffer: a burst of small frames, or one [`COPY_MAX`] frame.
+const COPY_BUFFER: usize = 2048;
+
+/// Emptied copy buffers kept per worker thread for reuse (at most 32 MiB of them).
+const SPARE_MAX: usize = 2048;
+
+/// A copy buffer from the thread's spares, or a new one.
+fn take_buffer() -> Vec<u8> {
+    SPARE
+        .with_borrow_mut(|spare| spare.pop())
+        .unwrap_or_else(|| Vec::with_capacity(COPY_BUFFER))
+}
+
+/// Gives a written copy buffer back to the thread's spares (or frees it when they are full).
+fn give_back(mut buffer: Vec<u8>) {
+    if buffer.capacity() <= COALESCE_MAX {
+        SPARE.with_borrow_mut(|spare| {
+            if spare.len() < SPARE_MAX {
+                buffer.clear();
+                spare.push(buffer);
+            }
+        });
+    }
+}
+
+/// Where the frame that holds byte `at` of `frames` (whole server frames, back to back) ends.
+fn end_of_frame_at(frames: &[u8], at: usize) -> usize {
+    let mut start = 0;
+    while start < frames.len() {
+        let Ok(Some((header, len))) = FrameHeader::parse(&frames[start..]) else {
+            return frames.len(); // not reached: the buffer holds whole frames only
+        };
+        let end = start + len + header.payload_len as usize;
+        if at < end {
+            return end;
+        }
+        start = end;
+    }
+    frames.len()
+}
+
+/// One queued item: small frames copied into one buffer, a WebSocket frame (and the size of a
+/// buffer its payload keeps alive, when larger than the payload), or raw bytes (an HTTP
+/// answer).
 #[derive(Debug, Clone)]
 enum Chunk {
+    Copied(Vec<u8>),
     Frame(OutFrame),
     Retaining(OutFrame, usize),
     Raw(Bytes),
@@ -33,6 +91,7 @@ enum Chunk {
 impl Chunk {
     fn len(&self) -> usize {
         match self {
+            Chunk::Copied(v) => v.len(),
             Chunk::Frame(f) | Chunk::Retaining(f, _) => f.wire_len(),
             Chunk::Raw(b) => b.len(),
         }
@@ -40,15 +99,18 @@ impl Chunk {
 
     /// What the item makes the node hold while it is queued.
     fn held(&self) -> usize {
-        let retained = match self {
-            Chunk::Retaining(f, buffer) => buffer.saturating_sub(f.payload().len()),
-            _ => 0,
-        };
-        self.len() + ENTRY_COST + retained
+        match self {
+            Chunk::Copied(v) => v.capacity() + ENTRY_COST,
+            Chunk::Retaining(f, buffer) => {
+                f.wire_len() + ENTRY_COST + buffer.saturating_sub(f.payload().len())
+            }
+            Chunk::Frame(_) | Chunk::Raw(_) => self.len() + ENTRY_COST,
+        }
     }
 
     fn parts(&self) -> [&[u8]; 2] {
         match self {
+            Chunk::Copied(v) => [&v[..], &[]],
             Chunk::Frame(f) | Chunk::Retaining(f, _) => [f.header(), &f.payload()[..]],
             Chunk::Raw(b) => [&b[..], &[]],
         }
@@ -71,8 +133,12 @@ pub const COALESCE_MAX: usize = 16 * 1024;
 /// The write queue of one connection.
 #[derive(Debug, Default)]
 pub struct Outbox {
+    /// Items in order; the copy buffer `tail` goes after all of them.
     frames: VecDeque<Chunk>,
-    /// Bytes of the front frame already written.
+    /// Small frames copied after every item of `frames`: allocated (from the thread's spares)
+    /// only while it holds bytes.
+    tail: Vec<u8>,
+    /// Bytes of the front item already written (of `tail` when `frames` is empty).
     head_written: usize,
     /// Bytes queued and not yet written.
     queued: usize,
@@ -85,8 +151,8 @@ pub struct Outbox {
 pub struct Flushed {
     /// Bytes written.
     pub bytes: usize,
-    /// Frames completely written.
-    pub frames: usize,
+    /// Queued items completely written (a buffer of small frames counts once).
+    pub items: usize,
 }
 
 impl Outbox {
@@ -95,15 +161,34 @@ impl Outbox {
         Outbox::default()
     }
 
-    /// Queues a frame.
+    /// Queues a frame: copied when it is small ([`COPY_MAX`]), else by reference.
     pub fn push(&mut self, frame: OutFrame) {
-        self.push_chunk(Chunk::Frame(frame));
+        if frame.wire_len() <= COPY_MAX {
+            self.copy(&frame);
+        } else {
+            self.push_chunk(Chunk::Frame(frame));
+        }
+    }
+
+    /// Queues a frame shared with other queues (a delivery): copied when it is small
+    /// ([`COPY_MAX`]), else another reference to its payload.
+    pub fn push_shared(&mut self, frame: &OutFrame) {
+        if frame.wire_len() <= COPY_MAX {
+            self.copy(frame);
+        } else {
+            self.push_chunk(Chunk::Frame(frame.clone()));
+        }
     }
 
     /// Queues a frame whose payload keeps a buffer of `buffer` bytes alive (a slice of a
-    /// larger buffer): it counts as holding the whole buffer.
+    /// larger buffer): it counts as holding the whole buffer. A small frame is copied, and
+    /// keeps nothing alive.
     pub fn push_retaining(&mut self, frame: OutFrame, buffer: usize) {
-        self.push_chunk(Chunk::Retaining(frame, buffer));
+        if frame.wire_len() <= COPY_MAX {
+            self.copy(&frame);
+        } else {
+            self.push_chunk(Chunk::Retaining(frame, buffer));
+        }
     }
 
     /// Queues raw bytes (an HTTP answer).
@@ -112,19 +197,73 @@ impl Outbox {
     }
 
     fn push_chunk(&mut self, chunk: Chunk) {
+        self.seal_tail();
         self.queued += chunk.len();
         self.held += chunk.held();
         self.frames.push_back(chunk);
     }
 
-    /// Drops every item not started yet, keeping a partly written one so the stream stays
+    /// Moves the copy buffer into the queue of items, so that what is pushed next goes after
+    /// it. What it holds is unchanged.
+    fn seal_tail(&mut self) {
+        if !self.tail.is_empty() {
+            // `head_written` stays with the same bytes: it counts in the front item
+            self.frames
+                .push_back(Chunk::Copied(std::mem::take(&mut self.tail)));
+        }
+    }
+
+    /// Copies `frame` onto the end of the copy buffer; a full one ([`COALESCE_MAX`]) is sealed
+    /// and a new one begun.
+    fn copy(&mut self, frame: &OutFrame) {
+        let n = frame.wire_len();
+        if !self.tail.is_empty() && self.tail.len() + n > COALESCE_MAX {
+            self.seal_tail();
+        }
+        if self.tail.capacity() == 0 {
+            self.tail = take_buffer();
+            self.held += self.tail.capacity() + ENTRY_COST;
+        }
+        let capacity = self.tail.capacity();
+        self.tail.extend_from_slice(frame.header());
+        self.tail.extend_from_slice(frame.payload());
+        self.held += self.tail.capacity() - capacity;
+        self.queued += n;
+    }
+
+    /// Drops every frame not started yet, keeping a partly written one so the stream stays
     /// well-formed. Used before closing a slow consumer: its close goes out next.
     pub fn drop_unstarted(&mut self) {
-        let keep = usize::from(self.head_written > 0);
-        while self.frames.len() > keep {
+        if self.head_written == 0 {
+            self.clear();
+            return;
+        }
+        if self.frames.is_empty() {
+            // the copy buffer was started: it ends with the frame being written
+            let end = end_of_frame_at(&self.tail, self.head_written);
+            self.queued -= self.tail.len() - end;
+            self.tail.truncate(end);
+            return;
+        }
+        self.drop_tail();
+        while self.frames.len() > 1 {
             let dropped = self.frames.pop_back().expect("non-empty");
             self.queued -= dropped.len();
             self.held -= dropped.held();
+        }
+        if let Some(Chunk::Copied(buffer)) = self.frames.front_mut() {
+            let end = end_of_frame_at(buffer, self.head_written);
+            self.queued -= buffer.len() - end;
+            buffer.truncate(end);
+        }
+    }
+
+    /// Gives the copy buffer back, unwritten.
+    fn drop_tail(&mut self) {
+        if self.tail.capacity() > 0 {
+            self.queued -= self.tail.len();
+            self.held -= self.tail.capacity() + ENTRY_COST;
+            give_back(std::mem::take(&mut self.tail));
         }
     }
 
@@ -141,11 +280,12 @@ impl Outbox {
 
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
-        self.frames.is_empty()
+        self.frames.is_empty() && self.tail.is_empty()
     }
 
     /// Drops everything queued (the connection is gone).
     pub fn clear(&mut self) {
+        self.drop_tail();
         self.frames = VecDeque::new();
         self.head_written = 0;
         self.queued = 0;
@@ -155,15 +295,14 @@ impl Outbox {
     /// Writes as much as `out` takes. Stops at `WouldBlock` (returning what was written) or when
     /// the queue is empty; any other error is returned.
     pub fn flush<W: Write>(&mut self, out: &mut W) -> io::Result<Flushed> {
-        let mut total = Flushed {
-            bytes: 0,
-            frames: 0,
-        };
-        while !self.frames.is_empty() {
+        let mut total = Flushed { bytes: 0, items: 0 };
+        while !self.is_empty() {
             let n = {
                 let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
                 let count = self.gather(&mut slices);
-                let result = if count > 1 && self.queued <= COALESCE_MAX {
+                let result = if count == 1 {
+                    out.write(&slices[0])
+                } else if self.queued <= COALESCE_MAX {
                     STAGING.with_borrow_mut(|staging| {
                         staging.clear();
                         for s in &slices[..count] {
@@ -183,7 +322,7 @@ impl Outbox {
                 }
             };
             total.bytes += n;
-            total.frames += self.advance(n);
+            total.items += self.advance(n);
         }
         if self.frames.is_empty() && self.frames.capacity() > 0 {
             // an idle connection holds no queue: its slots (a quarter KiB at the least) would
@@ -198,29 +337,35 @@ impl Outbox {
     fn gather<'a>(&'a self, slices: &mut [IoSlice<'a>; MAX_IOVECS]) -> usize {
         let mut count = 0;
         let mut skip = self.head_written;
-        for chunk in &self.frames {
-            for part in chunk.parts() {
-                if skip >= part.len() {
-                    skip -= part.len();
-                    continue;
-                }
-                if count == MAX_IOVECS {
-                    return count;
-                }
-                slices[count] = IoSlice::new(&part[skip..]);
-                skip = 0;
-                count += 1;
+        let parts = self
+            .frames
+            .iter()
+            .flat_map(|chunk| chunk.parts())
+            .chain(std::iter::once(&self.tail[..]));
+        for part in parts {
+            if skip >= part.len() {
+                skip -= part.len();
+                continue;
             }
+            if count == MAX_IOVECS {
+                return count;
+            }
+            slices[count] = IoSlice::new(&part[skip..]);
+            skip = 0;
+            count += 1;
         }
         count
     }
 
-    /// Marks `n` bytes written; returns the number of frames completed.
+    /// Marks `n` bytes written; returns the number of items completed.
     fn advance(&mut self, mut n: usize) -> usize {
         self.queued -= n;
         let mut done = 0;
         while n > 0 {
-            let front = self.frames.front().expect("wrote more than queued").len();
+            let front = match self.frames.front() {
+                Some(chunk) => chunk.len(),
+                None => self.tail.len(),
+            };
             let left = front - self.head_written;
             if n < left {
                 self.head_written += n;
@@ -228,9 +373,19 @@ impl Outbox {
             }
             n -= left;
             self.head_written = 0;
-            let written = self.frames.pop_front().expect("non-empty");
-            self.held -= written.held();
             done += 1;
+            match self.frames.pop_front() {
+                Some(written) => {
+                    self.held -= written.held();
+                    if let Chunk::Copied(buffer) = written {
+                        give_back(buffer);
+                    }
+                }
+                None => {
+                    self.held -= self.tail.capacity() + ENTRY_COST;
+                    give_back(std::mem::take(&mut self.tail));
+                }
+            }
         }
         done
     }
@@ -278,7 +433,7 @@ mod tests {
 
     fn frames() -> Vec<OutFrame> {
         (0..300)
-            .map(|i| OutFrame::new(OpCode::Binary, Bytes::from(vec![i as u8; i * 7 % 200])))
+            .map(|i| OutFrame::new(OpCode::Binary, Bytes::from(vec![i as u8; i * 37 % 3000])))
             .collect()
     }
 
@@ -289,8 +444,9 @@ mod tests {
             b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
         ));
         outbox.push(OutFrame::new(OpCode::Text, Bytes::from_static(b"hello")));
-        assert!(outbox.frames.capacity() > 0);
+        assert!(outbox.frames.capacity() > 0 && outbox.tail.capacity() > 0);
         outbox.flush(&mut Vec::new()).unwrap();
+        assert_eq!(outbox.tail.capacity(), 0, "the copy buffer went back");
         assert!(outbox.is_empty());
         assert_eq!(
             outbox.frames.capacity(),
@@ -339,7 +495,22 @@ mod tests {
             calls: 0,
         };
         let done = outbox.flush(&mut w).unwrap();
-        assert_eq!(done.frames, 1000);
+        assert_eq!(done.bytes, 7000);
+        assert_eq!(w.calls, 1, "copied into one buffer, written at once");
+        // frames too large to copy: one call per MAX_IOVECS slices
+        let mut outbox = Outbox::new();
+        let large = OutFrame::new(OpCode::Binary, Bytes::from(vec![1u8; COPY_MAX]));
+        for _ in 0..1000 {
+            outbox.push(large.clone());
+        }
+        let mut w = Trickle {
+            got: Vec::new(),
+            chunk: usize::MAX,
+            budget: usize::MAX,
+            calls: 0,
+        };
+        let done = outbox.flush(&mut w).unwrap();
+        assert_eq!(done.items, 1000);
         assert_eq!(
             w.calls,
             1000 * 2 / MAX_IOVECS + 1,
@@ -438,20 +609,105 @@ mod tests {
     }
 
     #[test]
+    fn pushes_between_partial_writes_keep_their_order() {
+        // small (copied), large (shared) and raw items, pushed while earlier ones are half
+        // written, in every proportion of write sizes
+        for chunk in [7, 100, 1500, 5000, 1 << 20] {
+            let mut outbox = Outbox::new();
+            let mut expected = Vec::new();
+            let mut w = Trickle {
+                got: Vec::new(),
+                chunk,
+                budget: 0,
+                calls: 0,
+            };
+            for (i, f) in frames().into_iter().enumerate() {
+                if i % 13 == 0 {
+                    let raw = Bytes::from(format!("raw {i};"));
+                    expected.extend_from_slice(&raw);
+                    outbox.push_raw(raw);
+                }
+                expected.extend(f.to_vec());
+                if i % 2 == 0 {
+                    outbox.push_shared(&f);
+                } else {
+                    outbox.push(f);
+                }
+                w.budget = i * 131 % 2000;
+                outbox.flush(&mut w).unwrap();
+                assert_eq!(outbox.queued_bytes(), expected.len() - w.got.len());
+            }
+            w.budget = usize::MAX;
+            outbox.flush(&mut w).unwrap();
+            assert!(w.got == expected, "chunk {chunk}: the bytes in order");
+            assert!(outbox.is_empty());
+            assert_eq!((outbox.queued_bytes(), outbox.held_bytes()), (0, 0));
+        }
+    }
+
+    #[test]
+    fn a_cut_queue_of_copied_frames_ends_with_the_started_one() {
+        let mut outbox = Outbox::new();
+        let frames: Vec<OutFrame> = (0..10u8)
+            .map(|i| OutFrame::new(OpCode::Binary, Bytes::from(vec![i; 100])))
+            .collect();
+        for f in &frames {
+            outbox.push_shared(f);
+        }
+        assert!(
+            outbox.frames.is_empty() && outbox.tail.len() == 1020,
+            "one copy buffer"
+        );
+        let mut w = Trickle {
+            got: Vec::new(),
+            chunk: usize::MAX,
+            budget: 150,
+            calls: 0,
+        };
+        outbox.flush(&mut w).unwrap();
+        outbox.drop_unstarted();
+        let close = OutFrame::close_with(wsgate_core::close::CloseCode::TRY_AGAIN_LATER, "slow");
+        outbox.push(close.clone());
+        w.budget = usize::MAX;
+        outbox.flush(&mut w).unwrap();
+        let mut expected = frames[0].to_vec();
+        expected.extend(frames[1].to_vec());
+        expected.extend(close.to_vec());
+        assert_eq!(
+            w.got, expected,
+            "the second frame was started: it completes"
+        );
+        assert_eq!((outbox.queued_bytes(), outbox.held_bytes()), (0, 0));
+    }
+
+    #[test]
     fn what_is_held_counts_slots_and_retained_buffers_until_written() {
         let mut outbox = Outbox::new();
         for _ in 0..1000 {
-            // an empty pong: 2 bytes on the wire, far more in memory
+            // empty pongs: 2 bytes each on the wire, copied into one buffer
             outbox.push(OutFrame::new(OpCode::Pong, Bytes::new()));
         }
         assert_eq!(outbox.queued_bytes(), 2000);
-        assert_eq!(outbox.held_bytes(), 1000 * (2 + ENTRY_COST));
-        let slice = Bytes::from(vec![7u8; 65536]).slice(0..100);
-        outbox.push_retaining(OutFrame::new(OpCode::Binary, slice), 65536);
+        let copied = outbox.tail.capacity() + ENTRY_COST;
+        assert!(
+            outbox.tail.len() == 2000 && outbox.frames.is_empty(),
+            "copied"
+        );
         assert_eq!(
             outbox.held_bytes(),
-            1000 * (2 + ENTRY_COST) + 102 + ENTRY_COST + 65436
+            copied,
+            "the buffer's capacity and a slot"
         );
+        // a large slice of a larger buffer counts the whole buffer
+        let slice = Bytes::from(vec![7u8; 65536]).slice(0..2000);
+        outbox.push_retaining(OutFrame::new(OpCode::Binary, slice), 65536);
+        let retained = 2004 + ENTRY_COST + 63536;
+        assert_eq!(outbox.held_bytes(), copied + retained);
+        // a small one is copied and keeps nothing alive
+        let mut other = Outbox::new();
+        let small = Bytes::from(vec![7u8; 65536]).slice(0..100);
+        other.push_retaining(OutFrame::new(OpCode::Binary, small), 65536);
+        assert!(other.held_bytes() < 4096);
         // a partial write frees nothing; a written item frees all it held
         let mut w = Trickle {
             got: Vec::new(),
@@ -460,13 +716,9 @@ mod tests {
             calls: 0,
         };
         outbox.flush(&mut w).unwrap();
-        assert_eq!(outbox.held_bytes(), 102 + ENTRY_COST + 65436);
+        assert_eq!(outbox.held_bytes(), retained);
         outbox.drop_unstarted();
-        assert_eq!(
-            outbox.held_bytes(),
-            102 + ENTRY_COST + 65436,
-            "started: kept"
-        );
+        assert_eq!(outbox.held_bytes(), retained, "started: kept");
         w.budget = usize::MAX;
         outbox.flush(&mut w).unwrap();
         assert_eq!((outbox.held_bytes(), outbox.queued_bytes()), (0, 0));

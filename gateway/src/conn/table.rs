@@ -232,7 +232,7 @@ impl Connections {
             else {
                 continue;
             };
-            conn.outbox.push(frame.clone());
+            conn.outbox.push_shared(frame);
             delivered += 1;
             if conn.outbox.held_bytes() > limit {
                 over.push(id);
@@ -294,8 +294,9 @@ mod tests {
         let mut conns = Connections::new();
         let a = conns.vacant_id();
         conns.insert(a, conn());
-        let frame = OutFrame::new(OpCode::Binary, Bytes::from(vec![0u8; 100]));
-        let per = 102 + crate::outbox::ENTRY_COST;
+        // too large to be copied: each delivery is an item of its own
+        let frame = OutFrame::new(OpCode::Binary, Bytes::from(vec![0u8; 2000]));
+        let per = 2004 + crate::outbox::ENTRY_COST;
         let (n, over) = conns.deliver(&[a, a, a], &frame, 2 * per + 1);
         assert_eq!((n, over), (3, vec![a]), "the third passes the limit");
         conns.mark_dirty(a);

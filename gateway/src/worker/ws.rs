@@ -6,13 +6,14 @@ use super::{INBOX_BUDGET, Worker};
 use crate::conn::{ConnId, Phase};
 use crate::hub::Delivery;
 use crate::metrics::{Counter, MessageKind};
+use crate::outbox::COPY_MAX;
 use crate::pubsub::ACKS_HELD_MAX;
 use crate::session::{Action, Data, SessionKind};
 use bytes::{Bytes, BytesMut};
 use std::sync::atomic::Ordering;
 use wsgate_core::Error;
 use wsgate_core::close::CloseCode;
-use wsgate_core::frame::OutFrame;
+use wsgate_core::frame::{MAX_HEADER_LEN, OutFrame};
 use wsgate_core::message;
 use wsgate_core::session::Event;
 use wsgate_core::timer::Timer;
@@ -349,7 +350,8 @@ const COPY_OUT_MAX: usize = 8 << 10;
 /// to its frames) that may stay queued: copied out when small or when it is not an echo (a
 /// publish is copied once, not held by every subscriber); else kept, with the size it holds.
 fn copy_out(payload: Bytes, buffer: usize, echo: bool) -> (Bytes, usize) {
-    if buffer == 0 {
+    if buffer == 0 || (echo && payload.len() + MAX_HEADER_LEN <= COPY_MAX) {
+        // the outbox copies a small echo itself
         (payload, 0)
     } else if payload.len() <= COPY_OUT_MAX || !echo {
         (Bytes::copy_from_slice(&payload), 0)
