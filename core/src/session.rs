@@ -161,9 +161,7 @@ impl Session {
             State::Open => self.heard_from_peer(now),
             State::Closing => {}
         }
-        if self.decoder.is_none()
-            && let Some(event) = self.read_small_frame(input)
-        {
+        if let Some(event) = self.read_small_frame(input) {
             return Some(event);
         }
         let decoded = match &mut self.decoder {
@@ -228,6 +226,24 @@ impl Session {
     /// is left to the decoder (which knows every rule and every error); `None` then, with
     /// `input` as it was.
     fn read_small_frame(&self, input: &mut BytesMut) -> Option<Event> {
+        let (text, len) = self.small_frame(input)?;
+        let mut frame = input.split_to(6 + len);
+        frame.advance(6);
+        let payload = frame.freeze();
+        Some(if text {
+            Event::Text(payload)
+        } else {
+            Event::Binary(payload)
+        })
+    }
+
+    /// When the front of `input` is such a small frame (see `read_small_frame`): unmasks its
+    /// payload in place and says whether it is text, and its length; the payload is then
+    /// `input[6..6 + len]`.
+    fn small_frame(&self, input: &mut [u8]) -> Option<(bool, usize)> {
+        if self.decoder.is_some() {
+            return None;
+        }
         let [b0, b1, k0, k1, k2, k3, ..] = input[..] else {
             return None;
         };
@@ -252,14 +268,30 @@ impl Session {
             crate::mask::unmask(&mut input[6..6 + len], key, 0); // as it was
             return None;
         }
-        let mut frame = input.split_to(6 + len);
-        frame.advance(6);
-        let payload = frame.freeze();
-        Some(if text {
-            Event::Text(payload)
-        } else {
-            Event::Binary(payload)
-        })
+        Some((text, len))
+    }
+
+    /// [`read`](Self::read) without handing the payload out as `Bytes`, for a message used at
+    /// once: when the next message is a small whole text or binary frame (at most 125 bytes,
+    /// not fragmented), calls `use_it(is_text, payload)` with the payload in place in `input`,
+    /// consumes the frame and returns what `use_it` returned. `None`, with nothing consumed
+    /// and nothing else done, for any other input: then call [`read`](Self::read).
+    pub fn read_small<R>(
+        &mut self,
+        input: &mut BytesMut,
+        now: Instant,
+        use_it: impl FnOnce(bool, &[u8]) -> R,
+    ) -> Option<R> {
+        if self.state == State::Closed {
+            return None;
+        }
+        let (text, len) = self.small_frame(input)?;
+        if self.state == State::Open {
+            self.heard_from_peer(now);
+        }
+        let result = use_it(text, &input[6..6 + len]);
+        input.advance(6 + len);
+        Some(result)
     }
 
     /// Starts the close handshake from the server's side: a close frame with `code` and
@@ -657,7 +689,7 @@ mod tests {
         /// Small whole frames take a shortcut past the decoder: whatever the frames (text
         /// valid or not, binary, control, fragmented, reserved bits, unmasked), a session
         /// given them at once says and sends what one given them byte by byte (always the
-        /// decoder) does.
+        /// decoder) does, whether its payloads are borrowed (`read_small`) or not.
         #[test]
         fn the_shortcut_for_small_frames_says_what_the_decoder_says(
             frames in proptest::collection::vec(
@@ -681,21 +713,48 @@ mod tests {
                 wire.extend(frame);
             }
             let t0 = Instant::now();
-            let run = |cut: usize| {
+            let run = |cut: usize, small: bool| {
                 let mut s = Session::new(config(), t0);
                 let mut buf = BytesMut::new();
                 let mut out = Vec::new();
                 for piece in wire.chunks(cut) {
                     buf.extend_from_slice(piece);
-                    while let Some(e) = s.read(&mut buf, t0) {
+                    loop {
+                        let borrowed = small.then(|| s.read_small(&mut buf, t0, |text, p| {
+                            let p = Bytes::copy_from_slice(p);
+                            if text { Event::Text(p) } else { Event::Binary(p) }
+                        })).flatten();
+                        let Some(e) = borrowed.or_else(|| s.read(&mut buf, t0)) else {
+                            break;
+                        };
                         out.push(format!("{e:?}"));
                         out.extend(sent(&mut s).into_iter().map(|f| format!("{f:?}")));
                     }
                 }
                 out
             };
-            proptest::prop_assert_eq!(run(wire.len()), run(1));
+            let decoder = run(1, false);
+            proptest::prop_assert_eq!(&run(wire.len(), false), &decoder);
+            proptest::prop_assert_eq!(&run(wire.len(), true), &decoder);
         }
+    }
+
+    #[test]
+    fn a_borrowed_small_message_pushes_ping_and_idle_back_too() {
+        let t0 = Instant::now();
+        let mut s = Session::new(config(), t0);
+        let later = t0 + Duration::from_secs(20);
+        let mut buf = client(true, OpCode::Binary, b"abc");
+        assert_eq!(
+            s.read_small(&mut buf, later, |text, p| (text, p.to_vec())),
+            Some((false, b"abc".to_vec()))
+        );
+        assert!(buf.is_empty());
+        assert_eq!(s.poll_timeout(), Some(later + PING));
+        // a ping is not a small data frame: nothing consumed, nothing done
+        let mut buf = client(true, OpCode::Ping, b"p");
+        assert_eq!(s.read_small(&mut buf, later + PING, |_, _| ()), None);
+        assert_eq!((buf.len(), s.poll_timeout()), (7, Some(later + PING)));
     }
 
     #[test]

@@ -18,7 +18,7 @@
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
-use wsgate_core::frame::{FrameHeader, OutFrame};
+use wsgate_core::frame::{FrameHeader, HeaderBuf, OpCode, OutFrame};
 
 thread_local! {
     /// Where a small queue is copied for its single `write`: one per worker thread, reused, so
@@ -213,10 +213,23 @@ impl Outbox {
         }
     }
 
-    /// Copies `frame` onto the end of the copy buffer; a full one ([`COALESCE_MAX`]) is sealed
-    /// and a new one begun.
+    /// Queues a frame of `opcode` carrying a copy of `payload`, which must be small: its frame
+    /// at most [`COPY_MAX`] bytes (an echo, straight from the read buffer).
+    pub fn push_copy(&mut self, opcode: OpCode, payload: &[u8]) {
+        let header = HeaderBuf::server(opcode, payload.len());
+        debug_assert!(header.as_bytes().len() + payload.len() <= COPY_MAX);
+        self.copy_parts(header.as_bytes(), payload);
+    }
+
+    /// Copies `frame` onto the end of the copy buffer.
     fn copy(&mut self, frame: &OutFrame) {
-        let n = frame.wire_len();
+        self.copy_parts(frame.header(), frame.payload());
+    }
+
+    /// Copies a frame's header and payload onto the end of the copy buffer; a full one
+    /// ([`COALESCE_MAX`]) is sealed and a new one begun.
+    fn copy_parts(&mut self, header: &[u8], payload: &[u8]) {
+        let n = header.len() + payload.len();
         if !self.tail.is_empty() && self.tail.len() + n > COALESCE_MAX {
             self.seal_tail();
         }
@@ -225,8 +238,8 @@ impl Outbox {
             self.held += self.tail.capacity() + ENTRY_COST;
         }
         let capacity = self.tail.capacity();
-        self.tail.extend_from_slice(frame.header());
-        self.tail.extend_from_slice(frame.payload());
+        self.tail.extend_from_slice(header);
+        self.tail.extend_from_slice(payload);
         self.held += self.tail.capacity() - capacity;
         self.queued += n;
     }
