@@ -83,6 +83,8 @@ fn end_of_frame_at(frames: &[u8], at: usize) -> usize {
 #[derive(Debug, Clone)]
 enum Chunk {
     Copied(Vec<u8>),
+    /// Whole frames in a buffer shared with other outboxes (a batch of deliveries).
+    Frames(Bytes),
     Frame(OutFrame),
     Retaining(OutFrame, usize),
     Raw(Bytes),
@@ -92,6 +94,7 @@ impl Chunk {
     fn len(&self) -> usize {
         match self {
             Chunk::Copied(v) => v.len(),
+            Chunk::Frames(b) => b.len(),
             Chunk::Frame(f) | Chunk::Retaining(f, _) => f.wire_len(),
             Chunk::Raw(b) => b.len(),
         }
@@ -104,7 +107,7 @@ impl Chunk {
             Chunk::Retaining(f, buffer) => {
                 f.wire_len() + ENTRY_COST + buffer.saturating_sub(f.payload().len())
             }
-            Chunk::Frame(_) | Chunk::Raw(_) => self.len() + ENTRY_COST,
+            Chunk::Frame(_) | Chunk::Frames(_) | Chunk::Raw(_) => self.len() + ENTRY_COST,
         }
     }
 
@@ -112,7 +115,7 @@ impl Chunk {
         match self {
             Chunk::Copied(v) => [&v[..], &[]],
             Chunk::Frame(f) | Chunk::Retaining(f, _) => [f.header(), &f.payload()[..]],
-            Chunk::Raw(b) => [&b[..], &[]],
+            Chunk::Frames(b) | Chunk::Raw(b) => [&b[..], &[]],
         }
     }
 }
@@ -191,6 +194,11 @@ impl Outbox {
         }
     }
 
+    /// Queues whole frames in a buffer shared with other outboxes (a batch of deliveries).
+    pub fn push_frames(&mut self, frames: Bytes) {
+        self.push_chunk(Chunk::Frames(frames));
+    }
+
     /// Queues raw bytes (an HTTP answer).
     pub fn push_raw(&mut self, bytes: Bytes) {
         self.push_chunk(Chunk::Raw(bytes));
@@ -264,10 +272,19 @@ impl Outbox {
             self.queued -= dropped.len();
             self.held -= dropped.held();
         }
-        if let Some(Chunk::Copied(buffer)) = self.frames.front_mut() {
-            let end = end_of_frame_at(buffer, self.head_written);
-            self.queued -= buffer.len() - end;
-            buffer.truncate(end);
+        match self.frames.front_mut() {
+            Some(Chunk::Copied(buffer)) => {
+                let end = end_of_frame_at(buffer, self.head_written);
+                self.queued -= buffer.len() - end;
+                buffer.truncate(end);
+            }
+            Some(Chunk::Frames(frames)) => {
+                let end = end_of_frame_at(frames, self.head_written);
+                self.queued -= frames.len() - end;
+                self.held -= frames.len() - end;
+                frames.truncate(end);
+            }
+            _ => {}
         }
     }
 

@@ -6,9 +6,11 @@
 //! connection only holds bytes of its own (`inbuf`) when a frame or a request was cut between
 //! two reads. Its outbox allocates only while something is queued.
 
+mod batch;
 mod slots;
 mod table;
 
+pub(crate) use batch::Audience;
 pub(crate) use table::{ConnId, Connections};
 
 use crate::http::PendingBody;

@@ -2,9 +2,12 @@
 //! of connections with something to send this turn.
 
 use super::Conn;
+use super::batch::{Audience, Batch, Reached};
 use super::slots::Slots;
+use crate::outbox::COPY_MAX;
 use mio::Token;
-use wsgate_core::frame::OutFrame;
+use std::collections::HashSet;
+use wsgate_core::frame::{OpCode, OutFrame};
 
 /// A connection's identity: its slot in the slab and the generation of that slot. An id kept
 /// past the connection's end (in a subscriber list, a timer, a held acknowledgement, a poll
@@ -50,6 +53,10 @@ pub(crate) struct Connections {
     deferred_reads: Vec<ConnId>,
     /// Publishers waiting for room in the inboxes they publish to.
     waiting_room: Vec<ConnId>,
+    /// Small frames published in a row to one subscriber set, not queued yet.
+    batch: Option<Batch>,
+    /// What the deliveries queued since the worker last asked reached.
+    reached: Reached,
 }
 
 impl Connections {
@@ -198,6 +205,7 @@ impl Connections {
     /// size of a larger buffer the payload keeps alive. Returns what the connection's outbox
     /// then holds; `None` when it is gone.
     pub(crate) fn queue(&mut self, id: ConnId, frame: OutFrame, buffer: usize) -> Option<usize> {
+        self.finish_batch();
         let conn = self
             .slab
             .get_mut(id.key())
@@ -214,16 +222,36 @@ impl Connections {
         Some(conn.outbox.held_bytes())
     }
 
-    /// Queues `frame` to each of `subscribers` that is still there and marks it to flush.
-    /// Returns how many got it, and those whose outbox now holds more than `limit` bytes.
-    pub(crate) fn deliver<'a>(
+    /// Delivers `frame` to each of `subscribers` (the set `audience` names) that is still
+    /// there, and lists them to flush. A small frame joins the batch of small frames published
+    /// to the same set just before (see [`Batch`]), queued to all of them as one shared buffer
+    /// when something else is queued, the set changes, or the turn ends
+    /// ([`finish_batch`](Self::finish_batch)); a larger one is queued at once, by reference.
+    /// What the deliveries reached is collected for [`take_reached`](Self::take_reached).
+    pub(crate) fn deliver(
         &mut self,
-        subscribers: impl IntoIterator<Item = &'a ConnId>,
+        subscribers: &HashSet<ConnId>,
+        audience: Audience,
         frame: &OutFrame,
         limit: usize,
-    ) -> (u64, Vec<ConnId>) {
+    ) {
+        if frame.wire_len() <= COPY_MAX {
+            if let Some(batch) = &mut self.batch
+                && batch.takes(audience, frame)
+            {
+                batch.push(frame);
+                return;
+            }
+            self.finish_batch();
+            if !subscribers.is_empty() {
+                let mut batch = Batch::new(audience, subscribers, limit);
+                batch.push(frame);
+                self.batch = Some(batch);
+            }
+            return;
+        }
+        self.finish_batch();
         let mut delivered = 0;
-        let mut over = Vec::new();
         for &id in subscribers {
             let Some(conn) = self
                 .slab
@@ -235,14 +263,54 @@ impl Connections {
             conn.outbox.push_shared(frame);
             delivered += 1;
             if conn.outbox.held_bytes() > limit {
-                over.push(id);
+                self.reached.over.push(id);
             }
             if !conn.flush_listed {
                 conn.flush_listed = true;
                 self.dirty.push(id);
             }
         }
-        (delivered, over)
+        if frame.opcode() == OpCode::Text {
+            self.reached.text += delivered;
+        } else {
+            self.reached.binary += delivered;
+        }
+    }
+
+    /// Queues the batch of small frames, if any, to each of its subscribers still there: one
+    /// shared buffer each, listed to flush.
+    pub(crate) fn finish_batch(&mut self) {
+        let Some(mut batch) = self.batch.take() else {
+            return;
+        };
+        let bytes = batch.take_bytes();
+        let mut reached = 0;
+        for &id in &batch.subscribers {
+            let Some(conn) = self
+                .slab
+                .get_mut(id.key())
+                .filter(|c| c.generation == id.generation())
+            else {
+                continue;
+            };
+            conn.outbox.push_frames(bytes.clone());
+            reached += 1;
+            if conn.outbox.held_bytes() > batch.limit {
+                self.reached.over.push(id);
+            }
+            if !conn.flush_listed {
+                conn.flush_listed = true;
+                self.dirty.push(id);
+            }
+        }
+        self.reached.text += batch.text * reached;
+        self.reached.binary += batch.binary * reached;
+    }
+
+    /// What the deliveries queued since the last call reached (a batch still open is not
+    /// counted yet).
+    pub(crate) fn take_reached(&mut self) -> Reached {
+        std::mem::take(&mut self.reached)
     }
 }
 
@@ -284,9 +352,74 @@ mod tests {
         assert_eq!(conns.ids(), vec![b]);
         // a delivery to a list holding the old id reaches nobody
         let frame = OutFrame::new(OpCode::Text, Bytes::from_static(b"x"));
-        assert_eq!(conns.deliver(&[a], &frame, 1 << 20), (0, vec![]));
-        assert_eq!(conns.deliver(&[b], &frame, 1 << 20), (1, vec![]));
+        let old = HashSet::from([a]);
+        conns.deliver(&old, Audience::of(&old, 0), &frame, 1 << 20);
+        conns.finish_batch();
+        assert!(conns.take_reached().is_empty());
+        let new = HashSet::from([b]);
+        conns.deliver(&new, Audience::of(&new, 0), &frame, 1 << 20);
+        conns.finish_batch();
+        assert_eq!(conns.take_reached().text, 1);
         assert_eq!(conns.get(b).unwrap().outbox.queued_bytes(), 3);
+    }
+
+    #[test]
+    fn small_deliveries_to_one_set_share_one_buffer_and_keep_each_connection_in_order() {
+        let mut conns = Connections::new();
+        let ids: Vec<ConnId> = (0..3)
+            .map(|_| {
+                let id = conns.vacant_id();
+                conns.insert(id, conn());
+                id
+            })
+            .collect();
+        let all: HashSet<ConnId> = ids.iter().copied().collect();
+        let two: HashSet<ConnId> = ids[..2].iter().copied().collect();
+        let frame = |b: &'static [u8]| OutFrame::new(OpCode::Text, Bytes::from_static(b));
+        conns.deliver(&all, Audience::of(&all, 1), &frame(b"a"), 1 << 20);
+        conns.deliver(&all, Audience::of(&all, 1), &frame(b"b"), 1 << 20);
+        assert!(
+            conns.take_reached().is_empty(),
+            "batched: nothing queued yet"
+        );
+        assert_eq!(conns.get(ids[0]).unwrap().outbox.queued_bytes(), 0);
+        // something else queued to any connection: the batch goes first
+        conns.queue(ids[2], frame(b"ack"), 0);
+        assert_eq!(conns.take_reached().text, 6, "two frames to three");
+        // another set, then the first set again at a newer generation: three batches
+        conns.deliver(&two, Audience::of(&two, 1), &frame(b"c"), 1 << 20);
+        conns.deliver(&all, Audience::of(&all, 2), &frame(b"d"), 1 << 20);
+        conns.deliver(&all, Audience::of(&all, 2), &frame(b"e"), 1 << 20);
+        conns.finish_batch();
+        assert_eq!(conns.take_reached().text, 2 + 6);
+        let sent = |conns: &mut Connections, id: ConnId| {
+            let mut out = Vec::new();
+            conns.get_mut(id).unwrap().outbox.flush(&mut out).unwrap();
+            out
+        };
+        let wire =
+            |parts: &[&[u8]]| -> Vec<u8> { parts.iter().flat_map(|p| frame_bytes(p)).collect() };
+        assert_eq!(
+            sent(&mut conns, ids[0]),
+            wire(&[b"a", b"b", b"c", b"d", b"e"])
+        );
+        assert_eq!(
+            sent(&mut conns, ids[2]),
+            wire(&[b"a", b"b", b"ack", b"d", b"e"])
+        );
+        // a large frame is not batched, and goes after the batch before it
+        let large = OutFrame::new(OpCode::Binary, Bytes::from(vec![9u8; 5000]));
+        conns.deliver(&all, Audience::of(&all, 2), &frame(b"f"), 1 << 20);
+        conns.deliver(&all, Audience::of(&all, 2), &large, 1 << 20);
+        let reached = conns.take_reached();
+        assert_eq!((reached.text, reached.binary), (3, 3));
+        let mut expected = wire(&[b"a", b"b", b"c", b"d", b"e", b"f"]);
+        expected.extend(large.to_vec());
+        assert_eq!(sent(&mut conns, ids[1]), expected);
+    }
+
+    fn frame_bytes(payload: &[u8]) -> Vec<u8> {
+        OutFrame::new(OpCode::Text, Bytes::copy_from_slice(payload)).to_vec()
     }
 
     #[test]
@@ -297,8 +430,16 @@ mod tests {
         // too large to be copied: each delivery is an item of its own
         let frame = OutFrame::new(OpCode::Binary, Bytes::from(vec![0u8; 2000]));
         let per = 2004 + crate::outbox::ENTRY_COST;
-        let (n, over) = conns.deliver(&[a, a, a], &frame, 2 * per + 1);
-        assert_eq!((n, over), (3, vec![a]), "the third passes the limit");
+        let set = HashSet::from([a]);
+        for _ in 0..3 {
+            conns.deliver(&set, Audience::of(&set, 0), &frame, 2 * per + 1);
+        }
+        let reached = conns.take_reached();
+        assert_eq!(
+            (reached.binary, reached.over),
+            (3, vec![a]),
+            "the third passes the limit"
+        );
         conns.mark_dirty(a);
         let listed = conns.take_dirty();
         assert_eq!(listed, vec![a]);

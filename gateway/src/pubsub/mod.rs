@@ -53,6 +53,9 @@ pub(crate) struct PubSub<K> {
     hub: Arc<Hub>,
     topics: HashMap<Arc<str>, LocalTopic<K>>,
     acks: DeferredAcks<K>,
+    /// Changes whenever a subscriber set of this worker changes (a set is named by its address
+    /// and this, see [`Audience`](crate::conn::Audience)).
+    generation: u64,
 }
 
 /// What a publish reached.
@@ -64,6 +67,8 @@ pub(crate) struct Published<'a, K> {
     pub(crate) on_node: usize,
     /// An inbox it went to is over its bound: the publisher should wait.
     pub(crate) congested: bool,
+    /// The pub/sub's generation ([`PubSub::generation`]) with `local` as it is.
+    pub(crate) generation: u64,
 }
 
 impl<K: Copy + Eq + Hash> PubSub<K> {
@@ -74,6 +79,7 @@ impl<K: Copy + Eq + Hash> PubSub<K> {
             hub,
             topics: HashMap::new(),
             acks: DeferredAcks::default(),
+            generation: 0,
         }
     }
 
@@ -101,6 +107,7 @@ impl<K: Copy + Eq + Hash> PubSub<K> {
         subs.0.push(local.topic.name().clone());
         let first = local.subscribers.is_empty();
         local.subscribers.insert(who);
+        self.generation += 1;
         self.hub.subscribed(self.worker, &local.topic, first);
         true
     }
@@ -127,9 +134,11 @@ impl<K: Copy + Eq + Hash> PubSub<K> {
             return;
         };
         if local.subscribers.remove(&who) {
+            self.generation += 1;
             let last = local.subscribers.is_empty();
             self.hub.unsubscribed(self.worker, &local.topic, last);
             if last && let Some(local) = self.topics.remove(topic) {
+                self.generation += 1;
                 self.hub.release(local.topic);
             }
         }
@@ -144,6 +153,7 @@ impl<K: Copy + Eq + Hash> PubSub<K> {
                 self.sweep();
             }
             let shared = self.hub.topic(topic);
+            self.generation += 1; // the sets may move
             self.topics.insert(
                 shared.name().clone(),
                 LocalTopic {
@@ -158,6 +168,7 @@ impl<K: Copy + Eq + Hash> PubSub<K> {
             local: &local.subscribers,
             on_node: local.topic.subscribers(),
             congested: self.hub.is_congested(self.worker, &local.topic),
+            generation: self.generation,
         }
     }
 
@@ -178,6 +189,12 @@ impl<K: Copy + Eq + Hash> PubSub<K> {
         self.hub.has_room(self.worker)
     }
 
+    /// Changes whenever a subscriber set changes, or moves (topics added or removed): with a
+    /// set's address it names the set as it is now.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// This worker's subscribers of `topic` (for a frame another worker or node published).
     pub(crate) fn subscribers(&self, topic: &str) -> Option<&HashSet<K>> {
         self.topics.get(topic).map(|l| &l.subscribers)
@@ -185,6 +202,7 @@ impl<K: Copy + Eq + Hash> PubSub<K> {
 
     /// Forgets the topics kept only for publishing.
     fn sweep(&mut self) {
+        self.generation += 1;
         let idle: Vec<Arc<str>> = self
             .topics
             .iter()

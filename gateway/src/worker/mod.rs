@@ -133,6 +133,8 @@ impl Worker {
                 return Ok(());
             }
             self.fire_timers();
+            self.conns.finish_batch();
+            self.settle_deliveries();
             self.flush_dirty();
             self.release_memory_if_due();
         }

@@ -3,7 +3,7 @@
 //! held acknowledgements, and closing sessions.
 
 use super::{INBOX_BUDGET, Worker};
-use crate::conn::{ConnId, Phase};
+use crate::conn::{Audience, ConnId, Phase};
 use crate::hub::Delivery;
 use crate::metrics::{Counter, MessageKind};
 use crate::outbox::COPY_MAX;
@@ -273,8 +273,9 @@ impl Worker {
         let published = self.pubsub.publish(topic, &frame);
         let (on_node, congested) = (published.on_node, published.congested);
         let limit = self.node.config.limits.outbox_limit;
-        let (delivered, over) = self.conns.deliver(published.local, &frame, limit);
-        self.delivered(&frame, delivered, over);
+        let audience = Audience::of(published.local, published.generation);
+        self.conns.deliver(published.local, audience, &frame, limit);
+        self.settle_deliveries();
         if congested
             && let Some(id) = publisher
             && self.conns.wait_for_room(id)
@@ -300,19 +301,25 @@ impl Worker {
             return;
         };
         let limit = self.node.config.limits.outbox_limit;
-        let (delivered, over) = self.conns.deliver(subscribers, &delivery.frame, limit);
-        self.delivered(&delivery.frame, delivered, over);
+        let audience = Audience::of(subscribers, self.pubsub.generation());
+        self.conns
+            .deliver(subscribers, audience, &delivery.frame, limit);
+        self.settle_deliveries();
     }
 
     /// Counts a fanout and deals with the subscribers it put over the outbox limit. A burst
     /// queued within one turn of the loop (a publisher's whole read, a full inbox) is not the
     /// subscriber's fault: what its socket takes is written now, and it is judged by what is
     /// left; one still over the limit is a slow consumer, closed with 1013.
-    fn delivered(&mut self, frame: &OutFrame, delivered: u64, over: Vec<ConnId>) {
-        self.metrics
-            .delivered(MessageKind::of(frame.opcode()), delivered);
+    pub(super) fn settle_deliveries(&mut self) {
+        let reached = self.conns.take_reached();
+        if reached.is_empty() {
+            return;
+        }
+        self.metrics.delivered(MessageKind::Text, reached.text);
+        self.metrics.delivered(MessageKind::Binary, reached.binary);
         let limit = self.node.config.limits.outbox_limit;
-        for id in over {
+        for id in reached.over {
             let Some(conn) = self.conns.get_mut(id) else {
                 continue;
             };
