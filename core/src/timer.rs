@@ -46,10 +46,50 @@ impl Timer {
     }
 }
 
-/// One optional deadline per [`Timer`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// An instant in 8 bytes: signed nanoseconds from a point fixed the first time any stamp is
+/// made in the process (an `Instant` takes 16). Converting an `Instant` to a stamp and back
+/// gives the same `Instant`, for any instant within 292 years of that point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Stamp(i64);
+
+impl Stamp {
+    fn epoch() -> Instant {
+        static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *EPOCH.get_or_init(Instant::now)
+    }
+
+    /// The stamp of `at`.
+    pub fn of(at: Instant) -> Stamp {
+        let epoch = Stamp::epoch();
+        let nanos = |d: std::time::Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        match at.checked_duration_since(epoch) {
+            Some(after) => Stamp(nanos(after)),
+            None => Stamp(-nanos(epoch.duration_since(at))),
+        }
+    }
+
+    /// The instant this stamp stands for.
+    pub fn instant(self) -> Instant {
+        let epoch = Stamp::epoch();
+        let d = std::time::Duration::from_nanos(self.0.unsigned_abs());
+        if self.0 >= 0 { epoch + d } else { epoch - d }
+    }
+}
+
+/// One optional deadline per [`Timer`], 8 bytes each (a session keeps one table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimerTable {
-    at: [Option<Instant>; 5],
+    /// Each timer's deadline; `UNARMED` when it is not armed.
+    at: [i64; 5],
+}
+
+/// The deadline of a timer that is not armed.
+const UNARMED: i64 = i64::MIN;
+
+impl Default for TimerTable {
+    fn default() -> Self {
+        TimerTable { at: [UNARMED; 5] }
+    }
 }
 
 impl TimerTable {
@@ -60,38 +100,45 @@ impl TimerTable {
 
     /// Arms `timer` for `at`, replacing its previous deadline.
     pub fn set(&mut self, timer: Timer, at: Instant) {
-        self.at[timer.slot()] = Some(at);
+        self.at[timer.slot()] = Stamp::of(at).0.max(UNARMED + 1);
     }
 
     /// Disarms `timer`.
     pub fn stop(&mut self, timer: Timer) {
-        self.at[timer.slot()] = None;
+        self.at[timer.slot()] = UNARMED;
     }
 
     /// Disarms every timer.
     pub fn stop_all(&mut self) {
-        self.at = [None; 5];
+        self.at = [UNARMED; 5];
     }
 
     /// The deadline of `timer`, if armed.
     pub fn get(&self, timer: Timer) -> Option<Instant> {
-        self.at[timer.slot()]
+        let at = self.at[timer.slot()];
+        (at != UNARMED).then(|| Stamp(at).instant())
     }
 
     /// Whether `timer` is armed and its deadline is at or before `now`.
     pub fn is_expired(&self, timer: Timer, now: Instant) -> bool {
-        self.get(timer).is_some_and(|at| at <= now)
+        let at = self.at[timer.slot()];
+        at != UNARMED && at <= Stamp::of(now).0
     }
 
     /// The earliest deadline of any armed timer.
     pub fn next_timeout(&self) -> Option<Instant> {
-        self.at.iter().flatten().min().copied()
+        let at = self.at.iter().copied().filter(|&at| at != UNARMED).min()?;
+        Some(Stamp(at).instant())
     }
 
     /// Disarms and returns the first timer (in [`Timer::ALL`] order) whose deadline has
     /// passed at `now`, or `None` when none has.
     pub fn take_expired(&mut self, now: Instant) -> Option<Timer> {
-        let timer = Timer::ALL.into_iter().find(|t| self.is_expired(*t, now))?;
+        let now = Stamp::of(now).0;
+        let timer = Timer::ALL.into_iter().find(|t| {
+            let at = self.at[t.slot()];
+            at != UNARMED && at <= now
+        })?;
         self.stop(timer);
         Some(timer)
     }
@@ -101,6 +148,19 @@ impl TimerTable {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_stamp_gives_back_its_instant_exactly_before_and_after_the_epoch() {
+        let now = Instant::now();
+        for offset in [0u64, 1, 999, 1_000_000_007, 86_400 * 1_000_000_000 * 400] {
+            let d = Duration::from_nanos(offset);
+            for at in [Some(now + d), now.checked_sub(d)].into_iter().flatten() {
+                assert_eq!(Stamp::of(at).instant(), at, "offset {offset} ns");
+            }
+        }
+        assert!(Stamp::of(now) < Stamp::of(now + Duration::from_nanos(1)));
+        assert_eq!(std::mem::size_of::<TimerTable>(), 40);
+    }
 
     #[test]
     fn the_earliest_armed_deadline_is_the_next_timeout() {

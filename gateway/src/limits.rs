@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
+use wsgate_core::timer::Stamp;
 
 const SHARDS: usize = 64;
 
@@ -146,11 +147,12 @@ impl ConnectionLimits {
     }
 }
 
-/// A token bucket: `rate` tokens a second, at most `burst` saved up.
+/// A token bucket: `rate` tokens a second, at most `burst` saved up (16 bytes: every session
+/// keeps one).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TokenBucket {
     tokens: f32,
-    last: Instant,
+    last: Stamp,
 }
 
 impl TokenBucket {
@@ -158,14 +160,16 @@ impl TokenBucket {
     pub(crate) fn new(burst: u32, now: Instant) -> TokenBucket {
         TokenBucket {
             tokens: burst as f32,
-            last: now,
+            last: Stamp::of(now),
         }
     }
 
     /// Takes one token if there is one.
     pub(crate) fn take(&mut self, rate: u32, burst: u32, now: Instant) -> bool {
-        let dt = now.saturating_duration_since(self.last).as_secs_f32();
-        self.last = now;
+        let dt = now
+            .saturating_duration_since(self.last.instant())
+            .as_secs_f32();
+        self.last = Stamp::of(now);
         self.tokens = (self.tokens + dt * rate as f32).min(burst as f32);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;

@@ -328,7 +328,7 @@ mod tests {
         let (s, peer) = l.accept().unwrap();
         Conn::new(
             mio::net::TcpStream::from_std(s),
-            peer,
+            peer.ip(),
             Phase::Flushing {
                 deadline: Instant::now(),
             },

@@ -87,8 +87,8 @@ impl Worker {
                     }
                     let deadline = self.now + self.node.config.timeouts.handshake_timeout;
                     let limits = crate::http::framing_limits(&self.node);
-                    let phase = Phase::Http(Box::new(HttpConn::new(limits, proxied, deadline)));
-                    let mut conn = Conn::new(stream, peer, phase);
+                    let http = HttpConn::new(limits, proxied, deadline, peer);
+                    let mut conn = Conn::new(stream, peer.ip(), Phase::Http(Box::new(http)));
                     conn.ip_counted = ip_counted;
                     self.conns.insert(id, conn);
                     self.metrics.connection_opened();

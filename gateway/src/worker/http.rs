@@ -27,10 +27,10 @@ impl Worker {
             if !conn.may_read() {
                 return;
             }
-            let peer = conn.peer.ip();
             let Phase::Http(h) = &mut conn.phase else {
                 return; // an upgrade: the rest is the session's
             };
+            let peer = h.peer.ip();
             if let Body::Publish(_) = h.body
                 && (buf.len() as u64) < h.framer.body_remaining()
             {
@@ -171,7 +171,7 @@ impl Worker {
         };
         if let Some(reason) = answer.refused {
             self.metrics.failure(reason);
-            tracing::debug!(client = %conn.client, peer = %conn.peer, reason = reason.text(), "refused");
+            tracing::debug!(client = %conn.client, peer = ?conn.peer(), reason = reason.text(), "refused");
         }
         self.metrics.inc(Counter::HttpRequests);
         conn.outbox.push_raw(answer.response);
@@ -194,7 +194,7 @@ impl Worker {
         conn.outbox.push_raw(upgrade.response);
         tracing::debug!(
             client = %conn.client,
-            peer = %conn.peer,
+            peer = ?conn.peer(),
             subject = upgrade.grants.as_ref().and_then(|g| g.subject.as_deref()),
             kind = ?upgrade.kind,
             "session opened"
