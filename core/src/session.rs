@@ -32,7 +32,7 @@
 use crate::close::{self, CloseCode, CloseFrame};
 use crate::error::Error;
 use crate::frame::{CloseMessage, DecoderConfig, Message, MessageDecoder, OpCode, OutFrame, Role};
-use crate::timer::{Timer, TimerTable};
+use crate::timer::{Stamp, Timer, TimerTable};
 use bytes::{Buf, Bytes, BytesMut};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -368,11 +368,17 @@ impl Session {
     }
 
     fn heard_from_peer(&mut self, now: Instant) {
-        if let Some(ping) = self.config.ping_interval {
-            self.timers.set(Timer::Ping, now + ping);
+        // once per message: `now` is turned into a stamp once, and the deadlines added to it
+        let (ping, idle) = (self.config.ping_interval, self.config.idle_timeout);
+        if ping.is_none() && idle.is_none() {
+            return;
         }
-        if let Some(idle) = self.config.idle_timeout {
-            self.timers.set(Timer::Idle, now + idle);
+        let now = Stamp::of(now);
+        if let Some(ping) = ping {
+            self.timers.set_stamp(Timer::Ping, now.after(ping));
+        }
+        if let Some(idle) = idle {
+            self.timers.set_stamp(Timer::Idle, now.after(idle));
         }
     }
 

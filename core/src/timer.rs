@@ -61,11 +61,23 @@ impl Stamp {
     /// The stamp of `at`.
     pub fn of(at: Instant) -> Stamp {
         let epoch = Stamp::epoch();
-        let nanos = |d: std::time::Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        let nanos = |d: std::time::Duration| {
+            i64::try_from(d.as_secs())
+                .ok()
+                .and_then(|s| s.checked_mul(1_000_000_000))
+                .and_then(|n| n.checked_add(i64::from(d.subsec_nanos())))
+                .unwrap_or(i64::MAX)
+        };
         match at.checked_duration_since(epoch) {
             Some(after) => Stamp(nanos(after)),
             None => Stamp(-nanos(epoch.duration_since(at))),
         }
+    }
+
+    /// The stamp `d` after this one (saturating).
+    pub fn after(self, d: std::time::Duration) -> Stamp {
+        let d = i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        Stamp(self.0.saturating_add(d))
     }
 
     /// The instant this stamp stands for.
@@ -101,6 +113,11 @@ impl TimerTable {
     /// Arms `timer` for `at`, replacing its previous deadline.
     pub fn set(&mut self, timer: Timer, at: Instant) {
         self.at[timer.slot()] = Stamp::of(at).0.max(UNARMED + 1);
+    }
+
+    /// Arms `timer` for `at`, given as a stamp.
+    pub fn set_stamp(&mut self, timer: Timer, at: Stamp) {
+        self.at[timer.slot()] = at.0.max(UNARMED + 1);
     }
 
     /// Disarms `timer`.
@@ -159,6 +176,8 @@ mod tests {
             }
         }
         assert!(Stamp::of(now) < Stamp::of(now + Duration::from_nanos(1)));
+        let d = Duration::new(75, 123_456_789);
+        assert_eq!(Stamp::of(now).after(d).instant(), now + d);
         assert_eq!(std::mem::size_of::<TimerTable>(), 40);
     }
 
