@@ -34,4 +34,4 @@ mod session;
 mod sys;
 mod worker;
 
-pub use sys::raise_file_limit;
+pub use sys::{Allocator, raise_file_limit};

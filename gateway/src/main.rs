@@ -8,7 +8,7 @@ use wsgate::config::{self, Cli};
 use wsgate::server::Server;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: wsgate::Allocator = wsgate::Allocator;
 
 fn main() -> ExitCode {
     let cli = Cli::parse(); // a bad flag prints clap's message and exits 2
