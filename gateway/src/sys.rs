@@ -152,11 +152,13 @@ pub(crate) fn read_into(stream: &TcpStream, buf: &mut BytesMut, max: usize) -> i
     let spare = buf.spare_capacity_mut();
     let want = spare.len().min(max);
     loop {
-        // SAFETY: `spare` is writable memory of at least `want` bytes owned by `buf`; read(2)
+        // recv(2), not read(2): the socket call skips the file layer's checks (vfs_read,
+        // fdget_pos: about 2% of an echo's CPU in perf).
+        // SAFETY: `spare` is writable memory of at least `want` bytes owned by `buf`; recv(2)
         // writes at most `want` bytes into it through a raw pointer (no reference to
         // uninitialised memory is formed), and we mark as initialised only the `n` bytes the
         // kernel reports written.
-        let n = unsafe { libc::read(stream.as_raw_fd(), spare.as_mut_ptr().cast(), want) };
+        let n = unsafe { libc::recv(stream.as_raw_fd(), spare.as_mut_ptr().cast(), want, 0) };
         if n < 0 {
             let err = io::Error::last_os_error();
             if err.kind() == io::ErrorKind::Interrupted {
