@@ -20,7 +20,10 @@ use std::ptr;
 ///   announced length costs only what has arrived;
 /// - freeing one unmaps it at once: mimalloc kept a freed 256 MiB block resident (its
 ///   segments are purged later, or reused), so the gateway stayed at its peak after the
-///   message was gone.
+///   message was gone. Except for a few spares ([`SPARE_BYTES`] together): freed blocks kept
+///   for the next large buffer, whose pages are resident already (a fresh mapping is faulted
+///   in page by page: echoing 32 MiB messages one after another took twice the CPU without
+///   them). [`release_free_memory`] unmaps them.
 ///
 /// They get 4 KiB pages, like the rest. Transparent huge pages (`MADV_HUGEPAGE` on these
 /// blocks only) were measured and left out: on the project's VM (Firecracker, free page
@@ -66,14 +69,132 @@ fn map_large(len: usize) -> *mut u8 {
     }
 }
 
-/// Grows or shrinks the mapping of a large block from `old` to `new` bytes (multiples of the
-/// page), keeping its contents without copying them: in place when the addresses after it
-/// are free, else its page tables move to new addresses. Null when the kernel refuses (the
-/// old mapping is then untouched).
+/// Freed large blocks kept for reuse, at most this many bytes together.
+const SPARE_BYTES: usize = 64 << 20;
+
+/// Freed large blocks kept for reuse, their pages resident: (address, length) of page-aligned
+/// ranges of our mappings that nothing uses.
+struct Spares {
+    blocks: [Option<(usize, usize)>; 4],
+}
+
+impl Spares {
+    /// Takes the smallest spare of at least `len` bytes.
+    fn take_fit(&mut self, len: usize) -> Option<(usize, usize)> {
+        let i = (0..self.blocks.len())
+            .filter_map(|i| Some((i, self.blocks[i]?.1)))
+            .filter(|&(_, have)| have >= len)
+            .min_by_key(|&(_, have)| have)?
+            .0;
+        self.blocks[i].take()
+    }
+
+    /// Takes the spare that starts at `addr`, when it has at least `len` bytes.
+    fn take_at(&mut self, addr: usize, len: usize) -> Option<usize> {
+        let slot = self
+            .blocks
+            .iter_mut()
+            .find(|b| matches!(b, Some((a, have)) if *a == addr && *have >= len))?;
+        slot.take().map(|(_, have)| have)
+    }
+
+    /// Keeps a free range, when there is room; false: the caller unmaps it.
+    fn keep(&mut self, addr: usize, len: usize) -> bool {
+        let kept: usize = self.blocks.iter().flatten().map(|b| b.1).sum();
+        if kept + len > SPARE_BYTES {
+            return false;
+        }
+        match self.blocks.iter_mut().find(|b| b.is_none()) {
+            Some(slot) => {
+                *slot = Some((addr, len));
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// The spares of the process (large blocks are rare: a lock is cheap next to a mapping).
+static SPARES: std::sync::Mutex<Spares> = std::sync::Mutex::new(Spares { blocks: [None; 4] });
+
+fn spares() -> std::sync::MutexGuard<'static, Spares> {
+    SPARES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A free range of our mappings (`len` > 0, page-aligned): kept as a spare when there is
+/// room, else unmapped.
+#[allow(unsafe_code)]
+fn release_range(addr: usize, len: usize) {
+    if len == 0 || spares().keep(addr, len) {
+        return;
+    }
+    // SAFETY: the range is ours and nothing uses it (munmap of part of a mapping leaves the
+    // rest mapped).
+    unsafe { libc::munmap(ptr::with_exposed_provenance_mut::<libc::c_void>(addr), len) };
+}
+
+/// A large block of `len` bytes (a multiple of the page) whose contents do not matter: the
+/// start of a spare when one is large enough (its pages are resident already: a fresh
+/// mapping is faulted in page by page), else a new mapping. Null when the kernel refuses.
+fn large_block(len: usize) -> *mut u8 {
+    let spare = spares().take_fit(len);
+    if let Some((addr, have)) = spare {
+        release_range(addr + len, have - len);
+        return ptr::with_exposed_provenance_mut(addr);
+    }
+    map_large(len)
+}
+
+/// Gives back a large block of `len` bytes (a multiple of the page).
+fn free_large(p: *mut u8, len: usize) {
+    release_range(p.expose_provenance(), len);
+}
+
+/// Grows or shrinks a large block at `p` from `old` to `new` bytes (multiples of the page),
+/// keeping its contents without copying them: into the spare right after it, or in place
+/// when the addresses after it are free, or onto a spare large enough (its pages move there),
+/// or else to new addresses (its page tables move). Null when the kernel refuses (the block
+/// is then as it was).
 #[allow(unsafe_code)]
 fn remap_large(p: *mut u8, old: usize, new: usize) -> *mut u8 {
-    // SAFETY: `p` is the start of a mapping of `old` bytes that only the caller uses; on
-    // success it is unmapped (its pages now at the result), on failure it is left as it was.
+    let addr = p.expose_provenance();
+    if new <= old {
+        release_range(addr + new, old - new);
+        return p;
+    }
+    let adjacent = spares().take_at(addr + old, new - old);
+    if let Some(have) = adjacent {
+        release_range(addr + new, old + have - new);
+        return p;
+    }
+    // SAFETY: without MREMAP_MAYMOVE the mapping only grows where it is, into addresses that
+    // are free (else the call fails and changes nothing).
+    if unsafe { libc::mremap(p.cast(), old, new, 0) } != libc::MAP_FAILED {
+        return p;
+    }
+    let spare = spares().take_fit(new);
+    if let Some((to, have)) = spare {
+        let q = ptr::with_exposed_provenance_mut::<u8>(to);
+        // SAFETY: `p` is `old` bytes of ours, the spare `have` >= `new` > `old` bytes of ours
+        // that nothing uses (they cannot overlap: the block is in use): MREMAP_FIXED moves
+        // the block's pages over the start of the spare, whose own pages there are unmapped.
+        let moved = unsafe {
+            libc::mremap(
+                p.cast(),
+                old,
+                old,
+                libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+                q.cast::<libc::c_void>(),
+            )
+        };
+        if moved != libc::MAP_FAILED {
+            release_range(to + new, have - new);
+            return q;
+        }
+        release_range(to, have);
+    }
+    // SAFETY: `p` is the start of `old` bytes of ours that only the caller uses; on success
+    // they are unmapped (their pages now at the result), on failure left as they were.
     let q = unsafe { libc::mremap(p.cast(), old, new, libc::MREMAP_MAYMOVE) };
     if q == libc::MAP_FAILED {
         ptr::null_mut()
@@ -90,7 +211,7 @@ fn remap_large(p: *mut u8, old: usize, new: usize) -> *mut u8 {
 unsafe impl GlobalAlloc for Allocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if is_large(layout) {
-            map_large(mapped_len(layout.size()))
+            large_block(mapped_len(layout.size()))
         } else {
             // SAFETY: the caller's contract (a layout of non-zero size) is passed on.
             unsafe { mimalloc::MiMalloc.alloc(layout) }
@@ -99,7 +220,7 @@ unsafe impl GlobalAlloc for Allocator {
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         if is_large(layout) {
-            // a fresh anonymous mapping reads as zeroes
+            // a fresh anonymous mapping reads as zeroes (a spare would need them written)
             map_large(mapped_len(layout.size()))
         } else {
             // SAFETY: as in `alloc`.
@@ -109,8 +230,7 @@ unsafe impl GlobalAlloc for Allocator {
 
     unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
         if is_large(layout) {
-            // SAFETY: `p` is the start of the mapping made for this block, of this length.
-            unsafe { libc::munmap(p.cast(), mapped_len(layout.size())) };
+            free_large(p, mapped_len(layout.size()));
         } else {
             // SAFETY: a block of mimalloc's, given back with its layout.
             unsafe { mimalloc::MiMalloc.dealloc(p, layout) }
@@ -122,22 +242,36 @@ unsafe impl GlobalAlloc for Allocator {
         // layout.
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
         match (is_large(layout), is_large(new_layout)) {
-            (true, true) => remap_large(p, mapped_len(layout.size()), mapped_len(new_size)),
+            (true, true) => {
+                let q = remap_large(p, mapped_len(layout.size()), mapped_len(new_size));
+                if !q.is_null() {
+                    return q;
+                }
+                // a block that spans two of our mappings (grown into a spare next to it that
+                // came from another) cannot be remapped: it is copied, as a last resort
+            }
             // SAFETY: a block of mimalloc's that stays one.
-            (false, false) => unsafe { mimalloc::MiMalloc.realloc(p, layout, new_size) },
-            _ => {
-                // SAFETY: a new block of the new layout; the old one's first bytes (as many
-                // as both hold) are copied into it, then the old one is freed with its own
-                // layout. On failure the old block is left as it was.
-                unsafe {
-                    let q = self.alloc(new_layout);
-                    if !q.is_null() {
-                        ptr::copy_nonoverlapping(p, q, layout.size().min(new_size));
-                        self.dealloc(p, layout);
-                    }
-                    q
+            (false, false) => return unsafe { mimalloc::MiMalloc.realloc(p, layout, new_size) },
+            _ => {}
+        }
+        // SAFETY: a new block of the new layout; the old one's first bytes (as many as both
+        // hold) are copied into it (two blocks in use do not overlap), then the old one is
+        // freed with its own layout. On failure the old block is left as it was. mi_collect
+        // has no preconditions.
+        unsafe {
+            let q = self.alloc(new_layout);
+            if !q.is_null() {
+                ptr::copy_nonoverlapping(p, q, layout.size().min(new_size));
+                self.dealloc(p, layout);
+                if !is_large(layout) {
+                    // a buffer that grew out of mimalloc: the blocks it outgrew on the way
+                    // (4 MiB, 2, 1, ...) are free but resident until mimalloc purges them;
+                    // they go now rather than sit next to the message (8 MiB of a 64 MiB
+                    // message assembled from fragments)
+                    libmimalloc_sys::mi_collect(true);
                 }
             }
+            q
         }
     }
 }
@@ -180,11 +314,18 @@ pub(crate) fn read_into(stream: &TcpStream, buf: &mut BytesMut, max: usize) -> i
 /// memory resident; it calls this a moment after connections close. This is mimalloc's
 /// `mi_collect(force)`: the calling thread's free pages, and every purge that would otherwise
 /// wait for its delay to pass.
+/// The spare large blocks ([`Allocator`]) are unmapped too.
 #[allow(unsafe_code)]
 pub(crate) fn release_free_memory() {
     // SAFETY: mi_collect has no preconditions; it trims the calling thread's heap and the
     // shared arenas, which mimalloc synchronises itself.
     unsafe { libmimalloc_sys::mi_collect(true) }
+    let blocks = std::mem::take(&mut spares().blocks);
+    for (addr, len) in blocks.into_iter().flatten() {
+        // SAFETY: a spare is a whole mapping of ours that nothing uses; it was taken out of
+        // the spares, so nobody else can take it.
+        unsafe { libc::munmap(ptr::with_exposed_provenance_mut::<u8>(addr).cast(), len) };
+    }
 }
 
 /// Raises the process's open-file soft limit to its hard limit (each connection is a file).
@@ -275,12 +416,47 @@ mod tests {
         }
     }
 
+    /// The tests that use the process's spares take turns.
+    static SPARES_IN_USE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    /// A freed large block is reused, resident: the next large buffer starts in it and grows
+    /// into the rest of it, without a page to fault in.
+    #[test]
+    #[allow(unsafe_code)]
+    fn freed_blocks_are_reused_warm() {
+        let _turn = SPARES_IN_USE.lock().unwrap_or_else(|e| e.into_inner());
+        release_free_memory();
+        let big = Layout::from_size_align(32 << 20, 1).unwrap();
+        // SAFETY: layouts of non-zero size; every block is written before it is read and
+        // freed with its layout.
+        unsafe {
+            let p = Allocator.alloc(big);
+            ptr::write_bytes(p, 1, big.size());
+            Allocator.dealloc(p, big);
+            let small = Layout::from_size_align(LARGE_BLOCK, 1).unwrap();
+            let q = Allocator.alloc(small);
+            assert_eq!(q, p, "the spare's start");
+            ptr::write_bytes(q, 2, small.size());
+            let r = Allocator.realloc(q, small, big.size());
+            assert_eq!(r, p, "grown into the rest of the spare, where it is");
+            assert!(
+                resident_pages(r, big.size()).iter().all(|&r| r),
+                "all resident"
+            );
+            let block = std::slice::from_raw_parts(r, big.size());
+            assert!(block[..LARGE_BLOCK].iter().all(|&b| b == 2), "kept");
+            Allocator.dealloc(r, big);
+        }
+        release_free_memory();
+    }
+
     /// Random allocations, reallocations (growing and shrinking, across the large-block
     /// threshold both ways) and frees through [`Allocator`] keep every byte, as a `Vec` (the
     /// safe version, on the test's allocator) does for the same steps.
     #[test]
     #[allow(unsafe_code)]
     fn the_allocator_keeps_contents_like_a_vec() {
+        let _turn = SPARES_IN_USE.lock().unwrap_or_else(|e| e.into_inner());
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         let mut rand = move || {
             seed ^= seed << 13;
@@ -345,38 +521,65 @@ mod tests {
         }
     }
 
-    /// A large block costs only the pages written: a reservation for a whole message is
-    /// resident as its bytes arrive, and growing it (mremap) keeps what was written resident
-    /// without making the new room so.
+    /// A large block costs only the pages written: a new mapping for a whole message is
+    /// resident as its bytes arrive, and growing it (mremap) keeps what was written, resident,
+    /// without making the new room so. (The mappings themselves, not through [`Allocator`],
+    /// whose spares, freed by other tests, are resident.)
     #[test]
     #[allow(unsafe_code)]
     fn a_large_block_is_resident_only_where_written() {
         let size = 16 << 20;
-        let layout = Layout::from_size_align(size, 1).unwrap();
-        // SAFETY: a layout of non-zero size.
-        let p = unsafe { Allocator.alloc(layout) };
+        let p = map_large(size);
         assert!(!p.is_null());
         assert!(
             resident_pages(p, size).iter().all(|r| !r),
             "nothing written yet"
         );
-        // SAFETY: the first MiB of the block.
+        // SAFETY: the first MiB of the mapping.
         unsafe { ptr::write_bytes(p, 0xab, 1 << 20) };
         let resident = resident_pages(p, size);
         assert!(resident[..256].iter().all(|&r| r) && resident[256..].iter().all(|&r| !r));
-        // SAFETY: `p` is live with `layout`; 64 MiB with alignment 1 is a layout.
-        let q = unsafe { Allocator.realloc(p, layout, 64 << 20) };
+        let q = remap_large(p, size, 64 << 20);
         assert!(!q.is_null());
         let resident = resident_pages(q, 64 << 20);
         assert!(resident[..256].iter().all(|&r| r) && resident[256..].iter().all(|&r| !r));
-        // SAFETY: the first MiB, written above, moved with the block.
+        // SAFETY: the first MiB, written above, moved with the mapping.
         assert!(
             unsafe { std::slice::from_raw_parts(q, 1 << 20) }
                 .iter()
                 .all(|&b| b == 0xab)
         );
-        // SAFETY: the live block.
-        unsafe { Allocator.dealloc(q, Layout::from_size_align(64 << 20, 1).unwrap()) };
+        // SAFETY: the whole mapping, which nothing else uses.
+        unsafe { libc::munmap(q.cast(), 64 << 20) };
+    }
+
+    /// Spares: the smallest that fits is taken, or the one right after a block; at most four
+    /// and SPARE_BYTES together are kept.
+    #[test]
+    fn spares_are_taken_by_best_fit_and_bounded() {
+        let mut s = Spares { blocks: [None; 4] };
+        let mib = 1 << 20;
+        assert_eq!(s.take_fit(4 * mib), None);
+        assert!(s.keep(1, 8 * mib) && s.keep(2, 32 * mib) && s.keep(3, 16 * mib));
+        assert!(!s.keep(4, 16 * mib), "over SPARE_BYTES together");
+        assert!(s.keep(4, 8 * mib));
+        assert!(!s.keep(5, 4 * mib), "four at most");
+        assert_eq!(
+            s.take_fit(10 * mib),
+            Some((3, 16 * mib)),
+            "the smallest that fits"
+        );
+        assert_eq!(s.take_fit(100 * mib), None, "none that fits");
+        assert_eq!(s.take_at(2, 40 * mib), None, "too short");
+        assert_eq!(s.take_at(3, mib), None, "taken already");
+        assert_eq!(
+            s.take_at(2, 16 * mib),
+            Some(32 * mib),
+            "the one at that address"
+        );
+        assert_eq!(s.take_fit(mib).map(|b| b.1), Some(8 * mib));
+        assert_eq!(s.take_fit(mib).map(|b| b.1), Some(8 * mib));
+        assert_eq!(s.take_fit(mib), None);
     }
 
     #[test]

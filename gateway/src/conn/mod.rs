@@ -16,6 +16,7 @@ pub(crate) use table::{ConnId, Connections};
 use crate::http::PendingBody;
 use crate::outbox::Outbox;
 use crate::session::Ws;
+use crate::sys::LARGE_BLOCK;
 use bytes::BytesMut;
 use mio::Interest;
 use mio::net::TcpStream;
@@ -246,8 +247,10 @@ impl Conn {
     /// for all of it in one allocation, but only once a 32nd of it has arrived: before that
     /// the buffer doubles as data comes, so a header that announces 2 GiB and sends nothing
     /// costs nothing, and what a peer can make the gateway reserve stays proportional to what
-    /// it really sent. The buffers outgrown on the way add up to at most a 16th of the
-    /// message, so the peak stays near one copy of it.
+    /// it really sent. A frame of more than [`LARGE_BLOCK`] starts with a buffer of that size:
+    /// a block of the gateway's allocator that is resident only where written and grows
+    /// without a copy (see [`crate::sys::Allocator`]), so nothing is outgrown on the way and
+    /// the peak is one copy of the message; smaller ones double through mimalloc's blocks.
     pub(crate) fn own_read_size(&self, base: usize) -> usize {
         // a cut request head or a small frame's rest: a small read, not a whole read buffer
         // per connection (hundreds of slow clients must not each pin 64 KiB)
@@ -267,7 +270,7 @@ impl Conn {
         } else if have.saturating_mul(32) >= have.saturating_add(remaining) {
             remaining
         } else {
-            have.max(base)
+            have.max(base).max(LARGE_BLOCK.min(remaining))
         }
     }
 }
@@ -364,8 +367,14 @@ mod tests {
         let base = 64 << 10;
         assert_eq!(
             c.own_read_size(base),
-            base,
-            "nothing yet: a read buffer's worth"
+            LARGE_BLOCK,
+            "nothing yet: a block of its own, resident only where written"
+        );
+        c.inbuf = BytesMut::from(&vec![0u8; 300 << 10][..]);
+        assert_eq!(
+            c.own_read_size(base),
+            LARGE_BLOCK,
+            "less than a 32nd: still a block's worth"
         );
         c.inbuf = BytesMut::from(&vec![0u8; 1 << 20][..]);
         assert_eq!(
