@@ -11,7 +11,8 @@
 //!   and the frame and message size limits. It never allocates.
 //! - [`MessageDecoder`]: collects frames into whole messages over a [`BytesMut`] the caller
 //!   reads into. A message that arrives as one frame is handed out as a slice of that buffer,
-//!   without a copy; fragments of a fragmented message are appended once.
+//!   without a copy; the payload of a fragmented message is appended to the message once, as
+//!   each read brings it.
 //!
 //! Outgoing frames are an inline [`HeaderBuf`] plus a shared [`Bytes`] payload ([`OutFrame`]),
 //! so one encoded message can be queued to any number of connections by reference.
@@ -607,6 +608,12 @@ impl Message {
 /// [`wanted`](Self::wanted) says how many more bytes the frame in progress needs, so a caller
 /// can size its next read for a large frame without trusting the announced length further
 /// than its limits.
+///
+/// The payload of a fragmented message (a frame without FIN, and its continuations) is taken
+/// out of the buffer as it arrives and appended to the message
+/// ([`assembled_len`](Self::assembled_len) bytes so far): the buffer is left empty (or with a
+/// cut header), so the caller need not keep a fragment there while the rest of it arrives,
+/// and the message is in memory once, plus a read, whatever the sizes of its fragments.
 #[derive(Debug)]
 pub struct MessageDecoder {
     frames: FrameDecoder,
@@ -614,8 +621,9 @@ pub struct MessageDecoder {
     header: Option<FrameHeader>,
     /// Payload bytes of that frame at the front of the buffer, already processed.
     processed: usize,
-    /// The fragments of a fragmented message so far. A `Vec` so that growth is a `realloc`
-    /// (which large allocators do in place, by remapping pages) rather than a copy next to the old
+    /// The fragments of a fragmented message so far, appended as each read brings them. A
+    /// `Vec` so that growth is a `realloc` (which the gateway's allocator does for a large
+    /// buffer by moving its pages, not copying them) rather than a copy next to the old
     /// buffer; it becomes `Bytes` without a copy when the message is complete.
     assembled: Vec<u8>,
     assembled_opcode: OpCode,
@@ -683,6 +691,9 @@ impl MessageDecoder {
                         input.advance(len);
                         self.header = Some(header);
                         self.processed = 0;
+                        if !header.fin && matches!(header.opcode, OpCode::Text | OpCode::Binary) {
+                            self.assembled_opcode = header.opcode; // a first fragment
+                        }
                         header
                     }
                     _ => return Ok(None),
@@ -693,56 +704,58 @@ impl MessageDecoder {
                 unreachable!("inside a frame")
             };
             self.processed += len;
+            if !header.fin || header.opcode == OpCode::Continuation {
+                // a fragment's payload joins the message as it arrives (unmasked, validated):
+                // the read buffer never holds more than a read of it, so the message is in
+                // memory once however it is cut (the caller reads the rest of a frame that
+                // is not whole into a small buffer, since the decoder empties it)
+                self.assembled.extend_from_slice(&input[..self.processed]);
+                input.advance(std::mem::take(&mut self.processed));
+                if !frame_done {
+                    return Ok(None);
+                }
+                self.header = None;
+                if !header.fin {
+                    continue;
+                }
+                let message = Bytes::from(std::mem::take(&mut self.assembled));
+                return Ok(Some(data(self.assembled_opcode, message)));
+            }
             if !frame_done {
                 return Ok(None);
             }
-            let payload = input.split_to(self.processed);
-            self.processed = 0;
+            let payload = input.split_to(std::mem::take(&mut self.processed));
             self.header = None;
-            if let Some(message) = self.finish_frame(header, payload)? {
-                return Ok(Some(message));
-            }
+            return whole_frame(header.opcode, payload).map(Some);
         }
     }
+}
 
-    fn finish_frame(&mut self, header: FrameHeader, payload: BytesMut) -> Result<Option<Message>> {
-        let data = |opcode: OpCode, bytes: Bytes| {
-            if opcode == OpCode::Text {
-                Message::Text(bytes)
-            } else {
-                Message::Binary(bytes)
-            }
-        };
-        Ok(Some(match header.opcode {
-            OpCode::Ping => Message::Ping(payload.freeze()),
-            OpCode::Pong => Message::Pong(payload.freeze()),
-            OpCode::Close => {
-                let parsed = close::parse_close_payload(&payload)?.map(|f| f.code);
-                let payload = payload.freeze();
-                Message::Close(parsed.map(|code| CloseMessage {
-                    code,
-                    reason: payload.slice(2..),
-                }))
-            }
-            OpCode::Text | OpCode::Binary if header.fin => data(header.opcode, payload.freeze()),
-            OpCode::Text | OpCode::Binary => {
-                self.assembled.clear();
-                self.assembled.extend_from_slice(&payload);
-                self.assembled_opcode = header.opcode;
-                return Ok(None);
-            }
-            OpCode::Continuation => {
-                self.assembled.extend_from_slice(&payload);
-                if !header.fin {
-                    return Ok(None);
-                }
-                data(
-                    self.assembled_opcode,
-                    Bytes::from(std::mem::take(&mut self.assembled)),
-                )
-            }
-        }))
+/// A data message of `opcode` (text or binary).
+fn data(opcode: OpCode, bytes: Bytes) -> Message {
+    if opcode == OpCode::Text {
+        Message::Text(bytes)
+    } else {
+        Message::Binary(bytes)
     }
+}
+
+/// The message a whole unfragmented frame carries (its payload unmasked and validated), a
+/// close frame's payload parsed.
+fn whole_frame(opcode: OpCode, payload: BytesMut) -> Result<Message> {
+    Ok(match opcode {
+        OpCode::Ping => Message::Ping(payload.freeze()),
+        OpCode::Pong => Message::Pong(payload.freeze()),
+        OpCode::Close => {
+            let parsed = close::parse_close_payload(&payload)?.map(|f| f.code);
+            let payload = payload.freeze();
+            Message::Close(parsed.map(|code| CloseMessage {
+                code,
+                reason: payload.slice(2..),
+            }))
+        }
+        data_opcode => data(data_opcode, payload.freeze()),
+    })
 }
 
 #[cfg(test)]
@@ -920,6 +933,83 @@ mod tests {
             let mut d = FrameDecoder::new(server());
             assert_eq!(d.step(&mut [0x80 | op]), Err(Error::UnknownOpcode(op)));
         }
+    }
+
+    /// A fragment's payload leaves the read buffer as it arrives: between two reads the buffer
+    /// holds at most a cut header, the decoder the message so far, and the message is whole
+    /// and right at the end.
+    #[test]
+    fn fragments_leave_the_read_buffer_as_they_arrive() {
+        let payload: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        let pieces: Vec<&[u8]> = payload.chunks(65_536).collect();
+        let mut d = MessageDecoder::new(server());
+        let mut buf = BytesMut::new();
+        let (mut fed, mut got) = (0, None);
+        for (i, piece) in pieces.iter().enumerate() {
+            let op = if i == 0 {
+                OpCode::Binary
+            } else {
+                OpCode::Continuation
+            };
+            let wire = client_frame(i + 1 == pieces.len(), op, piece);
+            let header = wire.len() - piece.len();
+            // each frame in reads of 10,000 bytes, cut inside the header for odd ones
+            let first = if i % 2 == 1 { 3 } else { 10_000 };
+            let mut at = 0;
+            while at < wire.len() {
+                let end = if at == 0 { first } else { at + 10_000 }.min(wire.len());
+                buf.extend_from_slice(&wire[at..end]);
+                if let Some(m) = d.decode(&mut buf).unwrap() {
+                    got = Some(m);
+                }
+                fed += end.max(header) - at.max(header);
+                at = end;
+                if got.is_none() {
+                    assert!(buf.len() < header, "at most a cut header is left");
+                    assert_eq!(d.assembled_len(), fed);
+                }
+            }
+        }
+        assert_eq!(got, Some(Message::Binary(Bytes::from(payload))));
+        assert!(d.is_at_rest() && buf.is_empty());
+    }
+
+    /// Many small fragments and pings in one read, or byte by byte: the pings come out before
+    /// the message, and the read buffer never holds more than a header and a ping.
+    #[test]
+    fn small_fragments_and_pings_in_one_read() {
+        let mut wire = Vec::new();
+        let mut text = Vec::new();
+        for i in 0..50u8 {
+            let piece: Vec<u8> = (0..i % 7).map(|k| b'a' + (i + k) % 26).collect();
+            text.extend_from_slice(&piece);
+            let op = if i == 0 {
+                OpCode::Text
+            } else {
+                OpCode::Continuation
+            };
+            wire.extend(client_frame(i == 49, op, &piece));
+            if i % 10 == 3 {
+                wire.extend(client_frame(true, OpCode::Ping, &[i]));
+            }
+        }
+        let mut expected: Vec<Message> = [3u8, 13, 23, 33, 43]
+            .iter()
+            .map(|&i| Message::Ping(Bytes::from(vec![i])))
+            .collect();
+        expected.push(Message::Text(Bytes::from(text)));
+        assert_eq!(decode_all(server(), &wire), (expected.clone(), None));
+        let mut d = MessageDecoder::new(server());
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for &b in &wire {
+            buf.extend_from_slice(&[b]);
+            while let Some(m) = d.decode(&mut buf).unwrap() {
+                out.push(m);
+            }
+            assert!(buf.len() <= MAX_HEADER_LEN + MAX_CONTROL_PAYLOAD);
+        }
+        assert_eq!(out, expected);
     }
 
     #[test]
