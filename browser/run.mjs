@@ -3,12 +3,13 @@
 // a running gateway.
 //
 //   node browser/run.mjs --url http://127.0.0.1:PORT [--only NAME[,NAME]] [--bin PATH]
-//                        [--pid PID] [--screenshot FILE]
+//                        [--pid PID] [--screenshot FILE] [--size BYTES]
 //
-// --url         the gateway under test (the websocket, large and dashboard tests)
+// --url         the gateway under test (the websocket, large, huge and dashboard tests)
 // --bin         the wsgate binary: the client test starts and restarts gateways of its own
 // --pid         the gateway's process id: the close test sends it SIGTERM (close 1001)
 // --screenshot  where the dashboard test saves its screenshot (default target/dashboard.png)
+// --size        the message of the huge test, in bytes (default 256 MiB)
 //
 // Prints one PASS or FAIL line per test and exits 1 when any failed. Each test has a time
 // limit, so nothing hangs.
@@ -22,6 +23,7 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const TESTS = {
   websocket: { file: "./tests/websocket.mjs", limit: 60_000, needs: ["url"] },
   large: { file: "./tests/large.mjs", limit: 90_000, needs: ["url"] },
+  huge: { file: "./tests/huge.mjs", limit: 100_000, needs: ["url"] },
   close: { file: "./tests/close.mjs", limit: 45_000, needs: ["url", "pid"] },
   client: { file: "./tests/client.mjs", limit: 60_000, needs: ["bin"] },
   dashboard: { file: "./tests/dashboard.mjs", limit: 60_000, needs: ["url"] },
@@ -34,6 +36,7 @@ const { values } = parseArgs({
     bin: { type: "string" },
     pid: { type: "string" },
     screenshot: { type: "string", default: path.join(here, "..", "target", "dashboard.png") },
+    size: { type: "string" },
   },
 });
 
@@ -49,6 +52,7 @@ const options = {
   bin: values.bin,
   pid: values.pid && Number(values.pid),
   screenshot: path.resolve(values.screenshot),
+  size: values.size && Number(values.size),
 };
 
 let failed = 0;
