@@ -308,15 +308,27 @@ fn echo_peers_that_trickle_and_never_read_keep_no_read_buffers_alive() {
             let mut ws = RawWs::finish_upgrade(stream, Vec::new());
             let message = message.clone();
             std::thread::spawn(move || {
+                // the gateway stops reading a peer whose echoes pass its outbox limit; what the
+                // kernel's buffers take beyond that depends on the machine's load, so a peer
+                // whose writes block for a while has sent what it could
+                let mut sent = 0;
                 for _ in 0..2000 {
-                    ws.send_raw(&message);
+                    if ws.try_send_raw(&message, Duration::from_secs(3)).is_err() {
+                        break;
+                    }
+                    sent += 1;
                     std::thread::sleep(Duration::from_micros(200));
                 }
-                ws
+                (ws, sent)
             })
         })
         .collect();
-    let peers: Vec<RawWs> = peers.into_iter().map(|t| t.join().unwrap()).collect();
+    let (peers, sent): (Vec<RawWs>, Vec<u32>) =
+        peers.into_iter().map(|t| t.join().unwrap()).unzip();
+    assert!(
+        sent.iter().all(|&n| n >= 300),
+        "every peer sent past its 1 MiB outbox limit (256 echoes): {sent:?}"
+    );
     let peak = gw.peak_rss();
     let grown = peak.saturating_sub(before);
     println!(

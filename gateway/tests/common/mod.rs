@@ -496,6 +496,14 @@ impl RawWs {
         self.stream.write_all(bytes).expect("write");
     }
 
+    /// Sends bytes as they are, giving up after `timeout` without progress (a gateway that no
+    /// longer reads this peer, by design).
+    #[allow(dead_code)] // not every test binary uses it
+    pub(crate) fn try_send_raw(&mut self, bytes: &[u8], timeout: Duration) -> std::io::Result<()> {
+        self.stream.set_write_timeout(Some(timeout))?;
+        self.stream.write_all(bytes)
+    }
+
     /// Sends one masked frame.
     pub(crate) fn send(&mut self, fin: bool, opcode: OpCode, payload: &[u8]) {
         self.send_raw(&client_frame(fin, opcode, payload));
