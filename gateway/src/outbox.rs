@@ -28,7 +28,7 @@ thread_local! {
 
 thread_local! {
     /// Emptied copy buffers of this worker thread, for the next queue to fill: at most
-    /// [`SPARE_MAX`] of them, none larger than [`COALESCE_MAX`].
+    /// [`SPARE_MAX`] of them, none larger than [`SPARE_CAPACITY_MAX`].
     static SPARE: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -39,8 +39,13 @@ pub const COPY_MAX: usize = 1024;
 /// The capacity of a new copy buffer: a burst of small frames, or one [`COPY_MAX`] frame.
 const COPY_BUFFER: usize = 2048;
 
-/// Emptied copy buffers kept per worker thread for reuse (at most 32 MiB of them).
+/// Emptied copy buffers kept per worker thread for reuse.
 const SPARE_MAX: usize = 2048;
+
+/// The largest copy buffer kept for reuse (a burst grows some): with [`SPARE_MAX`], at most
+/// 8 MiB of spares per worker thread, given back when the worker goes quiet
+/// ([`release_spares`]).
+const SPARE_CAPACITY_MAX: usize = 2 * COPY_BUFFER;
 
 /// A copy buffer from the thread's spares, or a new one.
 fn take_buffer() -> Vec<u8> {
@@ -49,9 +54,16 @@ fn take_buffer() -> Vec<u8> {
         .unwrap_or_else(|| Vec::with_capacity(COPY_BUFFER))
 }
 
-/// Gives a written copy buffer back to the thread's spares (or frees it when they are full).
+/// Frees this thread's spare copy buffers (a worker does when connections have closed and it
+/// gives memory back).
+pub fn release_spares() {
+    SPARE.with_borrow_mut(|spare| *spare = Vec::new());
+}
+
+/// Gives a written copy buffer back to the thread's spares (or frees it when they are full,
+/// or it grew large).
 fn give_back(mut buffer: Vec<u8>) {
-    if buffer.capacity() <= COALESCE_MAX {
+    if buffer.capacity() <= SPARE_CAPACITY_MAX {
         SPARE.with_borrow_mut(|spare| {
             if spare.len() < SPARE_MAX {
                 buffer.clear();
@@ -465,6 +477,20 @@ mod tests {
         (0..300)
             .map(|i| OutFrame::new(OpCode::Binary, Bytes::from(vec![i as u8; i * 37 % 3000])))
             .collect()
+    }
+
+    #[test]
+    fn spare_buffers_are_bounded_and_given_back() {
+        release_spares();
+        give_back(Vec::with_capacity(COPY_BUFFER));
+        give_back(Vec::with_capacity(COALESCE_MAX)); // grew in a burst: freed
+        assert_eq!(SPARE.with_borrow(|s| s.len()), 1);
+        for _ in 0..SPARE_MAX + 10 {
+            give_back(Vec::with_capacity(COPY_BUFFER));
+        }
+        assert_eq!(SPARE.with_borrow(|s| s.len()), SPARE_MAX);
+        release_spares();
+        assert_eq!(SPARE.with_borrow(|s| (s.len(), s.capacity())), (0, 0));
     }
 
     #[test]

@@ -137,6 +137,7 @@ impl Worker {
     pub(super) fn release_memory_if_due(&mut self) {
         if self.timers.collect_at.is_some_and(|at| at <= self.now) {
             self.timers.collect_at = None;
+            crate::outbox::release_spares();
             crate::sys::release_free_memory();
         }
     }
