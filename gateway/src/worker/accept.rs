@@ -64,10 +64,12 @@ impl Worker {
                     let ip_counted = match self.admit(peer.ip(), by_address) {
                         Ok(counted) => counted,
                         Err(refusal) => {
-                            // best effort: a short answer that fits any socket buffer, then close
+                            // counted first: a client that has read the answer sees it
+                            // counted; then best effort, a short answer that fits any socket
+                            // buffer, and close
+                            self.metrics.failure(refusal.failure());
                             let answer = Answer::refusal(refusal);
                             let _ = io::Write::write(&mut stream, &answer.response);
-                            self.metrics.failure(refusal.failure());
                             continue;
                         }
                     };
