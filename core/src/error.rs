@@ -77,6 +77,9 @@ pub enum Error {
     MessageTooBig,
     /// A text message (or a close reason) is not valid UTF-8.
     InvalidUtf8,
+    /// A message compressed with permessage-deflate (RFC 7692) does not inflate: a corrupt or
+    /// truncated deflate stream.
+    BadCompressedData,
     /// A close frame payload of exactly one byte.
     CloseTooShort,
     /// A close frame carries a code a peer may not send.
@@ -123,7 +126,7 @@ impl Error {
             | CloseTooShort
             | InvalidCloseCode(_) => Some(CloseCode::PROTOCOL_ERROR),
             FrameTooBig | MessageTooBig => Some(CloseCode::TOO_BIG),
-            InvalidUtf8 => Some(CloseCode::INVALID_PAYLOAD),
+            InvalidUtf8 | BadCompressedData => Some(CloseCode::INVALID_PAYLOAD),
             _ => None,
         }
     }
@@ -181,6 +184,7 @@ impl Error {
             FrameTooBig => "frame_too_big",
             MessageTooBig => "message_too_big",
             InvalidUtf8 => "invalid_utf8",
+            BadCompressedData => "bad_compressed_data",
             CloseTooShort => "close_too_short",
             InvalidCloseCode(_) => "invalid_close_code",
             InvalidJson(_) => "invalid_json",
@@ -234,6 +238,7 @@ impl fmt::Display for Error {
             FrameTooBig => f.write_str("frame exceeds the size limit"),
             MessageTooBig => f.write_str("message exceeds the size limit"),
             InvalidUtf8 => f.write_str("text is not valid UTF-8"),
+            BadCompressedData => f.write_str("compressed message does not inflate"),
             CloseTooShort => f.write_str("close payload of one byte"),
             InvalidCloseCode(code) => write!(f, "close code {code} may not be sent by a peer"),
             InvalidJson(why) => write!(f, "invalid JSON: {why}"),
@@ -289,6 +294,7 @@ mod tests {
             Error::FrameTooBig,
             Error::MessageTooBig,
             Error::InvalidUtf8,
+            Error::BadCompressedData,
             Error::CloseTooShort,
             Error::InvalidCloseCode(1005),
             Error::InvalidJson("eof".into()),

@@ -13,6 +13,7 @@
 //! - [`mask`]: SIMD unmasking chosen once at run time;
 //! - [`utf8`]: incremental, fail-fast UTF-8 validation across fragments;
 //! - [`close`]: close codes and close payload rules;
+//! - [`deflate`]: permessage-deflate (RFC 7692): the offer and answer, inflate and compress;
 //! - [`message`]: the pub/sub envelope (JSON control messages, binary publishes, deliveries);
 //! - [`proxy`]: the PROXY protocol header (versions 1 and 2) a load balancer sends first;
 //! - [`session`]: a server's WebSocket session as a state machine: bytes and `now` in; events,
@@ -26,6 +27,7 @@
 #![deny(missing_docs)]
 
 pub mod close;
+pub mod deflate;
 pub mod error;
 pub mod frame;
 pub mod framing;
