@@ -320,9 +320,16 @@ pub struct DecoderConfig {
     pub max_frame_size: u64,
     /// The largest total payload of one message; more is [`Error::MessageTooBig`] (1009).
     pub max_message_size: u64,
-    /// The reserved bits a negotiated extension allows on the first frame of a data message
-    /// (RSV1 for permessage-deflate). Zero, the default, refuses every reserved bit.
+    /// The reserved bits a negotiated extension allows on the first frame of a data message.
+    /// Zero, the default, refuses every reserved bit. [`RSV1`] means permessage-deflate (RFC
+    /// 7692) was negotiated: a message whose first frame has RSV1 is inflated by the
+    /// [`MessageDecoder`] (its inflated size within `max_message_size`, its text validated
+    /// once inflated).
     pub allowed_rsv: u8,
+    /// With permessage-deflate, whether the peer compresses each message with the context of
+    /// its previous ones (it was not answered `*_no_context_takeover`): the inflater is then
+    /// kept between messages, instead of only while a compressed message arrives.
+    pub inflate_context: bool,
 }
 
 impl DecoderConfig {
@@ -333,6 +340,7 @@ impl DecoderConfig {
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             allowed_rsv: 0,
+            inflate_context: false,
         }
     }
 
@@ -387,6 +395,9 @@ struct CurrentFrame {
 struct OpenMessage {
     opcode: OpCode,
     size: u64,
+    /// The first frame had RSV1 (permessage-deflate): the payload is compressed, and text is
+    /// validated after inflating, by the [`MessageDecoder`], not here.
+    compressed: bool,
 }
 
 /// The streaming frame decoder: feed it bytes as they arrive, in order.
@@ -482,6 +493,7 @@ impl FrameDecoder {
             self.message = Some(OpenMessage {
                 opcode: header.opcode,
                 size: header.payload_len,
+                compressed: header.rsv & RSV1 != 0,
             });
             self.utf8.reset();
         }
@@ -549,8 +561,10 @@ impl FrameDecoder {
         current.done += len as u64;
         let frame_done = current.done == current.header.payload_len;
         let header = current.header;
-        let is_text =
-            !header.opcode.is_control() && self.message.is_some_and(|m| m.opcode == OpCode::Text);
+        let is_text = !header.opcode.is_control()
+            && self
+                .message
+                .is_some_and(|m| m.opcode == OpCode::Text && !m.compressed);
         if is_text {
             self.utf8.feed(chunk)?;
         }
