@@ -21,7 +21,9 @@
 pub mod compress;
 mod inflate;
 mod negotiate;
+mod shared;
 
 pub use compress::compress;
 pub use inflate::Inflater;
 pub use negotiate::{Agreed, NAME, Policy, SERVER_WINDOW_BITS, negotiate};
+pub use shared::{Compression, SharedFrame};

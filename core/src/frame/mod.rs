@@ -229,6 +229,20 @@ impl OutFrame {
         }
     }
 
+    /// A whole (FIN), unmasked frame whose `payload` is a message compressed with
+    /// permessage-deflate (RFC 7692): RSV1 set.
+    pub fn deflated(opcode: OpCode, payload: Bytes) -> OutFrame {
+        OutFrame {
+            header: HeaderBuf::new(true, RSV1, opcode, payload.len() as u64, None),
+            payload,
+        }
+    }
+
+    /// Whether RSV1 is set: the payload is compressed ([`deflated`](Self::deflated)).
+    pub fn is_deflated(&self) -> bool {
+        self.header.bytes[0] & (RSV1 << 4) != 0
+    }
+
     /// A close frame with the given payload.
     pub fn close(payload: &ClosePayload) -> OutFrame {
         OutFrame::new(OpCode::Close, Bytes::copy_from_slice(payload.as_bytes()))
