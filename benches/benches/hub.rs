@@ -81,11 +81,12 @@ impl Fanout {
     /// (one frame, cloned) or the copying one (a frame per subscriber).
     fn publish(&mut self, payload: &[u8], share: bool) {
         let frame = OutFrame::new(OpCode::Binary, Bytes::copy_from_slice(payload));
-        self.hub.publish_remote(0, &self.topic, &frame);
+        self.hub
+            .publish_remote(0, &self.topic, &frame.clone().into());
         deliver(&mut self.workers[0], &frame, share);
         let [_, remote] = &mut self.workers;
         self.hub
-            .drain(1, |d: Delivery| deliver(remote, &d.frame, share));
+            .drain(1, |d: Delivery| deliver(remote, d.frame.plain(), share));
     }
 
     /// Flushes every outbox into a sink; returns the bytes that were queued.

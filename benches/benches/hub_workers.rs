@@ -351,7 +351,7 @@ fn run_worker(
         }
         let taken = hub.drain_at_most(w, INBOX_BUDGET, |d| {
             if let Some(ids) = topics.get(d.topic.name()) {
-                state.deliver(ids, &d.frame, mode);
+                state.deliver(ids, d.frame.plain(), mode);
             }
         });
         // the end of the turn: the open batch is queued, then every listed outbox flushed
@@ -463,7 +463,8 @@ impl Workers {
         let start = Instant::now();
         for _ in 0..n {
             let frame = OutFrame::new(OpCode::Binary, Bytes::copy_from_slice(payload));
-            self.hub.publish_remote(usize::MAX, &self.topic, &frame);
+            self.hub
+                .publish_remote(usize::MAX, &self.topic, &frame.clone().into());
         }
         let deadline = start + BATCH_DEADLINE;
         let progress = &self.shared.progress;

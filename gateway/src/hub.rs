@@ -23,6 +23,7 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use wsgate_core::deflate::{Compression, SharedFrame};
 use wsgate_core::frame::OutFrame;
 
 /// One topic, shared by every worker that subscribes to it or publishes to it.
@@ -87,8 +88,9 @@ impl Topic {
 pub struct Delivery {
     /// The topic.
     pub topic: Arc<Topic>,
-    /// The frame, encoded once; cloning it is a reference count.
-    pub frame: OutFrame,
+    /// The frame, encoded once (and compressed at most once, by whichever worker needs it
+    /// first); cloning it is a reference count or two.
+    pub frame: SharedFrame,
 }
 
 /// The way to other nodes, as the hub sees it.
@@ -122,7 +124,7 @@ impl Wake for mio::Waker {
 pub const DELIVERY_COST: usize = 64;
 
 fn cost(d: &Delivery) -> usize {
-    d.frame.payload().len() + DELIVERY_COST
+    d.frame.plain().payload().len() + DELIVERY_COST
 }
 
 struct Inbox {
@@ -149,6 +151,8 @@ pub struct Hub {
     inbox_limit: usize,
     /// Confirmations the uplink gave ([`Hub::confirm_remote`]), so far.
     confirmations: AtomicU64,
+    /// How published frames are compressed for the sessions that negotiated it.
+    compression: Option<Compression>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -195,7 +199,21 @@ impl Hub {
             uplink,
             inbox_limit,
             confirmations: AtomicU64::new(0),
+            compression: None,
         }
+    }
+
+    /// The same hub, whose published frames get a compressed variant for the sessions that
+    /// negotiated permessage-deflate ([`share`](Self::share)).
+    pub fn with_compression(mut self, compression: Option<Compression>) -> Hub {
+        self.compression = compression;
+        self
+    }
+
+    /// `frame` as it is published: shared by every worker, with its compressed variant made
+    /// on first need when compression is on and the frame is large enough.
+    pub fn share(&self, frame: OutFrame) -> SharedFrame {
+        SharedFrame::new(frame, self.compression)
     }
 
     /// The uplink confirms that other nodes' messages for `topic` reach this node: the
@@ -294,16 +312,16 @@ impl Hub {
 
     /// Publishes `frame`, made on worker `from`, to the subscribers of `topic` on every other
     /// worker and on other nodes. The caller delivers to its own subscribers. Lock-free.
-    pub fn publish(&self, from: usize, topic: &Arc<Topic>, frame: &OutFrame) {
+    pub fn publish(&self, from: usize, topic: &Arc<Topic>, frame: &SharedFrame) {
         self.publish_remote(from, topic, frame);
         if let Some(uplink) = &self.uplink {
-            uplink.publish(topic, frame);
+            uplink.publish(topic, frame.plain());
         }
     }
 
     /// Sends `frame` to every worker other than `from` that has subscribers of `topic`.
     /// Returns how many workers it went to. Lock-free.
-    pub fn publish_remote(&self, from: usize, topic: &Arc<Topic>, frame: &OutFrame) -> usize {
+    pub fn publish_remote(&self, from: usize, topic: &Arc<Topic>, frame: &SharedFrame) -> usize {
         let mut sent = 0;
         for (i, word) in topic.workers.iter().enumerate() {
             let mut bits = word.load(Ordering::Acquire);
@@ -449,8 +467,8 @@ mod tests {
         (Hub::new(wakers), counts)
     }
 
-    fn frame(i: u32) -> OutFrame {
-        OutFrame::new(OpCode::Binary, Bytes::copy_from_slice(&i.to_be_bytes()))
+    fn frame(i: u32) -> SharedFrame {
+        OutFrame::new(OpCode::Binary, Bytes::copy_from_slice(&i.to_be_bytes())).into()
     }
 
     #[test]
@@ -464,7 +482,7 @@ mod tests {
         assert_eq!(hub.publish_remote(0, &t, &frame(1)), 2);
         assert_eq!(hub.publish_remote(3, &t, &frame(2)), 1, "not to itself");
         let mut got = vec![];
-        hub.drain(3, |d| got.push(d.frame.payload().clone()));
+        hub.drain(3, |d| got.push(d.frame.plain().payload().clone()));
         assert_eq!(got, vec![Bytes::from_static(&[0, 0, 0, 1])]);
         assert_eq!(hub.drain(1, |_| {}), 2);
         assert_eq!(wakes[2].load(Ordering::SeqCst), 0);
@@ -483,7 +501,7 @@ mod tests {
         assert_eq!(wakes[1].load(Ordering::SeqCst), 1);
         assert_eq!(hub.inbox_depth(1), 100);
         let mut order = vec![];
-        hub.drain(1, |d| order.push(d.frame.payload().clone()));
+        hub.drain(1, |d| order.push(d.frame.plain().payload().clone()));
         let expected: Vec<Bytes> = (0..100u32)
             .map(|i| Bytes::copy_from_slice(&i.to_be_bytes()))
             .collect();
@@ -500,10 +518,10 @@ mod tests {
             hub.subscribed(w, &t, true);
         }
         let f = OutFrame::new(OpCode::Binary, Bytes::from(vec![0u8; 1 << 20]));
-        hub.publish_remote(0, &t, &f);
+        hub.publish_remote(0, &t, &f.clone().into());
         for w in 1..8 {
             hub.drain(w, |d| {
-                assert_eq!(d.frame.payload().as_ptr(), f.payload().as_ptr())
+                assert_eq!(d.frame.plain().payload().as_ptr(), f.payload().as_ptr())
             });
         }
     }
@@ -528,7 +546,7 @@ mod tests {
         let mut total = 0;
         while total < 40_000 {
             total += hub.drain(2, |d| {
-                let v = u32::from_be_bytes(d.frame.payload()[..].try_into().unwrap());
+                let v = u32::from_be_bytes(d.frame.plain().payload()[..].try_into().unwrap());
                 let p = (v / 1_000_000) as usize;
                 let i = v % 1_000_000;
                 assert_eq!(
@@ -555,7 +573,7 @@ mod tests {
         }
         let mut got = vec![];
         assert_eq!(
-            hub.drain_at_most(1, 4, |d| got.push(d.frame.payload().clone())),
+            hub.drain_at_most(1, 4, |d| got.push(d.frame.plain().payload().clone())),
             4
         );
         assert_eq!(hub.inbox_depth(1), 6);
@@ -566,7 +584,7 @@ mod tests {
             "still pending: no new wake"
         );
         assert_eq!(
-            hub.drain_at_most(1, 100, |d| got.push(d.frame.payload().clone())),
+            hub.drain_at_most(1, 100, |d| got.push(d.frame.plain().payload().clone())),
             7
         );
         let expected: Vec<Bytes> = (0..11u32)

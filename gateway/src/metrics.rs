@@ -64,6 +64,14 @@ labels! {
         ReadersPaused => "wsgate_readers_paused_total",
         /// Subscribe acknowledgements sent at once because the worker held the most it holds.
         AcksNotHeld => "wsgate_acks_not_held_total",
+        /// Sessions that negotiated permessage-deflate.
+        DeflateSessions => "wsgate_deflate_sessions_total",
+        /// Outgoing messages deflated (a publish once, whatever its subscribers).
+        Compressions => "wsgate_compressions_total",
+        /// Payload bytes of the messages sent to deflate sessions, before compression.
+        DeflateBytesIn => "wsgate_deflate_payload_bytes_before_total",
+        /// The same messages' payload bytes as sent (compressed, or plain when that was smaller).
+        DeflateBytesOut => "wsgate_deflate_payload_bytes_after_total",
     }
 }
 
@@ -90,6 +98,16 @@ impl Counter {
             }
             Counter::AcksNotHeld => {
                 "Subscribe acknowledgements sent without waiting for the cluster: too many held."
+            }
+            Counter::DeflateSessions => "Sessions that negotiated permessage-deflate.",
+            Counter::Compressions => {
+                "Outgoing messages deflated: a publish once, whatever its subscribers."
+            }
+            Counter::DeflateBytesIn => {
+                "Payload bytes sent to permessage-deflate sessions, before compression."
+            }
+            Counter::DeflateBytesOut => {
+                "Payload bytes sent to permessage-deflate sessions, as sent (after compression)."
             }
         }
     }
@@ -187,6 +205,7 @@ impl Failure {
             | E::FrameTooBig
             | E::MessageTooBig
             | E::InvalidUtf8
+            | E::BadCompressedData
             | E::CloseTooShort
             | E::InvalidCloseCode(_)
             | E::InvalidJson(_)

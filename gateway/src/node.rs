@@ -13,7 +13,8 @@ use crate::session::Policy;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use wsgate_core::frame::DecoderConfig;
+use wsgate_core::deflate::{self, Compression};
+use wsgate_core::frame::{DecoderConfig, RSV1};
 use wsgate_core::session::SessionConfig;
 
 /// The state every worker of a node shares.
@@ -37,6 +38,13 @@ pub(crate) struct Node {
     pub(crate) auth: Option<Authenticator>,
     /// What every WebSocket session enforces, and its timers.
     pub(crate) session: Arc<SessionConfig>,
+    /// The same for sessions that negotiated permessage-deflate: without, and with, the
+    /// client's compression context kept across messages.
+    pub(crate) session_deflate: [Arc<SessionConfig>; 2],
+    /// What permessage-deflate offers are answered with; `None`: compression is off.
+    pub(crate) deflate: Option<deflate::Policy>,
+    /// How outgoing messages are compressed; `None`: compression is off.
+    pub(crate) compression: Option<Compression>,
     /// What sessions may subscribe and publish.
     pub(crate) policy: Policy,
 }
@@ -68,6 +76,25 @@ impl Node {
             idle_timeout: Some(config.timeouts.idle_timeout).filter(|d| !d.is_zero()),
             close_timeout: config.timeouts.close_timeout,
         });
+        let inflating = |inflate_context| {
+            Arc::new(SessionConfig {
+                decoder: DecoderConfig {
+                    allowed_rsv: RSV1,
+                    inflate_context,
+                    ..session.decoder
+                },
+                ..*session
+            })
+        };
+        let session_deflate = [inflating(false), inflating(true)];
+        let d = &config.deflate;
+        let deflate = d.compression.then_some(deflate::Policy {
+            client_context_takeover: d.compression_client_context,
+        });
+        let compression = d.compression.then_some(Compression {
+            level: d.compression_level,
+            min_size: d.compression_min_size,
+        });
         let limits = &config.limits;
         let policy = Policy {
             max_topics: limits.max_topics_per_connection,
@@ -76,10 +103,16 @@ impl Node {
         };
         Ok(Node {
             policy,
+            session_deflate,
+            deflate,
+            compression,
             metrics: (0..wakers.len())
                 .map(|_| Arc::new(WorkerMetrics::default()))
                 .collect(),
-            hub: Arc::new(Hub::with_limits(wakers, uplink, config.limits.inbox_limit)),
+            hub: Arc::new(
+                Hub::with_limits(wakers, uplink, config.limits.inbox_limit)
+                    .with_compression(compression),
+            ),
             cluster,
             limits: ConnectionLimits::new(
                 config.limits.connection_limit(),

@@ -227,10 +227,8 @@ impl MessageDecoder {
         if text {
             self.inflated_utf8.finish()?;
         }
-        if !keep_context {
-            if let Some(inflater) = self.inflater.take() {
-                Inflater::give_back(inflater);
-            }
+        if !keep_context && let Some(inflater) = self.inflater.take() {
+            Inflater::give_back(inflater);
         }
         self.compressed = false;
         let message = Bytes::from(std::mem::take(&mut self.assembled));
@@ -327,7 +325,10 @@ mod tests {
         let mut s = String::from("{\"items\":[");
         let mut i = 0;
         while s.len() < n {
-            s.push_str(&format!("{{\"id\":{i},\"name\":\"caf\u{e9} \u{1f600} {}\"}},", i % 13));
+            s.push_str(&format!(
+                "{{\"id\":{i},\"name\":\"caf\u{e9} \u{1f600} {}\"}},",
+                i % 13
+            ));
             i += 1;
         }
         s.truncate(n);
@@ -404,7 +405,10 @@ mod tests {
         assert_eq!(error, Error::InvalidUtf8);
         assert!(fed < wire.len() / 2, "failed after {fed} of {}", wire.len());
         // binary is not validated
-        assert_eq!(decode(deflate_config(), &compressed(OpCode::Binary, &bad, 200), 64).1, None);
+        assert_eq!(
+            decode(deflate_config(), &compressed(OpCode::Binary, &bad, 200), 64).1,
+            None
+        );
     }
 
     #[test]
@@ -420,7 +424,11 @@ mod tests {
         let mut buf = BytesMut::from(&wire[..]);
         assert_eq!(d.decode(&mut buf), Err(Error::MessageTooBig));
         assert_eq!(Error::MessageTooBig.close_code(), Some(CloseCode::TOO_BIG));
-        assert!(d.assembled.capacity() <= (1 << 20) + 1, "{}", d.assembled.capacity());
+        assert!(
+            d.assembled.capacity() <= (1 << 20) + 1,
+            "{}",
+            d.assembled.capacity()
+        );
     }
 
     #[test]
@@ -429,16 +437,28 @@ mod tests {
         let packed = deflate::compress(&text, 6).unwrap();
         // without the extension
         let wire = frame(true, RSV1, OpCode::Text, &packed);
-        assert_eq!(decode(DecoderConfig::server(), &wire, 64).1, Some(Error::ReservedBits));
+        assert_eq!(
+            decode(DecoderConfig::server(), &wire, 64).1,
+            Some(Error::ReservedBits)
+        );
         // on a control frame
         let wire = frame(true, RSV1, OpCode::Ping, b"x");
-        assert_eq!(decode(deflate_config(), &wire, 64).1, Some(Error::ReservedBits));
+        assert_eq!(
+            decode(deflate_config(), &wire, 64).1,
+            Some(Error::ReservedBits)
+        );
         // on a continuation
         let (a, b) = packed.split_at(10);
         let mut wire = frame(false, RSV1, OpCode::Text, a);
         wire.extend(frame(true, RSV1, OpCode::Continuation, b));
-        assert_eq!(decode(deflate_config(), &wire, 64).1, Some(Error::ReservedBits));
-        assert_eq!(Error::ReservedBits.close_code(), Some(CloseCode::PROTOCOL_ERROR));
+        assert_eq!(
+            decode(deflate_config(), &wire, 64).1,
+            Some(Error::ReservedBits)
+        );
+        assert_eq!(
+            Error::ReservedBits.close_code(),
+            Some(CloseCode::PROTOCOL_ERROR)
+        );
     }
 
     #[test]
@@ -446,9 +466,15 @@ mod tests {
         let text = json(20_000);
         let packed = deflate::compress(&text, 6).unwrap();
         let wire = frame(true, RSV1, OpCode::Text, &packed[..packed.len() / 2]);
-        assert_eq!(decode(deflate_config(), &wire, 64).1, Some(Error::BadCompressedData));
+        assert_eq!(
+            decode(deflate_config(), &wire, 64).1,
+            Some(Error::BadCompressedData)
+        );
         let wire = frame(true, RSV1, OpCode::Binary, &[0xff; 32]);
-        assert_eq!(decode(deflate_config(), &wire, 64).1, Some(Error::BadCompressedData));
+        assert_eq!(
+            decode(deflate_config(), &wire, 64).1,
+            Some(Error::BadCompressedData)
+        );
         assert_eq!(
             Error::BadCompressedData.close_code(),
             Some(CloseCode::INVALID_PAYLOAD)
@@ -482,7 +508,11 @@ mod tests {
             packed.truncate(packed.len() - 4);
             let mut buf = BytesMut::from(&frame(true, RSV1, OpCode::Text, &packed)[..]);
             let message = d.decode(&mut buf).unwrap();
-            assert_eq!(message, Some(Message::Text(Bytes::from(text.clone()))), "{round}");
+            assert_eq!(
+                message,
+                Some(Message::Text(Bytes::from(text.clone()))),
+                "{round}"
+            );
             assert!(!d.is_at_rest(), "the context is kept");
         }
     }

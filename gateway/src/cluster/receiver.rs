@@ -154,7 +154,7 @@ impl Receiver {
         }
         // counted before the workers have it, so that whoever sees the message sees it counted
         stats.received.fetch_add(1, Ordering::Relaxed);
-        hub.publish_remote(usize::MAX, &topic, &opened.frame);
+        hub.publish_remote(usize::MAX, &topic, &hub.share(opened.frame));
         hub.release(topic);
     }
 }

@@ -74,6 +74,18 @@ settings! {
         publish_burst: u32 as Count<u32> = "10000", "N";
     }
 
+    /// permessage-deflate (RFC 7692): what is compressed, and how hard.
+    deflate: Deflate {
+        /// Accept permessage-deflate offers (every browser makes one); false declines them all.
+        compression: bool as Flag = "true", "BOOL";
+        /// Deflate level of outgoing messages, 1 (fastest) to 9 (smallest); a publish is compressed once for all its subscribers.
+        compression_level: u32 as Count<u32> = "6", "N";
+        /// Messages shorter than this go out uncompressed.
+        compression_min_size: usize as Size<usize> = "128B", "SIZE";
+        /// Let clients compress each message with the context of their previous ones (better ratio; about 40KiB kept per connection that sends compressed messages); false answers client_no_context_takeover.
+        compression_client_context: bool as Flag = "false", "BOOL";
+    }
+
     /// How long each step may take.
     timeouts: Timeouts {
         /// Time to complete the HTTP request.
@@ -270,6 +282,9 @@ impl Config {
         }
         if !(1..=128).contains(&l.ipv6_prefix) {
             return bad("--ipv6-prefix", "must be between 1 and 128");
+        }
+        if !(1..=9).contains(&self.deflate.compression_level) {
+            return bad("--compression-level", "must be between 1 and 9");
         }
         if t.handshake_timeout.is_zero() {
             return bad("--handshake-timeout", "must be more than 0");

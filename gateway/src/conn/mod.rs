@@ -133,6 +133,9 @@ pub(crate) struct Conn {
     pub(crate) timer_at: Option<Instant>,
     /// Listed in the connections to flush this turn (once however many frames were queued).
     flush_listed: bool,
+    /// The session negotiated permessage-deflate with the window shared compressed frames
+    /// are made with: it gets them instead of the plain ones.
+    pub(crate) deflate: bool,
 }
 
 impl Conn {
@@ -152,6 +155,7 @@ impl Conn {
             readable: true,
             read_closed: false,
             flush_listed: false,
+            deflate: false,
             timer_at: None,
         }
     }

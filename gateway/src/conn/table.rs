@@ -7,6 +7,7 @@ use super::slots::Slots;
 use crate::outbox::COPY_MAX;
 use mio::Token;
 use std::collections::HashSet;
+use wsgate_core::deflate::SharedFrame;
 use wsgate_core::frame::{OpCode, OutFrame};
 
 /// A connection's identity: its slot in the slab and the generation of that slot. An id kept
@@ -232,20 +233,21 @@ impl Connections {
         &mut self,
         subscribers: &HashSet<ConnId>,
         audience: Audience,
-        frame: &OutFrame,
+        shared: &SharedFrame,
         limit: usize,
     ) {
+        let frame = shared.plain();
         if frame.wire_len() <= COPY_MAX {
             if let Some(batch) = &mut self.batch
-                && batch.takes(audience, frame)
+                && batch.takes(audience, shared)
             {
-                batch.push(frame);
+                batch.push(shared);
                 return;
             }
             self.finish_batch();
             if !subscribers.is_empty() {
                 let mut batch = Batch::new(audience, subscribers, limit);
-                batch.push(frame);
+                batch.push(shared);
                 self.batch = Some(batch);
             }
             return;
@@ -260,7 +262,15 @@ impl Connections {
             else {
                 continue;
             };
-            conn.outbox.push_shared(frame);
+            if conn.deflate {
+                let (deflated, made) = shared.deflated();
+                self.reached.compressions += u64::from(made);
+                self.reached.deflate_before += frame.payload().len() as u64;
+                self.reached.deflate_after += deflated.payload().len() as u64;
+                conn.outbox.push_shared(deflated);
+            } else {
+                conn.outbox.push_shared(frame);
+            }
             delivered += 1;
             if conn.outbox.held_bytes() > limit {
                 self.reached.over.push(id);
@@ -284,6 +294,7 @@ impl Connections {
             return;
         };
         let bytes = batch.take_bytes();
+        let mut deflated = None;
         let mut reached = 0;
         for &id in &batch.subscribers {
             let Some(conn) = self
@@ -293,7 +304,18 @@ impl Connections {
             else {
                 continue;
             };
-            conn.outbox.push_frames(bytes.clone());
+            if conn.deflate {
+                let d = deflated.get_or_insert_with(|| {
+                    let d = batch.deflated(&bytes);
+                    self.reached.compressions += d.compressed;
+                    d
+                });
+                self.reached.deflate_before += batch.payload as u64;
+                self.reached.deflate_after += d.payload as u64;
+                conn.outbox.push_frames(d.frames.clone());
+            } else {
+                conn.outbox.push_frames(bytes.clone());
+            }
             reached += 1;
             if conn.outbox.held_bytes() > batch.limit {
                 self.reached.over.push(id);
@@ -351,7 +373,7 @@ mod tests {
         assert!(conns.contains(b));
         assert_eq!(conns.ids(), vec![b]);
         // a delivery to a list holding the old id reaches nobody
-        let frame = OutFrame::new(OpCode::Text, Bytes::from_static(b"x"));
+        let frame: SharedFrame = OutFrame::new(OpCode::Text, Bytes::from_static(b"x")).into();
         let old = HashSet::from([a]);
         conns.deliver(&old, Audience::of(&old, 0), &frame, 1 << 20);
         conns.finish_batch();
@@ -376,8 +398,8 @@ mod tests {
         let all: HashSet<ConnId> = ids.iter().copied().collect();
         let two: HashSet<ConnId> = ids[..2].iter().copied().collect();
         let frame = |b: &'static [u8]| OutFrame::new(OpCode::Text, Bytes::from_static(b));
-        conns.deliver(&all, Audience::of(&all, 1), &frame(b"a"), 1 << 20);
-        conns.deliver(&all, Audience::of(&all, 1), &frame(b"b"), 1 << 20);
+        conns.deliver(&all, Audience::of(&all, 1), &frame(b"a").into(), 1 << 20);
+        conns.deliver(&all, Audience::of(&all, 1), &frame(b"b").into(), 1 << 20);
         assert!(
             conns.take_reached().is_empty(),
             "batched: nothing queued yet"
@@ -387,9 +409,9 @@ mod tests {
         conns.queue(ids[2], frame(b"ack"), 0);
         assert_eq!(conns.take_reached().text, 6, "two frames to three");
         // another set, then the first set again at a newer generation: three batches
-        conns.deliver(&two, Audience::of(&two, 1), &frame(b"c"), 1 << 20);
-        conns.deliver(&all, Audience::of(&all, 2), &frame(b"d"), 1 << 20);
-        conns.deliver(&all, Audience::of(&all, 2), &frame(b"e"), 1 << 20);
+        conns.deliver(&two, Audience::of(&two, 1), &frame(b"c").into(), 1 << 20);
+        conns.deliver(&all, Audience::of(&all, 2), &frame(b"d").into(), 1 << 20);
+        conns.deliver(&all, Audience::of(&all, 2), &frame(b"e").into(), 1 << 20);
         conns.finish_batch();
         assert_eq!(conns.take_reached().text, 2 + 6);
         let sent = |conns: &mut Connections, id: ConnId| {
@@ -409,8 +431,8 @@ mod tests {
         );
         // a large frame is not batched, and goes after the batch before it
         let large = OutFrame::new(OpCode::Binary, Bytes::from(vec![9u8; 5000]));
-        conns.deliver(&all, Audience::of(&all, 2), &frame(b"f"), 1 << 20);
-        conns.deliver(&all, Audience::of(&all, 2), &large, 1 << 20);
+        conns.deliver(&all, Audience::of(&all, 2), &frame(b"f").into(), 1 << 20);
+        conns.deliver(&all, Audience::of(&all, 2), &large.clone().into(), 1 << 20);
         let reached = conns.take_reached();
         assert_eq!((reached.text, reached.binary), (3, 3));
         let mut expected = wire(&[b"a", b"b", b"c", b"d", b"e", b"f"]);
@@ -432,7 +454,12 @@ mod tests {
         let per = 2004 + crate::outbox::ENTRY_COST;
         let set = HashSet::from([a]);
         for _ in 0..3 {
-            conns.deliver(&set, Audience::of(&set, 0), &frame, 2 * per + 1);
+            conns.deliver(
+                &set,
+                Audience::of(&set, 0),
+                &frame.clone().into(),
+                2 * per + 1,
+            );
         }
         let reached = conns.take_reached();
         assert_eq!(

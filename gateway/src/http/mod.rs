@@ -25,6 +25,7 @@ use crate::session::SessionKind;
 use bytes::Bytes;
 use route::Route;
 use std::time::Instant;
+use wsgate_core::deflate::Agreed;
 use wsgate_core::framing::FramingLimits;
 use wsgate_core::handshake::Request;
 use wsgate_core::{Error, proxy};
@@ -51,6 +52,8 @@ pub(crate) struct Upgrade {
     pub(crate) topics: Vec<String>,
     /// What the session's token allows, when authentication is on.
     pub(crate) grants: Option<Box<Grants>>,
+    /// The permessage-deflate parameters, when the extension was negotiated.
+    pub(crate) deflate: Option<Agreed>,
 }
 
 /// A `POST /publish` body to read.

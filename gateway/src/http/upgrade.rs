@@ -10,6 +10,7 @@ use crate::node::Node;
 use crate::session::SessionKind;
 use bytes::Bytes;
 use std::time::Instant;
+use wsgate_core::deflate;
 use wsgate_core::handshake::Request;
 use wsgate_core::message;
 
@@ -79,11 +80,19 @@ pub(super) fn decide(req: &Request<'_>, kind: SessionKind, node: &Node, now: Ins
             ),
         ));
     }
+    let negotiated = node
+        .deflate
+        .and_then(|policy| deflate::negotiate(&up.extensions(), policy));
+    let (deflate, extension) = match &negotiated {
+        Some((agreed, answer)) => (Some(*agreed), Some(answer.as_str())),
+        None => (None, None),
+    };
     Outcome::Upgrade(Upgrade {
-        response: Bytes::from(up.response(protocol, None)),
+        response: Bytes::from(up.response(protocol, extension)),
         kind,
         topics,
         grants,
+        deflate,
     })
 }
 

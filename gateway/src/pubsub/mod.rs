@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Instant;
-use wsgate_core::frame::OutFrame;
+use wsgate_core::deflate::SharedFrame;
 
 /// Topics without subscribers a worker keeps (for publishing) before it forgets them.
 const TOPIC_CACHE_LIMIT: usize = 65_536;
@@ -147,7 +147,7 @@ impl<K: Copy + Eq + Hash> PubSub<K> {
     /// Publishes `frame`, made on this worker, to `topic`: through the hub to the other
     /// workers and nodes. Returns this worker's subscribers, for the caller to queue the frame
     /// to, and the node's count.
-    pub(crate) fn publish(&mut self, topic: &str, frame: &OutFrame) -> Published<'_, K> {
+    pub(crate) fn publish(&mut self, topic: &str, frame: &SharedFrame) -> Published<'_, K> {
         if !self.topics.contains_key(topic) {
             if self.topics.len() >= TOPIC_CACHE_LIMIT {
                 self.sweep();

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use wsgate_core::frame::OpCode;
+use wsgate_core::frame::{OpCode, OutFrame};
 
 struct NoWake;
 impl Wake for NoWake {
@@ -24,7 +24,7 @@ struct Link {
 }
 
 impl Uplink for Link {
-    fn publish(&self, topic: &Topic, frame: &OutFrame) {
+    fn publish(&self, topic: &Topic, frame: &wsgate_core::frame::OutFrame) {
         self.published
             .lock()
             .push((topic.name().to_string(), frame.payload().clone()));
@@ -44,8 +44,8 @@ fn hub(link: Option<Arc<Link>>) -> Arc<Hub> {
     Arc::new(Hub::with_uplink(wakers, link.map(|l| l as Arc<dyn Uplink>)))
 }
 
-fn frame(text: &str) -> OutFrame {
-    OutFrame::new(OpCode::Text, Bytes::copy_from_slice(text.as_bytes()))
+fn frame(text: &str) -> SharedFrame {
+    OutFrame::new(OpCode::Text, Bytes::copy_from_slice(text.as_bytes())).into()
 }
 
 #[test]
@@ -84,9 +84,13 @@ fn other_workers_get_a_reference_and_the_registry_forgets_unused_topics() {
     let mut got = Vec::new();
     hub.drain(1, |d| {
         assert!(w1.subscribers(d.topic.name()).unwrap().contains(&7));
-        got.push(d.frame.payload().as_ptr());
+        got.push(d.frame.plain().payload().as_ptr());
     });
-    assert_eq!(got, vec![f.payload().as_ptr(); 2], "the same bytes, twice");
+    assert_eq!(
+        got,
+        vec![f.plain().payload().as_ptr(); 2],
+        "the same bytes, twice"
+    );
     assert_eq!(hub.drain(0, |_| {}), 0, "not to the publisher's own inbox");
     w1.unsubscribe_all(7, &mut s);
     // w0 still caches the topic for publishing; once it lets go, the registry forgets it

@@ -199,7 +199,15 @@ impl Worker {
             kind = ?upgrade.kind,
             "session opened"
         );
-        let protocol = Session::new(self.node.session.clone(), self.now);
+        let config = match upgrade.deflate {
+            None => &self.node.session,
+            Some(agreed) => {
+                self.metrics.inc(Counter::DeflateSessions);
+                &self.node.session_deflate[usize::from(agreed.client_context_takeover)]
+            }
+        };
+        conn.deflate = upgrade.deflate.is_some_and(|a| a.takes_shared_frames());
+        let protocol = Session::new(config.clone(), self.now);
         let mut ws = Ws::new(
             protocol,
             upgrade.kind,

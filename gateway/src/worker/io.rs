@@ -5,9 +5,10 @@
 use super::Worker;
 use crate::conn::{ConnId, Phase};
 use crate::metrics::{Counter, MessageKind};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use mio::Interest;
 use std::io;
+use wsgate_core::deflate;
 use wsgate_core::frame::{OpCode, OutFrame};
 
 impl Worker {
@@ -182,6 +183,7 @@ impl Worker {
     ) -> Option<usize> {
         let opcode = frame.opcode();
         let close = (opcode == OpCode::Close).then(|| frame.close_code());
+        let (frame, buffer) = self.compress_for(id, frame, buffer);
         let held = self.conns.queue(id, frame, buffer)?;
         self.metrics.messages_out(MessageKind::of(opcode), 1);
         if let Some(code) = close {
@@ -189,6 +191,31 @@ impl Worker {
         }
         self.pause_if_full(id, held);
         Some(held)
+    }
+
+    /// A data frame for one session (an echo, an acknowledgement, an error), compressed when
+    /// the session negotiated permessage-deflate and the payload is large enough and shrinks;
+    /// with the buffer the frame then keeps alive.
+    fn compress_for(&mut self, id: ConnId, frame: OutFrame, buffer: usize) -> (OutFrame, usize) {
+        let data = matches!(frame.opcode(), OpCode::Text | OpCode::Binary);
+        let (Some(compression), true) = (self.node.compression, data) else {
+            return (frame, buffer);
+        };
+        if !self.conns.get(id).is_some_and(|c| c.deflate) {
+            return (frame, buffer);
+        }
+        let before = frame.payload().len() as u64;
+        let mut out = (frame, buffer);
+        if before as usize >= compression.min_size.max(1) {
+            self.metrics.inc(Counter::Compressions);
+            if let Some(packed) = deflate::compress(out.0.payload(), compression.level) {
+                out = (OutFrame::deflated(out.0.opcode(), Bytes::from(packed)), 0);
+            }
+        }
+        self.metrics.add(Counter::DeflateBytesIn, before);
+        self.metrics
+            .add(Counter::DeflateBytesOut, out.0.payload().len() as u64);
+        out
     }
 
     /// Flushes every connection that got something to send this turn.

@@ -34,12 +34,15 @@ impl Worker {
             if !conn.may_read() {
                 return;
             }
+            // a small echo that compression may apply to takes the usual way
+            let small_stays_plain =
+                !conn.deflate || self.node.compression.is_none_or(|c| c.min_size > 125);
             let Some(ws) = conn.ws() else {
                 buf.clear();
                 return;
             };
             let echo = ws.kind == SessionKind::Echo;
-            if echo && ws.protocol.is_open() && self.echo_small(id, buf) {
+            if echo && small_stays_plain && ws.protocol.is_open() && self.echo_small(id, buf) {
                 continue;
             }
             let Some(ws) = self.conns.get_mut(id).and_then(|c| c.ws()) else {
@@ -270,6 +273,7 @@ impl Worker {
         publisher: Option<ConnId>,
     ) -> usize {
         self.metrics.inc(Counter::Publishes);
+        let frame = self.node.hub.share(frame);
         let published = self.pubsub.publish(topic, &frame);
         let (on_node, congested) = (published.on_node, published.congested);
         let limit = self.node.config.limits.outbox_limit;
@@ -318,6 +322,14 @@ impl Worker {
         }
         self.metrics.delivered(MessageKind::Text, reached.text);
         self.metrics.delivered(MessageKind::Binary, reached.binary);
+        if reached.deflate_before > 0 || reached.compressions > 0 {
+            self.metrics
+                .add(Counter::Compressions, reached.compressions);
+            self.metrics
+                .add(Counter::DeflateBytesIn, reached.deflate_before);
+            self.metrics
+                .add(Counter::DeflateBytesOut, reached.deflate_after);
+        }
         let limit = self.node.config.limits.outbox_limit;
         for id in reached.over {
             let Some(conn) = self.conns.get_mut(id) else {
