@@ -119,7 +119,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, String> {
     }
     // the neighbour, the attackers, and the slow-readers' publisher or the flood's reader
     check_file_limit(attackers + 2)?;
-    let base = Target::parse(&common.url)?;
+    let base = common.target_at(&common.url)?;
     let echo = base.with_path("/echo", None);
     client::preflight(&echo, first_source(&common))?;
     if kind != Kind::PingFlood {

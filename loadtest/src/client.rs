@@ -1,12 +1,17 @@
 //! One client WebSocket connection on a mio socket: the opening handshake, masked frames out,
-//! server frames in, decoded with wsgate-core's client-role decoder.
+//! server frames in, decoded with wsgate-core's client-role decoder; with `--compression`,
+//! permessage-deflate offered, checked in the answer, and applied both ways ([`deflate`]).
 
+use crate::deflate::{self, Offer};
+use crate::stats::Traffic;
 use bytes::{Buf, BytesMut};
 use mio::net::TcpStream;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
-use wsgate_core::frame::{DecoderConfig, Message, MessageDecoder, OpCode, encode_client_frame};
+use wsgate_core::frame::{
+    DecoderConfig, Message, MessageDecoder, OpCode, RSV1, encode_client_frame,
+};
 use wsgate_core::handshake::accept_key;
 
 /// Where to connect: the resolved address plus what goes in the request line and Host header.
@@ -20,6 +25,8 @@ pub(crate) struct Target {
     pub path: String,
     /// The query without `?`, if any.
     query: Option<String>,
+    /// permessage-deflate to offer and require (`--compression`).
+    deflate: Option<Offer>,
 }
 
 impl Target {
@@ -45,7 +52,26 @@ impl Target {
             host: format!("{host}:{port}"),
             path: url.path().to_string(),
             query: url.query().map(str::to_string),
+            deflate: None,
         })
+    }
+
+    /// The same server, offering permessage-deflate (and requiring the server to accept it)
+    /// when `offer` is given.
+    pub(crate) fn offering(self, offer: Option<Offer>) -> Target {
+        Target {
+            deflate: offer,
+            ..self
+        }
+    }
+
+    /// The same server, with `max_message` as the largest message it is expected to send
+    /// (the bound on inflating one), when permessage-deflate is offered.
+    pub(crate) fn expecting(self, max_message: usize) -> Target {
+        Target {
+            deflate: self.deflate.map(|_| Offer { max_message }),
+            ..self
+        }
     }
 
     /// The server's resolved address (all that `--raw-tcp` runs use of the URL).
@@ -67,6 +93,20 @@ impl Target {
             Some(q) => format!("{}?{q}", self.path),
             None => self.path.clone(),
         }
+    }
+
+    /// The upgrade request with `key`.
+    fn request(&self, key: &str) -> String {
+        let extensions = match self.deflate {
+            Some(_) => format!("Sec-WebSocket-Extensions: {}\r\n", deflate::OFFER),
+            None => String::new(),
+        };
+        format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{extensions}\r\n",
+            self.request_target(),
+            self.host
+        )
     }
 }
 
@@ -106,6 +146,12 @@ pub(crate) struct Client {
     out_pos: usize,
     rng: u64,
     sent: u64,
+    /// permessage-deflate offered (`--compression`).
+    offer: Option<Offer>,
+    /// permessage-deflate as agreed in the 101.
+    deflate: Option<Box<deflate::Session>>,
+    /// Bytes and messages since the last [`Client::take_traffic`].
+    traffic: Traffic,
 }
 
 impl Client {
@@ -122,12 +168,7 @@ impl Client {
             *b = xorshift(&mut rng) as u8;
         }
         let key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, key);
-        let request = format!(
-            "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n",
-            target.request_target(),
-            target.host
-        );
+        let request = target.request(&key);
         let decoder = DecoderConfig {
             max_frame_size: 2 << 30,
             max_message_size: 2 << 30,
@@ -144,14 +185,57 @@ impl Client {
             out_pos: 0,
             rng,
             sent: 0,
+            offer: target.deflate,
+            deflate: None,
+            traffic: Traffic::default(),
         })
     }
 
-    /// Queues a masked message.
+    /// Queues a masked message: compressed (RSV1) when permessage-deflate was agreed and the
+    /// message is a text or binary one of at least [`deflate::MIN_SIZE`] bytes.
     pub(crate) fn send(&mut self, opcode: OpCode, payload: &[u8]) {
         let key = (xorshift(&mut self.rng) as u32).to_ne_bytes();
-        encode_client_frame(&mut self.out, true, opcode, payload, key);
+        let before = self.out.len();
+        let data = matches!(opcode, OpCode::Text | OpCode::Binary);
+        let out = &mut self.out;
+        let compressed = data
+            && self.deflate.as_mut().is_some_and(|d| {
+                d.deflate(payload, |z| {
+                    let header = wsgate_core::frame::HeaderBuf::new(
+                        true,
+                        RSV1,
+                        opcode,
+                        z.len() as u64,
+                        Some(key),
+                    );
+                    out.extend_from_slice(header.as_bytes());
+                    let start = out.len();
+                    out.extend_from_slice(z);
+                    wsgate_core::mask::unmask(&mut out[start..], key, 0);
+                })
+            });
+        if !compressed {
+            encode_client_frame(&mut self.out, true, opcode, payload, key);
+        }
+        self.count_sent(before, data, payload.len(), compressed);
+    }
+
+    fn count_sent(&mut self, before: usize, data: bool, len: usize, compressed: bool) {
         self.sent += 1;
+        if self.open {
+            let t = &mut self.traffic;
+            t.wire_out += (self.out.len() - before) as u64;
+            if data {
+                t.messages_out += 1;
+                t.payload_out += len as u64;
+                t.compressed_out += u64::from(compressed);
+            }
+        }
+    }
+
+    /// Bytes and messages counted since the last call.
+    pub(crate) fn take_traffic(&mut self) -> Traffic {
+        std::mem::take(&mut self.traffic)
     }
 
     /// Messages queued since the last call.
@@ -161,15 +245,23 @@ impl Client {
 
     /// Queues a masked message of `len` bytes that `fill` writes in place (no separate copy of
     /// a large payload).
+    /// With permessage-deflate agreed, the message is built apart and compressed ([`Client::send`]).
     pub(crate) fn send_with(&mut self, opcode: OpCode, len: usize, fill: impl FnOnce(&mut [u8])) {
+        if self.deflate.is_some() && len >= deflate::MIN_SIZE {
+            let mut m = vec![0; len];
+            fill(&mut m);
+            return self.send(opcode, &m);
+        }
         let key = (xorshift(&mut self.rng) as u32).to_ne_bytes();
+        let before = self.out.len();
         let header = wsgate_core::frame::HeaderBuf::new(true, 0, opcode, len as u64, Some(key));
         self.out.extend_from_slice(header.as_bytes());
         let start = self.out.len();
         self.out.resize(start + len, 0);
         fill(&mut self.out[start..]);
         wsgate_core::mask::unmask(&mut self.out[start..], key, 0);
-        self.sent += 1;
+        let data = matches!(opcode, OpCode::Text | OpCode::Binary);
+        self.count_sent(before, data, len, false);
     }
 
     /// Bytes queued and not written yet.
@@ -216,14 +308,35 @@ impl Client {
                 self.inbuf.reserve(n.max(want));
             }
             self.inbuf.extend_from_slice(&scratch[..n]);
-            if !self.open && !self.read_response()? {
-                continue;
+            if self.open {
+                self.traffic.wire_in += n as u64;
+            } else {
+                if !self.read_response()? {
+                    continue;
+                }
+                // what came after the 101 in the same read
+                self.traffic.wire_in += self.inbuf.len() as u64;
             }
-            while let Some(m) = self
-                .decoder
-                .decode(&mut self.inbuf)
-                .map_err(|e| ClientError::Protocol(e.to_string()))?
-            {
+            loop {
+                if let Some(d) = self.deflate.as_mut()
+                    && self.decoder.frames().current_header().is_none()
+                    && self.decoder.frames().open_message().is_none()
+                {
+                    // a frame boundary: the next header may start a compressed message
+                    d.mark_compressed(&mut self.inbuf);
+                }
+                let Some(m) = self
+                    .decoder
+                    .decode(&mut self.inbuf)
+                    .map_err(|e| ClientError::Protocol(e.to_string()))?
+                else {
+                    break;
+                };
+                let m = match m {
+                    Message::Text(b) => self.received(b, false)?,
+                    Message::Binary(b) => self.received(b, true)?,
+                    other => other,
+                };
                 on_message(m);
             }
             // a large frame in progress: make room for all of it at once rather than growing
@@ -233,6 +346,33 @@ impl Client {
                 self.inbuf.reserve(wanted.min(2 << 30));
             }
         }
+    }
+
+    /// A data message as decoded (`binary` as the decoder saw it): inflated when it arrived
+    /// compressed, counted.
+    fn received(&mut self, payload: bytes::Bytes, binary: bool) -> Result<Message, ClientError> {
+        let compressed = self.deflate.as_mut().and_then(|d| d.take_compressed());
+        let (payload, text) = match (compressed, &mut self.deflate) {
+            (Some(text), Some(d)) => {
+                let inflated = d.inflate(&payload).map_err(ClientError::Protocol)?;
+                if text && std::str::from_utf8(&inflated).is_err() {
+                    return Err(ClientError::Protocol(
+                        "a compressed text message is not UTF-8 once inflated".into(),
+                    ));
+                }
+                (inflated, text)
+            }
+            _ => (payload, !binary),
+        };
+        let t = &mut self.traffic;
+        t.messages_in += 1;
+        t.payload_in += payload.len() as u64;
+        t.compressed_in += u64::from(compressed.is_some());
+        Ok(if text {
+            Message::Text(payload)
+        } else {
+            Message::Binary(payload)
+        })
     }
 
     /// Parses the upgrade answer; true once the session is open.
@@ -265,9 +405,56 @@ impl Client {
         if accept.is_none_or(|h| h.value != self.accept.as_bytes()) {
             return Err(ClientError::Refused("wrong Sec-WebSocket-Accept".into()));
         }
+        let lines = extension_lines(resp.headers);
+        if let Some(agreed) = agreement(self.offer, &lines).map_err(ClientError::Refused)? {
+            let max = self
+                .offer
+                .map_or(deflate::DEFAULT_MAX_MESSAGE, |o| o.max_message);
+            // RSV1 never reaches the decoder: Session::mark_compressed clears it
+            self.deflate = Some(Box::new(deflate::Session::new(agreed, max)));
+        }
         self.inbuf.advance(len);
         self.open = true;
         Ok(true)
+    }
+}
+
+/// The `Sec-WebSocket-Extensions` lines of an answer's headers.
+fn extension_lines<'h>(headers: &[httparse::Header<'h>]) -> Vec<&'h [u8]> {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("Sec-WebSocket-Extensions"))
+        .map(|h| h.value)
+        .collect()
+}
+
+/// What the server's `Sec-WebSocket-Extensions` answer (`lines`) means for a connection that
+/// made `offer`: the agreement when permessage-deflate was offered and accepted, `None` when
+/// nothing was offered nor answered; otherwise why the connection cannot go on.
+fn agreement(offer: Option<Offer>, lines: &[&[u8]]) -> Result<Option<deflate::Agreed>, String> {
+    let answer = || {
+        let joined: Vec<_> = lines.iter().map(|l| String::from_utf8_lossy(l)).collect();
+        joined.join(", ")
+    };
+    match (offer, deflate::parse_answer(lines)) {
+        (Some(_), Ok(Some(agreed))) => Ok(Some(agreed)),
+        (None, Ok(None)) => Ok(None),
+        (Some(_), Ok(None)) => Err(
+            "--compression: the server did not accept permessage-deflate (no \
+             Sec-WebSocket-Extensions in its 101): it would send everything uncompressed, so \
+             the run would not measure compression; turn compression on in the server or drop \
+             --compression"
+                .into(),
+        ),
+        (None, _) => Err(format!(
+            "the server answered 'Sec-WebSocket-Extensions: {}' when no extension was offered",
+            answer()
+        )),
+        (Some(_), Err(e)) => Err(format!(
+            "--compression: the server answered the permessage-deflate offer with \
+             'Sec-WebSocket-Extensions: {}': {e}",
+            answer()
+        )),
     }
 }
 
@@ -289,21 +476,22 @@ pub(crate) fn start_connect(addr: SocketAddr, source: Option<IpAddr>) -> io::Res
     Ok(TcpStream::from_std(socket.into()))
 }
 
-/// Checks, before a run, that the target answers a WebSocket upgrade: one blocking connection
-/// with a short timeout. The error is one line that says what is wrong.
-pub(crate) fn preflight(target: &Target, source: Option<IpAddr>) -> Result<(), String> {
+/// Checks, before a run, that the target answers a WebSocket upgrade (and, when the target
+/// offers permessage-deflate, that the server accepts it: a run with `--compression` never
+/// measures the uncompressed path by mistake): one blocking connection with a short timeout.
+/// Returns the permessage-deflate agreement, when there is one; the error is one line that
+/// says what is wrong.
+pub(crate) fn preflight(
+    target: &Target,
+    source: Option<IpAddr>,
+) -> Result<Option<deflate::Agreed>, String> {
     use std::io::{Read as _, Write as _};
     use std::time::Duration;
     let timeout = Duration::from_secs(3);
     let mut s = connect_blocking(target.addr, source, timeout)
         .map_err(|e| format!("cannot connect to {}: {e}", target.addr))?;
     s.set_read_timeout(Some(timeout)).ok();
-    let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        target.request_target(),
-        target.host
-    );
+    let request = target.request("dGhlIHNhbXBsZSBub25jZQ==");
     s.write_all(request.as_bytes())
         .map_err(|e| format!("cannot send to {}: {e}", target.addr))?;
     let mut buf = Vec::new();
@@ -312,7 +500,21 @@ pub(crate) fn preflight(target: &Target, source: Option<IpAddr>) -> Result<(), S
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut resp = httparse::Response::new(&mut headers);
         match resp.parse(&buf) {
-            Ok(httparse::Status::Complete(_)) if resp.code == Some(101) => return Ok(()),
+            Ok(httparse::Status::Complete(_)) if resp.code == Some(101) => {
+                let agreed =
+                    agreement(target.deflate, &extension_lines(resp.headers)).map_err(|e| {
+                        format!(
+                            "{} ({} upgrade of {})",
+                            e,
+                            target.addr,
+                            target.request_target()
+                        )
+                    })?;
+                if let Some(a) = agreed {
+                    deflate::note_agreed(a);
+                }
+                return Ok(agreed);
+            }
             Ok(httparse::Status::Complete(_)) => {
                 return Err(format!(
                     "{} answered {} {} to a WebSocket upgrade of {}: is this a wsgate gateway, and the right path?",
@@ -382,5 +584,163 @@ mod tests {
                 .contains("ws://")
         );
         assert!(Target::parse("not a url").unwrap_err().contains("--url"));
+    }
+
+    /// A server frame (unmasked) with `rsv` bits.
+    fn frame(fin: bool, rsv: u8, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+        let h = wsgate_core::frame::HeaderBuf::new(fin, rsv, opcode, payload.len() as u64, None);
+        let mut v = h.as_bytes().to_vec();
+        v.extend_from_slice(payload);
+        v
+    }
+
+    /// `data` compressed on its own, the sync flush's tail cut off.
+    fn compressed(data: &[u8]) -> Vec<u8> {
+        let mut c = flate2::Compress::new(flate2::Compression::default(), false);
+        let mut out = Vec::with_capacity(data.len() + 64);
+        c.compress_vec(data, &mut out, flate2::FlushCompress::Sync)
+            .unwrap();
+        assert!(out.ends_with(&[0, 0, 0xff, 0xff]));
+        out.truncate(out.len() - 4);
+        out
+    }
+
+    /// A client offering `offer` to a server on loopback that answers the upgrade with
+    /// `extensions` then sends `frames`; the messages the client read, or its error.
+    fn exchange(
+        offer: Option<Offer>,
+        extensions: Option<&str>,
+        frames: &[u8],
+    ) -> Result<Vec<Message>, ClientError> {
+        use std::io::{BufRead, BufReader};
+        use std::time::{Duration, Instant};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("ws://{}/echo", listener.local_addr().unwrap());
+        let target = Target::parse(&url).unwrap().offering(offer);
+        let mut c = Client::connect(&target, None, 7).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !c.flush().unwrap() {
+            assert!(Instant::now() < deadline, "the request never went out");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let mut reader = BufReader::new(server.try_clone().unwrap());
+        let (mut key, mut offered) = (String::new(), None);
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if let Some(k) = line.strip_prefix("Sec-WebSocket-Key: ") {
+                key = k.trim().to_string();
+            }
+            if let Some(e) = line.strip_prefix("Sec-WebSocket-Extensions: ") {
+                offered = Some(e.trim().to_string());
+            }
+            if line == "\r\n" {
+                break;
+            }
+        }
+        assert_eq!(offered.is_some(), offer.is_some());
+        if offer.is_some() {
+            assert_eq!(offered.as_deref(), Some(deflate::OFFER));
+        }
+        let mut answer = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {}\r\n",
+            accept_key(&key)
+        );
+        if let Some(e) = extensions {
+            answer.push_str(&format!("Sec-WebSocket-Extensions: {e}\r\n"));
+        }
+        answer.push_str("\r\n");
+        let mut bytes = answer.into_bytes();
+        bytes.extend_from_slice(frames);
+        // byte by byte after the first few: every cut of a header and of a payload
+        let mut server = server;
+        server.write_all(&bytes[..8]).unwrap();
+        for b in &bytes[8..] {
+            server.write_all(std::slice::from_ref(b)).unwrap();
+        }
+        drop((server, reader));
+        let mut got = Vec::new();
+        let mut scratch = vec![0u8; 7];
+        loop {
+            match c.read(&mut scratch, |m| got.push(m)) {
+                Ok(false) => return Ok(got),
+                Ok(true) => {
+                    assert!(Instant::now() < deadline, "no end");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    #[test]
+    fn compressed_messages_are_inflated_whatever_their_framing() {
+        let text = "{\"price\":12.5,\"qty\":300,\"side\":\"buy\"},".repeat(40);
+        let binary: Vec<u8> = (0..3000u32).map(|i| (i % 7) as u8).collect();
+        let z = compressed(text.as_bytes());
+        let (a, b) = z.split_at(z.len() / 3);
+        let (b, c) = b.split_at(b.len() / 2);
+        let mut frames = frame(true, RSV1, OpCode::Binary, &compressed(&binary));
+        // a compressed text message in three fragments, a ping between two of them
+        frames.extend(frame(false, RSV1, OpCode::Text, a));
+        frames.extend(frame(false, 0, OpCode::Continuation, b));
+        frames.extend(frame(true, 0, OpCode::Ping, b"p"));
+        frames.extend(frame(true, 0, OpCode::Continuation, c));
+        // plain messages go on as they are; an empty compressed one
+        frames.extend(frame(true, 0, OpCode::Text, b"plain"));
+        frames.extend(frame(true, RSV1, OpCode::Binary, &compressed(b"")));
+        frames.extend(frame(true, 0, OpCode::Close, &[0x03, 0xe8]));
+        let offer = Some(Offer {
+            max_message: 1 << 20,
+        });
+        let answer = "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
+        let got = exchange(offer, Some(answer), &frames).expect("clean");
+        assert_eq!(got.len(), 6, "{got:?}");
+        assert_eq!(got[0], Message::Binary(binary.into()));
+        assert_eq!(got[1], Message::Ping(bytes::Bytes::from_static(b"p")));
+        assert_eq!(got[2], Message::Text(text.into()));
+        assert_eq!(got[3], Message::Text(bytes::Bytes::from_static(b"plain")));
+        assert_eq!(got[4], Message::Binary(bytes::Bytes::new()));
+        assert!(matches!(got[5], Message::Close(_)));
+    }
+
+    #[test]
+    fn broken_compression_and_unasked_answers_end_the_connection() {
+        let offer = Some(Offer { max_message: 1000 });
+        let pmd = Some("permessage-deflate");
+        let err = |offer, answer, frames: Vec<u8>| match exchange(offer, answer, &frames) {
+            Err(e) => e.to_string(),
+            Ok(m) => panic!("accepted: {m:?}"),
+        };
+        // RSV1 on a continuation, or on a control frame
+        let mut f = frame(false, RSV1, OpCode::Binary, &compressed(b"abc"));
+        f.extend(frame(true, RSV1, OpCode::Continuation, b""));
+        assert!(err(offer, pmd, f).contains("protocol error"));
+        let f = frame(true, RSV1, OpCode::Ping, b"");
+        assert!(err(offer, pmd, f).contains("protocol error"));
+        // RSV1 without the extension
+        let f = frame(true, RSV1, OpCode::Binary, &compressed(b"abc"));
+        assert!(err(None, None, f).contains("protocol error"));
+        // past what the run expects, or not DEFLATE at all
+        let f = frame(true, RSV1, OpCode::Binary, &compressed(&[1; 1001]));
+        assert!(err(offer, pmd, f).contains("inflates past 1000 bytes"));
+        let f = frame(true, RSV1, OpCode::Binary, &[0xff; 10]);
+        assert!(err(offer, pmd, f).contains("does not inflate"));
+        // compressed text that is not UTF-8 once inflated
+        let f = frame(true, RSV1, OpCode::Text, &compressed(&[0xff, 0xfe]));
+        assert!(err(offer, pmd, f).contains("not UTF-8"));
+        // declined, answered without an offer, answered wrong
+        let e = err(offer, None, vec![]);
+        assert!(e.contains("did not accept permessage-deflate"), "{e}");
+        let e = err(None, pmd, vec![]);
+        assert!(e.contains("when no extension was offered"), "{e}");
+        let e = err(
+            offer,
+            Some("permessage-deflate; client_max_window_bits=99"),
+            vec![],
+        );
+        assert!(e.contains("client_max_window_bits=99"), "{e}");
     }
 }

@@ -3,6 +3,7 @@
 //! their source addresses, and the gateway's memory read from /proc.
 
 use crate::client::{self, Target};
+use crate::deflate;
 use crate::driver::Plan;
 use clap::Args;
 use std::net::{IpAddr, Ipv4Addr};
@@ -36,6 +37,25 @@ pub(crate) struct Common {
     /// beyond about 28,000 connections to one address).
     #[arg(long, value_parser = parse_ip_range)]
     pub(crate) source_ips: Option<SourceIps>,
+    /// Offer permessage-deflate (RFC 7692) on every connection as Chromium does
+    /// (`permessage-deflate; client_max_window_bits`) and stop with an error when the server
+    /// does not accept it. Compressed server messages (RSV1) are inflated, then checked like
+    /// plain ones; the client compresses its own messages of 128 bytes or more. The report adds
+    /// the bytes on the wire against the bytes of the messages.
+    #[arg(long)]
+    pub(crate) compression: bool,
+}
+
+impl Common {
+    /// The server at `url`, offering permessage-deflate with `--compression` (inflating at
+    /// most [`deflate::DEFAULT_MAX_MESSAGE`] bytes a message until [`Target::expecting`] says
+    /// otherwise).
+    pub(crate) fn target_at(&self, url: &str) -> Result<Target, String> {
+        let offer = self.compression.then_some(deflate::Offer {
+            max_message: deflate::DEFAULT_MAX_MESSAGE,
+        });
+        Ok(Target::parse(url)?.offering(offer))
+    }
 }
 
 /// The local addresses of `--source-ips`, one per connection in turn.
@@ -76,7 +96,7 @@ pub(crate) fn target(
     default_path: &str,
     query: Option<String>,
 ) -> Result<Target, String> {
-    let t = Target::parse(&common.url)?;
+    let t = common.target_at(&common.url)?;
     if t.path.len() > 1 {
         Ok(t)
     } else {
@@ -85,10 +105,16 @@ pub(crate) fn target(
 }
 
 /// `count` connections to the subcommand's path, checked first: the file limit allows them and
-/// the target answers a WebSocket upgrade.
-pub(crate) fn plans_to(common: &Common, path: &str, count: usize) -> Result<Vec<Plan>, String> {
+/// the target answers a WebSocket upgrade (accepting permessage-deflate with `--compression`).
+/// `max_message` is the largest message the scenario expects from the server.
+pub(crate) fn plans_to(
+    common: &Common,
+    path: &str,
+    count: usize,
+    max_message: usize,
+) -> Result<Vec<Plan>, String> {
     check_file_limit(count)?;
-    let t = target(common, path, None)?;
+    let t = target(common, path, None)?.expecting(max_message);
     client::preflight(&t, first_source(common))?;
     Ok(with_sources(
         vec![

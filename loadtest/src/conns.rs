@@ -38,7 +38,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, String> {
         rate,
         server_pid,
     } = args;
-    let plans = plans_to(&common, "/ws", count)?;
+    let plans = plans_to(&common, "/ws", count, crate::deflate::DEFAULT_MAX_MESSAGE)?;
     let threads = common.threads as usize;
     let rss_before = server_pid.and_then(rss_of);
     let per_thread_rate = rate.div_ceil(threads as u64);

@@ -4,6 +4,7 @@
 
 use crate::client::{Client, ClientError, Target};
 use crate::progress::Counters;
+use crate::stats::Traffic;
 use mio::{Events, Interest, Poll, Token};
 use std::io;
 use std::net::IpAddr;
@@ -26,6 +27,11 @@ pub(crate) trait Scenario {
     fn tick(&mut self, _clients: &mut [Option<Client>], _now: Instant, _touched: &mut Vec<usize>) {}
     /// Whether the scenario is over.
     fn finished(&self, now: Instant) -> bool;
+    /// Where the bytes on the wire and in the messages are added up, for a scenario that
+    /// reports them (none: not counted).
+    fn traffic(&mut self) -> Option<&mut Traffic> {
+        None
+    }
 }
 
 /// One connection to open: where, from which source address.
@@ -141,8 +147,13 @@ pub(crate) fn drive<S: Scenario>(
                 dirty.push(i);
             }
             if let Some(error) = failed {
-                if clients[i].as_ref().is_some_and(|c| c.open) {
-                    counters.open.fetch_sub(1, Ordering::Relaxed);
+                if let Some(c) = clients[i].as_mut() {
+                    if c.open {
+                        counters.open.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    if let Some(t) = scenario.traffic() {
+                        t.add(&c.take_traffic());
+                    }
                 }
                 clients[i] = None;
                 scenario.on_end(i, error);
@@ -158,6 +169,9 @@ pub(crate) fn drive<S: Scenario>(
             counters
                 .sent
                 .fetch_add(client.take_sent(), Ordering::Relaxed);
+            if let Some(t) = scenario.traffic() {
+                t.add(&client.take_traffic());
+            }
             if client.pending() == 0 && !client.wants_write {
                 continue;
             }

@@ -2,13 +2,16 @@
 //! every echoed payload is compared with what was sent, and round trips go into a histogram.
 //! With `--raw-tcp` the same binary messages go over plain TCP, without WebSocket framing, to
 //! a TCP echo server ([`crate::raw::echo`]): the baseline a WebSocket echo is compared with.
+//! With `--payload json` each message carries JSON-like text after its head
+//! ([`crate::payload`]), as compressible as real JSON, for `--compression`.
 
 use crate::client::Client;
 use crate::common::{Common, plans_to};
 use crate::driver::{Scenario, on_threads};
+use crate::payload::{JsonBody, Payload};
 use crate::progress::{Counters, Progress};
 use crate::report::Report;
-use crate::stats::Stats;
+use crate::stats::{Stats, Traffic};
 use std::collections::VecDeque;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -33,10 +36,15 @@ pub(crate) struct Args {
     /// Send text messages instead of binary.
     #[arg(long)]
     text: bool,
+    /// What fills a message after its sequence number and send time: `fill`, one byte
+    /// repeated (per connection and message), or `json`, JSON-like text that compresses like
+    /// real JSON (for --compression).
+    #[arg(long, value_enum, default_value_t = Payload::Fill)]
+    payload: Payload,
     /// Send the same binary messages over plain TCP, without WebSocket framing, to a TCP echo
     /// server (`loadtest tcp-echo-server`) at the host and port of --url: the same bytes per
     /// message, back to back on the stream, every byte and the order checked.
-    #[arg(long, conflicts_with = "text")]
+    #[arg(long, conflicts_with_all = ["text", "compression", "payload"])]
     raw_tcp: bool,
 }
 
@@ -48,6 +56,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, String> {
         window,
         size,
         text,
+        payload,
         raw_tcp,
     } = args;
     let size = size as usize;
@@ -61,7 +70,8 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, String> {
     if raw_tcp {
         return crate::raw::echo::run(&common, conns, window, size);
     }
-    let plans = plans_to(&common, "/echo", conns)?;
+    let plans = plans_to(&common, "/echo", conns, size)?;
+    let json = (payload == Payload::Json).then(|| Arc::new(JsonBody::new(size)));
     let epoch = Instant::now();
     let until = epoch + common.duration;
     let counters = Arc::new(Counters::default());
@@ -70,7 +80,11 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, String> {
         &plans,
         common.threads as usize,
         &counters,
-        |t, mine| Echo::new(mine.len(), size, window, !text, epoch, until, t),
+        |t, mine| {
+            let mut e = Echo::new(mine.len(), size, window, !text, epoch, until, t);
+            e.json = json.clone();
+            e
+        },
         |e| e.stats.clone(),
     )?;
     drop(_bar);
@@ -93,6 +107,8 @@ struct Echo {
     until: Instant,
     /// Per connection: sequence numbers in flight, oldest first, and the next to send.
     conns: Vec<(VecDeque<u64>, u64)>,
+    /// JSON-like bodies after the head (`--payload json`); none: the filler byte.
+    json: Option<Arc<JsonBody>>,
     /// Results.
     stats: Stats,
 }
@@ -116,6 +132,7 @@ impl Echo {
             epoch,
             until,
             conns: (0..conns).map(|_| (VecDeque::new(), 0)).collect(),
+            json: None,
             stats: Stats::new(),
         }
     }
@@ -138,7 +155,17 @@ impl Echo {
 
     fn payload(&self, conn: usize, seq: u64, sent_ns: u64) -> Vec<u8> {
         let mut p = Vec::with_capacity(self.size.max(32));
-        if self.binary {
+        if let Some(json) = &self.json {
+            if self.binary {
+                p.extend_from_slice(&seq.to_le_bytes());
+                p.extend_from_slice(&sent_ns.to_le_bytes());
+            } else {
+                p.extend_from_slice(format!("{seq:016x}{sent_ns:016x}").as_bytes());
+            }
+            let key = (conn + self.thread * 7) as u64;
+            let body = self.size.max(p.len()) - p.len();
+            json.put(&mut p, body, key, seq);
+        } else if self.binary {
             put_binary(
                 &mut p,
                 self.size,
@@ -204,9 +231,15 @@ impl Scenario for Echo {
             Some(h) => (hex_u64(&h[..16]), hex_u64(&h[16..])),
             None => (u64::MAX, 0),
         };
-        let fill = self.fill(i, seq);
+        let body = &data[head.min(data.len())..];
         let fill_ok = data.len() == self.size.max(head)
-            && data[head.min(data.len())..].iter().all(|&b| b == fill);
+            && match &self.json {
+                Some(json) => json.check(body, (i + self.thread * 7) as u64, seq),
+                None => {
+                    let fill = self.fill(i, seq);
+                    body.iter().all(|&b| b == fill)
+                }
+            };
         if got_seq != seq || !fill_ok {
             self.stats.mismatched += 1;
         }
@@ -231,6 +264,10 @@ impl Scenario for Echo {
         // after the deadline, wait for what is in flight (bounded by the caller's grace)
         now >= self.until + crate::stats::GRACE
             || (now >= self.until && self.conns.iter().all(|(q, _)| q.is_empty()))
+    }
+
+    fn traffic(&mut self) -> Option<&mut Traffic> {
+        Some(&mut self.stats.traffic)
     }
 }
 

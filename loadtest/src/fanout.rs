@@ -2,13 +2,16 @@
 //! carry (publisher, sequence number, send time). Every subscriber checks, per publisher, that
 //! it sees every sequence number once and in order; publish-to-receive latency goes into a
 //! histogram. A subscriber the gateway closes as slow (1013) is reported apart from losses.
+//! After its head, a publish is filled with one byte or, with `--payload json`, JSON-like text
+//! ([`crate::payload`]); subscribers check every byte of it.
 
-use crate::client::{self, Client, Target};
+use crate::client::{self, Client};
 use crate::common::{Common, check_file_limit, first_source, with_sources};
 use crate::driver::{Plan, Scenario, on_threads};
+use crate::payload::{JsonBody, Payload};
 use crate::progress::{self, Counters};
 use crate::report::Report;
-use crate::stats::{GRACE, Stats};
+use crate::stats::{GRACE, Stats, Traffic};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -40,6 +43,11 @@ pub(crate) struct Options {
     /// Payload bytes after the topic (at least 20).
     #[arg(long, default_value_t = 64, value_parser = parse_size)]
     size: u64,
+    /// What fills a publish after its 20-byte head (publisher, sequence number, send time):
+    /// `fill`, one byte repeated (per message), or `json`, JSON-like text that compresses like
+    /// real JSON (for --compression). Subscribers check every byte.
+    #[arg(long, value_enum, default_value_t = Payload::Fill)]
+    payload: Payload,
     /// Messages per second per publisher; 0 sends as fast as the window allows.
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
@@ -102,11 +110,16 @@ pub(crate) fn run_once(
     if names.iter().any(|n| n.is_empty() || n.len() > 255) {
         return Err("--topic must be 1 to 255 bytes".into());
     }
-    let base = Target::parse(&common.url)?;
+    // the largest message a connection receives: a publish with the longest topic
+    let longest = 1 + names.iter().map(String::len).max().unwrap_or(0) + f.size as usize;
+    let base = common.target_at(&common.url)?.expecting(longest);
     client::preflight(&base.with_path("/ws", None), first_source(common))?;
     let publish_base = match &f.publish_url {
         Some(url) => {
-            let t = Target::parse(url).map_err(|e| format!("--publish-url: {e}"))?;
+            let t = common
+                .target_at(url)
+                .map_err(|e| format!("--publish-url: {e}"))?
+                .expecting(longest);
             client::preflight(&t.with_path("/ws", None), first_source(common))
                 .map_err(|e| format!("--publish-url: {e}"))?;
             t
@@ -162,6 +175,7 @@ pub(crate) fn run_once(
     }
     let per_thread = Mutex::new(per_thread);
     let counters = Arc::new(Counters::default());
+    let json = (f.payload == Payload::Json).then(|| Arc::new(JsonBody::new(f.size as usize)));
     let bar =
         progress.then(|| progress::Progress::start("fanout", common.duration, counters.clone()));
     let results = on_threads(
@@ -172,7 +186,7 @@ pub(crate) fn run_once(
             let roles = per_thread.lock().expect("not poisoned")[t]
                 .take()
                 .expect("taken once");
-            Fanout::new(
+            let mut s = Fanout::new(
                 roles,
                 names.clone(),
                 f.publishers,
@@ -181,7 +195,9 @@ pub(crate) fn run_once(
                 f.rate,
                 epoch,
                 progress_state.clone(),
-            )
+            );
+            s.json = json.clone();
+            s
         },
         |s| {
             s.finish();
@@ -289,6 +305,11 @@ enum Role {
     },
 }
 
+/// The byte that fills publish `seq` after its head (`--payload fill`).
+fn fill_byte(seq: u64) -> u8 {
+    (seq as u8) ^ 0x5a
+}
+
 /// The topic name of topic index `t`.
 fn topic_name(base: &str, t: usize, topics: usize) -> String {
     if topics == 1 {
@@ -310,6 +331,8 @@ struct Fanout {
     rate: f64,
     epoch: Instant,
     progress: Arc<Progress>,
+    /// JSON-like bodies after the head (`--payload json`); none: the filler byte.
+    json: Option<Arc<JsonBody>>,
     /// Results.
     stats: Stats,
     /// Subscribers closed with 1013.
@@ -344,6 +367,7 @@ impl Fanout {
             rate,
             epoch,
             progress,
+            json: None,
             stats: Stats::new(),
             slow_closed: 0,
         }
@@ -385,7 +409,10 @@ impl Fanout {
             m.extend_from_slice(&(*id as u32).to_le_bytes());
             m.extend_from_slice(&next.to_le_bytes());
             m.extend_from_slice(&((now - self.epoch).as_nanos() as u64).to_le_bytes());
-            m.resize(1 + topic_bytes.len() + self.size, (*next as u8) ^ 0x5a);
+            match &self.json {
+                Some(json) => json.put(&mut m, self.size - 20, *id as u64, *next),
+                None => m.resize(1 + topic_bytes.len() + self.size, fill_byte(*next)),
+            }
             client.send(OpCode::Binary, &m);
             *next += 1;
             self.stats.sent += 1;
@@ -477,7 +504,12 @@ impl Scenario for Fanout {
             Role::Subscriber {
                 topic: t, expected, ..
             } => {
-                if publisher >= self.publishers || topic != &self.topics[*t][..] {
+                let body_ok = body.len() == self.size
+                    && match &self.json {
+                        Some(json) => json.check(&body[20..], publisher as u64, seq),
+                        None => body[20..].iter().all(|&b| b == fill_byte(seq)),
+                    };
+                if publisher >= self.publishers || topic != &self.topics[*t][..] || !body_ok {
                     self.stats.mismatched += 1;
                     return;
                 }
@@ -535,5 +567,9 @@ impl Scenario for Fanout {
         now >= end + GRACE
             || (self.progress.publishers_done.load(Ordering::Acquire) == self.publishers
                 && self.owed() == 0)
+    }
+
+    fn traffic(&mut self) -> Option<&mut Traffic> {
+        Some(&mut self.stats.traffic)
     }
 }

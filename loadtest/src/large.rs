@@ -3,12 +3,12 @@
 //! (VmHWM) against the message size shows whether it kept one copy or many. With `--raw-tcp`
 //! the same bytes go over plain TCP to a TCP echo server ([`crate::raw::large`]): the baseline.
 
-use crate::client::{self, Client, ClientError, Target};
+use crate::client::{self, Client, ClientError};
 use crate::common::{Common, check_file_limit, first_source, peak_rss_of, rss_of, target};
 use crate::driver::{self, Plan, Scenario};
 use crate::progress::Counters;
 use crate::report::Report;
-use crate::stats::Stats;
+use crate::stats::{Stats, Traffic};
 use std::process::ExitCode;
 use std::time::Instant;
 use wsgate_core::frame::{Message, OpCode};
@@ -33,7 +33,7 @@ pub(crate) struct Args {
     server_pid: Option<u32>,
     /// Send the same bytes over plain TCP, without WebSocket framing, to a TCP echo server
     /// (`loadtest tcp-echo-server`) at the host and port of --url, and read them back.
-    #[arg(long, conflicts_with = "subscribers")]
+    #[arg(long, conflicts_with_all = ["subscribers", "compression"])]
     raw_tcp: bool,
 }
 
@@ -54,11 +54,14 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, String> {
     if raw_tcp {
         return crate::raw::large::run(&common, size, count, server_pid);
     }
-    let base = Target::parse(&common.url)?;
     let topic = "loadtest-large".to_string();
+    // the message, after its topic when fanned out
+    let base = common
+        .target_at(&common.url)?
+        .expecting(1 + topic.len() + size.max(8));
     let plans: Vec<Plan> = match subscribers {
         None => vec![Plan {
-            target: target(&common, "/echo", None)?,
+            target: target(&common, "/echo", None)?.expecting(size.max(8)),
             source: None,
         }],
         Some(n) => {
@@ -331,6 +334,10 @@ impl Scenario for Large {
 
     fn finished(&self, now: Instant) -> bool {
         self.finished_at.is_some() || now >= self.until
+    }
+
+    fn traffic(&mut self) -> Option<&mut Traffic> {
+        Some(&mut self.stats.traffic)
     }
 }
 

@@ -16,10 +16,12 @@ mod abuse;
 mod client;
 mod common;
 mod conns;
+mod deflate;
 mod driver;
 mod echo;
 mod fanout;
 mod large;
+mod payload;
 mod progress;
 mod ramp;
 mod raw;
@@ -137,6 +139,12 @@ mod tests {
             "loadtest echo --raw-tcp --size 16KiB --window 16",
             "loadtest large --raw-tcp --size 256MiB --server-pid 1",
             "loadtest tcp-echo-server --listen 127.0.0.1:0 --buffer 64KiB",
+            "loadtest echo --compression --payload json --size 1KiB",
+            "loadtest fanout --compression --payload json --size 16KiB",
+            "loadtest soak --compression",
+            "loadtest ramp --compression --payload json",
+            "loadtest large --compression --subscribers 2",
+            "loadtest conns --compression",
         ] {
             assert!(parses(ok), "{ok}");
         }
@@ -151,6 +159,8 @@ mod tests {
             "loadtest echo --raw-tcp --text",
             "loadtest large --raw-tcp --subscribers 3",
             "loadtest tcp-echo-server --listen nowhere",
+            "loadtest echo --payload xml",
+            "loadtest echo --raw-tcp --compression",
         ] {
             assert!(!parses(bad), "{bad}");
         }

@@ -38,6 +38,8 @@ pub(crate) struct Report {
     fields: Vec<(String, serde_json::Value)>,
     rows: Vec<String>,
     failed: bool,
+    /// `--compression` was given.
+    compression: bool,
 }
 
 impl Report {
@@ -67,7 +69,50 @@ impl Report {
             fields: Vec::new(),
             rows: Vec::new(),
             failed: stats.correctness_failures() > 0 || error_rate > common.max_error_rate,
+            compression: common.compression,
         }
+    }
+
+    /// The bytes on the wire against the bytes of the messages, when the scenario counted
+    /// them, and what permessage-deflate the server agreed to with `--compression`.
+    ///
+    /// `wire_bytes_per_delivery` is the bytes read from the sockets after the handshakes (frame
+    /// headers included) over the data messages received; `compression_ratio` the bytes of
+    /// those messages (inflated) over those wire bytes: above 1 when compression saved bytes,
+    /// just under 1 without it (the frame headers).
+    fn with_traffic(mut self) -> Report {
+        let t = self.stats.traffic;
+        let agreed = crate::deflate::agreed_before_run();
+        if self.compression {
+            let answer = agreed.map_or_else(|| "not agreed".to_string(), |a| a.to_string());
+            self = self
+                .row(format!("{:<28} {answer}", "compression"))
+                .with_json("compression", json!(answer));
+        } else {
+            self = self.with_json("compression", serde_json::Value::Null);
+        }
+        if t.is_empty() {
+            return self;
+        }
+        self = self
+            .with("wire_bytes_received", t.wire_in as f64)
+            .with("payload_bytes_received", t.payload_in as f64)
+            .with("compressed_messages_received", t.compressed_in as f64);
+        if t.messages_in > 0 {
+            self = self.with(
+                "wire_bytes_per_delivery",
+                round2(t.wire_in as f64 / t.messages_in as f64),
+            );
+        }
+        if t.wire_in > 0 {
+            self = self.with(
+                "compression_ratio",
+                round2(t.payload_in as f64 / t.wire_in as f64),
+            );
+        }
+        self.with("wire_bytes_sent", t.wire_out as f64)
+            .with("payload_bytes_sent", t.payload_out as f64)
+            .with("compressed_messages_sent", t.compressed_out as f64)
     }
 
     /// Adds a named number.
@@ -261,6 +306,10 @@ impl Report {
 
     /// Prints the report (and writes the `--report` page); exit code 1 when the run failed.
     pub(crate) fn print(self) -> Result<ExitCode, String> {
+        self.with_traffic().print_as_is()
+    }
+
+    fn print_as_is(self) -> Result<ExitCode, String> {
         let s = &self.stats;
         let table = self.table();
         if self.json {
@@ -308,6 +357,11 @@ impl Report {
             ExitCode::SUCCESS
         })
     }
+}
+
+/// `x` to two decimals (a ratio shown in the table as it is in the JSON).
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
 }
 
 /// The latency percentiles reported, in microseconds.

@@ -9,7 +9,7 @@ use crate::common::{Common, plans_to};
 use crate::driver::{Scenario, on_threads};
 use crate::progress::{Counters, Progress};
 use crate::report::Report;
-use crate::stats::{GRACE, Stats};
+use crate::stats::{GRACE, Stats, Traffic};
 use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -50,8 +50,10 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, String> {
     if topics == 0 || conns == 0 || size < 20 {
         return Err("--conns and --topics must be at least 1, --size at least 20".into());
     }
-    let plans = plans_to(&common, "/ws", conns)?;
     let names: Vec<String> = (0..topics).map(|i| format!("soak-{i}")).collect();
+    // a publish with the longest topic, or an answer to a request (small JSON)
+    let longest = 1 + names.iter().map(String::len).max().unwrap_or(0) + size;
+    let plans = plans_to(&common, "/ws", conns, longest.max(4096))?;
     let published = Arc::new(Published::new(conns, topics));
     let epoch = Instant::now();
     let until = epoch + common.duration;
@@ -375,5 +377,9 @@ impl Scenario for Soak {
         now >= self.until
             && (now >= self.until + GRACE
                 || now.saturating_duration_since(self.quiet_since) >= Duration::from_secs(1))
+    }
+
+    fn traffic(&mut self) -> Option<&mut Traffic> {
+        Some(&mut self.stats.traffic)
     }
 }

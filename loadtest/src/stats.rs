@@ -35,6 +35,49 @@ pub(crate) struct Stats {
     pub latency: Histogram<u64>,
     /// The latency samples second by second.
     pub timeline: Timeline,
+    /// Bytes on the wire and in the messages, for the scenarios that count them.
+    pub traffic: Traffic,
+}
+
+/// Bytes on the wire against bytes in the messages, counted by each client after its opening
+/// handshake: what permessage-deflate saves (or what the framing costs without it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Traffic {
+    /// Bytes read from the socket after the 101: frames with their headers, as they came.
+    pub wire_in: u64,
+    /// Data messages (text and binary) received.
+    pub messages_in: u64,
+    /// Their payload bytes, after inflation.
+    pub payload_in: u64,
+    /// Data messages received compressed (RSV1).
+    pub compressed_in: u64,
+    /// Bytes of the frames queued to send, with their headers (not the upgrade request).
+    pub wire_out: u64,
+    /// Data messages sent.
+    pub messages_out: u64,
+    /// Their payload bytes, before compression.
+    pub payload_out: u64,
+    /// Data messages sent compressed.
+    pub compressed_out: u64,
+}
+
+impl Traffic {
+    /// Adds `o` to these counts.
+    pub(crate) fn add(&mut self, o: &Traffic) {
+        self.wire_in += o.wire_in;
+        self.messages_in += o.messages_in;
+        self.payload_in += o.payload_in;
+        self.compressed_in += o.compressed_in;
+        self.wire_out += o.wire_out;
+        self.messages_out += o.messages_out;
+        self.payload_out += o.payload_out;
+        self.compressed_out += o.compressed_out;
+    }
+
+    /// Whether nothing was counted.
+    pub(crate) fn is_empty(&self) -> bool {
+        *self == Traffic::default()
+    }
 }
 
 impl Stats {
@@ -53,6 +96,7 @@ impl Stats {
             errors: Vec::new(),
             latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
             timeline: Timeline::new(),
+            traffic: Traffic::default(),
         }
     }
 
@@ -88,6 +132,7 @@ impl Stats {
         }
         self.latency.add(&o.latency).expect("same bounds");
         self.timeline.merge(&o.timeline);
+        self.traffic.add(&o.traffic);
     }
 
     /// Every thread's counters added up.

@@ -243,6 +243,9 @@ fn flags_that_need_websocket_framing_are_refused_with_raw_tcp() {
     for args in [
         &["echo", "--raw-tcp", "--text"][..],
         &["large", "--raw-tcp", "--subscribers", "3"][..],
+        &["echo", "--raw-tcp", "--compression"][..],
+        &["echo", "--raw-tcp", "--payload", "json"][..],
+        &["large", "--raw-tcp", "--compression"][..],
     ] {
         let (code, stdout, stderr) = loadtest(args);
         assert_eq!(code, 2, "{args:?}: {stdout}{stderr}");
