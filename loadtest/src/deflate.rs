@@ -8,10 +8,11 @@
 //! into at most the largest message the scenario expects. When the server answered
 //! `server_no_context_takeover` every message stands alone: one inflater per thread serves
 //! every connection of the thread (reset before each message), and since inflating is a pure
-//! function of the compressed bytes, a message whose compressed bytes are the same as the
-//! previous one inflated on the thread (a publish the server compressed once for every
-//! subscriber) takes that result instead of inflating again. Otherwise a connection keeps its
-//! own inflater, made at its first compressed message.
+//! function of the compressed bytes, a message whose compressed bytes are the same as those of
+//! one of the last messages inflated on the thread (a publish the server compressed once for
+//! every subscriber, read on one subscriber after another) takes that result instead of
+//! inflating again ([`Recent`]). Otherwise a connection keeps its own inflater, made at its
+//! first compressed message.
 //!
 //! The client compresses its own data messages of [`MIN_SIZE`] bytes or more, at level 1 (the
 //! load generator's CPU goes to sending and checking): one deflater per thread, reset before
@@ -23,6 +24,7 @@
 use bytes::Bytes;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
 
 /// The `Sec-WebSocket-Extensions` value the client offers (Chromium's).
 pub(crate) const OFFER: &str = "permessage-deflate; client_max_window_bits";
@@ -155,26 +157,90 @@ pub(crate) fn agreed_before_run() -> Option<Agreed> {
 }
 
 /// The compressors every connection of a thread shares when the agreement lets each message
-/// stand alone, and the last message inflated with them.
+/// stand alone, and the last messages inflated with them.
+#[derive(Default)]
 struct Shared {
     inflater: Option<Decompress>,
     /// By window bits.
     deflaters: Vec<(u8, Compress)>,
-    /// The compressed bytes of the last message inflated by `inflater`, and the result.
-    last: Option<(Vec<u8>, Bytes)>,
+    /// The last messages inflated by `inflater`.
+    recent: Recent,
     /// Where messages are compressed before they are framed.
     out: Vec<u8>,
 }
 
 thread_local! {
-    static SHARED: RefCell<Shared> = const {
-        RefCell::new(Shared {
-            inflater: None,
-            deflaters: Vec::new(),
-            last: None,
-            out: Vec::new(),
-        })
-    };
+    static SHARED: RefCell<Shared> = RefCell::new(Shared::default());
+}
+
+/// Messages inflated without context, by their compressed bytes, oldest forgotten first
+/// past [`Recent::MAX_ENTRIES`] messages or [`Recent::MAX_BYTES`] bytes. A fanout's publishes
+/// arrive on every subscriber in turn, each subscriber's socket holding a run of them and the
+/// subscribers a few hundred publishes apart: each publish is inflated once per thread rather
+/// than once per delivery. A hit is the same compressed bytes, compared in full.
+#[derive(Default)]
+struct Recent {
+    /// By a hash of the compressed bytes: those bytes and the inflated message.
+    map: HashMap<u64, (Vec<u8>, Bytes)>,
+    /// The hashes, oldest first.
+    order: VecDeque<u64>,
+    /// Bytes held: compressed and inflated.
+    bytes: usize,
+}
+
+impl Recent {
+    /// Messages kept at most.
+    const MAX_ENTRIES: usize = 4096;
+    /// Bytes kept at most (a thread's share).
+    const MAX_BYTES: usize = 32 << 20;
+    /// Messages inflated to more than this are not kept.
+    const MAX_KEPT: usize = 64 * 1024;
+
+    fn hash(compressed: &[u8]) -> u64 {
+        // FxHash-like: eight bytes a step
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut h = compressed.len() as u64;
+        let mut words = compressed.chunks_exact(8);
+        for w in &mut words {
+            h = (h.rotate_left(5) ^ u64::from_le_bytes(w.try_into().expect("8 bytes")))
+                .wrapping_mul(K);
+        }
+        for &b in words.remainder() {
+            h = (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+        h
+    }
+
+    /// The inflated message of `compressed`, if it is kept.
+    fn get(&self, compressed: &[u8]) -> Option<Bytes> {
+        match self.map.get(&Self::hash(compressed)) {
+            Some((bytes, out)) if bytes[..] == *compressed => Some(out.clone()),
+            _ => None,
+        }
+    }
+
+    /// Keeps `out`, inflated from `compressed`, forgetting the oldest past the bounds.
+    fn put(&mut self, compressed: &[u8], out: &Bytes) {
+        if out.len() > Self::MAX_KEPT {
+            return;
+        }
+        let h = Self::hash(compressed);
+        let size = compressed.len() + out.len();
+        match self.map.insert(h, (compressed.to_vec(), out.clone())) {
+            // another message with the same hash: replaced, in its place in the order
+            Some((b, o)) => self.bytes -= b.len() + o.len(),
+            None => self.order.push_back(h),
+        }
+        self.bytes += size;
+        while self.order.len() > Self::MAX_ENTRIES || self.bytes > Self::MAX_BYTES {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some((b, o)) = self.map.remove(&old) {
+                self.bytes -= b.len() + o.len();
+            }
+        }
+    }
 }
 
 /// permessage-deflate on one connection, as agreed in its 101.
@@ -227,20 +293,16 @@ impl Session {
         let max = self.max_message;
         if self.agreed.server_no_context_takeover {
             return SHARED.with_borrow_mut(|s| {
-                if let Some((bytes, out)) = &s.last
-                    && bytes[..] == *payload
+                if let Some(out) = s.recent.get(payload)
                     && out.len() <= max
                 {
-                    return Ok(out.clone());
+                    return Ok(out);
                 }
                 let d = s.inflater.get_or_insert_with(|| Decompress::new(false));
                 d.reset(false);
                 let (out, _) = inflate_with(d, payload, max)?;
                 let out = Bytes::from(out);
-                let last = s.last.get_or_insert_with(|| (Vec::new(), Bytes::new()));
-                last.0.clear();
-                last.0.extend_from_slice(payload);
-                last.1 = out.clone();
+                s.recent.put(payload, &out);
                 Ok(out)
             });
         }
@@ -452,6 +514,37 @@ mod tests {
                 assert_eq!(back, m);
             }
         }
+    }
+
+    #[test]
+    fn recent_messages_are_found_by_their_bytes_only() {
+        let mut r = Recent::default();
+        assert_eq!(r.get(b"abc"), None);
+        let msgs: Vec<Vec<u8>> = (0..=255u8).map(|k| sample(300, k)).collect();
+        for m in &msgs {
+            r.put(m, &Bytes::from(m.repeat(2)));
+        }
+        for m in &msgs {
+            assert_eq!(r.get(m), Some(Bytes::from(m.repeat(2))));
+            let mut other = m.clone();
+            other[150] ^= 1;
+            assert_eq!(r.get(&other), None);
+        }
+        r.put(b"big", &Bytes::from(vec![0; Recent::MAX_KEPT + 1]));
+        assert_eq!(r.get(b"big"), None, "too large to keep");
+        // the oldest go first past the bounds
+        for k in 0..Recent::MAX_ENTRIES as u32 {
+            r.put(&k.to_le_bytes(), &Bytes::from_static(b"x"));
+        }
+        assert_eq!(r.get(&msgs[0]), None);
+        assert_eq!(r.get(&0u32.to_le_bytes()), Some(Bytes::from_static(b"x")));
+        assert_eq!(r.order.len(), Recent::MAX_ENTRIES);
+        assert_eq!(r.bytes, Recent::MAX_ENTRIES * 5);
+        let big = Bytes::from(vec![1; Recent::MAX_KEPT]);
+        for k in 0..1000u32 {
+            r.put(&k.to_be_bytes(), &big);
+        }
+        assert!(r.bytes <= Recent::MAX_BYTES, "{}", r.bytes);
     }
 
     #[test]
