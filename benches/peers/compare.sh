@@ -17,6 +17,19 @@
 #   fanout       the same with --subscribers (10,000) subscribers
 #   fanout-rate  --subscribers subscribers, one publisher at a fixed --fanout-rate (5)
 #                publishes/s: publish-to-receive p50 and p99
+#   fanout-deflate1k, fanout-deflate16k
+#                1 publisher, --subscribers subscribers of one topic, a 1 KiB (16 KiB) JSON-like
+#                payload (loadtest --payload json), --window publishes in flight, with
+#                permessage-deflate (loadtest --compression: every subscriber offers it, the run
+#                stops if the server declines): deliveries/s, bytes on the wire per delivery,
+#                compression ratio. The servers compress: wsgate with --compression true (and
+#                --compression-level, --compression-min-size when given), uWebSockets.js with
+#                its shared compressor (uws.js --compression shared), Node ws without context
+#                takeover (ws.js --compression no-context); tokio-tungstenite and native uWS
+#                have no compression and are skipped
+#   fanout-plain1k, fanout-plain16k
+#                the same without compression (wsgate --compression false): the baseline of
+#                each server's deflate run
 #   conns        --conns (10,000) idle connections opened at --conn-rate (5,000/s; 0: as fast
 #                as the server takes them): the server's RSS per connection, connections
 #                opened per second (a measure of the server only when unpaced), handshake latency
@@ -33,15 +46,18 @@
 # Usage: benches/peers/compare.sh [--quick] [--duration SECS] [--rounds N]
 #          [--servers "wsgate wsgate-base uws-native tcp-echo tokio-tungstenite
 #                      tokio-tungstenite-4k uws ws"]
-#          [--scenarios "echo echo16 echo16k fanout1k fanout fanout-rate conns large"]
+#          [--scenarios "echo echo16 echo16k fanout1k fanout fanout-rate conns large
+#                        fanout-plain1k fanout-deflate1k fanout-plain16k fanout-deflate16k"]
 #          [--uws-native PATH] [--reference SERVER] [--subscribers N] [--window N]
-#          [--fanout-rate N] [--conns N] [--conn-rate N] [--large-size SIZE] [--no-build]
-#          [--out DIR]
+#          [--fanout-rate N] [--conns N] [--conn-rate N] [--large-size SIZE]
+#          [--compression-level N] [--compression-min-size BYTES] [--no-build] [--out DIR]
 # --window is loadtest fanout's: publishes in flight, counted on the publisher's own copies
 # (default 16, loadtest's default). --quick is --duration 2 --rounds 1. --large-size is
 # N, NKiB, NMiB or NGiB, at most 1GiB (the servers' message limit in that scenario).
+# --compression-level and --compression-min-size are passed to wsgate in the deflate scenarios
+# (its own defaults when not given); the other servers have their own.
 # Environment: DURATION, ROUNDS, SUBSCRIBERS, WINDOW, FANOUT_RATE, CONNS, CONN_RATE, LARGE_SIZE,
-# SERVER_CPU, LOAD_CPU (the same); UWS_NATIVE_BIN (as --uws-native); WSGATE_BIN and
+# COMPRESSION_LEVEL, COMPRESSION_MIN_SIZE, SERVER_CPU, LOAD_CPU (the same); UWS_NATIVE_BIN (as --uws-native); WSGATE_BIN and
 # LOADTEST_BIN to measure binaries built elsewhere (then the root is not built), WSGATE_COMMIT
 # to name the commit they were built from in the report. The server `wsgate-base` is a second
 # wsgate binary, WSGATE_BASE_BIN (WSGATE_BASE_COMMIT names it), run like `wsgate`: a change
@@ -62,11 +78,13 @@ fanout_rate=${FANOUT_RATE:-5}
 conns=${CONNS:-10000}
 conn_rate=${CONN_RATE:-5000}
 large_size=${LARGE_SIZE:-256MiB}
+compression_level=${COMPRESSION_LEVEL:-}
+compression_min_size=${COMPRESSION_MIN_SIZE:-}
 server_cpu=${SERVER_CPU:-0}
 load_cpu=${LOAD_CPU:-1}
 uws_native=${UWS_NATIVE_BIN:-}
 servers=""
-scenarios="echo echo16 echo16k fanout1k fanout fanout-rate conns large"
+scenarios="echo echo16 echo16k fanout1k fanout fanout-rate conns large fanout-plain1k fanout-deflate1k fanout-plain16k fanout-deflate16k"
 reference=""
 build=1
 out=""
@@ -91,6 +109,8 @@ while [ $# -gt 0 ]; do
         --conns) conns=${2:?}; shift ;;
         --conn-rate) conn_rate=${2:?}; shift ;;
         --large-size) large_size=${2:?}; shift ;;
+        --compression-level) compression_level=${2:?}; shift ;;
+        --compression-min-size) compression_min_size=${2:?}; shift ;;
         --no-build) build=0 ;;
         --out) out=${2:?}; shift ;;
         -h | --help) usage 0 ;;
@@ -102,8 +122,8 @@ if [ -z "$servers" ]; then
     servers="wsgate${uws_native:+ uws-native} tcp-echo tokio-tungstenite tokio-tungstenite-4k uws ws"
 fi
 duration=${duration%s}
-case "$duration$rounds$subscribers$conns$window$fanout_rate$conn_rate" in
-    *[!0-9]*) echo "compare.sh: --duration, --rounds, --subscribers, --window, --fanout-rate, --conns and --conn-rate take whole numbers" >&2; exit 2 ;;
+case "$duration$rounds$subscribers$conns$window$fanout_rate$conn_rate$compression_level$compression_min_size" in
+    *[!0-9]*) echo "compare.sh: --duration, --rounds, --subscribers, --window, --fanout-rate, --conns, --conn-rate, --compression-level and --compression-min-size take whole numbers" >&2; exit 2 ;;
 esac
 if [ "$rounds" -lt 1 ] || [ "$duration" -lt 1 ] || [ "$fanout_rate" -lt 1 ]; then
     echo "compare.sh: --rounds, --duration and --fanout-rate must be at least 1" >&2
@@ -132,6 +152,7 @@ done
 for s in $scenarios; do
     case "$s" in
         echo | echo16 | echo16k | fanout1k | fanout | fanout-rate | conns | large) ;;
+        fanout-plain1k | fanout-deflate1k | fanout-plain16k | fanout-deflate16k) ;;
         *) echo "compare.sh: unknown scenario '$s'" >&2; exit 2 ;;
     esac
 done
@@ -228,24 +249,33 @@ esac
 
 # server_cmd NAME SCENARIO: the command line of server NAME for SCENARIO
 server_cmd() {
-    local wsgate_large="" uws_large="" ws_large=""
+    local wsgate_extra="" uws_extra="" ws_extra=""
+    case "$2" in
+        # compression said explicitly either way, whatever wsgate's default
+        fanout-deflate*)
+            wsgate_extra=" --compression true${compression_level:+ --compression-level $compression_level}${compression_min_size:+ --compression-min-size $compression_min_size}"
+            uws_extra=" --compression shared"
+            ws_extra=" --compression no-context" ;;
+        fanout-plain*) wsgate_extra=" --compression false" ;;
+    esac
+    # the scenario's own settings
     if [ "$2" = large ]; then
         # one message of up to 1 GiB, echoed whole: the message limit, and for uWS the
         # backpressure limit that holds the echo while it goes out
-        wsgate_large=" --max-message-size 1GiB"
-        uws_large=" --max-payload $((1 << 30)) --max-backpressure $((1 << 30))"
-        ws_large=" --max-payload $((1 << 30))"
+        wsgate_extra=" --max-message-size 1GiB"
+        uws_extra=" --max-payload $((1 << 30)) --max-backpressure $((1 << 30))"
+        ws_extra=" --max-payload $((1 << 30))"
     fi
     case "$1" in
         # the load generator publishes as a trusted backend would: no per-connection rate
-        wsgate) echo "$out/bin/wsgate --listen 127.0.0.1:0 --workers 1 --log warn --publish-rate 0$wsgate_large" ;;
-        wsgate-base) echo "$out/bin/wsgate-base --listen 127.0.0.1:0 --workers 1 --log warn --publish-rate 0$wsgate_large" ;;
-        uws-native) echo "$out/bin/uws-native --port 0$uws_large" ;;
+        wsgate) echo "$out/bin/wsgate --listen 127.0.0.1:0 --workers 1 --log warn --publish-rate 0$wsgate_extra" ;;
+        wsgate-base) echo "$out/bin/wsgate-base --listen 127.0.0.1:0 --workers 1 --log warn --publish-rate 0$wsgate_extra" ;;
+        uws-native) echo "$out/bin/uws-native --port 0$uws_extra" ;;
         tcp-echo) echo "$out/bin/loadtest tcp-echo-server --listen 127.0.0.1:0" ;;
         tokio-tungstenite) echo "$out/bin/peer-tokio-tungstenite --port 0 --threads 1" ;;
         tokio-tungstenite-4k) echo "$out/bin/peer-tokio-tungstenite --port 0 --threads 1 --read-buffer-size 4096" ;;
-        uws) echo "node $here/uws.js --port 0$uws_large" ;;
-        ws) echo "node $here/ws.js --port 0$ws_large" ;;
+        uws) echo "node $here/uws.js --port 0$uws_extra" ;;
+        ws) echo "node $here/ws.js --port 0$ws_extra" ;;
     esac
 }
 
@@ -256,6 +286,8 @@ skip_reason() {
         tcp-echo:echo | tcp-echo:echo16 | tcp-echo:echo16k | tcp-echo:large) ;;
         tcp-echo:*) echo "-" ;;
         tokio-tungstenite*:large) echo "the peer takes messages of at most 64 MiB (tungstenite's default) and has no flag to raise it" ;;
+        tokio-tungstenite*:fanout-deflate*) echo "tungstenite has no permessage-deflate" ;;
+        uws-native:fanout-deflate*) echo "the native uWS peer runs without compression (no flag to turn it on)" ;;
     esac
 }
 
@@ -333,6 +365,13 @@ run_one() {
             --window "$window" --duration "${duration}s") ;;
         fanout-rate) cmd=(fanout --url "$url" --subscribers "$subscribers" --publishers 1 --size 64
             --rate "$fanout_rate" --duration "${duration}s") ;;
+        # the payload size after the topic; JSON-like, as compressible as real JSON
+        fanout-plain1k | fanout-deflate1k | fanout-plain16k | fanout-deflate16k)
+            local size=1KiB compress=()
+            case "$scenario" in *16k) size=16KiB ;; esac
+            case "$scenario" in fanout-deflate*) compress=(--compression) ;; esac
+            cmd=(fanout --url "$url" --subscribers "$subscribers" --publishers 1 --size "$size"
+                --payload json --window "$window" --duration "${duration}s" "${compress[@]}") ;;
         conns) cmd=(conns --url "$url" --count "$conns" --rate "$conn_rate" --duration 2s --server-pid "$pid") ;;
         # --duration is how long loadtest waits for the message to come back
         large) cmd=(large --url "$url" --size "$large_bytes" --duration 60s --server-pid "$pid" "${raw[@]}") ;;
@@ -391,6 +430,8 @@ done
     echo "conns=$conns"
     echo "conn_rate=$conn_rate"
     echo "large_size=$large_size"
+    echo "compression_level=$compression_level"
+    echo "compression_min_size=$compression_min_size"
     echo "reference=$reference"
     echo "uws_native=$uws_native_id"
     echo "servers=$servers"

@@ -120,6 +120,10 @@ def fmt_cpu(x):
     return f"{x:.2f} s"
 
 
+def fmt_wire(b):
+    return f"{b:,.0f} B"
+
+
 def fmt_ratio(x, base):
     if x is None or not base:
         return "—"
@@ -185,6 +189,12 @@ FANOUT_COLUMNS = [
     ("p50 publish to receive", lat("p50"), fmt_ms),
     ("p99 publish to receive", lat("p99"), fmt_ms),
     ("loadtest wall time", lambda d: d.get("_wall"), fmt_secs),
+]
+# the bytes a delivery takes on the wire (frame headers included, over every data message
+# loadtest received) and the message bytes over the wire bytes (loadtest --compression)
+WIRE_COLUMNS = [
+    ("wire bytes per delivery", lambda d: d.get("wire_bytes_per_delivery"), fmt_wire),
+    ("compression ratio", lambda d: d.get("compression_ratio"), fmt_times),
 ]
 ECHO_WORK = ("messages per server CPU-s", lambda d: d.get("received"), fmt_rate)
 FANOUT_WORK = ("deliveries per server CPU-s", lambda d: d.get("received"), fmt_rate)
@@ -276,6 +286,27 @@ SCENARIOS = {
 }
 
 
+def json_fanout(name, size, deflate):
+    """A fanout of a JSON-like payload, with permessage-deflate or without."""
+    how = (
+        "with permessage-deflate (`loadtest --compression`)"
+        if deflate
+        else "without compression"
+    )
+    return {
+        "title": f"{name}: 1 publisher, {{subscribers}} subscribers of one topic, {size} "
+        f"JSON-like payloads, {{window}} publishes in flight, {how}",
+        "main": ("deliveries/s", lambda d: d["deliveries_per_sec"], fmt_rate),
+        "columns": WIRE_COLUMNS + FANOUT_COLUMNS,
+        "work": FANOUT_WORK,
+    }
+
+
+for _size, _label in (("1k", "1 KiB"), ("16k", "16 KiB")):
+    SCENARIOS[f"fanout-plain{_size}"] = json_fanout(f"fanout-plain{_size}", _label, False)
+    SCENARIOS[f"fanout-deflate{_size}"] = json_fanout(f"fanout-deflate{_size}", _label, True)
+
+
 def value(f, d):
     """f(d), or None when the run lacks what f reads."""
     try:
@@ -306,6 +337,16 @@ def main():
         f"wsgate {m['commit']}, {m['rustc']}, Node {m['node']}."
         + (f" Base: {m['base']}." if m.get("base") else "")
         + (f" Native uWebSockets: {m['uws_native']}." if m.get("uws_native") else "")
+        + (
+            f" wsgate --compression-level {m['compression_level']}."
+            if m.get("compression_level")
+            else ""
+        )
+        + (
+            f" wsgate --compression-min-size {m['compression_min_size']}."
+            if m.get("compression_min_size")
+            else ""
+        )
         + f" Reference server: {reference}."
     )
     wsgate_failed = False

@@ -5,9 +5,15 @@
 //   GET /ws[?subscribe=T]      ws.subscribe(T) at open; a binary message [L][topic][payload]
 //                              is app.publish(topic, message, true)
 // Usage: node uws.js [--port N] [--max-payload BYTES] [--max-backpressure BYTES]
+//                    [--compression shared]
 //   prints "listening on 127.0.0.1:PORT" (0 picks a free port); maxPayloadLength is 64 MiB and
 //   maxBackpressure 8 MiB unless given (compare.sh's large scenario raises both: a message is
-//   echoed whole, so the backpressure limit must hold it)
+//   echoed whole, so the backpressure limit must hold it). `--compression shared` (or
+//   UWS_COMPRESSION=shared in the environment) turns on permessage-deflate on both routes with
+//   uWS.SHARED_COMPRESSOR | uWS.SHARED_DECOMPRESSOR: no context kept either way, so app.publish
+//   (called with compress = true) compresses a message once for every subscriber, and echoes
+//   are sent with compress = true. Without it compression is uWS.DISABLED: an offer is
+//   declined.
 const path = require('path');
 
 // Load the native binary directly: the package's entry point silently falls back to a
@@ -22,19 +28,26 @@ let maxPayload = 64 * 1024 * 1024;
 // like wsgate's --outbox-limit: a subscriber with 8 MiB queued is closed, not skipped
 // (uWS's default skips, i.e. silently drops, what a slow receiver cannot take)
 let maxBackpressure = 8 * 1024 * 1024;
+let compression = process.env.UWS_COMPRESSION || 'off';
 const args = process.argv.slice(2);
 for (let i = 0; i < args.length; i += 2) {
   if (args[i] === '--port') port = Number(args[i + 1]);
   else if (args[i] === '--max-payload') maxPayload = Number(args[i + 1]);
   else if (args[i] === '--max-backpressure') maxBackpressure = Number(args[i + 1]);
+  else if (args[i] === '--compression') compression = args[i + 1];
   else {
-    console.error('usage: node uws.js [--port N] [--max-payload BYTES] [--max-backpressure BYTES]');
-    process.exit(2);
+    compression = 'usage';
+    break;
   }
 }
+if (compression !== 'off' && compression !== 'shared') {
+  console.error('usage: node uws.js [--port N] [--max-payload BYTES] [--max-backpressure BYTES] [--compression shared]');
+  process.exit(2);
+}
+const compress = compression === 'shared';
 
 const common = {
-  compression: uWS.DISABLED,
+  compression: compress ? uWS.SHARED_COMPRESSOR | uWS.SHARED_DECOMPRESSOR : uWS.DISABLED,
   maxPayloadLength: maxPayload,
   idleTimeout: 120,
   maxBackpressure,
@@ -46,7 +59,7 @@ const app = uWS.App();
 app.ws('/echo', {
   ...common,
   message: (ws, message, isBinary) => {
-    ws.send(message, isBinary);
+    ws.send(message, isBinary, compress);
   },
 });
 
@@ -75,7 +88,7 @@ app.ws('/ws', {
     const l = new Uint8Array(message, 0, 1)[0];
     if (l === 0 || 1 + l > message.byteLength) return;
     // uWS takes the topic as bytes: no string is built per publish
-    app.publish(new Uint8Array(message, 1, l), message, true);
+    app.publish(new Uint8Array(message, 1, l), message, true, compress);
   },
 });
 
