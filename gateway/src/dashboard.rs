@@ -60,6 +60,14 @@ pub(crate) struct WorkerStats {
     pub(crate) http_requests: u64,
     /// Deliveries waiting in the worker's inbox now.
     pub(crate) inbox_depth: u64,
+    /// Sessions that negotiated permessage-deflate.
+    pub(crate) deflate_sessions: u64,
+    /// Outgoing messages deflated (a publish once).
+    pub(crate) compressions: u64,
+    /// Payload bytes sent to permessage-deflate sessions, before compression.
+    pub(crate) deflate_bytes_before: u64,
+    /// The same payloads as sent.
+    pub(crate) deflate_bytes_after: u64,
 }
 
 impl WorkerStats {
@@ -82,6 +90,10 @@ impl WorkerStats {
             rate_limited: m.get(Counter::RateLimited),
             http_requests: m.get(Counter::HttpRequests),
             inbox_depth,
+            deflate_sessions: m.get(Counter::DeflateSessions),
+            compressions: m.get(Counter::Compressions),
+            deflate_bytes_before: m.get(Counter::DeflateBytesIn),
+            deflate_bytes_after: m.get(Counter::DeflateBytesOut),
         }
     }
 
@@ -101,6 +113,10 @@ impl WorkerStats {
         self.rate_limited += o.rate_limited;
         self.http_requests += o.http_requests;
         self.inbox_depth += o.inbox_depth;
+        self.deflate_sessions += o.deflate_sessions;
+        self.compressions += o.compressions;
+        self.deflate_bytes_before += o.deflate_bytes_before;
+        self.deflate_bytes_after += o.deflate_bytes_after;
     }
 }
 

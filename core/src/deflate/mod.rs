@@ -15,8 +15,9 @@
 //! validated as UTF-8 on the inflated bytes (the frame decoder's job, see
 //! [`MessageDecoder`](crate::frame::MessageDecoder)).
 //!
-//! Messages shorter than a minimum (a setting of the gateway) or that deflate does not make
-//! smaller go out uncompressed, with RSV1 clear: always allowed by the extension.
+//! Messages shorter than a minimum (a setting of the gateway), longer than [`MAX_SIZE`], or
+//! that deflate does not make smaller go out uncompressed, with RSV1 clear: always allowed by
+//! the extension.
 
 pub mod compress;
 mod inflate;
@@ -26,4 +27,4 @@ mod shared;
 pub use compress::compress;
 pub use inflate::Inflater;
 pub use negotiate::{Agreed, NAME, Policy, SERVER_WINDOW_BITS, negotiate};
-pub use shared::{Compression, SharedFrame};
+pub use shared::{Compression, MAX_SIZE, SharedFrame};

@@ -5,6 +5,11 @@ use crate::frame::OutFrame;
 use bytes::Bytes;
 use std::sync::{Arc, OnceLock};
 
+/// The largest payload the server compresses. A larger message goes out uncompressed:
+/// deflating it would hold the worker away from its other connections for tens of
+/// milliseconds and put a second copy of it in memory.
+pub const MAX_SIZE: usize = 1 << 20;
+
 /// How the server compresses what it sends (its settings).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Compression {
@@ -12,6 +17,14 @@ pub struct Compression {
     pub level: u32,
     /// Payloads shorter than this go out uncompressed (deflate costs more than it saves).
     pub min_size: usize,
+}
+
+impl Compression {
+    /// Whether a payload of `len` bytes is compressed: at least the minimum, at most
+    /// [`MAX_SIZE`].
+    pub fn applies_to(&self, len: usize) -> bool {
+        len >= self.min_size.max(1) && len <= MAX_SIZE
+    }
 }
 
 /// A frame for many clients: the plain frame and, for the clients that negotiated
@@ -43,11 +56,11 @@ impl From<OutFrame> for SharedFrame {
 }
 
 impl SharedFrame {
-    /// `plain`, with a compressed variant made on first need when `compression` is on and the
-    /// payload is at least its minimum size.
+    /// `plain`, with a compressed variant made on first need when `compression` is on and
+    /// applies to the payload's size.
     pub fn new(plain: OutFrame, compression: Option<Compression>) -> SharedFrame {
         let deflated = compression
-            .filter(|c| plain.payload().len() >= c.min_size.max(1))
+            .filter(|c| c.applies_to(plain.payload().len()))
             .map(|c| {
                 Arc::new(Variant {
                     level: c.level,
@@ -135,6 +148,8 @@ mod tests {
         let small = SharedFrame::new(text(100), ON);
         assert!(!small.may_compress());
         assert!(!small.deflated().0.is_deflated());
+        assert!(!SharedFrame::new(text(MAX_SIZE + 1), ON).may_compress());
+        assert!(SharedFrame::new(text(MAX_SIZE - 7), ON).may_compress());
         let off = SharedFrame::new(text(4000), None);
         assert!(!off.may_compress());
         assert!(!SharedFrame::from(text(4000)).may_compress());

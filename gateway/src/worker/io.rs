@@ -206,7 +206,7 @@ impl Worker {
         }
         let before = frame.payload().len() as u64;
         let mut out = (frame, buffer);
-        if before as usize >= compression.min_size.max(1) {
+        if compression.applies_to(before as usize) {
             self.metrics.inc(Counter::Compressions);
             if let Some(packed) = deflate::compress(out.0.payload(), compression.level) {
                 out = (OutFrame::deflated(out.0.opcode(), Bytes::from(packed)), 0);
