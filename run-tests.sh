@@ -32,6 +32,6 @@ cargo test --workspace --all-targets --locked
 cargo test -p wsgate --features fault-injection --test faults --locked
 cargo test --workspace --doc --locked
 
-echo "== Autobahn TestSuite (cases 1-7, 9, 10 against /echo)"
+echo "== Autobahn TestSuite (cases 1-7, 9, 10 and a permessage-deflate subset of 12, 13 against /echo)"
 cargo build --release -p wsgate --locked
 gateway/tests/autobahn/run.sh target/release/wsgate
