@@ -2,11 +2,14 @@
 // The checks of shared/PROTOCOL.md, run against a live wsgate with the Node `ws` client.
 //
 //     node clients/node/test_protocol.mjs --url http://127.0.0.1:8080 [--max-message-size BYTES]
+//                                         [--compression on|off]
 //
 // Prints one line per check (PASS or FAIL, its name, and why it failed), then `N passed, N failed`,
 // and exits 1 when any check failed (2 on bad arguments). Every read has a timeout, so a message
 // that never comes fails the check instead of hanging it. --max-message-size must be the gateway's
 // limit (its default, 64 MiB, unless told otherwise): the too-big check sends one byte more.
+// --compression says whether the gateway accepts permessage-deflate (its default, on) or was
+// started with `--compression false` (off): the compression checks expect one or the other.
 //
 // Error codes: PROTOCOL.md gives the shape of an error (`type`, `id`, `code`, `message`) but not
 // the codes; the ones checked here are the gateway's (gateway/tests/pubsub.rs checks the same):
@@ -95,10 +98,15 @@ class Client {
     ws.on('error', (e) => this.errors.push(e));
   }
 
-  static open(path = '/ws') {
+  /** Connects; `options` go to `ws` (perMessageDeflate: false declines permessage-deflate). */
+  static open(path = '/ws', options = {}) {
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(ARGS.wsUrl + path, { handshakeTimeout: TIMEOUT_MS });
+      const ws = new WebSocket(ARGS.wsUrl + path, { handshakeTimeout: TIMEOUT_MS, ...options });
       let client;
+      ws.once('upgrade', (res) => {
+        // the gateway's Sec-WebSocket-Extensions answer, undefined when it sent none
+        client.extensionsHeader = res.headers['sec-websocket-extensions'];
+      });
       ws.once('open', () => resolve(client));
       ws.once('unexpected-response', (req, res) => {
         res.resume();
@@ -559,6 +567,173 @@ check('wrong_websocket_version_gets_426', async () => {
   expectEq([r.status, r.headers['sec-websocket-version']], [426, '13'], 'answer to Sec-WebSocket-Version: 8');
 });
 
+// ---- permessage-deflate (RFC 7692) --------------------------------------------------------------
+
+const DEFLATE_ANSWER = 'permessage-deflate; server_no_context_takeover; client_no_context_takeover';
+const ECHO_SIZES = [16, 1024, 64 * 1024, 1024 * 1024];
+const DEFLATE_METRICS = [
+  'wsgate_deflate_sessions_total',
+  'wsgate_compressions_total',
+  'wsgate_deflate_payload_bytes_before_total',
+  'wsgate_deflate_payload_bytes_after_total',
+];
+/** ws's own default offer, but compressing every message (its default threshold is 1 KiB). */
+const DEFLATE_ALL = { perMessageDeflate: { threshold: 0 } };
+
+const compressionOn = () => ARGS.compression === 'on';
+
+/** Characters of `chars` (a string or an iterator of them) up to `n` UTF-8 bytes, padded with ASCII to `n`. */
+function sizedText(chars, n) {
+  const out = [];
+  let bytes = 0;
+  for (const ch of chars) {
+    const len = Buffer.byteLength(ch);
+    if (bytes + len > n) break;
+    out.push(ch);
+    bytes += len;
+  }
+  return out.join('') + 'x'.repeat(n - bytes);
+}
+
+/** `n` UTF-8 bytes of JSON-like text with 2-, 3- and 4-byte characters: compresses well. */
+function repetitiveText(n) {
+  const parts = [];
+  for (let i = 0, len = 0; len <= n; i++) {
+    const unit = `{"sym":"ÉTÉ-${i % 17}","px":${100 + (i % 9)}.25,"note":"日本語 ✓ 😀 Жж"},`;
+    parts.push(unit);
+    len += Buffer.byteLength(unit);
+  }
+  return sizedText(parts.join(''), n);
+}
+
+/** `n` UTF-8 bytes of random characters (1 to 4 bytes each, xorshift from `seed`): compresses poorly. */
+function randomText(n, seed) {
+  const ranges = [[0x21, 0x7f], [0xa1, 0x800], [0x4e00, 0x9fff], [0x1f300, 0x1f600]];
+  let x = seed >>> 0 || 1;
+  function* chars() {
+    for (;;) {
+      x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
+      const [lo, hi] = ranges[x & 3];
+      yield String.fromCodePoint(lo + ((x >>> 2) % (hi - lo)));
+    }
+  }
+  return sizedText(chars(), n);
+}
+
+function repetitiveBytes(n) {
+  const unit = Buffer.from('\x00\x01\x02wsgate\xff\xfe', 'latin1');
+  return Buffer.alloc(n, unit);
+}
+
+/** The permessage-deflate counters of /metrics, by name. */
+async function deflateMetrics() {
+  const r = await httpRequest('GET', '/metrics');
+  expectEq(r.status, 200, 'GET /metrics');
+  const values = {};
+  for (const line of r.body.toString().split('\n')) {
+    const [name, value] = line.split(' ');
+    if (DEFLATE_METRICS.includes(name)) values[name] = Number(value);
+  }
+  expectEq(Object.keys(values).sort(), [...DEFLATE_METRICS].sort(), 'deflate series in /metrics');
+  return values;
+}
+
+/** Text (repetitive and random, multi-byte UTF-8) and binary (repetitive and random) of each
+ * size through /echo, compared byte for byte. */
+let echoMessages;
+async function echoRoundTrips(c, label) {
+  echoMessages ??= ECHO_SIZES.map((n) => [n, [repetitiveText(n), randomText(n, n), repetitiveBytes(n), randomBytes(n)]]);
+  for (const [n, messages] of echoMessages) {
+    for (const msg of messages) {
+      const binary = Buffer.isBuffer(msg);
+      expectEq(binary ? msg.length : Buffer.byteLength(msg), n, 'test message size');
+      await c.send(msg);
+      const got = await c.recv(`the echo of ${n} bytes of ${binary ? 'binary' : 'text'} (${label})`);
+      expectEq(got.binary, binary, `echo opcode (${label})`);
+      expect(binary ? got.data.equals(msg) : got.data === msg, `the echo of ${n} bytes of ${binary ? 'binary' : 'text'} differs (${label})`);
+    }
+  }
+}
+
+check('permessage_deflate_negotiation', async () => {
+  const byDefault = await Client.open('/echo'); // ws offers permessage-deflate by default
+  const declined = await Client.open('/echo', { perMessageDeflate: false });
+  expectEq(declined.extensionsHeader, undefined, 'the answer to a client that offers nothing');
+  expectEq(declined.ws.extensions, '', 'extensions in use without an offer');
+  const narrow = await Client.open('/echo', { perMessageDeflate: { serverMaxWindowBits: 10 } });
+  if (compressionOn()) {
+    expectEq(byDefault.extensionsHeader, DEFLATE_ANSWER, 'Sec-WebSocket-Extensions');
+    expectEq(byDefault.ws.extensions, 'permessage-deflate', 'extensions in use');
+    expectEq(narrow.extensionsHeader, `${DEFLATE_ANSWER}; server_max_window_bits=10`, 'answer to server_max_window_bits=10');
+  } else {
+    for (const c of [byDefault, narrow]) {
+      expectEq(c.extensionsHeader, undefined, 'Sec-WebSocket-Extensions with --compression false');
+      expectEq(c.ws.extensions, '', 'extensions in use with --compression false');
+    }
+  }
+  for (const c of [byDefault, declined, narrow]) {
+    await c.send('ping é');
+    expectEq(await c.recvText('an echo'), 'ping é', 'echo');
+    await c.close();
+  }
+});
+
+check('deflate_echo_round_trips', async () => {
+  for (const [label, options] of [
+    ['offering deflate, compressing everything', DEFLATE_ALL],
+    ['offering deflate, ws defaults', {}],
+    ['declining deflate', { perMessageDeflate: false }],
+    // a client that limits the server's window: its echoes come back uncompressed, still right
+    ['server_max_window_bits=9', { perMessageDeflate: { serverMaxWindowBits: 9, threshold: 0 } }],
+  ]) {
+    const c = await Client.open('/echo', options);
+    await echoRoundTrips(c, label);
+    await c.close();
+  }
+});
+
+check('deflate_pubsub_delivery', async () => {
+  const topic = 'js-deflate';
+  const subs = [
+    await Client.open(`/ws?subscribe=${topic}`, DEFLATE_ALL),
+    await Client.open(`/ws?subscribe=${topic}`, { perMessageDeflate: false }),
+  ];
+  const pub = await Client.open('/ws', DEFLATE_ALL);
+  const data = JSON.stringify(Array.from({ length: 40 }, (_, i) => ({ sym: `ÉTÉ-${i}`, px: 100.25 + i, note: '日本語 ✓ 😀' })));
+  expect(Buffer.byteLength(data) > 1024, 'the JSON data is over the minimum size');
+  await pub.send(`{"type":"publish","topic":"${topic}","data":${data},"id":1}`);
+  expectEq(await pub.recvJson('the publish ack'), { type: 'ack', id: 1 }, 'publish ack');
+  const want = `{"type":"message","topic":"${topic}","data":${data}}`;
+  for (const [k, s] of subs.entries()) {
+    expectEq(await s.recvText(`the delivery (subscriber ${k})`), want, 'delivery (data verbatim)');
+  }
+  const payload = Buffer.concat([repetitiveBytes(64 * 1024), randomBytes(1024)]);
+  await pub.send(binaryPublish(topic, payload));
+  for (const [k, s] of subs.entries()) {
+    const got = await s.recvBinary(`the binary delivery (subscriber ${k})`);
+    expect(got.equals(binaryPublish(topic, payload)), `binary delivery differs (subscriber ${k})`);
+  }
+  for (const c of [...subs, pub]) await c.close();
+});
+
+check('deflate_metrics_count_compressions', async () => {
+  const c = await Client.open('/echo');
+  const text = repetitiveText(64 * 1024);
+  const before = await deflateMetrics();
+  await c.send(text);
+  expectEq(await c.recvText('the echo'), text, 'echo');
+  await c.close();
+  const m = await deflateMetrics();
+  const [sessions, compressions, bytesBefore, bytesAfter] = DEFLATE_METRICS.map((k) => m[k]);
+  if (compressionOn()) {
+    expect(sessions > 0, `wsgate_deflate_sessions_total ${sessions}`);
+    expect(compressions > before.wsgate_compressions_total, `wsgate_compressions_total ${compressions}`);
+    expect(bytesAfter > 0 && bytesAfter < bytesBefore, `payload bytes after ${bytesAfter}, before ${bytesBefore}`);
+    return `${compressions} compressions, ${bytesBefore} -> ${bytesAfter} payload bytes`;
+  }
+  expectEq([sessions, compressions, bytesBefore, bytesAfter], [0, 0, 0, 0], 'deflate counters with --compression false');
+});
+
 // ---- the runner ---------------------------------------------------------------------------------
 
 async function main() {
@@ -569,6 +744,7 @@ async function main() {
         url: { type: 'string' },
         'max-message-size': { type: 'string', default: String(64 * 1024 * 1024) },
         'check-timeout': { type: 'string', default: '60' },
+        compression: { type: 'string', default: 'on' },
       },
       allowPositionals: true,
     });
@@ -587,7 +763,12 @@ async function main() {
     console.error(`error: --url must be http://HOST:PORT, not ${values.url}`);
     process.exit(2);
   }
+  if (!['on', 'off'].includes(values.compression)) {
+    console.error(`error: --compression must be on or off, not ${values.compression}`);
+    process.exit(2);
+  }
   ARGS = {
+    compression: values.compression,
     url: `${u.protocol}//${u.host}`,
     wsUrl: `${u.protocol === 'https:' ? 'wss' : 'ws'}://${u.host}`,
     maxMessageSize: Number(values['max-message-size']),
@@ -598,7 +779,7 @@ async function main() {
     console.error(`error: no such checks: ${unknown.join(', ')}`);
     process.exit(2);
   }
-  console.log(`ws ${wsVersion} (node ${process.version}) against ${ARGS.url}`);
+  console.log(`ws ${wsVersion} (node ${process.version}) against ${ARGS.url}, compression ${ARGS.compression}`);
   let passed = 0;
   let failed = 0;
   for (const { name, fn } of CHECKS) {

@@ -2,11 +2,14 @@
 """The checks of shared/PROTOCOL.md, run against a live wsgate with the Python `websockets` client.
 
     python3 clients/python/test_protocol.py --url http://127.0.0.1:8080 [--max-message-size BYTES]
+                                            [--compression on|off]
 
 Prints one line per check (PASS or FAIL, its name, and why it failed), then `N passed, N failed`,
 and exits 1 when any check failed (2 on bad arguments). Every read has a timeout, so a message
 that never comes fails the check instead of hanging it. --max-message-size must be the gateway's
 limit (its default, 64 MiB, unless told otherwise): the too-big check sends one byte more.
+--compression says whether the gateway accepts permessage-deflate (its default, on) or was
+started with `--compression false` (off): the compression checks expect one or the other.
 
 Error codes: PROTOCOL.md gives the shape of an error (`type`, `id`, `code`, `message`) but not the
 codes; the ones checked here are the gateway's (gateway/tests/pubsub.rs checks the same):
@@ -18,6 +21,7 @@ import asyncio
 import http.client
 import json
 import os
+import random
 import sys
 import time
 import traceback
@@ -28,6 +32,7 @@ import urllib.request
 import websockets
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory, PerMessageDeflate
 
 TIMEOUT = 5.0  # seconds: the longest any single read waits
 ARGS = None
@@ -57,11 +62,20 @@ class Client:
         self.ws = ws
 
     @classmethod
-    async def open(cls, path="/ws"):
+    async def open(cls, path="/ws", **options):
+        """Connects; `options` go to `connect` (compression=None declines permessage-deflate)."""
         ws = await connect(
-            ARGS.ws_url + path, max_size=None, open_timeout=TIMEOUT, close_timeout=TIMEOUT
+            ARGS.ws_url + path, max_size=None, open_timeout=TIMEOUT, close_timeout=TIMEOUT, **options
         )
         return cls(ws)
+
+    def extensions_header(self):
+        """The gateway's Sec-WebSocket-Extensions answer, None when it sent none."""
+        return self.ws.response.headers.get("Sec-WebSocket-Extensions")
+
+    def deflating(self):
+        """Whether permessage-deflate is in use on this connection."""
+        return any(isinstance(e, PerMessageDeflate) for e in self.ws.protocol.extensions)
 
     async def recv(self, timeout=TIMEOUT, what="a message"):
         try:
@@ -504,6 +518,145 @@ async def wrong_websocket_version_gets_426():
     expect_eq((status, version), (426, "13"), "answer to Sec-WebSocket-Version: 8")
 
 
+# ---- permessage-deflate (RFC 7692) ---------------------------------------------------------------
+
+DEFLATE_ANSWER = "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+ECHO_SIZES = [16, 1024, 64 * 1024, 1024 * 1024]
+DEFLATE_METRICS = [
+    "wsgate_deflate_sessions_total",
+    "wsgate_compressions_total",
+    "wsgate_deflate_payload_bytes_before_total",
+    "wsgate_deflate_payload_bytes_after_total",
+]
+
+
+def compression_on():
+    return ARGS.compression == "on"
+
+
+def sized_text(s, n):
+    """`s` cut to at most `n` UTF-8 bytes on a character boundary, padded with ASCII to `n`."""
+    cut = s.encode()[:n].decode("utf-8", "ignore")
+    return cut + "x" * (n - len(cut.encode()))
+
+
+def repetitive_text(n):
+    """`n` UTF-8 bytes of JSON-like text with 2-, 3- and 4-byte characters: compresses well."""
+    unit = '{"sym":"ÉTÉ-%d","px":%d.25,"note":"日本語 ✓ 😀 Жж"},'
+    return sized_text("".join(unit % (i % 17, 100 + i % 9) for i in range(n // 40 + 1)), n)
+
+
+def random_text(n, seed):
+    """`n` UTF-8 bytes of random characters (1 to 4 bytes each): compresses poorly."""
+    rng = random.Random(seed)
+    pool = [chr(c) for c in [*range(0x21, 0x7F), *range(0xA1, 0x800, 7), *range(0x4E00, 0x9FFF, 13), *range(0x1F300, 0x1F600, 5)]]
+    return sized_text("".join(rng.choices(pool, k=n // 2 + 8)), n)
+
+
+def repetitive_bytes(n):
+    return (b"\x00\x01\x02wsgate\xff\xfe" * (n // 11 + 1))[:n]
+
+
+def deflate_metrics():
+    """The permessage-deflate counters of /metrics, by name."""
+    status, _, body = http_request("GET", "/metrics")
+    expect_eq(status, 200, "GET /metrics")
+    values = {}
+    for line in body.decode().splitlines():
+        name, _, value = line.partition(" ")
+        if name in DEFLATE_METRICS:
+            values[name] = float(value)
+    expect_eq(sorted(values), sorted(DEFLATE_METRICS), "deflate series in /metrics")
+    return values
+
+
+async def echo_round_trips(c, label):
+    """Text (repetitive and random, multi-byte UTF-8) and binary (repetitive and random) of
+    each size through /echo, compared byte for byte."""
+    for n in ECHO_SIZES:
+        for msg in [repetitive_text(n), random_text(n, n), repetitive_bytes(n), os.urandom(n)]:
+            kind = "text" if isinstance(msg, str) else "binary"
+            expect_eq(len(msg.encode() if isinstance(msg, str) else msg), n, "test message size")
+            await c.send(msg)
+            got = await c.recv(what=f"the echo of {n} bytes of {kind} ({label})")
+            expect_eq(type(got), type(msg), f"echo opcode ({label})")
+            expect(got == msg, f"the echo of {n} bytes of {kind} differs ({label})")
+
+
+@check
+async def permessage_deflate_negotiation():
+    default = await Client.open("/echo")  # websockets offers permessage-deflate by default
+    declined = await Client.open("/echo", compression=None)
+    expect_eq(declined.extensions_header(), None, "the answer to a client that offers nothing")
+    expect(not declined.deflating(), "deflate in use without an offer")
+    narrow = await Client.open(
+        "/echo", compression=None, extensions=[ClientPerMessageDeflateFactory(server_max_window_bits=10)]
+    )
+    if compression_on():
+        expect_eq(default.extensions_header(), DEFLATE_ANSWER, "Sec-WebSocket-Extensions")
+        expect(default.deflating(), "permessage-deflate not in use")
+        expect_eq(narrow.extensions_header(), DEFLATE_ANSWER + "; server_max_window_bits=10", "answer to server_max_window_bits=10")
+    else:
+        for c in [default, narrow]:
+            expect_eq(c.extensions_header(), None, "Sec-WebSocket-Extensions with --compression false")
+            expect(not c.deflating(), "permessage-deflate in use with --compression false")
+    for c in [default, declined, narrow]:
+        await c.send("ping é")
+        expect_eq(await c.recv_text("an echo"), "ping é", "echo")
+        await c.close()
+
+
+@check
+async def deflate_echo_round_trips():
+    for label, options in [("offering deflate", {}), ("declining deflate", {"compression": None})]:
+        c = await Client.open("/echo", **options)
+        await echo_round_trips(c, label)
+        await c.close()
+    # a client that limits the server's window: its echoes come back uncompressed, still right
+    c = await Client.open("/echo", compression=None, extensions=[ClientPerMessageDeflateFactory(server_max_window_bits=9)])
+    await echo_round_trips(c, "server_max_window_bits=9")
+    await c.close()
+
+
+@check
+async def deflate_pubsub_delivery():
+    topic = "py-deflate"
+    subs = [await Client.open("/ws?subscribe=" + topic), await Client.open("/ws?subscribe=" + topic, compression=None)]
+    pub = await Client.open()
+    data = json.dumps([{"sym": "ÉTÉ-%d" % i, "px": 100.25 + i, "note": "日本語 ✓ 😀"} for i in range(40)], ensure_ascii=False)
+    expect(len(data.encode()) > 1024, "the JSON data is over the minimum size")
+    await pub.send('{"type":"publish","topic":"%s","data":%s,"id":1}' % (topic, data))
+    expect_eq(await pub.recv_json("the publish ack"), {"type": "ack", "id": 1}, "publish ack")
+    want = '{"type":"message","topic":"%s","data":%s}' % (topic, data)
+    for k, s in enumerate(subs):
+        expect_eq(await s.recv_text(f"the delivery (subscriber {k})"), want, "delivery (data verbatim)")
+    payload = repetitive_bytes(64 * 1024) + os.urandom(1024)
+    await pub.send(binary_publish(topic, payload))
+    for k, s in enumerate(subs):
+        got = await s.recv_binary(f"the binary delivery (subscriber {k})")
+        expect(got == binary_publish(topic, payload), f"binary delivery differs (subscriber {k})")
+    for c in subs + [pub]:
+        await c.close()
+
+
+@check
+async def deflate_metrics_count_compressions():
+    c = await Client.open("/echo")
+    text = repetitive_text(64 * 1024)
+    before = deflate_metrics()
+    await c.send(text)
+    expect_eq(await c.recv_text("the echo"), text, "echo")
+    await c.close()
+    m = deflate_metrics()
+    sessions, compressions, bytes_before, bytes_after = (m[k] for k in DEFLATE_METRICS)
+    if compression_on():
+        expect(sessions > 0, f"wsgate_deflate_sessions_total {sessions}")
+        expect(compressions > before["wsgate_compressions_total"], f"wsgate_compressions_total {compressions}")
+        expect(0 < bytes_after < bytes_before, f"payload bytes after {bytes_after}, before {bytes_before}")
+        return f"{compressions:.0f} compressions, {bytes_before:.0f} -> {bytes_after:.0f} payload bytes"
+    expect_eq([sessions, compressions, bytes_before, bytes_after], [0, 0, 0, 0], "deflate counters with --compression false")
+
+
 # ---- the runner ------------------------------------------------------------------------------
 
 
@@ -539,6 +692,7 @@ def main():
     p.add_argument("--url", required=True, help="the gateway, http://HOST:PORT")
     p.add_argument("--max-message-size", type=int, default=64 * 1024 * 1024, help="the gateway's message limit in bytes")
     p.add_argument("--check-timeout", type=float, default=60.0, help="seconds one check may take")
+    p.add_argument("--compression", choices=["on", "off"], default="on", help="whether the gateway accepts permessage-deflate")
     p.add_argument("only", nargs="*", help="run only these checks")
     ARGS = p.parse_args()
     u = urllib.parse.urlsplit(ARGS.url)
@@ -549,7 +703,7 @@ def main():
     unknown = set(ARGS.only) - {fn.__name__ for fn in CHECKS}
     if unknown:
         p.error(f"no such checks: {sorted(unknown)}")
-    print(f"websockets {websockets.__version__} against {ARGS.url}", flush=True)
+    print(f"websockets {websockets.__version__} against {ARGS.url}, compression {ARGS.compression}", flush=True)
     sys.exit(1 if asyncio.run(run_all(set(ARGS.only))) else 0)
 
 
