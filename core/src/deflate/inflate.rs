@@ -128,6 +128,11 @@ impl Inflater {
     /// cut there cannot be told from a block boundary: the next message then fails to inflate);
     /// without, the inflater is reset.
     pub fn finish(&mut self, out: &mut Vec<u8>, limit: usize, keep_context: bool) -> Result<()> {
+        if self.raw.total_in() == 0 && !self.ended {
+            // an empty payload with RSV1: an empty message (RFC 7692 section 7.2.3.6 writes it
+            // as one 0x00 byte, which inflates as usual; some senders send nothing at all)
+            return Ok(());
+        }
         self.push(&TAIL, out, limit)?;
         if keep_context && !self.ended {
             return Ok(());
@@ -187,6 +192,13 @@ mod tests {
                 "{n} in 7-byte pieces"
             );
         }
+    }
+
+    #[test]
+    fn an_empty_message_is_one_zero_byte_or_nothing() {
+        assert_eq!(inflate_all(&[&[0x00]], 10), Ok(Vec::new()));
+        assert_eq!(inflate_all(&[], 10), Ok(Vec::new()));
+        assert_eq!(inflate_all(&[&[]], 10), Ok(Vec::new()));
     }
 
     #[test]

@@ -79,7 +79,7 @@ settings! {
         /// Accept permessage-deflate offers (every browser makes one); false declines them all.
         compression: bool as Flag = "true", "BOOL";
         /// Deflate level of outgoing messages, 1 (fastest) to 9 (smallest); a publish is compressed once for all its subscribers.
-        compression_level: u32 as Count<u32> = "6", "N";
+        compression_level: u32 as Count<u32> = "3", "N";
         /// Messages shorter than this go out uncompressed.
         compression_min_size: usize as Size<usize> = "128B", "SIZE";
         /// Let clients compress each message with the context of their previous ones (better ratio; about 40KiB kept per connection that sends compressed messages); false answers client_no_context_takeover.
