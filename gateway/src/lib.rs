@@ -21,6 +21,7 @@ mod conn;
 mod dashboard;
 mod drain;
 mod forwarded;
+pub mod history;
 mod http;
 pub mod hub;
 mod limits;
