@@ -18,11 +18,13 @@
 //! Redis): the hub tells it of each publish and of each topic whose subscribers on this node
 //! went from none to some or back, and never knows what is behind it.
 
+use crate::history::{Budget, Refusal, Stream, new_epoch};
 use crossbeam_queue::SegQueue;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 use wsgate_core::deflate::{Compression, SharedFrame};
 use wsgate_core::frame::OutFrame;
 
@@ -36,10 +38,13 @@ pub struct Topic {
     subscribers: AtomicUsize,
     /// In a cluster: Redis has confirmed this node's subscription to the topic's channel.
     remote_ready: AtomicBool,
+    /// The topic's history, when a rule gives it one. Its lock also orders publishes: an
+    /// offset is given and the delivery pushed to every inbox under it.
+    history: Option<Mutex<Stream>>,
 }
 
 impl Topic {
-    fn new(name: Arc<str>, workers: usize) -> Topic {
+    fn new(name: Arc<str>, workers: usize, history: Option<Stream>) -> Topic {
         Topic {
             name,
             workers: (0..workers.div_ceil(64))
@@ -47,7 +52,41 @@ impl Topic {
                 .collect(),
             subscribers: AtomicUsize::new(0),
             remote_ready: AtomicBool::new(false),
+            history: history.map(Mutex::new),
         }
+    }
+
+    /// Whether the topic keeps a history (its messages have offsets).
+    pub fn has_history(&self) -> bool {
+        self.history.is_some()
+    }
+
+    /// The last offset and the epoch of a topic with history.
+    pub fn position(&self) -> Option<(u64, Arc<str>)> {
+        let stream = self.history.as_ref()?.lock();
+        Some((stream.last_offset(), stream.epoch().clone()))
+    }
+
+    /// For a client that recovers from `offset` of `epoch`: the messages after it, or why not,
+    /// with the stream's last offset and epoch at that moment (every later message has a
+    /// larger offset). `None` for a topic without history.
+    pub fn recover(&self, offset: u64, epoch: &str, now: Instant) -> Option<Recovery> {
+        let mut stream = self.history.as_ref()?.lock();
+        Some(Recovery {
+            messages: stream.since(offset, epoch, now),
+            last: stream.last_offset(),
+            epoch: stream.epoch().clone(),
+        })
+    }
+
+    /// Whether the topic's history still holds messages at `now` (the registry keeps such a
+    /// topic when nobody else does, so that clients can recover from it).
+    fn keeps_history(&self, now: Instant) -> bool {
+        self.history.as_ref().is_some_and(|h| {
+            let mut stream = h.lock();
+            stream.expire(now);
+            !stream.is_empty()
+        })
     }
 
     /// The topic's name.
@@ -83,11 +122,32 @@ impl Topic {
     }
 }
 
+/// What a recovering subscriber gets: the messages, or why not, and where the stream was.
+#[derive(Debug)]
+pub struct Recovery {
+    /// The messages after the client's offset with their offsets, in order; or why they
+    /// cannot all be given.
+    pub messages: Result<Vec<(u64, SharedFrame)>, Refusal>,
+    /// The stream's last offset when they were taken: deliveries up to it are in `messages`
+    /// (or were before the client's offset); later ones come through the inbox.
+    pub last: u64,
+    /// The stream's epoch.
+    pub epoch: Arc<str>,
+}
+
+/// Which topics keep a history, and how much (the `[[history]]` rules of the configuration).
+pub trait HistoryRules: Send + Sync {
+    /// The size and ttl of `topic`'s history; `None`: it has none.
+    fn history_for(&self, topic: &str) -> Option<(usize, Duration)>;
+}
+
 /// A published frame on its way to another worker's subscribers of `topic`.
 #[derive(Debug)]
 pub struct Delivery {
     /// The topic.
     pub topic: Arc<Topic>,
+    /// The message's offset on a topic with history; 0 on any other.
+    pub offset: u64,
     /// The frame, encoded once (and compressed at most once, by whichever worker needs it
     /// first); cloning it is a reference count or two.
     pub frame: SharedFrame,
@@ -153,6 +213,8 @@ pub struct Hub {
     confirmations: AtomicU64,
     /// How published frames are compressed for the sessions that negotiated it.
     compression: Option<Compression>,
+    /// Which topics keep a history, and the memory they share.
+    history: Option<(Arc<dyn HistoryRules>, Arc<Budget>)>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -200,7 +262,20 @@ impl Hub {
             inbox_limit,
             confirmations: AtomicU64::new(0),
             compression: None,
+            history: None,
         }
+    }
+
+    /// The same hub, whose topics keep a history when `rules` give them one, all within
+    /// `budget`.
+    pub fn with_history(mut self, rules: Arc<dyn HistoryRules>, budget: Arc<Budget>) -> Hub {
+        self.history = Some((rules, budget));
+        self
+    }
+
+    /// The memory the topics' histories share, when any topic may have one.
+    pub fn history_budget(&self) -> Option<&Arc<Budget>> {
+        self.history.as_ref().map(|(_, b)| b)
     }
 
     /// The same hub, whose published frames get a compressed variant for the sessions that
@@ -255,7 +330,11 @@ impl Hub {
             return t.clone();
         }
         let name: Arc<str> = Arc::from(name);
-        let topic = Arc::new(Topic::new(name.clone(), self.inboxes.len()));
+        let history = self.history.as_ref().and_then(|(rules, budget)| {
+            let (size, ttl) = rules.history_for(&name)?;
+            Some(Stream::new(new_epoch(), size, ttl, budget.clone()))
+        });
+        let topic = Arc::new(Topic::new(name.clone(), self.inboxes.len(), history));
         registry.insert(name, topic.clone());
         topic
     }
@@ -267,12 +346,28 @@ impl Hub {
 
     /// Hands back a cached entry. The registry forgets a topic once no worker has subscribers
     /// and no worker holds it.
+    /// A topic whose history still holds messages stays until they expire
+    /// ([`forget_expired`](Self::forget_expired)): forgetting it would start a new epoch.
     pub fn release(&self, topic: Arc<Topic>) {
         let mut registry = self.registry.lock();
         // the registry's reference and ours
-        if Arc::strong_count(&topic) == 2 && !topic.any_worker() {
+        if Arc::strong_count(&topic) == 2
+            && !topic.any_worker()
+            && !topic.keeps_history(Instant::now())
+        {
             registry.remove(topic.name());
         }
+    }
+
+    /// Forgets the topics that only the registry holds, with no subscribers, whose history has
+    /// expired at `now`. Returns how many histories are kept, messages in all.
+    pub fn forget_expired(&self, now: Instant) -> (usize, usize) {
+        let mut registry = self.registry.lock();
+        registry.retain(|_, t| Arc::strong_count(t) > 1 || t.any_worker() || t.keeps_history(now));
+        registry
+            .values()
+            .filter_map(|t| t.history.as_ref())
+            .fold((0, 0), |(n, m), h| (n + 1, m + h.lock().len()))
     }
 
     /// Topics known to the registry, with their subscriber counts on this node.
@@ -319,9 +414,43 @@ impl Hub {
         }
     }
 
+    /// Publishes to a topic with history: under the topic's lock, gives the message the next
+    /// offset, makes its frame with it (`make`), keeps it in the history and pushes it to
+    /// every worker that has subscribers, `from` included, so that every worker takes the
+    /// topic's messages in offset order (the publishing worker takes its own from its inbox,
+    /// after those published before). Returns the frame and its offset; `None` for a topic
+    /// without history (use [`publish`](Self::publish)).
+    pub fn publish_at(
+        &self,
+        topic: &Arc<Topic>,
+        now: Instant,
+        make: impl FnOnce(u64) -> SharedFrame,
+    ) -> Option<(SharedFrame, u64)> {
+        let mut stream = topic.history.as_ref()?.lock();
+        let offset = stream.next_offset();
+        let frame = make(offset);
+        stream.push(frame.clone(), now);
+        self.push_to_workers(usize::MAX, topic, &frame, offset);
+        drop(stream);
+        if let Some(uplink) = &self.uplink {
+            uplink.publish(topic, frame.plain());
+        }
+        Some((frame, offset))
+    }
+
     /// Sends `frame` to every worker other than `from` that has subscribers of `topic`.
     /// Returns how many workers it went to. Lock-free.
     pub fn publish_remote(&self, from: usize, topic: &Arc<Topic>, frame: &SharedFrame) -> usize {
+        self.push_to_workers(from, topic, frame, 0)
+    }
+
+    fn push_to_workers(
+        &self,
+        from: usize,
+        topic: &Arc<Topic>,
+        frame: &SharedFrame,
+        offset: u64,
+    ) -> usize {
         let mut sent = 0;
         for (i, word) in topic.workers.iter().enumerate() {
             let mut bits = word.load(Ordering::Acquire);
@@ -335,6 +464,7 @@ impl Hub {
                     w,
                     Delivery {
                         topic: topic.clone(),
+                        offset,
                         frame: frame.clone(),
                     },
                 );
@@ -469,6 +599,89 @@ mod tests {
 
     fn frame(i: u32) -> SharedFrame {
         OutFrame::new(OpCode::Binary, Bytes::copy_from_slice(&i.to_be_bytes())).into()
+    }
+
+    struct Rules;
+    impl HistoryRules for Rules {
+        fn history_for(&self, topic: &str) -> Option<(usize, Duration)> {
+            topic
+                .starts_with("chat.")
+                .then_some((3, Duration::from_secs(60)))
+        }
+    }
+
+    fn history_hub(n: usize) -> Hub {
+        hub(n)
+            .0
+            .with_history(Arc::new(Rules), Arc::new(Budget::new(1 << 20)))
+    }
+
+    #[test]
+    fn topics_matching_a_rule_number_their_messages_in_every_inbox_in_order() {
+        let hub = Arc::new(history_hub(3));
+        let t = hub.topic("chat.room");
+        assert!(t.has_history() && !hub.topic("news").has_history());
+        for w in 0..3 {
+            hub.subscribed(w, &t, true);
+        }
+        // three publishers on three threads: every worker takes offsets 1..=300 in order
+        std::thread::scope(|s| {
+            for p in 0..3u32 {
+                let (hub, t) = (hub.clone(), t.clone());
+                s.spawn(move || {
+                    for i in 0..100 {
+                        hub.publish_at(&t, Instant::now(), |_| frame(p * 1000 + i))
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        for w in 0..3 {
+            let mut offsets = Vec::new();
+            hub.drain(w, |d| offsets.push(d.offset));
+            assert_eq!(offsets, (1..=300).collect::<Vec<u64>>(), "worker {w}");
+        }
+        assert_eq!(t.position().unwrap().0, 300);
+        assert!(
+            hub.publish_at(&hub.topic("news"), Instant::now(), |_| frame(0))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn recovery_gives_what_followed_and_a_kept_history_keeps_its_topic_and_epoch() {
+        let hub = history_hub(2);
+        let now = Instant::now();
+        let t = hub.topic("chat.a");
+        for i in 1..=5 {
+            hub.publish_at(&t, now, |_| frame(i)).unwrap();
+        }
+        let (last, epoch) = t.position().unwrap();
+        assert_eq!(last, 5);
+        let r = t.recover(3, &epoch, now).unwrap();
+        assert_eq!((r.last, &r.epoch), (5, &epoch));
+        let got: Vec<u64> = r.messages.unwrap().iter().map(|(o, _)| *o).collect();
+        assert_eq!(got, vec![4, 5]);
+        assert_eq!(
+            t.recover(1, &epoch, now).unwrap().messages.unwrap_err(),
+            Refusal::TooOld,
+            "3 kept"
+        );
+        // nobody holds it: the registry keeps it while its history lasts
+        hub.release(t);
+        let again = hub.topic("chat.a");
+        assert_eq!(again.position().unwrap(), (5, epoch.clone()), "same stream");
+        hub.release(again);
+        assert_eq!(hub.forget_expired(now), (1, 3));
+        assert_eq!(hub.forget_expired(now + Duration::from_secs(61)), (0, 0));
+        let fresh = hub.topic("chat.a");
+        let (last, new_epoch) = fresh.position().unwrap();
+        assert_eq!(last, 0);
+        assert_ne!(new_epoch, epoch, "a new stream is a new epoch");
+        assert_eq!(
+            fresh.recover(5, &epoch, now).unwrap().messages.unwrap_err(),
+            Refusal::Epoch
+        );
     }
 
     #[test]
