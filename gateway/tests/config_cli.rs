@@ -90,6 +90,97 @@ fn bad_flags_and_values_exit_2_naming_the_flag() {
     );
     fails_naming(&["--ipv6-prefix", "129"], &["--ipv6-prefix"]);
     fails_naming(&["--inbox-limit", "1KiB"], &["--inbox-limit"]);
+    // history
+    fails_naming(
+        &["--history-memory", "512KiB"],
+        &["--history-memory", "1MiB"],
+    );
+    fails_naming(&["--history-memory", "much"], &["--history-memory"]);
+    fails_naming(&["--history", "chat.*"], &["--history", "key = value"]);
+    fails_naming(
+        &["--history", "topics = \"chat.*.x\", size = 1, ttl = 1"],
+        &["--history", "may only end"],
+    );
+    fails_naming(
+        &[
+            "--history",
+            "topics = \"*\", size = 1, ttl = 1",
+            "--history",
+            "topics = \"a\", size = 1, ttl = 1",
+        ],
+        &["history rule 2", "never applies"],
+    );
+}
+
+#[test]
+fn bad_history_rules_exit_2_naming_the_rule_line_and_why() {
+    let good = "workers = 1\n\n[[history]]\ntopics = \"chat.*\"\nsize = 1000\nttl = \"5m\"\n\n";
+    for (name, rule, names) in [
+        (
+            "star_inside",
+            "[[history]]\ntopics = \"chat.*.x\"\nsize = 1\nttl = 1\n",
+            &["history rule 2 (line 9)", "chat.*.x", "may only end"][..],
+        ),
+        (
+            "empty_pattern",
+            "[[history]]\ntopics = \"\"\nsize = 1\nttl = 1\n",
+            &["history rule 2 (line 9)", "empty pattern"],
+        ),
+        (
+            "zero_size",
+            "[[history]]\ntopics = \"a\"\nsize = 0\nttl = 1\n",
+            &[
+                "history rule 2 (line 10)",
+                "size 0",
+                "between 1 and 1000000",
+            ],
+        ),
+        (
+            "long_ttl",
+            "[[history]]\ntopics = \"a\"\nsize = 1\nttl = \"2d\"\n",
+            &["history rule 2 (line 11)", "ttl \"2d\"", "at most 24h"],
+        ),
+        (
+            "missing_ttl",
+            "[[history]]\ntopics = \"a\"\nsize = 1\n",
+            &["history rule 2 (line 8)", "`ttl` is missing"],
+        ),
+        (
+            "unknown_key",
+            "[[history]]\ntopics = \"a\"\nsize = 1\nttl = 1\nmax-age = 1\n",
+            &[
+                "history rule 2 (line 12)",
+                "unknown key `max-age`",
+                "topics, size and ttl",
+            ],
+        ),
+        (
+            "setting_after",
+            "[[history]]\ntopics = \"a\"\nsize = 1\nttl = 1\nlisten = \"127.0.0.1:0\"\n",
+            &[
+                "unknown key `listen`",
+                "settings go before the first [[history]]",
+            ],
+        ),
+        (
+            "shadowed",
+            "[[history]]\ntopics = \"chat.room\"\nsize = 1\nttl = 1\n",
+            &["history rule 2", "never applies", "rule 1"],
+        ),
+    ] {
+        let file = format!("history_{name}.toml");
+        let path = scratch(&file, &format!("{good}{rule}"));
+        let mut expect = names.to_vec();
+        if name != "shadowed" {
+            expect.push(&file);
+        }
+        fails_naming(&["--config", path.to_str().unwrap()], &expect);
+    }
+    let not_tables = scratch("history_string.toml", "history = \"chat.*\"\n");
+    fails_naming(
+        &["--config", not_tables.to_str().unwrap()],
+        &["history_string.toml", "[[history]]", "line 1"],
+    );
 }
 
 #[test]
@@ -166,6 +257,14 @@ fn printed_config_reads_back_the_same() {
         "10.0.0.2/32",
         "--dashboard",
         "false",
+        "--history-memory",
+        "8MiB",
+        "--history",
+        "topics = \"chat.vip.*\", size = 5000, ttl = \"1h\"",
+        "--history",
+        "{ topics = \"a \\\"quoted\\\" *\", size = 10, ttl = 90 }",
+        "--history",
+        "topics = \"*\", size = 100, ttl = \"2m\"",
         "--print-config",
     ]);
     assert_eq!(
@@ -185,6 +284,16 @@ fn printed_config_reads_back_the_same() {
     assert!(text.contains("redis-sharded = true"), "{text}");
     assert!(text.contains("node-id = \"edge-1\""), "{text}");
     assert!(text.contains("dashboard = false"), "{text}");
+    assert!(text.contains("history-memory = \"8MiB\"\n"), "{text}");
+    assert!(
+        text.ends_with(
+            "# history\n\
+             [[history]]\ntopics = \"chat.vip.*\"\nsize = 5000\nttl = \"1h\"\n\n\
+             [[history]]\ntopics = 'a \"quoted\" *'\nsize = 10\nttl = \"1m 30s\"\n\n\
+             [[history]]\ntopics = \"*\"\nsize = 100\nttl = \"2m\"\n\n"
+        ),
+        "{text}"
+    );
     let path = scratch("printed.toml", &text);
     let again = run(&["--config", path.to_str().unwrap(), "--print-config"]);
     assert_eq!(
@@ -194,6 +303,39 @@ fn printed_config_reads_back_the_same() {
         String::from_utf8_lossy(&again.stderr)
     );
     assert_eq!(String::from_utf8(again.stdout).unwrap(), text);
+
+    // rules written by hand in a file print back as they read
+    let path = scratch(
+        "rules.toml",
+        "workers = 2\n[[history]]\ntopics = \"orders\"\nsize = \"10\"\nttl = 30\n\n\
+         [[history]]\n# a comment\nttl = \"5m\"\ntopics = \"chat.*\"\nsize = 1000\n",
+    );
+    let printed = run(&["--config", path.to_str().unwrap(), "--print-config"]);
+    assert_eq!(printed.status.code(), Some(0));
+    let text = String::from_utf8(printed.stdout).unwrap();
+    assert!(
+        text.ends_with(
+            "# history\n[[history]]\ntopics = \"orders\"\nsize = 10\nttl = \"30s\"\n\n\
+             [[history]]\ntopics = \"chat.*\"\nsize = 1000\nttl = \"5m\"\n\n"
+        ),
+        "{text}"
+    );
+    let path = scratch("rules_printed.toml", &text);
+    let again = run(&["--config", path.to_str().unwrap(), "--print-config"]);
+    assert_eq!(String::from_utf8(again.stdout).unwrap(), text);
+    // flags replace the file's rules
+    let replaced = run(&[
+        "--config",
+        path.to_str().unwrap(),
+        "--history",
+        "topics = \"x\", size = 1, ttl = 1",
+        "--print-config",
+    ]);
+    let text = String::from_utf8(replaced.stdout).unwrap();
+    assert!(
+        text.ends_with("# history\n[[history]]\ntopics = \"x\"\nsize = 1\nttl = \"1s\"\n\n"),
+        "{text}"
+    );
 
     // the defaults round-trip too
     let defaults = run(&["--print-config"]);

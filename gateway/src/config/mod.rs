@@ -7,17 +7,23 @@
 //! `2m`), as [`wsgate_core::units`] reads them. A bad flag, value or file is reported with the
 //! name of what was wrong, and exit code 2. Rules that tie settings together are in
 //! [`Config::check`].
+//!
+//! Besides the flat `key = value` settings, the file holds lists of tables, declared at the end
+//! of the table below: `[[history]]` rules ([`HistoryRule`], read in [`history`]) choose the
+//! topics that keep a history; [`Config::history_for`] finds a topic's rule.
 
 #[macro_use]
 mod settings;
 mod codec;
+pub mod history;
 
 use clap::Parser;
 use codec::{
     Address, Codec, Count, File, Flag, List, Networks, Optional, Size, Span, Text, Workers,
 };
+pub use history::HistoryRule;
 use ipnet::IpNet;
-use settings::{key_of, line_of};
+use settings::{Table, key_of, line_of, read_tables};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -60,6 +66,8 @@ settings! {
         read_buffer_size: usize as Size<usize> = "64KiB", "SIZE";
         /// Deliveries waiting for one worker, in bytes; past it publishers wait (their socket is not read, POST /publish answers 503).
         inbox_limit: usize as Size<usize> = "64MiB", "SIZE";
+        /// Memory for the messages kept by every topic's history together (see [[history]] in the file); past it the oldest are evicted. At least 1MiB.
+        history_memory: usize as Size<usize> = "64MiB", "SIZE";
         /// Topics one connection may subscribe to.
         max_topics_per_connection: usize as Count<usize> = "256", "N";
         /// Connections held at most, all workers together; 0 for the open-file limit less 128.
@@ -145,6 +153,11 @@ settings! {
         /// This node's name in the cluster, for logs and to skip its own messages coming back from Redis.
         node_id: Option<String> as Optional<Text> = "" ("random at start"), "NAME";
     }
+
+    tables {
+        /// The topics that keep a history, as [[history]] rules (first match wins; none by default): `topics = "chat.*", size = 1000, ttl = "5m"`.
+        history: HistoryRule, "RULE";
+    }
 }
 
 /// The command line.
@@ -190,8 +203,8 @@ pub fn read_file(path: &std::path::Path) -> Result<Settings, ConfigError> {
     parse_toml(&text).map_err(|e| ConfigError(format!("config file {}: {}", path.display(), e.0)))
 }
 
-/// Parses the text of a TOML config file: flat `key = value` lines, one per setting. An error
-/// names the key and the line.
+/// Parses the text of a TOML config file: flat `key = value` lines, one per setting, then the
+/// `[[history]]` tables. An error names the key (or the rule) and the line.
 pub fn parse_toml(text: &str) -> Result<Settings, ConfigError> {
     use std::collections::BTreeMap;
     use toml::Spanned;
@@ -205,6 +218,10 @@ pub fn parse_toml(text: &str) -> Result<Settings, ConfigError> {
         })?;
     let mut settings = Settings::default();
     for (key, value) in &table {
+        if let Some(read) = settings.set_tables(key.get_ref(), text) {
+            read.map_err(ConfigError)?;
+            continue;
+        }
         match settings.set(key.get_ref(), value.get_ref()) {
             Ok(true) => {}
             Ok(false) => {
@@ -215,6 +232,11 @@ pub fn parse_toml(text: &str) -> Result<Settings, ConfigError> {
                     Settings::KEYS
                         .iter()
                         .map(|k| key_of(k))
+                        .chain(
+                            Settings::TABLES
+                                .iter()
+                                .map(|k| format!("[[{}]]", key_of(k)))
+                        )
                         .collect::<Vec<_>>()
                         .join(", ")
                 )));
@@ -237,6 +259,12 @@ impl Config {
         let cfg = Config::with_defaults(s);
         cfg.check()?;
         Ok(cfg)
+    }
+
+    /// The history rule of `topic`: the first `[[history]]` rule whose pattern matches it, or
+    /// `None` when the topic keeps no history.
+    pub fn history_for(&self, topic: &str) -> Option<&HistoryRule> {
+        self.history.iter().find(|r| r.matches(topic))
     }
 
     /// The rules that tie settings together, or bound one beyond what its type says.
@@ -271,6 +299,10 @@ impl Config {
         if l.inbox_limit < 64 << 10 {
             return bad("--inbox-limit", "must be at least 64KiB");
         }
+        if l.history_memory < 1 << 20 {
+            return bad("--history-memory", "must be at least 1MiB");
+        }
+        history::check(&self.history).map_err(ConfigError)?;
         if l.max_topics_per_connection == 0 {
             return bad("--max-topics-per-connection", "must be at least 1");
         }
@@ -617,5 +649,218 @@ mod tests {
         assert!(err.contains("key workers"), "{err}");
         let err = parse_toml("this is [not toml").unwrap_err().0;
         assert!(err.contains("line 1"), "{err}");
+    }
+
+    const RULES: &str = "\
+workers = 2
+history-memory = \"16MiB\"
+
+[[history]]
+topics = \"chat.vip.*\"
+size = 5000
+ttl = \"1h\"
+
+[[history]]
+topics = \"chat.*\"
+size = 1000
+ttl = \"5m\"
+
+[[history]]
+topics = \"orders\"
+size = \"10\"
+ttl = 30
+";
+
+    #[test]
+    fn history_rules_are_read_in_order_and_the_first_match_wins() {
+        let c = Config::resolve(parse_toml(RULES).unwrap()).unwrap();
+        assert_eq!(c.server.workers, 2);
+        assert_eq!(c.limits.history_memory, 16 << 20);
+        let rule = |topics: &str, size, secs| HistoryRule {
+            topics: topics.into(),
+            size,
+            ttl: Duration::from_secs(secs),
+        };
+        assert_eq!(
+            c.history,
+            [
+                rule("chat.vip.*", 5000, 3600),
+                rule("chat.*", 1000, 300),
+                rule("orders", 10, 30)
+            ]
+        );
+        assert_eq!(c.history_for("chat.vip.1").unwrap().size, 5000);
+        assert_eq!(c.history_for("chat.vip.").unwrap().size, 5000);
+        assert_eq!(c.history_for("chat.vip").unwrap().size, 1000);
+        assert_eq!(c.history_for("chat.room").unwrap().size, 1000);
+        assert_eq!(
+            c.history_for("orders").unwrap().ttl,
+            Duration::from_secs(30)
+        );
+        assert_eq!(c.history_for("orders.eu"), None);
+        assert_eq!(c.history_for("chat"), None);
+        // an inline array of tables is the same TOML
+        let inline = "history = [{ topics = \"*\", size = 1, ttl = \"24h\" }]";
+        let c = Config::resolve(parse_toml(inline).unwrap()).unwrap();
+        assert_eq!(c.history, [rule("*", 1, 24 * 3600)]);
+        assert!(c.history_for("anything").is_some());
+    }
+
+    #[test]
+    fn history_is_off_by_default() {
+        let c = Config::resolve(Settings::default()).unwrap();
+        assert!(c.history.is_empty());
+        assert_eq!(c.history_for("chat.room"), None);
+        assert_eq!(c.limits.history_memory, 64 << 20);
+        let c = Config::resolve(parse_toml("history = []").unwrap()).unwrap();
+        assert!(c.history.is_empty());
+        assert!(!c.to_toml().contains("[[history]]"));
+    }
+
+    #[test]
+    fn bad_history_rules_name_the_rule_its_line_and_why() {
+        let rules = |body: &str| {
+            format!(
+                "workers = 1\n\n[[history]]\ntopics = \"a.*\"\nsize = 1\nttl = 1\n\n[[history]]\n{body}"
+            )
+        };
+        let err = |body: &str| parse_toml(&rules(body)).unwrap_err().0;
+        for (body, named) in [
+            // line 9 is the first key of rule 2
+            (
+                "topics = \"chat*.x\"\nsize = 1\nttl = 1\n",
+                &["history rule 2 (line 9)", "chat*.x", "may only end"][..],
+            ),
+            (
+                "topics = \"\"\nsize = 1\nttl = 1\n",
+                &["history rule 2 (line 9)", "empty pattern"],
+            ),
+            (
+                "topics = \"*x\"\nsize = 1\nttl = 1\n",
+                &["rule 2", "may only end"],
+            ),
+            (
+                "topics = 5\nsize = 1\nttl = 1\n",
+                &["rule 2 (line 9)", "topics 5", "expected a string"],
+            ),
+            (
+                "topics = \"b\"\nsize = 0\nttl = 1\n",
+                &["rule 2 (line 10)", "size 0", "between 1 and 1000000"],
+            ),
+            (
+                "topics = \"b\"\nsize = 1000001\nttl = 1\n",
+                &["rule 2 (line 10)", "size 1000001"],
+            ),
+            (
+                "topics = \"b\"\nsize = -3\nttl = 1\n",
+                &["rule 2 (line 10)", "negative"],
+            ),
+            (
+                "topics = \"b\"\nsize = \"lots\"\nttl = 1\n",
+                &["rule 2 (line 10)", "not a whole number"],
+            ),
+            (
+                "topics = \"b\"\nsize = 1\nttl = \"0s\"\n",
+                &["rule 2 (line 11)", "ttl \"0s\"", "more than 0"],
+            ),
+            (
+                "topics = \"b\"\nsize = 1\nttl = \"25h\"\n",
+                &["rule 2 (line 11)", "at most 24h"],
+            ),
+            (
+                "topics = \"b\"\nsize = 1\nttl = \"soon\"\n",
+                &["rule 2 (line 11)", "not a duration"],
+            ),
+            (
+                "topics = \"b\"\nsize = 1\n",
+                &["history rule 2", "`ttl` is missing"],
+            ),
+            (
+                "size = 1\nttl = 1\n",
+                &["history rule 2", "`topics` is missing"],
+            ),
+            (
+                "topics = \"b\"\nsize = 1\nttl = 1\nsise = 1\n",
+                &[
+                    "rule 2 (line 12)",
+                    "unknown key `sise`",
+                    "topics, size and ttl",
+                ],
+            ),
+            (
+                "topics = \"b\"\nsize = 1\nttl = 1\nlisten = \"127.0.0.1:1\"\n",
+                &[
+                    "unknown key `listen`",
+                    "settings go before the first [[history]]",
+                ],
+            ),
+        ] {
+            let e = err(body);
+            for n in named {
+                assert!(e.contains(n), "{body:?}: {n:?} not in: {e}");
+            }
+        }
+        // not a list of tables
+        let e = parse_toml("history = \"chat.*\"").unwrap_err().0;
+        assert!(e.contains("[[history]]") && e.contains("line 1"), "{e}");
+        let e = parse_toml("history = [1]").unwrap_err().0;
+        assert!(e.contains("[[history]]"), "{e}");
+        // a rule hidden behind an earlier one
+        let text = rules("topics = \"a.b\"\nsize = 1\nttl = 1\n");
+        let e = Config::resolve(parse_toml(&text).unwrap()).unwrap_err().0;
+        assert!(
+            e.contains("history rule 2") && e.contains("never applies"),
+            "{e}"
+        );
+        // the node-wide budget
+        let s = cli(&["--history-memory", "512KiB"]).unwrap().settings;
+        let e = Config::resolve(s).unwrap_err().0;
+        assert!(e.contains("--history-memory") && e.contains("1MiB"), "{e}");
+        // the existing messages stay as they were
+        let e = parse_toml("max-mesage-size = 5\n").unwrap_err().0;
+        assert!(
+            e.contains("unknown setting `max-mesage-size` (line 1)") && e.contains("[[history]]"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn history_rules_from_flags_replace_the_file_s() {
+        let file = parse_toml(RULES).unwrap();
+        let flags = cli(&[
+            "--history",
+            "topics = \"news.*\", size = 3, ttl = \"2m\"",
+            "--history",
+            "{ topics = \"*\", size = 1, ttl = 1 }",
+        ])
+        .unwrap()
+        .settings;
+        let c = Config::resolve(flags.over(file.clone())).unwrap();
+        let topics: Vec<_> = c.history.iter().map(|r| r.topics.as_str()).collect();
+        assert_eq!(topics, ["news.*", "*"]);
+        assert_eq!(c.limits.history_memory, 16 << 20);
+        let c = Config::resolve(cli(&[]).unwrap().settings.over(file)).unwrap();
+        assert_eq!(c.history.len(), 3);
+        let err = cli(&["--history", "topics = \"a**\", size = 1, ttl = 1"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--history") && err.contains("may only end"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn printed_history_rules_read_back_the_same() {
+        let c = Config::resolve(parse_toml(RULES).unwrap()).unwrap();
+        let text = c.to_toml();
+        assert!(
+            text.ends_with("# history\n[[history]]\ntopics = \"chat.vip.*\"\nsize = 5000\nttl = \"1h\"\n\n[[history]]\ntopics = \"chat.*\"\nsize = 1000\nttl = \"5m\"\n\n[[history]]\ntopics = \"orders\"\nsize = 10\nttl = \"30s\"\n\n"),
+            "{text}"
+        );
+        assert!(text.contains("history-memory = \"16MiB\"\n"), "{text}");
+        let again = Config::resolve(parse_toml(&text).unwrap()).unwrap();
+        assert_eq!(again, c);
+        assert_eq!(again.to_toml(), text);
     }
 }
