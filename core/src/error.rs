@@ -100,6 +100,9 @@ pub enum Error {
     InvalidTopic(&'static str),
     /// A binary publish is shorter than its length-prefixed topic.
     InvalidBinary(&'static str),
+    /// The `recover` member of a subscribe is malformed (not an object, an offset that is not
+    /// an integer from 0 to 2^64-1, an epoch that is not a string of 1 to 64 bytes).
+    InvalidRecover(&'static str),
     /// The connection publishes faster than its allowed rate.
     RateLimited,
     /// The connection's credentials do not allow this subscribe or publish.
@@ -194,6 +197,7 @@ impl Error {
             InvalidId => "invalid_id",
             InvalidTopic(_) => "invalid_topic",
             InvalidBinary(_) => "invalid_binary",
+            InvalidRecover(_) => "invalid_recover",
             RateLimited => "rate_limited",
             Forbidden(_) => "forbidden",
             TooManyTopics(_) => "too_many_topics",
@@ -248,6 +252,7 @@ impl fmt::Display for Error {
             InvalidId => f.write_str("\"id\" must be an integer"),
             InvalidTopic(why) => write!(f, "invalid topic: {why}"),
             InvalidBinary(why) => write!(f, "invalid binary publish: {why}"),
+            InvalidRecover(why) => write!(f, "invalid \"recover\": {why}"),
             RateLimited => f.write_str("publishing faster than the allowed rate"),
             Forbidden(what) => write!(f, "not allowed to {what} this topic"),
             TooManyTopics(max) => write!(f, "too many topics (at most {max})"),
@@ -304,6 +309,7 @@ mod tests {
             Error::InvalidId,
             Error::InvalidTopic("empty"),
             Error::InvalidBinary("short"),
+            Error::InvalidRecover("missing epoch"),
             Error::RateLimited,
             Error::Forbidden("publish to"),
             Error::TooManyTopics(100),

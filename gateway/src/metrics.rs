@@ -215,6 +215,7 @@ impl Failure {
             | E::InvalidId
             | E::InvalidTopic(_)
             | E::InvalidBinary(_)
+            | E::InvalidRecover(_)
             | E::RateLimited
             | E::TooManyTopics(_) => Failure::BadRequest,
         }

@@ -16,12 +16,46 @@ pub struct ControlMessage<'a> {
     pub id: Option<i64>,
     /// What the client asks for.
     pub command: Command<'a>,
+    /// The `recover` member of a subscribe: where the client's stream of the topic stopped.
+    /// Always `None` for an unsubscribe or a publish (the member is ignored there), and for
+    /// `"recover":null`.
+    ///
+    /// It lives here rather than in [`Command::Subscribe`] so that code matching
+    /// `Command::Subscribe { topic }` keeps compiling.
+    pub recover: Option<Recover<'a>>,
 }
 
 impl<'a> ControlMessage<'a> {
     /// The topic the command names (already validated).
     pub fn topic(&self) -> &str {
         self.command.topic()
+    }
+}
+
+/// The longest epoch a client may send in `recover`, in bytes.
+pub const MAX_EPOCH_LEN: usize = 64;
+
+/// The `recover` member of a subscribe, `{"offset":O,"epoch":"E"}`: the client has seen the
+/// messages of the topic up to offset `O` of epoch `E`, and asks for those published after.
+///
+/// `offset` is any integer from 0 to `u64::MAX`; `epoch` is 1 to [`MAX_EPOCH_LEN`] bytes,
+/// compared byte for byte (it is only ever checked for equality with the topic's epoch, and
+/// echoed JSON-escaped). The epoch borrows from the frame unless its JSON string had escapes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Recover<'a> {
+    /// The offset of the last message the client has of the topic.
+    pub offset: u64,
+    /// The epoch that offset belongs to.
+    pub epoch: Cow<'a, str>,
+}
+
+impl Recover<'_> {
+    /// The same recovery, owning its epoch (to keep it past the frame's buffer).
+    pub fn into_owned(self) -> Recover<'static> {
+        Recover {
+            offset: self.offset,
+            epoch: Cow::Owned(self.epoch.into_owned()),
+        }
     }
 }
 
@@ -167,6 +201,7 @@ struct Partial<'de> {
     kind: Option<Scalar<'de>>,
     topic: Option<Scalar<'de>>,
     data: Option<&'de RawValue>,
+    recover: Option<RecoverValue<'de>>,
     /// The message for the first repeated known key.
     duplicate: Option<&'static str>,
 }
@@ -212,6 +247,16 @@ impl<'de> Partial<'de> {
             Some(_) => return Err(fail(Error::InvalidTopic("not a string"))),
         };
         validate_topic(&topic).map_err(fail)?;
+        // `recover` counts on a subscribe only, like `data` on a publish.
+        let recover = match (kind, self.recover) {
+            (Kind::Subscribe, Some(RecoverValue::Object(members))) => {
+                Some(members.finish().map_err(fail)?)
+            }
+            (Kind::Subscribe, Some(RecoverValue::NotObject)) => {
+                return Err(fail(Error::InvalidRecover("not an object")));
+            }
+            _ => None,
+        };
         let command = match kind {
             Kind::Subscribe => Command::Subscribe { topic },
             Kind::Unsubscribe => Command::Unsubscribe { topic },
@@ -220,16 +265,24 @@ impl<'de> Partial<'de> {
                 None => return Err(fail(Error::MissingField("data"))),
             },
         };
-        Ok(ControlMessage { id, command })
+        Ok(ControlMessage {
+            id,
+            command,
+            recover,
+        })
     }
 }
 
-/// The envelope's known keys.
+/// The known keys of the envelope and of its `recover` member (each level ignores the keys
+/// of the other, like every unknown key).
 enum Field {
     Type,
     Id,
     Topic,
     Data,
+    Recover,
+    Offset,
+    Epoch,
     Other,
 }
 
@@ -247,6 +300,9 @@ impl<'de> Deserialize<'de> for Field {
                     "id" => Field::Id,
                     "topic" => Field::Topic,
                     "data" => Field::Data,
+                    "recover" => Field::Recover,
+                    "offset" => Field::Offset,
+                    "epoch" => Field::Epoch,
                     _ => Field::Other,
                 })
             }
@@ -259,7 +315,10 @@ impl<'de> Deserialize<'de> for Field {
 /// a well-formed value, so a wrong type is reported by the envelope's rules, not serde's.
 enum Scalar<'de> {
     Str(Cow<'de, str>),
+    /// An integer in the `i64` range.
     Int(i64),
+    /// An integer above `i64::MAX` (and at most `u64::MAX`).
+    Big(u64),
     Other,
 }
 
@@ -284,7 +343,7 @@ impl<'de> Deserialize<'de> for Scalar<'de> {
                 Ok(Scalar::Int(v))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar<'de>, E> {
-                Ok(i64::try_from(v).map_or(Scalar::Other, Scalar::Int))
+                Ok(i64::try_from(v).map_or(Scalar::Big(v), Scalar::Int))
             }
             fn visit_f64<E: de::Error>(self, _: f64) -> Result<Scalar<'de>, E> {
                 Ok(Scalar::Other)
@@ -312,6 +371,110 @@ impl<'de> Deserialize<'de> for Scalar<'de> {
             }
         }
         d.deserialize_any(ScalarVisitor)
+    }
+}
+
+/// The `recover` member as read; checked by [`RecoverMembers::finish`] once the message is
+/// known to be a subscribe.
+enum RecoverValue<'de> {
+    /// `null`: the same as no `recover`.
+    Null,
+    /// Anything but an object or `null`.
+    NotObject,
+    Object(RecoverMembers<'de>),
+}
+
+/// The members of a `recover` object.
+#[derive(Default)]
+struct RecoverMembers<'de> {
+    offset: Option<Scalar<'de>>,
+    epoch: Option<Scalar<'de>>,
+    /// The message for the first repeated key.
+    duplicate: Option<&'static str>,
+}
+
+impl<'de> RecoverMembers<'de> {
+    fn finish(self) -> Result<Recover<'de>> {
+        let invalid = Error::InvalidRecover;
+        if let Some(why) = self.duplicate {
+            return Err(invalid(why));
+        }
+        let offset = match self.offset {
+            None => return Err(invalid("missing offset")),
+            Some(Scalar::Int(n)) => u64::try_from(n).ok(),
+            Some(Scalar::Big(n)) => Some(n),
+            Some(_) => None,
+        };
+        let offset = offset.ok_or(invalid(
+            "offset must be an integer from 0 to 18446744073709551615",
+        ))?;
+        let epoch = match self.epoch {
+            None => return Err(invalid("missing epoch")),
+            Some(Scalar::Str(epoch)) => epoch,
+            Some(_) => return Err(invalid("epoch must be a string")),
+        };
+        if epoch.is_empty() {
+            return Err(invalid("empty epoch"));
+        }
+        if epoch.len() > MAX_EPOCH_LEN {
+            return Err(invalid("epoch longer than 64 bytes"));
+        }
+        Ok(Recover { offset, epoch })
+    }
+}
+
+impl<'de> Deserialize<'de> for RecoverValue<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<RecoverValue<'de>, D::Error> {
+        struct RecoverVisitor;
+        impl<'de> Visitor<'de> for RecoverVisitor {
+            type Value = RecoverValue<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut m = RecoverMembers::default();
+                while let Some(field) = map.next_key::<Field>()? {
+                    let (slot, why) = match field {
+                        Field::Offset => (&mut m.offset, "duplicate field \"offset\""),
+                        Field::Epoch => (&mut m.epoch, "duplicate field \"epoch\""),
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    if slot.replace(map.next_value()?).is_some() {
+                        m.duplicate.get_or_insert(why);
+                    }
+                }
+                Ok(RecoverValue::Object(m))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(RecoverValue::Null)
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(RecoverValue::Null)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(RecoverValue::NotObject)
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(RecoverValue::NotObject)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(RecoverValue::NotObject)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(RecoverValue::NotObject)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(RecoverValue::NotObject)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(RecoverValue::NotObject)
+            }
+        }
+        d.deserialize_any(RecoverVisitor)
     }
 }
 
@@ -361,7 +524,13 @@ impl<'de> Visitor<'de> for Envelope<'_, 'de> {
                         self.duplicate("duplicate field \"data\"");
                     }
                 }
-                Field::Other => {
+                Field::Recover => {
+                    let value = map.next_value()?;
+                    if self.0.recover.replace(value).is_some() {
+                        self.duplicate("duplicate field \"recover\"");
+                    }
+                }
+                Field::Offset | Field::Epoch | Field::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
@@ -753,6 +922,252 @@ mod tests {
                 error: Error::InvalidMessage("duplicate field \"id\"")
             }
         );
+    }
+
+    // ---- recover ----
+
+    fn recover_of(text: &str) -> Option<Recover<'_>> {
+        ok(text).recover
+    }
+
+    #[test]
+    fn subscribe_with_recover() {
+        let m = ok(
+            r#"{"type":"subscribe","topic":"chat.1","id":9,"recover":{"offset":5,"epoch":"ab12"}}"#,
+        );
+        assert_eq!(m.id, Some(9));
+        assert_eq!(m.topic(), "chat.1");
+        assert_eq!(
+            m.command,
+            Command::Subscribe {
+                topic: "chat.1".into()
+            }
+        );
+        let r = m.recover.unwrap();
+        assert_eq!(r.offset, 5);
+        assert!(matches!(r.epoch, Cow::Borrowed("ab12")));
+        // Any order, whitespace, unknown members inside and outside.
+        let r = recover_of(
+            " { \"recover\" : { \"x\" : [1,{}], \"epoch\" : \"e\" , \"offset\" : 0 , \"y\":null } ,\n\"topic\":\"t\",\"type\":\"subscribe\",\"z\":{\"offset\":\"no\"} } ",
+        )
+        .unwrap();
+        assert_eq!((r.offset, &*r.epoch), (0, "e"));
+        // The whole u64 range.
+        for offset in [0, 1, i64::MAX as u64, i64::MAX as u64 + 1, u64::MAX] {
+            let text = format!(
+                r#"{{"type":"subscribe","topic":"t","recover":{{"offset":{offset},"epoch":"e"}}}}"#
+            );
+            assert_eq!(recover_of(&text).unwrap().offset, offset, "{text}");
+        }
+        // Escaped epochs are unescaped (and owned); 64 bytes is the most.
+        let r = recover_of(
+            r#"{"type":"subscribe","topic":"t","recover":{"offset":1,"epoch":"a\"b\\c\u00e9\n"}}"#,
+        )
+        .unwrap();
+        assert_eq!(r.epoch, "a\"b\\cé\n");
+        assert!(matches!(r.epoch, Cow::Owned(_)));
+        for epoch in [
+            "x".repeat(64),
+            "é".repeat(32),
+            "🎉".repeat(16),
+            "\u{1}".into(),
+        ] {
+            let text = format!(
+                r#"{{"type":"subscribe","topic":"t","recover":{{"offset":1,"epoch":{}}}}}"#,
+                serde_json::to_string(&epoch).unwrap()
+            );
+            assert_eq!(recover_of(&text).unwrap().epoch, epoch);
+        }
+        // into_owned keeps both fields.
+        let text =
+            r#"{"type":"subscribe","topic":"t","recover":{"offset":7,"epoch":"e1"}}"#.to_string();
+        let owned: Recover<'static> = recover_of(&text).unwrap().into_owned();
+        drop(text);
+        assert_eq!(
+            owned,
+            Recover {
+                offset: 7,
+                epoch: "e1".into()
+            }
+        );
+    }
+
+    #[test]
+    fn recover_absent_or_null_or_ignored() {
+        assert_eq!(recover_of(r#"{"type":"subscribe","topic":"t"}"#), None);
+        assert_eq!(
+            recover_of(r#"{"type":"subscribe","topic":"t","recover":null}"#),
+            None
+        );
+        assert_eq!(
+            recover_of(r#"{"type":"subscribe","topic":"t","Recover":5}"#),
+            None
+        );
+        // On an unsubscribe or a publish, recover is ignored, even a malformed one.
+        for text in [
+            r#"{"type":"unsubscribe","topic":"t","recover":{"offset":1,"epoch":"e"}}"#,
+            r#"{"type":"unsubscribe","topic":"t","recover":5}"#,
+            r#"{"type":"publish","topic":"t","data":1,"recover":{"offset":-1}}"#,
+        ] {
+            assert_eq!(recover_of(text), None, "{text}");
+        }
+        // offset and epoch at the top level are unknown members.
+        assert_eq!(
+            recover_of(r#"{"type":"subscribe","topic":"t","offset":1,"epoch":"e"}"#),
+            None
+        );
+    }
+
+    #[test]
+    fn malformed_recover_with_and_without_id() {
+        let sub = |recover: &str| format!(r#""type":"subscribe","topic":"t","recover":{recover}"#);
+        let not_object = Error::InvalidRecover("not an object");
+        let bad_offset =
+            Error::InvalidRecover("offset must be an integer from 0 to 18446744073709551615");
+        let mut cases: Vec<(String, Error)> = Vec::new();
+        for value in [
+            "5",
+            "\"x\"",
+            "true",
+            "false",
+            "[]",
+            "[{\"offset\":1,\"epoch\":\"e\"}]",
+            "-1.5",
+        ] {
+            cases.push((sub(value), not_object.clone()));
+        }
+        for offset in [
+            "-1",
+            "-9223372036854775808",
+            "1.0",
+            "1.5",
+            "1e3",
+            "-0.0",
+            "18446744073709551616",
+            "\"5\"",
+            "null",
+            "true",
+            "[1]",
+            "{}",
+        ] {
+            cases.push((
+                sub(&format!(r#"{{"offset":{offset},"epoch":"e"}}"#)),
+                bad_offset.clone(),
+            ));
+        }
+        let long = "x".repeat(65);
+        let long_multibyte = "é".repeat(33);
+        for (recover, why) in [
+            (r#"{}"#.to_string(), "missing offset"),
+            (r#"{"epoch":"e"}"#.to_string(), "missing offset"),
+            (r#"{"offset":1}"#.to_string(), "missing epoch"),
+            (
+                r#"{"offset":1,"epoch":null}"#.to_string(),
+                "epoch must be a string",
+            ),
+            (
+                r#"{"offset":1,"epoch":7}"#.to_string(),
+                "epoch must be a string",
+            ),
+            (
+                r#"{"offset":1,"epoch":["e"]}"#.to_string(),
+                "epoch must be a string",
+            ),
+            (r#"{"offset":1,"epoch":""}"#.to_string(), "empty epoch"),
+            (
+                format!(r#"{{"offset":1,"epoch":"{long}"}}"#),
+                "epoch longer than 64 bytes",
+            ),
+            (
+                format!(r#"{{"offset":1,"epoch":"{long_multibyte}"}}"#),
+                "epoch longer than 64 bytes",
+            ),
+            (
+                r#"{"offset":1,"offset":1,"epoch":"e"}"#.to_string(),
+                "duplicate field \"offset\"",
+            ),
+            (
+                r#"{"offset":1,"epoch":"e","epoch":"e"}"#.to_string(),
+                "duplicate field \"epoch\"",
+            ),
+            // A repeated key outranks the other rules.
+            (
+                r#"{"epoch":1,"epoch":2}"#.to_string(),
+                "duplicate field \"epoch\"",
+            ),
+        ] {
+            cases.push((sub(&recover), Error::InvalidRecover(why)));
+        }
+        // A repeated recover is ambiguous, like a repeated data.
+        cases.push((
+            format!("{},\"recover\":null", sub(r#"{"offset":1,"epoch":"e"}"#)),
+            Error::InvalidMessage("duplicate field \"recover\""),
+        ));
+        let cases: Vec<(&str, Error)> = cases.iter().map(|(b, e)| (&b[..], e.clone())).collect();
+        check_with_and_without_id(&cases);
+        // A number serde_json cannot hold at all is a JSON error, as in an id.
+        let huge = err(&format!("{{{}}}", sub(r#"{"offset":1e400,"epoch":"e"}"#)));
+        assert!(matches!(huge.error, Error::InvalidJson(_)), "{huge:?}");
+        // The answer names the problem.
+        let reply = json_of(&err(&format!("{{\"id\":3,{}}}", sub("[]"))).reply());
+        assert_eq!(
+            reply,
+            serde_json::json!({"type":"error","id":3,"code":"invalid_recover","message":"invalid \"recover\": not an object"})
+        );
+    }
+
+    #[test]
+    fn recover_rules_come_after_the_type_and_topic() {
+        assert_eq!(
+            err(r#"{"type":"subscribe","topic":"","recover":5}"#).error,
+            Error::InvalidTopic("empty")
+        );
+        assert_eq!(
+            err(r#"{"type":"subscribe","recover":5}"#).error,
+            Error::MissingField("topic")
+        );
+        assert_eq!(
+            err(r#"{"type":"sub","topic":"t","recover":5}"#).error,
+            Error::UnknownType
+        );
+        assert_eq!(
+            err(r#"{"id":"x","type":"subscribe","topic":"t","recover":5}"#).error,
+            Error::InvalidId
+        );
+        // A syntax error inside recover is a syntax error, with the id read before it.
+        let bad = err(r#"{"id":4,"type":"subscribe","topic":"t","recover":{"offset":1,}}"#);
+        assert!(matches!(bad.error, Error::InvalidJson(_)), "{bad:?}");
+        assert_eq!(bad.id, Some(4));
+        // Deep nesting inside recover's unknown members is not limited.
+        let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+        let text = format!(
+            r#"{{"type":"subscribe","topic":"t","recover":{{"x":{deep},"offset":2,"epoch":"e"}}}}"#
+        );
+        assert_eq!(recover_of(&text).unwrap().offset, 2);
+    }
+
+    proptest! {
+        #[test]
+        fn recover_round_trips(
+            topic in topic(),
+            offset in any::<u64>(),
+            epoch in "\\PC{1,64}".prop_filter("fits", |e| e.len() <= MAX_EPOCH_LEN),
+            id in proptest::option::of(any::<i64>()),
+        ) {
+            let mut v = serde_json::json!({
+                "type": "subscribe",
+                "topic": topic,
+                "recover": {"offset": offset, "epoch": epoch},
+            });
+            if let Some(id) = id {
+                v["id"] = id.into();
+            }
+            let text = v.to_string();
+            let m = parse_control_str(&text).unwrap();
+            prop_assert_eq!(m.id, id);
+            prop_assert_eq!(m.topic(), &topic[..]);
+            prop_assert_eq!(m.recover, Some(Recover { offset, epoch: epoch.into() }));
+        }
     }
 
     /// Each body (the members without braces) fails with the error, without an id, and with

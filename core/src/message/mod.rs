@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! {"type":"subscribe","topic":"T"}
+//! {"type":"subscribe","topic":"T","recover":{"offset":O,"epoch":"E"}}
 //! {"type":"unsubscribe","topic":"T"}
 //! {"type":"publish","topic":"T","data":ANY_JSON}
 //! ```
@@ -13,7 +14,10 @@
 //! `data` always, as the publisher's raw JSON text ([`RawValue`]), never re-serialised. A bad
 //! message is a [`BadMessage`]: the [`Error`] plus the id when it could be read, so the answer
 //! ([`error_frame`], or [`BadMessage::reply`]) carries the id exactly when the protocol says so.
-//! A good one is answered with [`ack_frame`] when it has an id.
+//! A good one is answered with [`ack_frame`] when it has an id. A subscribe may carry
+//! `recover` (a topic with history, shared/PROTOCOL.md "History and recovery"): the last offset
+//! and the epoch the client has of the topic, read into [`ControlMessage::recover`] as a
+//! [`Recover`].
 //!
 //! A text publish is delivered to every subscriber as `{"type":"message","topic":"T","data":…}`
 //! built once by [`text_delivery`]: one allocation, `data` copied verbatim, the returned
@@ -43,7 +47,7 @@
 //! 3. `id`, when present, must be an integer in the `i64` range (not a float such as `1.0`,
 //!    not a string, not `null`, not 2^63 or more): otherwise [`Error::InvalidId`], answered
 //!    without an id. A repeated `id` key is [`Error::InvalidMessage`], also without an id.
-//! 4. A repeated `type`, `topic` or `data` key is [`Error::InvalidMessage`] (serde_json itself
+//! 4. A repeated `type`, `topic`, `data` or `recover` key is [`Error::InvalidMessage`] (serde_json itself
 //!    would keep the last one; a gateway that silently picked one could be fooled). Repeated
 //!    unknown keys are ignored like every unknown key (room for later fields).
 //! 5. `type` missing: [`Error::MissingField`]`("type")`; not a string:
@@ -53,6 +57,15 @@
 //!    rules: [`Error::InvalidTopic`].
 //! 7. A publish without `data`: [`Error::MissingField`]`("data")`. `"data":null` is a valid
 //!    publish of `null`. `data` on a subscribe or unsubscribe is ignored.
+//! 8. `recover` on a subscribe: absent or `null`, no recovery. Otherwise it must be an object
+//!    (else [`Error::InvalidRecover`]`("not an object")`) whose members are checked in this
+//!    order, each failure an [`Error::InvalidRecover`]: a repeated `offset` or `epoch`
+//!    (`"duplicate field \"offset\""`); `offset` missing (`"missing offset"`) or not an integer
+//!    from 0 to `u64::MAX` (not `1.0`, not `-1`, not `"5"`: `"offset must be an integer from
+//!    0 to 18446744073709551615"`); `epoch` missing (`"missing epoch"`), not a string
+//!    (`"epoch must be a string"`), empty (`"empty epoch"`) or longer than [`MAX_EPOCH_LEN`]
+//!    bytes after unescaping (`"epoch longer than 64 bytes"`). Other members of `recover` are
+//!    ignored. `recover` on an unsubscribe or a publish is ignored, whatever it holds.
 //!
 //! From rule 3 on, the error carries the id. A text that is not JSON carries the id too when a
 //! valid `id` member was read completely before the syntax error (`{"id":7,"type":` → the error
@@ -66,7 +79,9 @@ mod delivery;
 mod reply;
 mod url;
 
-pub use control::{BadMessage, Command, ControlMessage, parse_control, parse_control_str};
+pub use control::{
+    BadMessage, Command, ControlMessage, MAX_EPOCH_LEN, Recover, parse_control, parse_control_str,
+};
 pub use delivery::{
     BinaryPublish, binary_body_delivery, binary_delivery, json_body_delivery, parse_binary_publish,
     text_delivery,
