@@ -23,9 +23,6 @@
 //! built once by [`text_delivery`]: one allocation, `data` copied verbatim, the returned
 //! [`OutFrame`] cloned per subscriber by reference.
 //!
-//! [`OutFrame`]: crate::frame::OutFrame
-//! [`RawValue`]: serde_json::value::RawValue
-//!
 //! **Binary frames** are publishes laid out as `[L][topic: L bytes][payload]` with `L` in
 //! 1..=255. [`parse_binary_publish`] reads the topic; [`binary_delivery`] turns the very same
 //! bytes into the outgoing binary frame without a copy.
@@ -34,6 +31,26 @@
 //! (`application/json`) or [`binary_body_delivery`] (anything else); [`decode_topic_path`]
 //! decodes the `{topic}` path segment. `GET /ws?subscribe=T1,T2` is read by
 //! [`parse_subscribe_query`].
+//!
+//! **History and recovery** (shared/PROTOCOL.md, "History and recovery"). On a topic with
+//! history every message has an offset (a `u64`) and the topic an epoch (a short string):
+//!
+//! - text deliveries gain `"offset":N` between `topic` and `data`: [`text_delivery_at`],
+//!   [`json_body_delivery_at`], or [`text_delivery_with_offset`] to stamp one on a delivery
+//!   built before the offset was known;
+//! - binary deliveries carry the offset only for clients that negotiated the subprotocol
+//!   [`SUBPROTOCOL_V2`] (`wsgate.v2`): 8 bytes big-endian before the binary publish,
+//!   `[offset][L][topic][payload]` ([`binary_delivery_at`], [`binary_body_delivery_at`],
+//!   read back by [`parse_binary_delivery_at`]); other clients get [`binary_delivery`];
+//! - a subscribe's `recover` is read into [`ControlMessage::recover`] (rule 8 below);
+//! - the ack of a subscribe to such a topic is [`subscribe_ack_frame`]:
+//!   `{"type":"ack","id":N,"topic":"T","offset":O,"epoch":"E"}`, plus `"recovered":true` or
+//!   `"recovered":false,"reason":"epoch"|"too_old"|"ahead"|"unavailable"` ([`Recovery`],
+//!   [`RecoverFailure`]) when the subscribe asked to recover;
+//! - [`gap_frame`] is the notice `{"type":"gap","topic":"T"}`.
+//!
+//! Topics and epochs are JSON-escaped by serde_json's rules everywhere (quotes, backslashes,
+//! control characters; other characters as they are); offsets are bare decimal integers.
 //!
 //! **Topics** ([`validate_topic`]): 1 to [`MAX_TOPIC_LEN`] bytes of UTF-8, no control characters
 //! (C0, DEL, C1), compared byte for byte (no case folding, no Unicode normalisation).
@@ -73,6 +90,9 @@
 //! may have been cut inside the id: `{"id":71` could be the start of `{"id":712}`).
 //!
 //! Keys are compared after unescaping (`"\u0074ype"` is `type`). Field order does not matter.
+//!
+//! [`OutFrame`]: crate::frame::OutFrame
+//! [`RawValue`]: serde_json::value::RawValue
 
 mod control;
 mod delivery;
@@ -83,10 +103,12 @@ pub use control::{
     BadMessage, Command, ControlMessage, MAX_EPOCH_LEN, Recover, parse_control, parse_control_str,
 };
 pub use delivery::{
-    BinaryPublish, binary_body_delivery, binary_delivery, json_body_delivery, parse_binary_publish,
-    text_delivery,
+    BINARY_OFFSET_LEN, BinaryPublish, SUBPROTOCOL_V2, binary_body_delivery,
+    binary_body_delivery_at, binary_delivery, binary_delivery_at, json_body_delivery,
+    json_body_delivery_at, parse_binary_delivery_at, parse_binary_publish, text_delivery,
+    text_delivery_at, text_delivery_with_offset,
 };
-pub use reply::{ack_frame, error_frame};
+pub use reply::{RecoverFailure, Recovery, ack_frame, error_frame, gap_frame, subscribe_ack_frame};
 pub use url::{decode_topic_path, parse_subscribe_query};
 
 use crate::{Error, Result};
@@ -120,6 +142,13 @@ fn push_json_string(out: &mut Vec<u8>, s: &str) {
 
 /// Appends the decimal digits of `n`.
 fn push_i64(v: &mut Vec<u8>, n: i64) {
+    use std::io::Write;
+    // Writing into a Vec never fails.
+    let _ = write!(v, "{n}");
+}
+
+/// Appends the decimal digits of `n`.
+fn push_u64(v: &mut Vec<u8>, n: u64) {
     use std::io::Write;
     // Writing into a Vec never fails.
     let _ = write!(v, "{n}");
