@@ -14,7 +14,9 @@
 //! - [`utf8`]: incremental, fail-fast UTF-8 validation across fragments;
 //! - [`close`]: close codes and close payload rules;
 //! - [`deflate`]: permessage-deflate (RFC 7692): the offer and answer, inflate and compress;
-//! - [`message`]: the pub/sub envelope (JSON control messages, binary publishes, deliveries);
+//! - [`message`]: the pub/sub envelope (JSON control messages, binary publishes, deliveries,
+//!   and for topics with history: offsets, recovery, acks with the position, gap notices; the
+//!   client's reading of it all);
 //! - [`proxy`]: the PROXY protocol header (versions 1 and 2) a load balancer sends first;
 //! - [`session`]: a server's WebSocket session as a state machine: bytes and `now` in; events,
 //!   frames to send and the next deadline out (pings, pongs, the close handshake, timeouts);

@@ -52,6 +52,10 @@
 //! Topics and epochs are JSON-escaped by serde_json's rules everywhere (quotes, backslashes,
 //! control characters; other characters as they are); offsets are bare decimal integers.
 //!
+//! **The client's side**: [`parse_server_message`] reads every text message the gateway sends
+//! (deliveries, acks, errors, gap notices) into a [`ServerMessage`], for the load generator and
+//! the tests.
+//!
 //! **Topics** ([`validate_topic`]): 1 to [`MAX_TOPIC_LEN`] bytes of UTF-8, no control characters
 //! (C0, DEL, C1), compared byte for byte (no case folding, no Unicode normalisation).
 //!
@@ -94,11 +98,13 @@
 //! [`OutFrame`]: crate::frame::OutFrame
 //! [`RawValue`]: serde_json::value::RawValue
 
+mod client;
 mod control;
 mod delivery;
 mod reply;
 mod url;
 
+pub use client::{Ack, ServerMessage, parse_server_message};
 pub use control::{
     BadMessage, Command, ControlMessage, MAX_EPOCH_LEN, Recover, parse_control, parse_control_str,
 };
