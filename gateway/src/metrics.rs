@@ -64,6 +64,10 @@ labels! {
         ReadersPaused => "wsgate_readers_paused_total",
         /// Subscribe acknowledgements sent at once because the worker held the most it holds.
         AcksNotHeld => "wsgate_acks_not_held_total",
+        /// Subscribes that recovered what they missed.
+        Recoveries => "wsgate_recoveries_total",
+        /// Subscribes that asked to recover and could not (another epoch, too old, ahead).
+        RecoveriesFailed => "wsgate_recoveries_failed_total",
         /// Sessions that negotiated permessage-deflate.
         DeflateSessions => "wsgate_deflate_sessions_total",
         /// Outgoing messages deflated (a publish once, whatever its subscribers).
@@ -100,6 +104,10 @@ impl Counter {
                 "Subscribe acknowledgements sent without waiting for the cluster: too many held."
             }
             Counter::DeflateSessions => "Sessions that negotiated permessage-deflate.",
+            Counter::Recoveries => "Subscribes on a history topic that recovered what they missed.",
+            Counter::RecoveriesFailed => {
+                "Subscribes that asked to recover and could not (epoch, too old, ahead)."
+            }
             Counter::Compressions => {
                 "Outgoing messages deflated: a publish once, whatever its subscribers."
             }

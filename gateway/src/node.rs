@@ -5,8 +5,10 @@
 use crate::auth::Authenticator;
 use crate::cluster::Cluster;
 use crate::config::Config;
+use crate::config::HistoryRule;
 use crate::drain::DrainState;
-use crate::hub::{Hub, Uplink, Wake};
+use crate::history::Budget;
+use crate::hub::{HistoryRules, Hub, Uplink, Wake};
 use crate::limits::ConnectionLimits;
 use crate::metrics::{self, Exposition, Kind, WorkerMetrics};
 use crate::session::Policy;
@@ -111,7 +113,11 @@ impl Node {
                 .collect(),
             hub: Arc::new(
                 Hub::with_limits(wakers, uplink, config.limits.inbox_limit)
-                    .with_compression(compression),
+                    .with_compression(compression)
+                    .with_history(
+                        Arc::new(Rules(config.history.clone())),
+                        Arc::new(Budget::new(config.limits.history_memory)),
+                    ),
             ),
             cluster,
             limits: ConnectionLimits::new(
@@ -183,6 +189,33 @@ impl Node {
             "Topics known on this node.",
             hub.topics().len(),
         );
+        if let Some(budget) = hub.history_budget() {
+            let (streams, messages) = hub.forget_expired(std::time::Instant::now());
+            out.single(
+                "wsgate_history_topics",
+                Kind::Gauge,
+                "Topics with a history on this node.",
+                streams,
+            );
+            out.single(
+                "wsgate_history_messages",
+                Kind::Gauge,
+                "Messages kept in the topics' histories.",
+                messages,
+            );
+            out.single(
+                "wsgate_history_bytes",
+                Kind::Gauge,
+                "What the histories hold, within history-memory.",
+                budget.held(),
+            );
+            out.single(
+                "wsgate_history_evictions_total",
+                Kind::Counter,
+                "Messages given up to keep the histories within history-memory.",
+                budget.evicted(),
+            );
+        }
         out.single(
             "wsgate_draining",
             Kind::Gauge,
@@ -214,5 +247,17 @@ impl Node {
             .map(|_| Box::new(NoWake) as Box<dyn Wake>)
             .collect();
         Node::new(config, wakers).expect("a test node")
+    }
+}
+
+/// The `[[history]]` rules of the configuration, as the hub asks for them.
+struct Rules(Vec<HistoryRule>);
+
+impl HistoryRules for Rules {
+    fn history_for(&self, topic: &str) -> Option<(usize, std::time::Duration)> {
+        self.0
+            .iter()
+            .find(|rule| rule.matches(topic))
+            .map(|rule| (rule.size, rule.ttl))
     }
 }

@@ -17,7 +17,7 @@ use std::borrow::Cow;
 use std::time::Instant;
 use wsgate_core::Error;
 use wsgate_core::frame::{OpCode, OutFrame};
-use wsgate_core::message::{self, Command};
+use wsgate_core::message::{self, Command, Recover};
 use wsgate_core::session::Session;
 
 /// What a WebSocket session does with the messages it receives.
@@ -58,6 +58,9 @@ pub(crate) enum Action<'a> {
         topic: Cow<'a, str>,
         /// The client's id, to acknowledge.
         id: Option<i64>,
+        /// Where the client's stream of the topic stopped, on a topic with history: the
+        /// messages after it come first.
+        recover: Option<Recover<'a>>,
     },
     /// Unsubscribe the session from `topic`, then acknowledge `id`.
     Unsubscribe {
@@ -161,9 +164,10 @@ impl Ws {
             }
         };
         let id = msg.id;
+        let recover = msg.recover;
         match msg.command {
             Command::Subscribe { topic } => match self.may_subscribe(&topic, policy) {
-                Ok(()) => Action::Subscribe { topic, id },
+                Ok(()) => Action::Subscribe { topic, id, recover },
                 Err(error) => Action::Refuse { error, id },
             },
             Command::Unsubscribe { topic } => Action::Unsubscribe { topic, id },
@@ -316,7 +320,7 @@ mod tests {
         let p = policy(1, 0);
         let mut s = ws(SessionKind::PubSub, &p, now);
         let sub = s.on_text(br#"{"type":"subscribe","topic":"a","id":1}"#, &p, now);
-        assert!(matches!(sub, Action::Subscribe { ref topic, id: Some(1) } if topic == "a"));
+        assert!(matches!(sub, Action::Subscribe { ref topic, id: Some(1), .. } if topic == "a"));
         let publish = s.on_text(br#"{"type":"publish","topic":"a","data":[1]}"#, &p, now);
         let Action::Publish { topic, frame, id } = publish else {
             panic!("{publish:?}")

@@ -44,6 +44,10 @@ impl Subscriptions {
 struct LocalTopic<K> {
     topic: Arc<Topic>,
     subscribers: HashSet<K>,
+    /// On a topic with history: subscribers that must not get messages up to an offset (they
+    /// got them by recovery, or subscribed after them), while such messages may still be in
+    /// the worker's inbox. Empty but for a moment after such subscribes.
+    floors: HashMap<K, u64>,
 }
 
 /// One worker's pub/sub.
@@ -101,6 +105,7 @@ impl<K: Copy + Eq + Hash> PubSub<K> {
                 e.insert(LocalTopic {
                     topic,
                     subscribers: HashSet::new(),
+                    floors: HashMap::new(),
                 })
             }
         };
@@ -110,6 +115,47 @@ impl<K: Copy + Eq + Hash> PubSub<K> {
         self.generation += 1;
         self.hub.subscribed(self.worker, &local.topic, first);
         true
+    }
+
+    /// The shared topic `who` subscribes to, when it keeps a history.
+    pub(crate) fn history_topic(&self, topic: &str) -> Option<&Arc<Topic>> {
+        self.topics
+            .get(topic)
+            .map(|l| &l.topic)
+            .filter(|t| t.has_history())
+    }
+
+    /// `who`, subscribed to `topic`, gets only the messages after `offset` from now on.
+    pub(crate) fn set_floor(&mut self, who: K, topic: &str, offset: u64) {
+        if let Some(local) = self.topics.get_mut(topic)
+            && local.subscribers.contains(&who)
+        {
+            local.floors.insert(who, offset);
+        }
+    }
+
+    /// For the message of `offset` on `topic` (a topic with history), the subscribers that get
+    /// it when some must not (see [`set_floor`](Self::set_floor)); `None` when all of them do.
+    /// Floors below `offset` are dropped: the worker takes a topic's messages in offset order,
+    /// so they will never hold anything back again.
+    pub(crate) fn held_back(&mut self, topic: &str, offset: u64) -> Option<HashSet<K>> {
+        let local = self.topics.get_mut(topic)?;
+        if local.floors.is_empty() {
+            return None;
+        }
+        local.floors.retain(|_, floor| *floor >= offset);
+        if local.floors.is_empty() {
+            return None;
+        }
+        let floors = &local.floors;
+        Some(
+            local
+                .subscribers
+                .iter()
+                .copied()
+                .filter(|who| !floors.contains_key(who))
+                .collect(),
+        )
     }
 
     /// Unsubscribes `who` from `topic`; false when it was not subscribed.
@@ -133,6 +179,7 @@ impl<K: Copy + Eq + Hash> PubSub<K> {
         let Some(local) = self.topics.get_mut(topic) else {
             return;
         };
+        local.floors.remove(&who);
         if local.subscribers.remove(&who) {
             self.generation += 1;
             let last = local.subscribers.is_empty();
@@ -148,6 +195,40 @@ impl<K: Copy + Eq + Hash> PubSub<K> {
     /// workers and nodes. Returns this worker's subscribers, for the caller to queue the frame
     /// to, and the node's count.
     pub(crate) fn publish(&mut self, topic: &str, frame: &SharedFrame) -> Published<'_, K> {
+        self.cached(topic);
+        let local = &self.topics[topic];
+        self.hub.publish(self.worker, &local.topic, frame);
+        Published {
+            local: &local.subscribers,
+            on_node: local.topic.subscribers(),
+            congested: self.hub.is_congested(self.worker, &local.topic),
+            generation: self.generation,
+        }
+    }
+
+    /// The shared topic, cached: whether it keeps a history decides how it is published.
+    pub(crate) fn topic(&mut self, topic: &str) -> &Arc<Topic> {
+        &self.cached(topic).topic
+    }
+
+    /// Publishes to a topic with history ([`Hub::publish_at`]): the frame `make` builds with
+    /// the message's offset goes to every worker's inbox, this one's included (this worker's
+    /// subscribers get it when the worker takes its inbox, after what was published before).
+    /// Returns the offset, the node's subscribers and whether an inbox is over its bound;
+    /// `None` when the topic keeps no history.
+    pub(crate) fn publish_at(
+        &mut self,
+        topic: &str,
+        now: Instant,
+        make: impl FnOnce(u64) -> SharedFrame,
+    ) -> Option<(u64, usize, bool)> {
+        let shared = self.cached(topic).topic.clone();
+        let (_, offset) = self.hub.publish_at(&shared, now, make)?;
+        let congested = self.hub.is_congested(self.worker, &shared);
+        Some((offset, shared.subscribers(), congested))
+    }
+
+    fn cached(&mut self, topic: &str) -> &LocalTopic<K> {
         if !self.topics.contains_key(topic) {
             if self.topics.len() >= TOPIC_CACHE_LIMIT {
                 self.sweep();
@@ -159,17 +240,11 @@ impl<K: Copy + Eq + Hash> PubSub<K> {
                 LocalTopic {
                     topic: shared,
                     subscribers: HashSet::new(),
+                    floors: HashMap::new(),
                 },
             );
         }
-        let local = &self.topics[topic];
-        self.hub.publish(self.worker, &local.topic, frame);
-        Published {
-            local: &local.subscribers,
-            on_node: local.topic.subscribers(),
-            congested: self.hub.is_congested(self.worker, &local.topic),
-            generation: self.generation,
-        }
+        &self.topics[topic]
     }
 
     /// Whether a publish to `topic` would go to an inbox over its bound.

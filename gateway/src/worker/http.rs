@@ -220,6 +220,10 @@ impl Worker {
             self.pubsub.subscribe(id, &mut ws.subscriptions, topic);
         }
         conn.phase = Phase::Ws(Box::new(ws));
+        for topic in &upgrade.topics {
+            // on a topic with history: messages from the next offset on
+            self.join_history(id, topic, None, None);
+        }
         self.metrics.inc(Counter::UpgradesTotal);
         self.node.sessions.fetch_add(1, Ordering::AcqRel);
         self.conns.mark_dirty(id);

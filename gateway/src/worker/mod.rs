@@ -72,6 +72,10 @@ impl Worker {
         listener: std::net::TcpListener,
         node: Arc<Node>,
     ) -> Worker {
+        let mut timers = Timers::default();
+        if id == 0 && !node.config.history.is_empty() {
+            timers.sweep_history_from(Instant::now());
+        }
         Worker {
             poll,
             acceptor: Acceptor::new(id, listener),
@@ -80,7 +84,7 @@ impl Worker {
             pubsub: PubSub::new(id, node.hub.clone()),
             node,
             conns: Connections::new(),
-            timers: Timers::default(),
+            timers,
             now: Instant::now(),
             drain: Drain::Running,
         }
@@ -137,6 +141,7 @@ impl Worker {
             self.settle_deliveries();
             self.flush_dirty();
             self.release_memory_if_due();
+            self.sweep_history_if_due();
         }
     }
 

@@ -22,13 +22,26 @@ pub(super) struct Timers {
     heap: BinaryHeap<Reverse<(Instant, ConnId)>>,
     /// When to give freed memory back to the system, after connections closed.
     collect_at: Option<Instant>,
+    /// When to forget the topics whose history expired (worker 0, with history rules).
+    history_at: Option<Instant>,
 }
+
+/// How often worker 0 forgets the topics whose history has expired.
+const HISTORY_SWEEP: Duration = Duration::from_secs(1);
 
 impl Timers {
     /// The earliest deadline.
     pub(super) fn next_deadline(&self) -> Option<Instant> {
         let next = self.heap.peek().map(|Reverse((at, _))| *at);
-        [next, self.collect_at].into_iter().flatten().min()
+        [next, self.collect_at, self.history_at]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Sweeps the expired histories from `now` on, every [`HISTORY_SWEEP`].
+    pub(super) fn sweep_history_from(&mut self, now: Instant) {
+        self.history_at = Some(now + HISTORY_SWEEP);
     }
 
     /// A connection closed at `now`: its memory goes back to the system soon.
@@ -131,6 +144,14 @@ impl Worker {
             return true;
         }
         false
+    }
+
+    /// Forgets the topics whose history expired, when it is time (worker 0 only).
+    pub(super) fn sweep_history_if_due(&mut self) {
+        if self.timers.history_at.is_some_and(|at| at <= self.now) {
+            self.timers.history_at = Some(self.now + HISTORY_SWEEP);
+            self.node.hub.forget_expired(self.now);
+        }
     }
 
     /// Gives freed memory back to the system a moment after connections closed.

@@ -4,6 +4,7 @@
 
 use super::{INBOX_BUDGET, Worker};
 use crate::conn::{Audience, ConnId, Phase};
+use crate::history::Refusal;
 use crate::hub::Delivery;
 use crate::metrics::{Counter, MessageKind};
 use crate::outbox::COPY_MAX;
@@ -13,8 +14,9 @@ use bytes::{Bytes, BytesMut};
 use std::sync::atomic::Ordering;
 use wsgate_core::Error;
 use wsgate_core::close::CloseCode;
+use wsgate_core::deflate::SharedFrame;
 use wsgate_core::frame::{MAX_HEADER_LEN, OpCode, OutFrame};
-use wsgate_core::message;
+use wsgate_core::message::{self, Recover, RecoverFailure};
 use wsgate_core::session::Event;
 use wsgate_core::timer::Timer;
 
@@ -203,20 +205,29 @@ impl Worker {
     /// Does what a pub/sub message asks, and answers it.
     fn act(&mut self, id: ConnId, action: Action<'_>) {
         let (reply, close) = match action {
-            Action::Subscribe { topic, id: ack } => {
+            Action::Subscribe {
+                topic,
+                id: ack,
+                recover,
+            } => {
                 let Some(ws) = self.conns.get_mut(id).and_then(|c| c.ws()) else {
                     return;
                 };
                 self.pubsub.subscribe(id, &mut ws.subscriptions, &topic);
-                match ack {
-                    Some(n) if self.pubsub.defer_ack(id, &topic, n, self.now) => return,
-                    Some(n) => {
-                        if self.node.hub.uplink_up() && self.pubsub.acks_held() >= ACKS_HELD_MAX {
-                            self.metrics.inc(Counter::AcksNotHeld);
+                if let Some(reply) = self.join_history(id, &topic, ack, recover) {
+                    (reply, None)
+                } else {
+                    match ack {
+                        Some(n) if self.pubsub.defer_ack(id, &topic, n, self.now) => return,
+                        Some(n) => {
+                            if self.node.hub.uplink_up() && self.pubsub.acks_held() >= ACKS_HELD_MAX
+                            {
+                                self.metrics.inc(Counter::AcksNotHeld);
+                            }
+                            (Some(message::ack_frame(n)), None)
                         }
-                        (Some(message::ack_frame(n)), None)
+                        None => (None, None),
                     }
-                    None => (None, None),
                 }
             }
             Action::Unsubscribe { topic, id: ack } => {
@@ -251,6 +262,73 @@ impl Worker {
         }
     }
 
+    /// After `id` subscribed to `topic`: on a topic with history, sends it what it asked to
+    /// recover (the messages after its offset, in order) and returns the acknowledgement that
+    /// goes after them (with the last offset it got and the epoch; `recovered` when it asked):
+    /// `Some(None)` when there is none to send (no id, no recovery). `None`: the topic keeps no
+    /// history.
+    pub(super) fn join_history(
+        &mut self,
+        id: ConnId,
+        topic: &str,
+        ack: Option<i64>,
+        recover: Option<Recover<'_>>,
+    ) -> Option<Option<OutFrame>> {
+        let shared = self.pubsub.history_topic(topic)?.clone();
+        // after the subscribe: a message past `last` reaches this worker's inbox; one up to it
+        // that is still there is held back from this subscriber (it has it, or came after it)
+        let (last, epoch, recovery) = match recover {
+            None => {
+                let (last, epoch) = shared.position()?;
+                (last, epoch, None)
+            }
+            Some(from) => {
+                let r = shared.recover(from.offset, &from.epoch, self.now)?;
+                let recovery = match r.messages {
+                    Ok(messages) => {
+                        self.metrics.inc(Counter::Recoveries);
+                        for (_, frame) in &messages {
+                            self.send_shared(id, frame);
+                        }
+                        message::Recovery::Recovered
+                    }
+                    Err(refusal) => {
+                        self.metrics.inc(Counter::RecoveriesFailed);
+                        message::Recovery::Failed(match refusal {
+                            Refusal::Epoch => RecoverFailure::Epoch,
+                            Refusal::TooOld => RecoverFailure::TooOld,
+                            Refusal::Ahead => RecoverFailure::Ahead,
+                        })
+                    }
+                };
+                (r.last, r.epoch, Some(recovery))
+            }
+        };
+        self.pubsub.set_floor(id, topic, last);
+        if ack.is_none() && recovery.is_none() {
+            return Some(None);
+        }
+        Some(Some(message::subscribe_ack_frame(
+            ack, topic, last, &epoch, recovery,
+        )))
+    }
+
+    /// Queues a published frame to one connection: its compressed variant when the session
+    /// takes them.
+    fn send_shared(&mut self, id: ConnId, frame: &SharedFrame) {
+        let deflate = self.conns.get(id).is_some_and(|c| c.deflate);
+        let out = if deflate {
+            frame.deflated().0.clone()
+        } else {
+            frame.plain().clone()
+        };
+        if let Some(held) = self.conns.queue(id, out, 0) {
+            self.metrics
+                .messages_out(MessageKind::of(frame.plain().opcode()), 1);
+            self.pause_if_full(id, held);
+        }
+    }
+
     /// Counts a refused message, and the error message that answers it.
     fn refusal(&self, error: &Error, id: Option<i64>) -> OutFrame {
         self.metrics.inc(Counter::MessageErrors);
@@ -273,6 +351,9 @@ impl Worker {
         publisher: Option<ConnId>,
     ) -> usize {
         self.metrics.inc(Counter::Publishes);
+        if self.pubsub.topic(topic).has_history() {
+            return self.publish_numbered(topic, frame, publisher);
+        }
         let frame = self.node.hub.share(frame);
         let published = self.pubsub.publish(topic, &frame);
         let (on_node, congested) = (published.on_node, published.congested);
@@ -280,6 +361,37 @@ impl Worker {
         let audience = Audience::of(published.local, published.generation);
         self.conns.deliver(published.local, audience, &frame, limit);
         self.settle_deliveries();
+        if congested
+            && let Some(id) = publisher
+            && self.conns.wait_for_room(id)
+        {
+            self.metrics.inc(Counter::PublishersPaused);
+        }
+        on_node
+    }
+
+    /// Publishes to a topic with history: the message gets the topic's next offset (a text
+    /// delivery carries it as `"offset"`), is kept, and reaches every worker's subscribers
+    /// through its inbox, this worker's too, in offset order.
+    fn publish_numbered(
+        &mut self,
+        topic: &str,
+        frame: OutFrame,
+        publisher: Option<ConnId>,
+    ) -> usize {
+        let hub = self.node.hub.clone();
+        let make = |offset| {
+            let numbered = match frame.opcode() {
+                OpCode::Text => message::text_delivery_with_offset(frame.payload(), offset),
+                _ => None,
+            };
+            hub.share(numbered.unwrap_or(frame))
+        };
+        let Some((_, on_node, congested)) = self.pubsub.publish_at(topic, self.now, make) else {
+            return 0;
+        };
+        // this worker's subscribers get it now, after what its inbox held before
+        self.take_inbox();
         if congested
             && let Some(id) = publisher
             && self.conns.wait_for_room(id)
@@ -301,10 +413,24 @@ impl Worker {
 
     /// Queues a frame another worker or node published to this worker's subscribers.
     fn deliver(&mut self, delivery: Delivery) {
+        let limit = self.node.config.limits.outbox_limit;
+        if delivery.offset > 0
+            && let Some(some) = self
+                .pubsub
+                .held_back(delivery.topic.name(), delivery.offset)
+        {
+            // some subscribers got this message by recovery, or subscribed after it: the
+            // others get it on their own, never batched with another set
+            self.conns.finish_batch();
+            let audience = Audience::of(&some, self.pubsub.generation());
+            self.conns.deliver(&some, audience, &delivery.frame, limit);
+            self.conns.finish_batch();
+            self.settle_deliveries();
+            return;
+        }
         let Some(subscribers) = self.pubsub.subscribers(delivery.topic.name()) else {
             return;
         };
-        let limit = self.node.config.limits.outbox_limit;
         let audience = Audience::of(subscribers, self.pubsub.generation());
         self.conns
             .deliver(subscribers, audience, &delivery.frame, limit);
