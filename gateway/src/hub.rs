@@ -148,6 +148,9 @@ pub struct Delivery {
     pub topic: Arc<Topic>,
     /// The message's offset on a topic with history; 0 on any other.
     pub offset: u64,
+    /// A binary message of a topic with history as clients of the `wsgate.v2` subprotocol get
+    /// it: with its offset in front.
+    pub v2: Option<SharedFrame>,
     /// The frame, encoded once (and compressed at most once, by whichever worker needs it
     /// first); cloning it is a reference count or two.
     pub frame: SharedFrame,
@@ -420,17 +423,19 @@ impl Hub {
     /// topic's messages in offset order (the publishing worker takes its own from its inbox,
     /// after those published before). Returns the frame and its offset; `None` for a topic
     /// without history (use [`publish`](Self::publish)).
+    /// `make` may also give the frame for clients of the `wsgate.v2` subprotocol (a binary
+    /// message with its offset in front); the history keeps the plain one.
     pub fn publish_at(
         &self,
         topic: &Arc<Topic>,
         now: Instant,
-        make: impl FnOnce(u64) -> SharedFrame,
+        make: impl FnOnce(u64) -> (SharedFrame, Option<SharedFrame>),
     ) -> Option<(SharedFrame, u64)> {
         let mut stream = topic.history.as_ref()?.lock();
         let offset = stream.next_offset();
-        let frame = make(offset);
+        let (frame, v2) = make(offset);
         stream.push(frame.clone(), now);
-        self.push_to_workers(usize::MAX, topic, &frame, offset);
+        self.push_to_workers(usize::MAX, topic, &frame, offset, v2.as_ref());
         drop(stream);
         if let Some(uplink) = &self.uplink {
             uplink.publish(topic, frame.plain());
@@ -441,7 +446,7 @@ impl Hub {
     /// Sends `frame` to every worker other than `from` that has subscribers of `topic`.
     /// Returns how many workers it went to. Lock-free.
     pub fn publish_remote(&self, from: usize, topic: &Arc<Topic>, frame: &SharedFrame) -> usize {
-        self.push_to_workers(from, topic, frame, 0)
+        self.push_to_workers(from, topic, frame, 0, None)
     }
 
     fn push_to_workers(
@@ -450,6 +455,7 @@ impl Hub {
         topic: &Arc<Topic>,
         frame: &SharedFrame,
         offset: u64,
+        v2: Option<&SharedFrame>,
     ) -> usize {
         let mut sent = 0;
         for (i, word) in topic.workers.iter().enumerate() {
@@ -465,6 +471,7 @@ impl Hub {
                     Delivery {
                         topic: topic.clone(),
                         offset,
+                        v2: v2.cloned(),
                         frame: frame.clone(),
                     },
                 );
@@ -630,7 +637,7 @@ mod tests {
                 let (hub, t) = (hub.clone(), t.clone());
                 s.spawn(move || {
                     for i in 0..100 {
-                        hub.publish_at(&t, Instant::now(), |_| frame(p * 1000 + i))
+                        hub.publish_at(&t, Instant::now(), |_| (frame(p * 1000 + i), None))
                             .unwrap();
                     }
                 });
@@ -643,7 +650,7 @@ mod tests {
         }
         assert_eq!(t.position().unwrap().0, 300);
         assert!(
-            hub.publish_at(&hub.topic("news"), Instant::now(), |_| frame(0))
+            hub.publish_at(&hub.topic("news"), Instant::now(), |_| (frame(0), None))
                 .is_none()
         );
     }
@@ -654,7 +661,7 @@ mod tests {
         let now = Instant::now();
         let t = hub.topic("chat.a");
         for i in 1..=5 {
-            hub.publish_at(&t, now, |_| frame(i)).unwrap();
+            hub.publish_at(&t, now, |_| (frame(i), None)).unwrap();
         }
         let (last, epoch) = t.position().unwrap();
         assert_eq!(last, 5);

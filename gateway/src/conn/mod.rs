@@ -136,6 +136,9 @@ pub(crate) struct Conn {
     /// The session negotiated permessage-deflate with the window shared compressed frames
     /// are made with: it gets them instead of the plain ones.
     pub(crate) deflate: bool,
+    /// The session speaks `wsgate.v2`: binary deliveries of topics with history come with
+    /// their offset in front.
+    pub(crate) v2: bool,
 }
 
 impl Conn {
@@ -156,6 +159,7 @@ impl Conn {
             read_closed: false,
             flush_listed: false,
             deflate: false,
+            v2: false,
             timer_at: None,
         }
     }

@@ -229,15 +229,17 @@ impl Connections {
     /// when something else is queued, the set changes, or the turn ends
     /// ([`finish_batch`](Self::finish_batch)); a larger one is queued at once, by reference.
     /// What the deliveries reached is collected for [`take_reached`](Self::take_reached).
+    /// `v2`: the frame for `wsgate.v2` sessions, when theirs differs (never batched).
     pub(crate) fn deliver(
         &mut self,
         subscribers: &HashSet<ConnId>,
         audience: Audience,
         shared: &SharedFrame,
+        v2: Option<&SharedFrame>,
         limit: usize,
     ) {
         let frame = shared.plain();
-        if frame.wire_len() <= COPY_MAX {
+        if frame.wire_len() <= COPY_MAX && v2.is_none() {
             if let Some(batch) = &mut self.batch
                 && batch.takes(audience, shared)
             {
@@ -262,6 +264,11 @@ impl Connections {
             else {
                 continue;
             };
+            let shared = match v2 {
+                Some(v2) if conn.v2 => v2,
+                _ => shared,
+            };
+            let frame = shared.plain();
             if conn.deflate {
                 let (deflated, made) = shared.deflated();
                 self.reached.compressions += u64::from(made);
@@ -375,11 +382,11 @@ mod tests {
         // a delivery to a list holding the old id reaches nobody
         let frame: SharedFrame = OutFrame::new(OpCode::Text, Bytes::from_static(b"x")).into();
         let old = HashSet::from([a]);
-        conns.deliver(&old, Audience::of(&old, 0), &frame, 1 << 20);
+        conns.deliver(&old, Audience::of(&old, 0), &frame, None, 1 << 20);
         conns.finish_batch();
         assert!(conns.take_reached().is_empty());
         let new = HashSet::from([b]);
-        conns.deliver(&new, Audience::of(&new, 0), &frame, 1 << 20);
+        conns.deliver(&new, Audience::of(&new, 0), &frame, None, 1 << 20);
         conns.finish_batch();
         assert_eq!(conns.take_reached().text, 1);
         assert_eq!(conns.get(b).unwrap().outbox.queued_bytes(), 3);
@@ -398,8 +405,20 @@ mod tests {
         let all: HashSet<ConnId> = ids.iter().copied().collect();
         let two: HashSet<ConnId> = ids[..2].iter().copied().collect();
         let frame = |b: &'static [u8]| OutFrame::new(OpCode::Text, Bytes::from_static(b));
-        conns.deliver(&all, Audience::of(&all, 1), &frame(b"a").into(), 1 << 20);
-        conns.deliver(&all, Audience::of(&all, 1), &frame(b"b").into(), 1 << 20);
+        conns.deliver(
+            &all,
+            Audience::of(&all, 1),
+            &frame(b"a").into(),
+            None,
+            1 << 20,
+        );
+        conns.deliver(
+            &all,
+            Audience::of(&all, 1),
+            &frame(b"b").into(),
+            None,
+            1 << 20,
+        );
         assert!(
             conns.take_reached().is_empty(),
             "batched: nothing queued yet"
@@ -409,9 +428,27 @@ mod tests {
         conns.queue(ids[2], frame(b"ack"), 0);
         assert_eq!(conns.take_reached().text, 6, "two frames to three");
         // another set, then the first set again at a newer generation: three batches
-        conns.deliver(&two, Audience::of(&two, 1), &frame(b"c").into(), 1 << 20);
-        conns.deliver(&all, Audience::of(&all, 2), &frame(b"d").into(), 1 << 20);
-        conns.deliver(&all, Audience::of(&all, 2), &frame(b"e").into(), 1 << 20);
+        conns.deliver(
+            &two,
+            Audience::of(&two, 1),
+            &frame(b"c").into(),
+            None,
+            1 << 20,
+        );
+        conns.deliver(
+            &all,
+            Audience::of(&all, 2),
+            &frame(b"d").into(),
+            None,
+            1 << 20,
+        );
+        conns.deliver(
+            &all,
+            Audience::of(&all, 2),
+            &frame(b"e").into(),
+            None,
+            1 << 20,
+        );
         conns.finish_batch();
         assert_eq!(conns.take_reached().text, 2 + 6);
         let sent = |conns: &mut Connections, id: ConnId| {
@@ -431,8 +468,20 @@ mod tests {
         );
         // a large frame is not batched, and goes after the batch before it
         let large = OutFrame::new(OpCode::Binary, Bytes::from(vec![9u8; 5000]));
-        conns.deliver(&all, Audience::of(&all, 2), &frame(b"f").into(), 1 << 20);
-        conns.deliver(&all, Audience::of(&all, 2), &large.clone().into(), 1 << 20);
+        conns.deliver(
+            &all,
+            Audience::of(&all, 2),
+            &frame(b"f").into(),
+            None,
+            1 << 20,
+        );
+        conns.deliver(
+            &all,
+            Audience::of(&all, 2),
+            &large.clone().into(),
+            None,
+            1 << 20,
+        );
         let reached = conns.take_reached();
         assert_eq!((reached.text, reached.binary), (3, 3));
         let mut expected = wire(&[b"a", b"b", b"c", b"d", b"e", b"f"]);
@@ -458,6 +507,7 @@ mod tests {
                 &set,
                 Audience::of(&set, 0),
                 &frame.clone().into(),
+                None,
                 2 * per + 1,
             );
         }

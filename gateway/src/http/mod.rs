@@ -54,6 +54,9 @@ pub(crate) struct Upgrade {
     pub(crate) grants: Option<Box<Grants>>,
     /// The permessage-deflate parameters, when the extension was negotiated.
     pub(crate) deflate: Option<Agreed>,
+    /// The client speaks the `wsgate.v2` subprotocol: binary deliveries of topics with history
+    /// carry their offset.
+    pub(crate) v2: bool,
 }
 
 /// A `POST /publish` body to read.

@@ -87,8 +87,13 @@ pub(super) fn decide(req: &Request<'_>, kind: SessionKind, node: &Node, now: Ins
         Some((agreed, answer)) => (Some(*agreed), Some(answer.as_str())),
         None => (None, None),
     };
+    // a client of the wsgate.v2 subprotocol gets binary deliveries with their offset (when the
+    // token came as the bearer subprotocol, the answer must name that one instead)
+    let protocol = protocol.or_else(|| up.select_protocol(&[message::SUBPROTOCOL_V2]));
+    let v2 = protocol == Some(message::SUBPROTOCOL_V2);
     Outcome::Upgrade(Upgrade {
         response: Bytes::from(up.response(protocol, extension)),
+        v2,
         kind,
         topics,
         grants,

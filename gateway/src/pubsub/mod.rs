@@ -220,7 +220,7 @@ impl<K: Copy + Eq + Hash> PubSub<K> {
         &mut self,
         topic: &str,
         now: Instant,
-        make: impl FnOnce(u64) -> SharedFrame,
+        make: impl FnOnce(u64) -> (SharedFrame, Option<SharedFrame>),
     ) -> Option<(u64, usize, bool)> {
         let shared = self.cached(topic).topic.clone();
         let (_, offset) = self.hub.publish_at(&shared, now, make)?;

@@ -207,6 +207,7 @@ impl Worker {
             }
         };
         conn.deflate = upgrade.deflate.is_some_and(|a| a.takes_shared_frames());
+        conn.v2 = upgrade.v2;
         let protocol = Session::new(config.clone(), self.now);
         let mut ws = Ws::new(
             protocol,

@@ -287,8 +287,8 @@ impl Worker {
                 let recovery = match r.messages {
                     Ok(messages) => {
                         self.metrics.inc(Counter::Recoveries);
-                        for (_, frame) in &messages {
-                            self.send_shared(id, frame);
+                        for (offset, frame) in &messages {
+                            self.send_recovered(id, frame, *offset);
                         }
                         message::Recovery::Recovered
                     }
@@ -313,11 +313,24 @@ impl Worker {
         )))
     }
 
-    /// Queues a published frame to one connection: its compressed variant when the session
-    /// takes them.
-    fn send_shared(&mut self, id: ConnId, frame: &SharedFrame) {
-        let deflate = self.conns.get(id).is_some_and(|c| c.deflate);
-        let out = if deflate {
+    /// Queues a kept message of `offset` to a recovering connection: its compressed variant
+    /// when the session takes them; a binary one with its offset in front for a `wsgate.v2`
+    /// session.
+    fn send_recovered(&mut self, id: ConnId, frame: &SharedFrame, offset: u64) {
+        let Some(conn) = self.conns.get(id) else {
+            return;
+        };
+        let out = if conn.v2 && frame.plain().opcode() == OpCode::Binary {
+            let v2 = self
+                .node
+                .hub
+                .share(message::binary_delivery_at(frame.plain().payload(), offset));
+            if conn.deflate {
+                v2.deflated().0.clone()
+            } else {
+                v2.plain().clone()
+            }
+        } else if conn.deflate {
             frame.deflated().0.clone()
         } else {
             frame.plain().clone()
@@ -359,7 +372,8 @@ impl Worker {
         let (on_node, congested) = (published.on_node, published.congested);
         let limit = self.node.config.limits.outbox_limit;
         let audience = Audience::of(published.local, published.generation);
-        self.conns.deliver(published.local, audience, &frame, limit);
+        self.conns
+            .deliver(published.local, audience, &frame, None, limit);
         self.settle_deliveries();
         if congested
             && let Some(id) = publisher
@@ -380,12 +394,17 @@ impl Worker {
         publisher: Option<ConnId>,
     ) -> usize {
         let hub = self.node.hub.clone();
-        let make = |offset| {
-            let numbered = match frame.opcode() {
-                OpCode::Text => message::text_delivery_with_offset(frame.payload(), offset),
-                _ => None,
-            };
-            hub.share(numbered.unwrap_or(frame))
+        let make = |offset| match frame.opcode() {
+            OpCode::Text => {
+                let numbered = message::text_delivery_with_offset(frame.payload(), offset);
+                (hub.share(numbered.unwrap_or(frame)), None)
+            }
+            // a binary delivery is the same for everyone but wsgate.v2 clients, whose copy
+            // has the offset in front
+            _ => {
+                let v2 = hub.share(message::binary_delivery_at(frame.payload(), offset));
+                (hub.share(frame), Some(v2))
+            }
         };
         let Some((_, on_node, congested)) = self.pubsub.publish_at(topic, self.now, make) else {
             return 0;
@@ -423,7 +442,9 @@ impl Worker {
             // others get it on their own, never batched with another set
             self.conns.finish_batch();
             let audience = Audience::of(&some, self.pubsub.generation());
-            self.conns.deliver(&some, audience, &delivery.frame, limit);
+            let frame = &delivery.frame;
+            self.conns
+                .deliver(&some, audience, frame, delivery.v2.as_ref(), limit);
             self.conns.finish_batch();
             self.settle_deliveries();
             return;
@@ -432,8 +453,9 @@ impl Worker {
             return;
         };
         let audience = Audience::of(subscribers, self.pubsub.generation());
+        let frame = &delivery.frame;
         self.conns
-            .deliver(subscribers, audience, &delivery.frame, limit);
+            .deliver(subscribers, audience, frame, delivery.v2.as_ref(), limit);
         self.settle_deliveries();
     }
 
