@@ -7,8 +7,8 @@
 //
 // --url         the gateway under test (the websocket, large, huge, compression and dashboard
 //               tests)
-// --bin         the wsgate binary: the client test starts and restarts gateways of its own, the
-//               compression test starts one with --compression false
+// --bin         the wsgate binary: the client and recovery tests start and restart gateways of
+//               their own, the compression test starts one with --compression false
 // --pid         the gateway's process id: the close test sends it SIGTERM (close 1001)
 // --screenshot  where the dashboard test saves its screenshot (default target/dashboard.png)
 // --size        the message of the huge test, in bytes (default 256 MiB)
@@ -28,6 +28,7 @@ const TESTS = {
   huge: { file: "./tests/huge.mjs", limit: 100_000, needs: ["url"] },
   close: { file: "./tests/close.mjs", limit: 45_000, needs: ["url", "pid"] },
   client: { file: "./tests/client.mjs", limit: 60_000, needs: ["bin"] },
+  recovery: { file: "./tests/recovery.mjs", limit: 60_000, needs: ["bin"] },
   dashboard: { file: "./tests/dashboard.mjs", limit: 60_000, needs: ["url"] },
   compression: { file: "./tests/compression.mjs", limit: 90_000, needs: ["url", "bin"] },
 };

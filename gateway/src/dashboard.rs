@@ -6,8 +6,9 @@
 //!
 //! `/stats` answers a JSON object of counters, never rates: the page polls it (once a second)
 //! and divides the difference of two answers by the difference of their `now_ms`. It is
-//! answered on a worker thread, so it only reads relaxed atomics and the hub's topic list
-//! (one short lock), and sends at most [`MAX_TOPICS`] topics.
+//! answered on a worker thread, so it only reads relaxed atomics, the hub's topic list (one
+//! short lock) and the sizes of the topics' histories (the same lock, as `/metrics` does),
+//! and sends at most [`MAX_TOPICS`] topics.
 
 use crate::metrics::{CloseLabel, Counter, MessageKind, WorkerMetrics};
 use crate::node::Node;
@@ -68,6 +69,10 @@ pub(crate) struct WorkerStats {
     pub(crate) deflate_bytes_before: u64,
     /// The same payloads as sent.
     pub(crate) deflate_bytes_after: u64,
+    /// Subscribes on a history topic that recovered what they missed.
+    pub(crate) recoveries: u64,
+    /// Subscribes on a history topic whose recovery was refused (`recovered:false`).
+    pub(crate) recoveries_failed: u64,
 }
 
 impl WorkerStats {
@@ -94,6 +99,8 @@ impl WorkerStats {
             compressions: m.get(Counter::Compressions),
             deflate_bytes_before: m.get(Counter::DeflateBytesIn),
             deflate_bytes_after: m.get(Counter::DeflateBytesOut),
+            recoveries: m.get(Counter::Recoveries),
+            recoveries_failed: m.get(Counter::RecoveriesFailed),
         }
     }
 
@@ -117,6 +124,8 @@ impl WorkerStats {
         self.compressions += o.compressions;
         self.deflate_bytes_before += o.deflate_bytes_before;
         self.deflate_bytes_after += o.deflate_bytes_after;
+        self.recoveries += o.recoveries;
+        self.recoveries_failed += o.recoveries_failed;
     }
 }
 
@@ -154,6 +163,26 @@ pub(crate) struct Stats {
     pub(crate) topics: Vec<TopicStats>,
     /// The link to other nodes through Redis; `null` on a single node.
     pub(crate) cluster: Option<ClusterView>,
+    /// The topics' histories (`[[history]]` rules) and the recoveries from them; `null` when
+    /// no topic may keep a history.
+    pub(crate) history: Option<HistoryView>,
+}
+
+/// The topics' histories as `/stats` shows them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct HistoryView {
+    /// Topics with a history on this node now.
+    pub(crate) topics: usize,
+    /// Messages those histories keep.
+    pub(crate) messages: usize,
+    /// Bytes they hold, within `history-memory`.
+    pub(crate) bytes: usize,
+    /// Messages given up so far to stay within `history-memory`.
+    pub(crate) evictions: u64,
+    /// Subscribes that recovered what they missed (all workers).
+    pub(crate) recoveries: u64,
+    /// Subscribes whose recovery was refused (all workers).
+    pub(crate) recoveries_failed: u64,
 }
 
 /// The cluster bridge as `/stats` shows it.
@@ -220,6 +249,17 @@ pub(crate) fn collect(node: &Node) -> Stats {
         }
     }
     let (topics_total, topics) = top_topics(node.hub.topics(), MAX_TOPICS);
+    let history = node.hub.history_budget().map(|budget| {
+        let (topics, messages) = node.hub.forget_expired(std::time::Instant::now());
+        HistoryView {
+            topics,
+            messages,
+            bytes: budget.held(),
+            evictions: budget.evicted(),
+            recoveries: totals.recoveries,
+            recoveries_failed: totals.recoveries_failed,
+        }
+    });
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -235,6 +275,7 @@ pub(crate) fn collect(node: &Node) -> Stats {
         topics_total,
         topics,
         cluster: node.cluster.as_deref().map(ClusterView::read),
+        history,
     }
 }
 
@@ -332,12 +373,17 @@ mod tests {
         m.message_in(MessageKind::Control, 5);
         m.connection_opened();
         m.connection_opened();
+        m.inc(Counter::Recoveries);
+        m.inc(Counter::RecoveriesFailed);
+        m.inc(Counter::RecoveriesFailed);
         let a = WorkerStats::read(0, &m, 1);
         assert_eq!((a.messages_in, a.bytes_in, a.inbox_depth), (8, 5, 1));
+        assert_eq!((a.recoveries, a.recoveries_failed), (1, 2));
         let mut total = WorkerStats::default();
         total.add(&a);
         total.add(&WorkerStats::read(1, &m, 0));
         assert_eq!((total.messages_in, total.connections_open), (16, 4));
+        assert_eq!((total.recoveries, total.recoveries_failed), (2, 4));
         assert_eq!(total.worker, None);
         let json = serde_json::to_value(&total).unwrap();
         assert_eq!(json["messages_in"], 16);

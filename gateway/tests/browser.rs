@@ -187,6 +187,27 @@ fn browser_client_js_promises_events_and_reconnect() {
     assert!(out.contains("PASS client"), "{out}");
 }
 
+/// Issue 15's client side: `client.js` in Chromium recovers what a drop made it miss on a
+/// history topic (exactly the missed messages, in order, no duplicate, a `recovered` event with
+/// their count, also with a publisher racing the reconnect), drops repeated offsets and reports
+/// skipped ones, and emits `gap` with reason "epoch" after the gateway restarts; `/stats` and
+/// the dashboard's history card count the recoveries. The test starts (and restarts) its own
+/// gateways with a `--history` rule, behind a TCP relay that cuts the page's connection.
+#[test]
+fn browser_client_js_recovers_history_and_reports_gaps() {
+    let _turn = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let out = run_node(
+        &[
+            "--only".into(),
+            "recovery".into(),
+            "--bin".into(),
+            BIN.to_string(),
+        ],
+        Duration::from_secs(120),
+    );
+    assert!(out.contains("PASS recovery"), "{out}");
+}
+
 #[test]
 fn browser_dashboard_shows_what_happened() {
     let _turn = BROWSER.lock().unwrap_or_else(|e| e.into_inner());

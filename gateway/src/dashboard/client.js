@@ -19,6 +19,17 @@
  * an exponential backoff with jitter (`reconnect: { min, max, factor, jitter }`, in ms), and
  * every subscribed topic is subscribed again. `reconnect: false` turns that off.
  *
+ * History and recovery: on a topic with history (a `[[history]]` rule of the gateway) every
+ * delivery carries an offset and the subscribe's ack the topic's offset and epoch. The client
+ * keeps, per subscribed topic, the last offset it got and the epoch (`client.position(topic)`);
+ * when it subscribes again after a reconnect it asks for what it missed
+ * (`"recover":{"offset":O,"epoch":E}`): the gateway sends those messages, in order, as
+ * ordinary `message` events, then the ack, and the client emits `recovered`; when the gateway
+ * cannot (another epoch: it restarted; too old: no longer kept), the client emits `gap` and the
+ * application refetches its state. A delivery whose offset is not the next one also emits
+ * `gap` (reason "jump"; the message is delivered); one at or below the last offset is a
+ * duplicate, dropped (counted in `client.duplicates`). Topics without history: nothing of this.
+ *
  * Promises: subscribe, unsubscribe and publish send an `id` and settle on the gateway's answer:
  * `{"type":"ack","id":N}` resolves, `{"type":"error","id":N,...}` rejects with an Error whose
  * `code` is the gateway's code (`invalid_topic`, `rate_limited`, ...). A request sent on a socket
@@ -32,8 +43,18 @@
  *   reconnect   { attempt }                   a socket opened after a drop; topics resubscribed
  *   close       { code, reason, wasClean, willReconnect }
  *   reconnecting { attempt, delay }           a new socket will be tried in `delay` ms
- *   message     { topic, data, binary }       a delivery: `data` is the parsed JSON, or for a
- *                                             binary delivery a Uint8Array of the payload
+ *   message     { topic, data, binary, offset }  a delivery: `data` is the parsed JSON, or for
+ *                                             a binary delivery a Uint8Array of the payload;
+ *                                             `offset` only on a topic with history
+ *   recovered   { topic, from, to, count }    a resubscribe got what was published after offset
+ *                                             `from` up to `to`: `count` messages, delivered as
+ *                                             `message` events before this one
+ *   gap         { topic, reason }             messages of `topic` were missed and cannot be
+ *                                             recovered: refetch. reason: "epoch" (the stream is
+ *                                             another: the gateway restarted), "too_old" (no
+ *                                             longer kept), "ahead", "jump" (a delivery skipped
+ *                                             offsets; also `last` and `offset`), "gateway" (the
+ *                                             gateway's {"type":"gap"} notice)
  *   error       { error }                     an error not tied to a request (a failed
  *                                             resubscribe, an answer without id, a bad frame)
  */
@@ -95,6 +116,11 @@
       this._queue = []; // requests waiting for an open socket
       this._retryTimer = null;
       this._handlers = new Map(); // topic -> Set of handlers given to subscribe()
+      /** Deliveries dropped because their offset was not past the last one of their topic. */
+      this.duplicates = 0;
+      this._positions = new Map(); // topic -> { offset, epoch, resync } of a topic with history
+      this._subscribedOn = new Set(); // topics a subscribe was sent for on the current socket
+      this._recovering = new Map(); // topic -> { from, count }: a recovery sent, not yet acked
       if (options.connect !== false) this.connect();
     }
 
@@ -115,6 +141,17 @@
       return new Promise((resolve) =>
         this.addEventListener(type, (e) => resolve(e.detail), { once: true }),
       );
+    }
+
+    /**
+     * Where this client is in `topic`'s stream: `{ offset, epoch }` (the last offset it got,
+     * and the epoch of the stream), or undefined when the topic has no history (or no
+     * acknowledged subscribe yet).
+     */
+    position(topic) {
+      const pos = this._positions.get(String(topic));
+      if (!pos || typeof pos.epoch !== "string" || typeof pos.offset !== "number") return undefined;
+      return { offset: pos.offset, epoch: pos.epoch };
     }
 
     _emit(type, detail) {
@@ -187,7 +224,12 @@
         return;
       }
       if (msg.type === "message") {
-        this._deliver({ topic: msg.topic, data: msg.data, binary: false });
+        if (typeof msg.offset === "number") {
+          if (!this._track(msg.topic, msg.offset)) return;
+          this._deliver({ topic: msg.topic, data: msg.data, binary: false, offset: msg.offset });
+        } else {
+          this._deliver({ topic: msg.topic, data: msg.data, binary: false });
+        }
       } else if (msg.type === "ack" || msg.type === "error") {
         const req = msg.id === undefined ? undefined : this._pending.get(msg.id);
         if (!req) {
@@ -197,8 +239,74 @@
           return;
         }
         this._settle(req);
-        if (msg.type === "ack") req.resolve({ id: msg.id });
-        else req.reject(clientError(msg.code, msg.message));
+        if (msg.type === "ack") {
+          if (req.msg && req.msg.type === "subscribe") this._acked(req.msg.topic, msg);
+          const { type, ...answer } = msg;
+          req.resolve(answer);
+        } else {
+          if (req.msg && req.msg.type === "subscribe") this._recovering.delete(req.msg.topic);
+          req.reject(clientError(msg.code, msg.message));
+        }
+      } else if (msg.type === "gap" && typeof msg.topic === "string") {
+        // the gateway knows this subscriber missed messages: the next offset starts afresh
+        const pos = this._positions.get(msg.topic);
+        if (pos) pos.resync = true;
+        this._emit("gap", { topic: msg.topic, reason: "gateway" });
+      }
+    }
+
+    /**
+     * A delivery of `topic` at `offset`: false for a duplicate (dropped); emits `gap` when
+     * offsets were skipped.
+     */
+    _track(topic, offset) {
+      const pos = this._positions.get(topic);
+      if (!pos) {
+        if (this.topics.has(topic)) this._positions.set(topic, { offset, epoch: undefined, resync: false });
+        return true;
+      }
+      if (typeof pos.offset === "number" && !pos.resync) {
+        if (offset <= pos.offset) {
+          this.duplicates += 1;
+          return false;
+        }
+        if (offset !== pos.offset + 1) {
+          this._emit("gap", { topic, reason: "jump", last: pos.offset, offset });
+        }
+      }
+      pos.offset = offset;
+      pos.resync = false;
+      const recovering = this._recovering.get(topic);
+      if (recovering) recovering.count += 1;
+      return true;
+    }
+
+    /** The ack of a subscribe to `topic`: where its stream is, whether it recovered. */
+    _acked(topic, ack) {
+      const recovering = this._recovering.get(topic);
+      this._recovering.delete(topic);
+      if (!this.topics.has(topic)) return; // unsubscribed meanwhile
+      if (typeof ack.epoch !== "string" || typeof ack.offset !== "number") {
+        this._positions.delete(topic); // a topic without history (now)
+        return;
+      }
+      const pos = this._positions.get(topic);
+      const set = () =>
+        this._positions.set(topic, { offset: ack.offset, epoch: ack.epoch, resync: false });
+      if (ack.recovered === true && recovering) {
+        set();
+        this._emit("recovered", { topic, from: recovering.from, to: ack.offset, count: recovering.count });
+      } else if (ack.recovered === false) {
+        set();
+        this._emit("gap", { topic, reason: ack.reason || "unknown" });
+      } else if (!pos || typeof pos.epoch !== "string") {
+        set();
+      } else if (pos.epoch !== ack.epoch) {
+        // another stream, and no recovery was asked for: what came before is not in it
+        set();
+        this._emit("gap", { topic, reason: "epoch" });
+      } else if (!(pos.offset >= ack.offset)) {
+        pos.offset = ack.offset;
       }
     }
 
@@ -219,6 +327,8 @@
     _onClose(ws, e) {
       if (ws !== this.ws) return;
       this.ws = null;
+      this._subscribedOn.clear();
+      this._recovering.clear();
       const pending = [...this._pending.values()];
       for (const req of pending) {
         this._settle(req);
@@ -286,12 +396,24 @@
       }
       req.id = this._nextId++;
       this._pending.set(req.id, req);
-      this.ws.send(JSON.stringify({ ...req.msg, id: req.id }));
+      const msg = { ...req.msg, id: req.id };
+      if (msg.type === "subscribe") {
+        // the first subscribe of a topic on this socket asks for what this client missed
+        const pos = this.position(msg.topic);
+        if (pos && !this._subscribedOn.has(msg.topic)) {
+          msg.recover = pos;
+          this._recovering.set(msg.topic, { from: pos.offset, count: 0 });
+        }
+        this._subscribedOn.add(msg.topic);
+      }
+      this.ws.send(JSON.stringify(msg));
     }
 
     /**
-     * Subscribes to `topic` (now, and again after every reconnect). Resolves with `{id}` on the
-     * gateway's ack; `handler`, when given, gets this topic's messages.
+     * Subscribes to `topic` (now, and again after every reconnect, recovering what it missed on
+     * a topic with history). Resolves on the gateway's ack with `{id}`, and on a topic with
+     * history `{id, topic, offset, epoch}` too; `handler`, when given, gets this topic's
+     * messages.
      */
     subscribe(topic, handler) {
       topic = String(topic);
@@ -313,6 +435,7 @@
           if (e.code !== "disconnected" && e.code !== "timeout") {
             this.topics.delete(topic);
             this._handlers.delete(topic);
+            this._positions.delete(topic);
           }
         });
       }
@@ -324,6 +447,9 @@
       topic = String(topic);
       this.topics.delete(topic);
       this._handlers.delete(topic);
+      this._positions.delete(topic);
+      this._recovering.delete(topic);
+      this._subscribedOn.delete(topic);
       if (!this.connected) return Promise.resolve({});
       return this._sendRequest({ type: "unsubscribe", topic }, null);
     }
