@@ -102,6 +102,8 @@ pub struct Stream {
     size: usize,
     ttl: Duration,
     budget: Arc<Budget>,
+    /// The last publish, or the last time nobody was left to hold the topic.
+    touched: Option<Instant>,
 }
 
 impl Stream {
@@ -114,7 +116,24 @@ impl Stream {
             size: size.max(1),
             ttl,
             budget,
+            touched: None,
         }
+    }
+
+    /// Notes that the stream was used at `now` (it is worth keeping for a ttl after).
+    pub fn touch(&mut self, now: Instant) {
+        self.touched = Some(now);
+    }
+
+    /// Whether the stream is worth keeping at `now` when nobody holds its topic: it holds
+    /// messages, or it was used within the ttl (forgetting it would start a new epoch, and
+    /// clients that saw it would have to refetch for nothing).
+    pub fn is_live(&mut self, now: Instant) -> bool {
+        self.expire(now);
+        !self.entries.is_empty()
+            || self
+                .touched
+                .is_some_and(|t| now.saturating_duration_since(t) <= self.ttl)
     }
 
     /// The epoch.
@@ -146,6 +165,7 @@ impl Stream {
     /// pushes past the size, the age or the node's budget.
     pub fn push(&mut self, frame: SharedFrame, now: Instant) -> u64 {
         self.last += 1;
+        self.touched = Some(now);
         let cost = frame.plain().wire_len() + ENTRY_COST;
         self.budget.held.fetch_add(cost, Ordering::Relaxed);
         self.entries.push_back(Entry {
@@ -343,6 +363,20 @@ mod tests {
         drop(a);
         drop(b);
         assert_eq!(budget.held(), 0, "everything given back");
+    }
+
+    #[test]
+    fn a_stream_is_worth_keeping_while_it_holds_messages_or_was_used_within_the_ttl() {
+        let t0 = Instant::now();
+        let ttl = Duration::from_secs(10);
+        let mut s = stream(100, ttl, 1 << 20);
+        assert!(!s.is_live(t0), "never used");
+        s.touch(t0);
+        assert!(s.is_live(t0 + ttl));
+        assert!(!s.is_live(t0 + ttl + Duration::from_secs(1)));
+        s.push(frame(1, 16), t0 + Duration::from_secs(20));
+        assert!(s.is_live(t0 + Duration::from_secs(29)));
+        assert!(!s.is_live(t0 + Duration::from_secs(31)));
     }
 
     #[test]

@@ -79,14 +79,13 @@ impl Topic {
         })
     }
 
-    /// Whether the topic's history still holds messages at `now` (the registry keeps such a
-    /// topic when nobody else does, so that clients can recover from it).
+    /// Whether the topic's history is worth keeping at `now` (it holds messages, or was used
+    /// within its ttl): the registry keeps such a topic when nobody else does, so that clients
+    /// can recover from it in the same epoch.
     fn keeps_history(&self, now: Instant) -> bool {
-        self.history.as_ref().is_some_and(|h| {
-            let mut stream = h.lock();
-            stream.expire(now);
-            !stream.is_empty()
-        })
+        self.history
+            .as_ref()
+            .is_some_and(|h| h.lock().is_live(now))
     }
 
     /// The topic's name.
@@ -353,10 +352,14 @@ impl Hub {
     /// ([`forget_expired`](Self::forget_expired)): forgetting it would start a new epoch.
     pub fn release(&self, topic: Arc<Topic>) {
         let mut registry = self.registry.lock();
+        let now = Instant::now();
+        if let Some(h) = &topic.history {
+            h.lock().touch(now); // kept a ttl from now on, even when empty
+        }
         // the registry's reference and ours
         if Arc::strong_count(&topic) == 2
             && !topic.any_worker()
-            && !topic.keeps_history(Instant::now())
+            && !topic.keeps_history(now)
         {
             registry.remove(topic.name());
         }
