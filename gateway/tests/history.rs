@@ -191,6 +191,7 @@ fn a_dropped_subscriber_recovers_exactly_what_it_missed_then_the_live_stream() {
         "[[history]]\ntopics = \"chat.*\"\nsize = 1000\nttl = \"5m\"\n",
     );
     let gw = Gateway::start(&["--config", config.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&config); // read at start
     let t = "chat.room";
     let data = |n: u64| format!(r#"{{"n":{n},"text":"message \"{n}\""}}"#);
     let mut sub = ws(gw.addr, "/ws");
