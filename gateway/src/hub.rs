@@ -83,9 +83,7 @@ impl Topic {
     /// within its ttl): the registry keeps such a topic when nobody else does, so that clients
     /// can recover from it in the same epoch.
     fn keeps_history(&self, now: Instant) -> bool {
-        self.history
-            .as_ref()
-            .is_some_and(|h| h.lock().is_live(now))
+        self.history.as_ref().is_some_and(|h| h.lock().is_live(now))
     }
 
     /// The topic's name.
@@ -357,10 +355,7 @@ impl Hub {
             h.lock().touch(now); // kept a ttl from now on, even when empty
         }
         // the registry's reference and ours
-        if Arc::strong_count(&topic) == 2
-            && !topic.any_worker()
-            && !topic.keeps_history(now)
-        {
+        if Arc::strong_count(&topic) == 2 && !topic.any_worker() && !topic.keeps_history(now) {
             registry.remove(topic.name());
         }
     }
@@ -369,6 +364,9 @@ impl Hub {
     /// expired at `now`. Returns how many histories are kept, messages in all.
     pub fn forget_expired(&self, now: Instant) -> (usize, usize) {
         let mut registry = self.registry.lock();
+        for h in registry.values().filter_map(|t| t.history.as_ref()) {
+            h.lock().expire(now); // whoever holds the topic
+        }
         registry.retain(|_, t| Arc::strong_count(t) > 1 || t.any_worker() || t.keeps_history(now));
         registry
             .values()

@@ -223,7 +223,7 @@ impl Worker {
         conn.phase = Phase::Ws(Box::new(ws));
         for topic in &upgrade.topics {
             // on a topic with history: messages from the next offset on
-            self.join_history(id, topic, None, None);
+            self.join_history(id, topic, None, None, true);
         }
         self.metrics.inc(Counter::UpgradesTotal);
         self.node.sessions.fetch_add(1, Ordering::AcqRel);

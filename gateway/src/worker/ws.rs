@@ -213,8 +213,8 @@ impl Worker {
                 let Some(ws) = self.conns.get_mut(id).and_then(|c| c.ws()) else {
                     return;
                 };
-                self.pubsub.subscribe(id, &mut ws.subscriptions, &topic);
-                if let Some(reply) = self.join_history(id, &topic, ack, recover) {
+                let fresh = self.pubsub.subscribe(id, &mut ws.subscriptions, &topic);
+                if let Some(reply) = self.join_history(id, &topic, ack, recover, fresh) {
                     (reply, None)
                 } else {
                     match ack {
@@ -262,17 +262,19 @@ impl Worker {
         }
     }
 
-    /// After `id` subscribed to `topic`: on a topic with history, sends it what it asked to
-    /// recover (the messages after its offset, in order) and returns the acknowledgement that
-    /// goes after them (with the last offset it got and the epoch; `recovered` when it asked):
-    /// `Some(None)` when there is none to send (no id, no recovery). `None`: the topic keeps no
-    /// history.
+    /// After `id` subscribed to `topic` (`fresh`: it was not subscribed before): on a topic
+    /// with history, sends it what it asked to recover (the messages after its offset, in
+    /// order) and returns the acknowledgement that goes after them (with the last offset it
+    /// got and the epoch; `recovered` when it asked): `Some(None)` when there is none to send
+    /// (no id, no recovery). `None`: the topic keeps no history. A subscription that was there
+    /// already keeps getting every message; asked to recover, it gets what it asked for.
     pub(super) fn join_history(
         &mut self,
         id: ConnId,
         topic: &str,
         ack: Option<i64>,
         recover: Option<Recover<'_>>,
+        fresh: bool,
     ) -> Option<Option<OutFrame>> {
         let shared = self.pubsub.history_topic(topic)?.clone();
         // after the subscribe: a message past `last` reaches this worker's inbox; one up to it
@@ -280,6 +282,15 @@ impl Worker {
         let (last, epoch, recovery) = match recover {
             None => {
                 let (last, epoch) = shared.position()?;
+                if fresh {
+                    // what is still in the inbox up to `last` is held back: it came first
+                    self.pubsub.set_floor(id, topic, last);
+                } else {
+                    // subscribed already, it gets every message: those up to `last` still
+                    // in the inbox go before the acknowledgement that names `last`
+                    let hub = self.node.hub.clone();
+                    hub.drain(self.pubsub.worker(), |d| self.deliver(d));
+                }
                 (last, epoch, None)
             }
             Some(from) => {
@@ -301,10 +312,11 @@ impl Worker {
                         })
                     }
                 };
+                // it has everything up to `r.last` now: the inbox's copies are held back
+                self.pubsub.set_floor(id, topic, r.last);
                 (r.last, r.epoch, Some(recovery))
             }
         };
-        self.pubsub.set_floor(id, topic, last);
         if ack.is_none() && recovery.is_none() {
             return Some(None);
         }
