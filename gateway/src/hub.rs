@@ -163,6 +163,11 @@ pub trait Uplink: Send + Sync {
     fn interest_changed(&self, topic: Arc<Topic>);
     /// Whether the link to other nodes is up now.
     fn is_up(&self) -> bool;
+    /// Outages of the link that are over: each time it came back after being down (the
+    /// subscribers on this node may have missed what other nodes published meanwhile).
+    fn outages(&self) -> u64 {
+        0
+    }
 }
 
 /// Something that wakes a worker's event loop.
@@ -310,6 +315,11 @@ impl Hub {
     /// (With no link, or a link that is down, there is nothing to wait for.)
     pub fn awaits_uplink(&self, topic: &Topic) -> bool {
         self.uplink.as_ref().is_some_and(|u| u.is_up()) && !topic.remote_ready()
+    }
+
+    /// Outages of the link to other nodes that are over, so far (0 on a single node).
+    pub fn uplink_outages(&self) -> u64 {
+        self.uplink.as_ref().map_or(0, |u| u.outages())
     }
 
     /// Whether the link to other nodes is up (`false` on a single node).

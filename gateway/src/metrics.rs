@@ -64,6 +64,8 @@ labels! {
         ReadersPaused => "wsgate_readers_paused_total",
         /// Subscribe acknowledgements sent at once because the worker held the most it holds.
         AcksNotHeld => "wsgate_acks_not_held_total",
+        /// Gap notices sent to subscribers after an outage of the link to other nodes.
+        GapNotices => "wsgate_gap_notices_total",
         /// Subscribes that recovered what they missed.
         Recoveries => "wsgate_recoveries_total",
         /// Subscribes that asked to recover and could not (another epoch, too old, ahead).
@@ -105,6 +107,9 @@ impl Counter {
             }
             Counter::DeflateSessions => "Sessions that negotiated permessage-deflate.",
             Counter::Recoveries => "Subscribes on a history topic that recovered what they missed.",
+            Counter::GapNotices => {
+                "Gap notices sent to subscribers after the link to other nodes came back."
+            }
             Counter::RecoveriesFailed => {
                 "Subscribes that asked to recover and could not (epoch, too old, ahead)."
             }

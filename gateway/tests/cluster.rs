@@ -446,6 +446,15 @@ fn redis_restart_cross_node_delivery_resumes() {
     redis.start();
     wait_metric(&[&a, &b], "wsgate_cluster_up", 1.0);
     wait_channels(&[&a, &b], 1);
+    // each node tells its subscribers they may have missed messages during the outage, once,
+    // before anything after it
+    for (name, s) in [("a", &mut sa), ("b", &mut sb)] {
+        assert_eq!(
+            parse(&ws_text(s)),
+            json!({"type": "gap", "topic": "t"}),
+            "subscriber on {name}"
+        );
+    }
     publish(&a, "after");
     assert_eq!(data_of(&mut sa), "after");
     assert_eq!(
@@ -463,6 +472,7 @@ fn redis_restart_cross_node_delivery_resumes() {
             must(gw, "wsgate_cluster_reconnects_total") >= 1.0,
             "node {name}"
         );
+        assert_eq!(must(gw, "wsgate_gap_notices_total"), 1.0, "node {name}");
         let log = gw.log();
         let unreachable = log
             .lines()

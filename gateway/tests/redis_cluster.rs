@@ -197,6 +197,11 @@ fn round_trip(publisher: &mut Ws, subscriber: &mut Ws, topics: &[String], round:
             panic!("round {round}: nothing more came; missing {missing:?}");
         };
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        if v["type"] == "gap" {
+            // the node's link moved with the slot (a reconnect): it says messages may have
+            // been missed meanwhile, which this round does not rely on
+            continue;
+        }
         let data = v["data"].as_str().expect("data").to_string();
         assert!(data.starts_with(&format!("{round}/")), "unexpected {text}");
         assert!(got.insert(data.clone()), "{data} twice");

@@ -338,10 +338,9 @@ impl Bridge {
         self.retry_at = None;
         self.cluster.stats.up.store(true, Ordering::Release);
         if self.connected_once {
-            self.cluster
-                .stats
-                .reconnects
-                .fetch_add(1, Ordering::Relaxed);
+            self.cluster.stats.reconnects.fetch_add(1, Ordering::AcqRel);
+            // the workers tell their subscribers they may have missed messages meanwhile
+            self.hub.wake_all();
         }
         self.connected_once = true;
         match self.down_since.take() {

@@ -234,6 +234,10 @@ impl Uplink for Cluster {
     fn is_up(&self) -> bool {
         self.up()
     }
+
+    fn outages(&self) -> u64 {
+        self.stats.reconnects.load(Ordering::Acquire)
+    }
 }
 
 impl Cluster {

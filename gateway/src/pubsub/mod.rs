@@ -117,6 +117,15 @@ impl<K: Copy + Eq + Hash> PubSub<K> {
         true
     }
 
+    /// Every topic with subscribers on this worker, with them.
+    pub(crate) fn subscribed(&self) -> Vec<(Arc<str>, Vec<K>)> {
+        self.topics
+            .iter()
+            .filter(|(_, l)| !l.subscribers.is_empty())
+            .map(|(t, l)| (t.clone(), l.subscribers.iter().copied().collect()))
+            .collect()
+    }
+
     /// The shared topic `who` subscribes to, when it keeps a history.
     pub(crate) fn history_topic(&self, topic: &str) -> Option<&Arc<Topic>> {
         self.topics

@@ -62,6 +62,8 @@ pub(crate) struct Worker {
     now: Instant,
     /// The drain state the worker last acted on.
     drain: Drain,
+    /// The outages of the link to other nodes this worker has told its subscribers of.
+    outages_told: u64,
 }
 
 impl Worker {
@@ -72,6 +74,7 @@ impl Worker {
         listener: std::net::TcpListener,
         node: Arc<Node>,
     ) -> Worker {
+        let outages_told = node.hub.uplink_outages();
         let mut timers = Timers::default();
         if id == 0 && !node.config.history.is_empty() {
             timers.sweep_history_from(Instant::now());
@@ -87,6 +90,7 @@ impl Worker {
             timers,
             now: Instant::now(),
             drain: Drain::Running,
+            outages_told,
         }
     }
 
@@ -102,6 +106,8 @@ impl Worker {
                 return Err(e);
             }
             self.now = Instant::now();
+            // before anything this turn brings: what comes after a gap notice is after it
+            self.tell_gaps();
             self.read_deferred();
             if self.acceptor.has_more() {
                 self.accept();

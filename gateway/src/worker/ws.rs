@@ -432,6 +432,26 @@ impl Worker {
         on_node
     }
 
+    /// After an outage of the link to other nodes: tells every subscriber of this worker, for
+    /// each of its topics, that it may have missed messages (`{"type":"gap","topic":T}`), so
+    /// that it refetches rather than believe it has everything. Once per outage.
+    pub(super) fn tell_gaps(&mut self) {
+        let outages = self.node.hub.uplink_outages();
+        if outages == self.outages_told {
+            return;
+        }
+        self.outages_told = outages;
+        for (topic, subscribers) in self.pubsub.subscribed() {
+            let gap = message::gap_frame(&topic);
+            for id in subscribers {
+                if self.conns.get(id).is_some_and(|c| c.is_open_session()) {
+                    self.send(id, gap.clone());
+                    self.metrics.inc(Counter::GapNotices);
+                }
+            }
+        }
+    }
+
     /// Lets the publishers that waited for room go on, once every inbox has room.
     pub(super) fn resume_publishers(&mut self) {
         if !self.conns.has_waiting_room() || !self.pubsub.has_room() {
