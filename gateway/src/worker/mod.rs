@@ -17,6 +17,7 @@
 //! - [`timers`]: deadlines, the drain, and giving memory back.
 
 mod accept;
+mod history;
 mod http;
 mod io;
 mod timers;
