@@ -1,6 +1,6 @@
 //! `loadtest`: drives a wsgate deployment and checks that nothing was lost or reordered.
 //!
-//! Subcommands: `echo`, `fanout`, `conns`, `large`, `soak`, `ramp` and `abuse`, and the raw TCP
+//! Subcommands: `echo`, `fanout`, `conns`, `large`, `soak`, `ramp`, `abuse` and `recover`, and the raw TCP
 //! echo server `tcp-echo-server` that `echo --raw-tcp` and `large --raw-tcp` measure as the
 //! baseline of a WebSocket echo ([`raw`], [`tcp_echo`]). Each load subcommand shows
 //! progress on stderr, prints a table on stdout (or JSON with `--json`), and exits 1 on any
@@ -25,6 +25,7 @@ mod payload;
 mod progress;
 mod ramp;
 mod raw;
+mod recover;
 mod report;
 mod soak;
 mod stats;
@@ -85,6 +86,24 @@ enum Command {
     /// It measures and does not judge: exit 0 once the run completed, 1 when a neighbour's echo
     /// was wrong or missing, 2 on bad arguments or an unreachable gateway.
     Abuse(abuse::Args),
+    /// Subscribers that keep dropping their connections and recovering, on a topic with
+    /// history: every message published must reach every subscriber once, in order, whole.
+    ///
+    /// One publisher publishes JSON data carrying a sequence number, a send time and a checksum
+    /// (`{"seq":N,"t":T,"sum":..,"pad":..}`) to --topic at --rate for --duration, once every
+    /// subscriber has its first ack. Each subscriber drops its connection every --drop-every
+    /// (jittered 0.5x to 1.5x; --drop-with fin, rst or close-frame), stays away
+    /// --reconnect-after, and reconnects to --url with `recover` from the last offset and
+    /// epoch it saw. After the publisher stops and the subscribers catch up (at most --drain),
+    /// it reports, over all subscribers: deliveries expected and received, lost, duplicated,
+    /// reordered, mismatched (data), offset_mismatched (an offset not the publisher's first
+    /// offset + seq - 1), recoveries with recovered:true and recovered:false by reason, and
+    /// gap notices.
+    ///
+    /// Exit 1 on any loss, duplicate, reordering or mismatch, on a refused publish, and on any
+    /// recovered:false or gap notice unless --allow-gaps (then what they cost is counted as
+    /// lost_after_gap).
+    Recover(recover::Args),
     /// A raw TCP echo server (one thread, edge-triggered epoll): the baseline that
     /// `echo --raw-tcp` and `large --raw-tcp` measure. Prints `listening on ADDR`, runs until
     /// killed.
@@ -101,6 +120,7 @@ fn main() -> ExitCode {
         Command::Soak(args) => soak::run(args),
         Command::Ramp(args) => ramp::run(args),
         Command::Abuse(args) => abuse::run(args),
+        Command::Recover(args) => recover::run(args),
         Command::TcpEchoServer(args) => tcp_echo::run(args),
     };
     match result {
@@ -145,6 +165,9 @@ mod tests {
             "loadtest ramp --compression --payload json",
             "loadtest large --compression --subscribers 2",
             "loadtest conns --compression",
+            "loadtest recover --subscribers 20 --rate 500 --duration 3s --drop-every 500ms",
+            "loadtest recover --drop-with rst --reconnect-after 2s --allow-gaps --size 1KiB",
+            "loadtest recover --drop-with close-frame --drop-every 0 --drain 10s",
         ] {
             assert!(parses(ok), "{ok}");
         }
@@ -161,6 +184,8 @@ mod tests {
             "loadtest tcp-echo-server --listen nowhere",
             "loadtest echo --payload xml",
             "loadtest echo --raw-tcp --compression",
+            "loadtest recover --drop-with smoke",
+            "loadtest recover --drop-every often",
         ] {
             assert!(!parses(bad), "{bad}");
         }
