@@ -1,8 +1,8 @@
 //! `loadtest`: drives a wsgate deployment and checks that nothing was lost or reordered.
 //!
-//! Subcommands: `echo`, `fanout`, `conns`, `large`, `soak`, `ramp`, `abuse` and `recover`, and the raw TCP
-//! echo server `tcp-echo-server` that `echo --raw-tcp` and `large --raw-tcp` measure as the
-//! baseline of a WebSocket echo ([`raw`], [`tcp_echo`]). Each load subcommand shows
+//! Subcommands: `echo`, `fanout`, `conns`, `large`, `soak`, `ramp`, `abuse` and `recover`, and
+//! the raw TCP echo server `tcp-echo-server` that `echo --raw-tcp` and `large --raw-tcp`
+//! measure as the baseline of a WebSocket echo ([`raw`], [`tcp_echo`]). Each load subcommand shows
 //! progress on stderr, prints a table on stdout (or JSON with `--json`), and exits 1 on any
 //! correctness failure or when connection errors pass `--max-error-rate`, 2 on bad arguments or
 //! when the target is not a reachable WebSocket gateway (`abuse` measures the gateway under

@@ -707,32 +707,7 @@ fn subscribe(
     counters: &Counters,
     ids: Vec<usize>,
 ) -> Result<Tally, String> {
-    let start = Instant::now();
-    let mut s = Subscribers {
-        plan,
-        shared,
-        io: Io::new()?,
-        subs: ids
-            .iter()
-            .map(|&i| Sub {
-                client: None,
-                phase: Phase::Away(start),
-                rng: 0x9e37_79b9_7f4a_7c15 ^ (i as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d),
-                id: 0,
-                position: None,
-                owed_from: None,
-                seen: Vec::new(),
-                highest: 0,
-                open_gap: None,
-                gaps: Vec::new(),
-                delta: None,
-                recovered_now: 0,
-            })
-            .collect(),
-        ids,
-        tally: Tally::default(),
-        base: None,
-    };
+    let mut s = Subscribers::new(plan, shared, ids)?;
     let mut caught_up_since: Option<Instant> = None;
     loop {
         let ready = s.io.wait()?;
@@ -768,7 +743,37 @@ fn subscribe(
     Ok(s.finish())
 }
 
-impl Subscribers<'_> {
+impl<'a> Subscribers<'a> {
+    /// The subscribers numbered `ids`, none connected yet.
+    fn new(plan: &'a Plan, shared: &'a Shared, ids: Vec<usize>) -> Result<Subscribers<'a>, String> {
+        let start = Instant::now();
+        Ok(Subscribers {
+            plan,
+            shared,
+            io: Io::new()?,
+            subs: ids
+                .iter()
+                .map(|&i| Sub {
+                    client: None,
+                    phase: Phase::Away(start),
+                    rng: 0x9e37_79b9_7f4a_7c15 ^ (i as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d),
+                    id: 0,
+                    position: None,
+                    owed_from: None,
+                    seen: Vec::new(),
+                    highest: 0,
+                    open_gap: None,
+                    gaps: Vec::new(),
+                    delta: None,
+                    recovered_now: 0,
+                })
+                .collect(),
+            ids,
+            tally: Tally::default(),
+            base: None,
+        })
+    }
+
     /// Connects, drops and reconnects as the time says; writes what is queued.
     fn tick(&mut self, now: Instant) {
         let publishing = self.shared.final_seq().is_none();
@@ -1144,17 +1149,16 @@ fn report(a: &Args, p: &Published, t: Tally) -> Report {
         r = r.with_json("recovery_ms", serde_json::Value::Null);
     } else {
         let ms = |us: u64| (us as f64 / 10.0).round() / 100.0;
+        let (p50, p99, max) = (
+            ms(rt.value_at_quantile(0.5)),
+            ms(rt.value_at_quantile(0.99)),
+            ms(rt.max()),
+        );
         r = r
-            .with_json(
-                "recovery_ms",
-                json!({"p50": ms(rt.value_at_quantile(0.5)), "p99": ms(rt.value_at_quantile(0.99)), "max": ms(rt.max())}),
-            )
+            .with_json("recovery_ms", json!({"p50": p50, "p99": p99, "max": max}))
             .row(format!(
-                "{:<28} p50 {} / p99 {} / max {} ms",
-                "recovery time",
-                ms(rt.value_at_quantile(0.5)),
-                ms(rt.value_at_quantile(0.99)),
-                ms(rt.max())
+                "{:<28} p50 {p50} / p99 {p99} / max {max} ms",
+                "recovery time"
             ));
     }
     for e in &p.refusals {
@@ -1229,6 +1233,89 @@ mod tests {
         }
         assert_ne!(data(1, 0, 8), data(2, 0, 8));
         assert_eq!(head("{}"), None);
+    }
+
+    /// A subscriber's accounting, fed by hand: each kind of fault lands in its own count.
+    #[test]
+    fn each_fault_is_counted_where_it_belongs() {
+        let plan = Plan {
+            target: Target::parse("ws://127.0.0.1:9/ws").expect("a URL"),
+            source: None,
+            topic: "chat.t".into(),
+            size: 8,
+            rate: 1.0,
+            duration: Duration::from_secs(1),
+            drop_every: Duration::from_secs(1),
+            drop_with: DropWith::Fin,
+            reconnect_after: Duration::ZERO,
+            drain: Duration::from_secs(1),
+            subscribers: 1,
+            connect_deadline: Duration::from_secs(1),
+        };
+        let shared = Shared::new();
+        *shared.base.lock().unwrap() = Some(("E".into(), 10));
+        let mut s = Subscribers::new(&plan, &shared, vec![0]).expect("a poll");
+        s.base = shared.base();
+        let now = Instant::now();
+        let join = |s: &mut Subscribers<'_>, recovering| {
+            s.subs[0].id += 1;
+            s.subs[0].phase = Phase::Joining {
+                since: now,
+                recovering,
+            };
+        };
+        let deliver = |s: &mut Subscribers<'_>, offset: u64, d: &str| {
+            let m =
+                format!(r#"{{"type":"message","topic":"chat.t","offset":{offset},"data":{d}}}"#);
+            s.on_text(0, m.as_bytes(), now);
+        };
+        join(&mut s, false);
+        s.on_text(
+            0,
+            br#"{"type":"ack","id":1,"topic":"chat.t","offset":10,"epoch":"E"}"#,
+            now,
+        );
+        assert_eq!(s.subs[0].owed_from, Some(1));
+        for (seq, offset) in [(1, 11), (2, 12), (2, 12), (4, 14), (3, 13), (6, 99)] {
+            deliver(&mut s, offset, &data(seq, 5, 8));
+        }
+        // 5 arrives with its checksum changed: mismatched, and so never received
+        deliver(
+            &mut s,
+            15,
+            &data(5, 5, 8).replace("\"sum\":\"", "\"sum\":\"0"),
+        );
+        // a drop, then a recovery that the history cannot serve: 7 to 11 are a hole
+        join(&mut s, true);
+        s.on_text(
+            0,
+            br#"{"type":"ack","id":2,"topic":"chat.t","offset":21,"epoch":"E","recovered":false,
+                "reason":"too_old"}"#,
+            now,
+        );
+        deliver(&mut s, 22, &data(12, 5, 8));
+        // a drop and a recovery that works: 13 before the ack
+        join(&mut s, true);
+        deliver(&mut s, 23, &data(13, 5, 8));
+        s.on_text(
+            0,
+            br#"{"type":"ack","id":3,"topic":"chat.t","offset":23,"epoch":"E","recovered":true}"#,
+            now,
+        );
+        shared.published.store(15, Ordering::Release);
+        let t = s.finish();
+        assert_eq!(t.expected, 15);
+        assert_eq!(t.stats.received, 9, "everything delivered, good or bad");
+        assert_eq!(t.duplicated, 1, "2 twice");
+        assert_eq!(t.stats.reordered, 1, "3 after 4");
+        assert_eq!(t.stats.mismatched, 1, "5 changed");
+        assert_eq!(t.offset_mismatched, 1, "6 at 99");
+        assert_eq!(t.lost_after_gap, 5, "7 to 11, in the hole");
+        assert_eq!(t.stats.lost, 3, "5, 14 and 15");
+        assert_eq!(t.failed["too_old"], 1);
+        assert_eq!((t.recovered, t.recovered_messages), (1, 1));
+        assert_eq!(t.stats.unexpected, 0);
+        assert_eq!(t.behind, 1, "the last it has is 13 of 15");
     }
 
     #[test]
