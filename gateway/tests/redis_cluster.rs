@@ -23,28 +23,48 @@ struct RedisCluster {
     _dirs: Vec<TempDir>,
 }
 
-/// Starts redis-server on `port` in `dir` with `extra` settings, and waits until it answers
-/// PING (asked with redis-cli and `cli_args`).
-fn redis_server(port: u16, dir: &TempDir, extra: &[&str], cli_args: &[&str]) -> Proc {
-    let mut command = Command::new(require("redis-server"));
-    command
-        .arg("--port")
-        .arg(port.to_string())
-        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .args(extra)
-        .arg("--dir")
-        .arg(dir.path());
-    let proc = Proc::spawn("redis-server", command);
-    assert!(
-        eventually(SETTLE, || Command::new(require("redis-cli"))
-            .args(["-p", &port.to_string()])
-            .args(cli_args)
-            .arg("ping")
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG")),
-        "redis-server on {port} never answered"
-    );
-    proc
+/// Starts redis-server on a free port in `dir` with `extra` settings, and waits until it
+/// answers PING (asked with redis-cli and `cli_args`). A port found free can be taken before
+/// the server binds it (by another test's server, or a cluster node's bus port, its port +
+/// 10000): a server that exits for that is started again on another port. `cluster`: its
+/// port + 10000 (the cluster bus) must be free too.
+fn redis_server(dir: &TempDir, extra: &[&str], cli_args: &[&str], cluster: bool) -> (u16, Proc) {
+    for _ in 0..10 {
+        let port = free_port();
+        if cluster
+            && (port > u16::MAX - 10_000
+                || std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_err())
+        {
+            continue;
+        }
+        let mut command = Command::new(require("redis-server"));
+        command
+            .arg("--port")
+            .arg(port.to_string())
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(extra)
+            .arg("--dir")
+            .arg(dir.path());
+        let mut proc = Proc::spawn("redis-server", command);
+        let answered = eventually(SETTLE, || {
+            proc.exited()
+                || Command::new(require("redis-cli"))
+                    .args(["-p", &port.to_string()])
+                    .args(cli_args)
+                    .arg("ping")
+                    .output()
+                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG")
+        });
+        if proc.exited() && proc.log().contains("Address already in use") {
+            continue; // taken meanwhile: another port
+        }
+        assert!(
+            answered && !proc.exited(),
+            "redis-server on {port} never answered"
+        );
+        return (port, proc);
+    }
+    panic!("no free port for redis-server in 10 tries");
 }
 
 fn cli(port: u16, args: &[&str]) -> String {
@@ -62,12 +82,10 @@ impl RedisCluster {
     fn start() -> RedisCluster {
         let (mut ports, mut procs, mut dirs) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..3 {
-            let port = free_port();
             let dir = TempDir::new("redis-cluster");
             let nodes_conf = dir.path().join("nodes.conf");
             let nodes_conf = nodes_conf.to_str().expect("a UTF-8 temporary path");
-            procs.push(redis_server(
-                port,
+            let (port, proc) = redis_server(
                 &dir,
                 &[
                     "--cluster-enabled",
@@ -76,7 +94,9 @@ impl RedisCluster {
                     nodes_conf,
                 ],
                 &[],
-            ));
+                true,
+            );
+            procs.push(proc);
             ports.push(port);
             dirs.push(dir);
         }
@@ -285,13 +305,12 @@ fn sharded_pubsub_follows_a_redis_cluster_through_a_slot_migration() {
 /// crossing nodes.
 #[test]
 fn a_password_protected_redis() {
-    let port = free_port();
     let dir = TempDir::new("redis-auth");
-    let _redis = redis_server(
-        port,
+    let (port, _redis) = redis_server(
         &dir,
         &["--requirepass", "s3cret"],
         &["-a", "s3cret", "--no-auth-warning"],
+        false,
     );
     let good = format!("redis://:s3cret@127.0.0.1:{port}");
     let a = Gateway::start(&["--redis", &good, "--node-id", "a"]);
