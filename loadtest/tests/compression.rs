@@ -10,21 +10,17 @@
 //! clients/node/node_modules (clients/setup.sh, which ./run-tests.sh runs). Without them these
 //! tests fail, saying so; they never skip.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+mod common;
+use common::{Server as Peer, loadtest};
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("the workspace")
         .to_path_buf()
-}
-
-/// The Node `ws` peer, killed when dropped.
-struct Peer {
-    child: Child,
-    addr: String,
 }
 
 impl Peer {
@@ -39,51 +35,16 @@ impl Peer {
             "the ws peer needs the ws package: run clients/setup.sh (./run-tests.sh does) or \
              npm ci in benches/peers"
         );
-        let mut child = Command::new("node")
+        let mut command = Command::new("node");
+        command
             .arg(peers.join("ws.js"))
             .args(["--port", "0"])
             .args(args)
             // where require('ws') looks when benches/peers/node_modules is not installed
             .env("NODE_PATH", &client_modules)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("node runs (Node.js 18 or later is needed)");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("a line");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("ws.js {args:?} did not start: '{line}'"))
-            .to_string();
-        Peer { child, addr }
+            .stderr(Stdio::inherit());
+        Peer::spawn(command, "ws.js (Node.js 18 or later is needed)")
     }
-
-    fn url(&self) -> String {
-        format!("ws://{}", self.addr)
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Runs loadtest; returns (exit code, stdout, stderr).
-fn loadtest(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .args(args)
-        .output()
-        .expect("loadtest runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// A run with `--json` that must pass with no correctness failure; its JSON.

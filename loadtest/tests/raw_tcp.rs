@@ -3,59 +3,20 @@
 //! accounted for, a server that flips one byte must fail the run, and the flag combinations
 //! that make no sense without WebSocket framing are refused before anything runs.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
-/// A `loadtest tcp-echo-server` process, killed when dropped.
-struct EchoServer {
-    child: Child,
-    addr: String,
-}
+mod common;
+use common::{Server as EchoServer, loadtest};
 
 impl EchoServer {
     fn start(args: &[&str]) -> EchoServer {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_loadtest"));
+        command
             .arg("tcp-echo-server")
             .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("tcp-echo-server starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("a line");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("a `listening on` line, not {line:?}"))
-            .to_string();
-        EchoServer { child, addr }
+            .stderr(Stdio::null());
+        EchoServer::spawn(command, "tcp-echo-server")
     }
-
-    fn url(&self) -> String {
-        format!("ws://{}", self.addr)
-    }
-}
-
-impl Drop for EchoServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Runs loadtest; returns (exit code, stdout, stderr).
-fn loadtest(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .args(args)
-        .output()
-        .expect("loadtest runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// Runs loadtest with `--json`; asserts it passed with no correctness failure.
@@ -85,7 +46,7 @@ fn raw_tcp_echo_and_large_pass_against_the_tcp_echo_server() {
     // a small buffer, so that messages are cut across reads and writes
     let server = EchoServer::start(&["--buffer", "4KiB"]);
     let url = server.url();
-    let pid = server.child.id().to_string();
+    let pid = server.pid().to_string();
 
     let v = json_run(&[
         "echo",

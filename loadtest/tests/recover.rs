@@ -4,80 +4,22 @@
 //! `too_old`, which `--allow-gaps` accepts (counted as `lost_after_gap`) and a plain run
 //! refuses with a clear message; a topic without history is a clear error before any run.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-
-/// The wsgate binary, built beside this package's binary by `cargo test --workspace`.
-fn wsgate_bin() -> PathBuf {
-    let loadtest = PathBuf::from(env!("CARGO_BIN_EXE_loadtest"));
-    let bin = loadtest.with_file_name("wsgate");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it first (cargo build -p wsgate)",
-        bin.display()
-    );
-    bin
-}
-
-/// A gateway on 127.0.0.1 port 0, killed when dropped.
-struct Gateway {
-    child: Child,
-    addr: String,
-}
+mod common;
+use common::Server as Gateway;
 
 impl Gateway {
     /// Starts a gateway with the history rule `rule`.
     fn start(rule: &str) -> Gateway {
-        let mut child = Command::new(wsgate_bin())
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--log",
-                "warn",
-                "--history",
-                rule,
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("wsgate starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("a line");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("not a listening line: {line:?}"))
-            .to_string();
-        Gateway { child, addr }
-    }
-
-    fn url(&self) -> String {
-        format!("ws://{}", self.addr)
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        common::gateway(&["--history", rule])
     }
 }
 
 /// Runs `loadtest recover` with `args` against `gw`: (exit code, stdout, stderr).
 fn recover(gw: &Gateway, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .args(["recover", "--url", &gw.url()])
-        .args(args)
-        .output()
-        .expect("loadtest runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let url = gw.url();
+    let mut all = vec!["recover", "--url", url.as_str()];
+    all.extend_from_slice(args);
+    common::loadtest(&all)
 }
 
 fn json(stdout: &str, stderr: &str) -> serde_json::Value {

@@ -3,69 +3,16 @@
 //! percentile plot, a per-second sample for each second run and the target escaped; a ramp's
 //! summary shows no latency it did not measure, and its page plots p99 against subscribers.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 
-/// The wsgate binary, built beside this package's binary by `cargo test --workspace`.
-fn wsgate_bin() -> PathBuf {
-    let loadtest = PathBuf::from(env!("CARGO_BIN_EXE_loadtest"));
-    let bin = loadtest.with_file_name("wsgate");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it first (cargo build -p wsgate)",
-        bin.display()
-    );
-    bin
-}
-
-/// A gateway on a port of its own, killed when dropped.
-struct Gateway {
-    child: Child,
-    addr: String,
-}
+mod common;
+use common::{Server as Gateway, loadtest};
 
 impl Gateway {
     fn start() -> Gateway {
-        let mut child = Command::new(wsgate_bin())
-            .args(["--listen", "127.0.0.1:0", "--log", "warn", "--workers", "1"])
-            // the load generator is a trusted publisher: no per-connection publish rate
-            .args(["--publish-rate", "0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("wsgate starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("a line");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .expect("listening line")
-            .to_string();
-        Gateway { child, addr }
+        // the load generator is a trusted publisher: no per-connection publish rate
+        common::gateway(&["--workers", "1", "--publish-rate", "0"])
     }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Runs loadtest; returns (exit code, stdout, stderr).
-fn loadtest(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .args(args)
-        .output()
-        .expect("loadtest runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// A fresh path for a report in this test run's scratch folder.

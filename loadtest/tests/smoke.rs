@@ -3,10 +3,10 @@
 //! set checks the clear errors for a bad URL, an unreachable server and a server that is not a
 //! WebSocket gateway.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
+
+mod common;
+use common::{Server as Gateway, loadtest};
 
 /// Held by the tests that load the machine: an attack (`abuse`) does not run beside the clean
 /// runs, whose gateways share the same cores.
@@ -18,67 +18,10 @@ fn heavy() -> MutexGuard<'static, ()> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The wsgate binary, built beside this package's binary by `cargo test --workspace`.
-fn wsgate_bin() -> PathBuf {
-    let loadtest = PathBuf::from(env!("CARGO_BIN_EXE_loadtest"));
-    let bin = loadtest.with_file_name("wsgate");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it first (cargo build -p wsgate)",
-        bin.display()
-    );
-    bin
-}
-
-struct Gateway {
-    child: Child,
-    addr: String,
-}
-
 impl Gateway {
     fn start(args: &[&str]) -> Gateway {
-        let mut child = Command::new(wsgate_bin())
-            .args(["--listen", "127.0.0.1:0", "--log", "warn"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("wsgate starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("a line");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .expect("listening line")
-            .to_string();
-        Gateway { child, addr }
+        common::gateway(args)
     }
-
-    fn url(&self) -> String {
-        format!("ws://{}", self.addr)
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Runs loadtest; returns (exit code, stdout, stderr).
-fn loadtest(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .args(args)
-        .output()
-        .expect("loadtest runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn json_run(args: &[&str]) -> serde_json::Value {
@@ -112,7 +55,7 @@ fn every_subcommand_runs_clean_against_a_live_gateway() {
         "0",
     ]);
     let url = gw.url();
-    let pid = gw.child.id().to_string();
+    let pid = gw.pid().to_string();
     let common = ["--url", url.as_str(), "--json"];
     let run = |extra: &[&str]| {
         let mut args: Vec<&str> = extra.to_vec();
@@ -348,7 +291,7 @@ fn abuse_runs_each_kind_and_reports_its_fields() {
     let _heavy = heavy();
     let gw = Gateway::start(&["--workers", "2", "--outbox-limit", "256KiB"]);
     let url = gw.url();
-    let pid = gw.child.id().to_string();
+    let pid = gw.pid().to_string();
     let number = |v: &serde_json::Value, k: &str| {
         assert!(v[k].is_number(), "{k} is not a number: {v}");
     };
