@@ -17,6 +17,15 @@
 //!
 //! A stream is plain data: the hub keeps it behind the topic's lock, which also orders the
 //! offsets with the pushes to the workers' inboxes.
+//!
+//! **In a cluster** (`--redis`) the offsets and the epoch are Redis', and each node's stream is
+//! a *mirror* of the topic's stream in Redis ([`Stream::mirror`]): the messages arrive from
+//! Redis numbered ([`Stream::append`]), and the mirror is *primed* from Redis' stream
+//! ([`Stream::prime`]) when the node starts listening to the topic, after its link to Redis
+//! came back, and when an offset jumped. Until then arrivals are held, in order, so that the
+//! mirror never shows a hole: a message that follows what the mirror has goes out; a
+//! duplicate is dropped; a jump or a new epoch either is filled from Redis or becomes a
+//! [`Event::Gap`] that tells the subscribers to refetch.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -104,6 +113,46 @@ pub struct Stream {
     budget: Arc<Budget>,
     /// The last publish, or the last time nobody was left to hold the topic.
     touched: Option<Instant>,
+    /// For a mirror of a stream in Redis: whether it is primed, and what arrived meanwhile.
+    mirror: Option<Mirror>,
+}
+
+/// The state of a mirror ([`Stream::mirror`]).
+#[derive(Debug, Default)]
+struct Mirror {
+    primed: bool,
+    /// Arrivals held until the mirror is primed, in the order they came.
+    held: VecDeque<Arrival>,
+    /// What the held arrivals weigh, in payload bytes.
+    held_bytes: usize,
+}
+
+/// Arrivals a mirror holds at most while it waits to be primed; past them (or
+/// [`MAX_HELD_BYTES`]) it lets them go, and the priming fills the hole from Redis (or tells of
+/// a gap).
+pub const MAX_HELD: usize = 65_536;
+/// Payload bytes a mirror holds at most while it waits to be primed.
+pub const MAX_HELD_BYTES: usize = 64 << 20;
+
+/// A message from Redis, numbered there.
+#[derive(Debug, Clone)]
+pub struct Arrival {
+    /// Its offset.
+    pub offset: u64,
+    /// The epoch of the stream it belongs to.
+    pub epoch: Arc<str>,
+    /// Its frame, numbered.
+    pub frame: SharedFrame,
+}
+
+/// What the subscribers of a mirrored topic are to get, in this order.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// The message of this offset.
+    Message(u64, SharedFrame),
+    /// A notice that messages are missing before what follows (an epoch changed, an offset
+    /// jumped past what Redis still keeps).
+    Gap,
 }
 
 impl Stream {
@@ -117,7 +166,161 @@ impl Stream {
             ttl,
             budget,
             touched: None,
+            mirror: None,
         }
+    }
+
+    /// An empty mirror of a stream in Redis, not primed: its epoch is empty until it is.
+    pub fn mirror(size: usize, ttl: Duration, budget: Arc<Budget>) -> Stream {
+        let mut stream = Stream::new(Arc::from(""), size, ttl, budget);
+        stream.mirror = Some(Mirror::default());
+        stream
+    }
+
+    /// Whether the stream mirrors one in Redis.
+    pub fn is_mirror(&self) -> bool {
+        self.mirror.is_some()
+    }
+
+    /// Whether the stream follows its source: always for a node's own stream; for a mirror,
+    /// once primed and until [`unprime`](Self::unprime)d.
+    pub fn is_primed(&self) -> bool {
+        self.mirror.as_ref().is_none_or(|m| m.primed)
+    }
+
+    /// Whether the stream has a position clients may hold: an epoch (a mirror has none until
+    /// first primed).
+    pub fn has_position(&self) -> bool {
+        !self.epoch.is_empty()
+    }
+
+    /// Marks a mirror as no longer following Redis (this node stopped listening to the topic,
+    /// or its link to Redis was replaced): arrivals are held until it is primed again.
+    pub fn unprime(&mut self) {
+        if let Some(m) = &mut self.mirror {
+            m.primed = false;
+        }
+    }
+
+    /// Takes a message that arrived from Redis into a mirror, and says what the subscribers
+    /// get (`out`). Returns true when the mirror needs priming: it was not primed (the arrival
+    /// is held) or the offset jumped (held too; the mirror is no longer primed).
+    pub fn append(&mut self, arrival: Arrival, now: Instant, out: &mut Vec<Event>) -> bool {
+        if self.mirror.is_none() {
+            return false;
+        }
+        if !self.is_primed() {
+            self.hold(arrival);
+            return true;
+        }
+        if arrival.epoch != self.epoch {
+            // Redis' stream is not the one the subscribers followed
+            out.push(Event::Gap);
+            self.restart(arrival.epoch.clone(), arrival.offset - 1);
+        }
+        if arrival.offset <= self.last {
+            return false; // had it
+        }
+        if arrival.offset > self.last + 1 {
+            self.unprime();
+            self.hold(arrival);
+            return true;
+        }
+        self.push(arrival.frame.clone(), now);
+        out.push(Event::Message(arrival.offset, arrival.frame));
+        false
+    }
+
+    fn hold(&mut self, arrival: Arrival) {
+        let Some(m) = &mut self.mirror else {
+            return;
+        };
+        let size = arrival.frame.plain().payload().len();
+        if m.held.len() >= MAX_HELD || m.held_bytes + size > MAX_HELD_BYTES {
+            // the priming reads them from Redis (or tells of a gap)
+            m.held.clear();
+            m.held_bytes = 0;
+        }
+        m.held_bytes += size;
+        m.held.push_back(arrival);
+    }
+
+    /// Forgets every kept message and starts over in `epoch` after offset `last`.
+    fn restart(&mut self, epoch: Arc<str>, last: u64) {
+        while !self.entries.is_empty() {
+            self.pop();
+        }
+        self.epoch = epoch;
+        self.last = last;
+    }
+
+    /// Primes a mirror with what Redis has: the stream's `epoch` and `last` offset, and the
+    /// kept messages after the mirror's last offset (every kept one when the epoch is not the
+    /// mirror's), in order. Messages that follow what the mirror had are for the subscribers
+    /// (`out`); a stream that changed epoch, or lost messages the mirror did not have, gives a
+    /// [`Event::Gap`] first (when the mirror had a position) and starts over. Then the held
+    /// arrivals go through [`append`](Self::append). Returns true when they need another
+    /// priming (an offset jumped among them).
+    pub fn prime(
+        &mut self,
+        epoch: &str,
+        last: u64,
+        entries: Vec<(u64, SharedFrame)>,
+        now: Instant,
+        out: &mut Vec<Event>,
+    ) -> bool {
+        if self.mirror.is_none() {
+            return false;
+        }
+        let same = self.has_position() && *self.epoch == *epoch;
+        let follows = match entries.iter().find(|(o, _)| *o > self.last) {
+            Some((first, _)) => *first == self.last + 1,
+            None => last == self.last,
+        };
+        if same && last >= self.last && follows {
+            for (offset, frame) in entries {
+                if offset == self.last + 1 {
+                    self.push(frame.clone(), now);
+                    out.push(Event::Message(offset, frame));
+                }
+            }
+        } else {
+            if self.has_position() {
+                out.push(Event::Gap);
+            }
+            let start = entries.first().map_or(last, |(o, _)| o - 1);
+            self.restart(Arc::from(epoch), start);
+            for (offset, frame) in entries {
+                if offset == self.last + 1 {
+                    self.push(frame, now);
+                }
+            }
+            if self.last != last {
+                // what is kept must run up to the last offset, or recoveries would miss the end
+                self.restart(Arc::from(epoch), last);
+            }
+        }
+        // what Redis dropped from the end (ttl) is older than its last: the mirror is at it
+        self.last = self.last.max(last);
+        self.touched = Some(now);
+        let held = match &mut self.mirror {
+            Some(m) => {
+                m.primed = true;
+                m.held_bytes = 0;
+                std::mem::take(&mut m.held)
+            }
+            None => VecDeque::new(),
+        };
+        let mut held = held.into_iter();
+        while let Some(arrival) = held.next() {
+            if self.append(arrival, now, out) {
+                for rest in held {
+                    self.hold(rest);
+                }
+                return true;
+            }
+        }
+        false
     }
 
     /// Notes that the stream was used at `now` (it is worth keeping for a ttl after).
@@ -384,5 +587,183 @@ mod tests {
         let epochs: std::collections::HashSet<Arc<str>> = (0..1000).map(|_| new_epoch()).collect();
         assert_eq!(epochs.len(), 1000);
         assert!(epochs.iter().all(|e| e.len() == 12));
+    }
+
+    // ---- mirrors of a stream in Redis ----
+
+    fn mirror() -> Stream {
+        Stream::mirror(100, Duration::from_secs(60), Arc::new(Budget::new(1 << 20)))
+    }
+
+    fn arrival(offset: u64, epoch: &str) -> Arrival {
+        Arrival {
+            offset,
+            epoch: Arc::from(epoch),
+            frame: frame(offset, 8),
+        }
+    }
+
+    fn entries(range: std::ops::RangeInclusive<u64>) -> Vec<(u64, SharedFrame)> {
+        range.map(|o| (o, frame(o, 8))).collect()
+    }
+
+    /// The events as text: `m4` for the message of offset 4, `gap`.
+    fn told(events: &[Event]) -> Vec<String> {
+        events
+            .iter()
+            .map(|e| match e {
+                Event::Message(o, f) => {
+                    assert_eq!(&f.plain().payload()[..8], &o.to_be_bytes(), "its own frame");
+                    format!("m{o}")
+                }
+                Event::Gap => "gap".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_mirror_holds_arrivals_until_primed_then_keeps_what_redis_has_and_sends_what_follows() {
+        let t = Instant::now();
+        let mut m = mirror();
+        let mut out = Vec::new();
+        assert!(!m.is_primed() && !m.has_position());
+        assert!(m.append(arrival(3, "E"), t, &mut out), "needs priming");
+        assert!(m.append(arrival(4, "E"), t, &mut out));
+        assert!(out.is_empty(), "nothing goes out before the priming");
+        // Redis had 1..=3 when the priming read it: kept, not sent (nobody had a position)
+        assert!(!m.prime("E", 3, entries(1..=3), t, &mut out));
+        assert_eq!(told(&out), ["m4"], "the held 3 was a duplicate; 4 follows");
+        assert!(m.is_primed() && m.has_position());
+        assert_eq!((m.last_offset(), &**m.epoch()), (4, "E"));
+        assert_eq!(offsets(&m.since(0, "E", t).unwrap()), [1, 2, 3, 4]);
+
+        out.clear();
+        assert!(!m.append(arrival(5, "E"), t, &mut out));
+        assert!(!m.append(arrival(5, "E"), t, &mut out), "a duplicate");
+        assert!(!m.append(arrival(2, "E"), t, &mut out), "an old one");
+        assert_eq!(told(&out), ["m5"]);
+    }
+
+    #[test]
+    fn a_jump_is_held_and_filled_by_the_next_priming_in_order() {
+        let t = Instant::now();
+        let mut m = mirror();
+        let mut out = Vec::new();
+        m.prime("E", 2, entries(1..=2), t, &mut out);
+        assert!(
+            m.append(arrival(5, "E"), t, &mut out),
+            "3 and 4 are missing"
+        );
+        assert!(!m.is_primed());
+        assert!(
+            m.append(arrival(6, "E"), t, &mut out),
+            "held behind the hole"
+        );
+        assert!(out.is_empty());
+        assert_eq!(
+            m.last_offset(),
+            2,
+            "recoveries still end where the mirror is whole"
+        );
+        // the priming reads what follows 2: 3..=5 (6 was published after the read)
+        assert!(!m.prime("E", 5, entries(3..=5), t, &mut out));
+        assert_eq!(told(&out), ["m3", "m4", "m5", "m6"]);
+        assert_eq!(offsets(&m.since(2, "E", t).unwrap()), [3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn a_hole_redis_no_longer_keeps_is_a_gap_never_a_silent_one() {
+        let t = Instant::now();
+        let mut m = mirror();
+        let mut out = Vec::new();
+        m.prime("E", 2, entries(1..=2), t, &mut out);
+        m.unprime(); // the link to Redis was replaced
+        assert!(m.append(arrival(40, "E"), t, &mut out));
+        // Redis keeps 30..=40 only
+        assert!(!m.prime("E", 40, entries(30..=40), t, &mut out));
+        assert_eq!(
+            told(&out),
+            ["gap"],
+            "3..=29 are lost: told, and 30..=40 not sent as if whole"
+        );
+        assert_eq!(m.last_offset(), 40);
+        assert_eq!(m.since(2, "E", t).err(), Some(Refusal::TooOld));
+        assert_eq!(
+            offsets(&m.since(29, "E", t).unwrap()),
+            (30..=40).collect::<Vec<_>>()
+        );
+
+        // every message expired in Redis: nothing to fill with
+        out.clear();
+        m.unprime();
+        assert!(!m.prime("E", 50, Vec::new(), t, &mut out));
+        assert_eq!(told(&out), ["gap"]);
+        assert_eq!((m.last_offset(), m.len()), (50, 0));
+        assert_eq!(m.since(49, "E", t).err(), Some(Refusal::TooOld));
+        assert_eq!(m.since(50, "E", t).map(|v| v.len()), Ok(0));
+    }
+
+    #[test]
+    fn a_new_epoch_is_a_gap_and_starts_the_mirror_over() {
+        let t = Instant::now();
+        let mut m = mirror();
+        let mut out = Vec::new();
+        m.prime("E", 7, entries(1..=7), t, &mut out);
+        // Redis restarted without its data: offsets start again in a new epoch
+        assert!(!m.append(arrival(1, "F"), t, &mut out));
+        assert_eq!(told(&out), ["gap", "m1"]);
+        assert_eq!((m.last_offset(), &**m.epoch(), m.len()), (1, "F", 1));
+        assert_eq!(m.since(7, "E", t).err(), Some(Refusal::Epoch));
+
+        // found by the priming
+        out.clear();
+        m.unprime();
+        assert!(!m.prime("G", 0, Vec::new(), t, &mut out));
+        assert_eq!(told(&out), ["gap"]);
+        assert_eq!((m.last_offset(), &**m.epoch(), m.len()), (0, "G", 0));
+
+        // a mirror with no position yet tells nobody
+        let mut fresh = mirror();
+        out.clear();
+        fresh.prime("H", 3, entries(1..=3), t, &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_primed_mirror_with_nothing_new_sends_nothing_and_held_arrivals_are_bounded() {
+        let t = Instant::now();
+        let mut m = mirror();
+        let mut out = Vec::new();
+        m.prime("E", 3, entries(1..=3), t, &mut out);
+        m.unprime();
+        assert!(
+            !m.prime("E", 3, entries(1..=3), t, &mut out),
+            "read from 0 again"
+        );
+        assert!(out.is_empty());
+        assert_eq!(m.len(), 3);
+
+        m.unprime();
+        for o in 4..4 + MAX_HELD as u64 + 10 {
+            m.append(arrival(o, "E"), t, &mut out);
+        }
+        let held = m.mirror.as_ref().unwrap().held.len();
+        assert!(held <= MAX_HELD, "{held}");
+        // the priming fills what was let go
+        let last = 3 + MAX_HELD as u64 + 10;
+        assert!(!m.prime("E", last, entries(4..=last), t, &mut out));
+        assert_eq!(out.len(), MAX_HELD + 10);
+        assert!(matches!(out.last(), Some(Event::Message(o, _)) if *o == last));
+    }
+
+    #[test]
+    fn a_local_stream_is_always_primed_and_takes_no_arrivals() {
+        let t = Instant::now();
+        let mut s = stream(10, Duration::from_secs(60), 1 << 20);
+        let mut out = Vec::new();
+        assert!(s.is_primed() && !s.is_mirror());
+        assert!(!s.append(arrival(1, "E"), t, &mut out));
+        assert!(!s.prime("E", 1, entries(1..=1), t, &mut out));
+        assert!(out.is_empty() && s.is_empty());
     }
 }
