@@ -109,6 +109,9 @@ pub enum Error {
     Forbidden(&'static str),
     /// More topics than the limit (carried here) in one request, e.g. `GET /ws?subscribe=...`.
     TooManyTopics(usize),
+    /// What was asked needs something out of reach now (a topic's history kept in Redis while
+    /// the link to Redis is down); the reason says what. Try again later.
+    Unavailable(&'static str),
 }
 
 impl Error {
@@ -201,6 +204,7 @@ impl Error {
             RateLimited => "rate_limited",
             Forbidden(_) => "forbidden",
             TooManyTopics(_) => "too_many_topics",
+            Unavailable(_) => "unavailable",
         }
     }
 }
@@ -256,6 +260,7 @@ impl fmt::Display for Error {
             RateLimited => f.write_str("publishing faster than the allowed rate"),
             Forbidden(what) => write!(f, "not allowed to {what} this topic"),
             TooManyTopics(max) => write!(f, "too many topics (at most {max})"),
+            Unavailable(why) => write!(f, "unavailable: {why}"),
         }
     }
 }
@@ -313,6 +318,7 @@ mod tests {
             Error::RateLimited,
             Error::Forbidden("publish to"),
             Error::TooManyTopics(100),
+            Error::Unavailable("redis unreachable"),
         ];
         let mut codes = std::collections::HashSet::new();
         for e in &all {

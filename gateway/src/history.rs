@@ -339,6 +339,16 @@ impl Stream {
                 .is_some_and(|t| now.saturating_duration_since(t) <= self.ttl)
     }
 
+    /// The most messages kept.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// How long a message is kept.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     /// The epoch.
     pub fn epoch(&self) -> &Arc<str> {
         &self.epoch

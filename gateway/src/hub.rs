@@ -18,7 +18,7 @@
 //! Redis): the hub tells it of each publish and of each topic whose subscribers on this node
 //! went from none to some or back, and never knows what is behind it.
 
-use crate::history::{Budget, Refusal, Stream, new_epoch};
+use crate::history::{Arrival, Budget, Event, Refusal, Stream, new_epoch};
 use crossbeam_queue::SegQueue;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -26,7 +26,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use wsgate_core::deflate::{Compression, SharedFrame};
-use wsgate_core::frame::OutFrame;
+use wsgate_core::frame::{OpCode, OutFrame};
+use wsgate_core::message;
 
 /// One topic, shared by every worker that subscribes to it or publishes to it.
 #[derive(Debug)]
@@ -59,6 +60,38 @@ impl Topic {
     /// Whether the topic keeps a history (its messages have offsets).
     pub fn has_history(&self) -> bool {
         self.history.is_some()
+    }
+
+    /// Whether the topic's history mirrors a stream in Redis (its offsets are Redis').
+    pub fn is_mirrored(&self) -> bool {
+        self.history.as_ref().is_some_and(|h| h.lock().is_mirror())
+    }
+
+    /// Whether the topic's history follows its source: a node's own always; a mirror once
+    /// primed from Redis and while nothing is missing.
+    pub fn history_primed(&self) -> bool {
+        self.history.as_ref().is_some_and(|h| h.lock().is_primed())
+    }
+
+    /// Whether the topic's history has a position to give subscribers (a mirror has none
+    /// until it was first primed).
+    pub fn history_has_position(&self) -> bool {
+        self.history
+            .as_ref()
+            .is_some_and(|h| h.lock().has_position())
+    }
+
+    /// The size and ttl of the topic's history.
+    pub fn history_limits(&self) -> Option<(usize, Duration)> {
+        let stream = self.history.as_ref()?.lock();
+        Some((stream.size(), stream.ttl()))
+    }
+
+    /// The last offset of the topic's history and its epoch (empty for a mirror never
+    /// primed).
+    pub fn history_position(&self) -> Option<(u64, Arc<str>)> {
+        let stream = self.history.as_ref()?.lock();
+        Some((stream.last_offset(), stream.epoch().clone()))
     }
 
     /// The last offset and the epoch of a topic with history.
@@ -167,6 +200,18 @@ pub trait Uplink: Send + Sync {
     /// subscribers on this node may have missed what other nodes published meanwhile).
     fn outages(&self) -> u64 {
         0
+    }
+    /// A publish to a topic with history, for the other nodes to number: the uplink gives it
+    /// its offset and brings it back to every node with subscribers, this one too. False when
+    /// it cannot be numbered now (the link is down or behind); nobody gets it.
+    fn publish_sequenced(&self, topic: &Topic, frame: &OutFrame) -> bool {
+        let _ = (topic, frame);
+        false
+    }
+    /// The mirror of `topic`'s history needs priming from the other nodes' stream (an offset
+    /// jumped).
+    fn resync(&self, topic: Arc<Topic>) {
+        let _ = topic;
     }
 }
 
@@ -342,7 +387,11 @@ impl Hub {
         let name: Arc<str> = Arc::from(name);
         let history = self.history.as_ref().and_then(|(rules, budget)| {
             let (size, ttl) = rules.history_for(&name)?;
-            Some(Stream::new(new_epoch(), size, ttl, budget.clone()))
+            Some(match self.uplink {
+                // in a cluster, Redis numbers the topic's messages: the node mirrors them
+                Some(_) => Stream::mirror(size, ttl, budget.clone()),
+                None => Stream::new(new_epoch(), size, ttl, budget.clone()),
+            })
         });
         let topic = Arc::new(Topic::new(name.clone(), self.inboxes.len(), history));
         registry.insert(name, topic.clone());
@@ -452,6 +501,122 @@ impl Hub {
             uplink.publish(topic, frame.plain());
         }
         Some((frame, offset))
+    }
+
+    /// The frames of a message of offset `offset` on a topic with history: a text delivery
+    /// with `"offset"` in it, or a binary one as it is and, for clients of the `wsgate.v2`
+    /// subprotocol, with its offset in front.
+    pub fn numbered(&self, frame: OutFrame, offset: u64) -> (SharedFrame, Option<SharedFrame>) {
+        match frame.opcode() {
+            OpCode::Text => {
+                let numbered = message::text_delivery_with_offset(frame.payload(), offset);
+                (self.share(numbered.unwrap_or(frame)), None)
+            }
+            _ => {
+                let v2 = self.share(message::binary_delivery_at(frame.payload(), offset));
+                (self.share(frame), Some(v2))
+            }
+        }
+    }
+
+    /// Whether `topic`'s messages are numbered by the other nodes' stream (a topic with
+    /// history, in a cluster): publish them with
+    /// [`publish_sequenced`](Self::publish_sequenced).
+    pub fn is_sequenced(&self, topic: &Topic) -> bool {
+        self.uplink.is_some() && topic.is_mirrored()
+    }
+
+    /// Hands a publish to a topic with history in a cluster to the uplink, which numbers it
+    /// and brings it back (see [`Uplink::publish_sequenced`]). False: it could not be
+    /// numbered now, and nobody gets it.
+    pub fn publish_sequenced(&self, topic: &Topic, frame: &OutFrame) -> bool {
+        self.uplink
+            .as_ref()
+            .is_some_and(|u| u.publish_sequenced(topic, frame))
+    }
+
+    /// A numbered message from the other nodes' stream, for the mirror of `topic`: what
+    /// follows what the mirror has goes to every worker with subscribers, in order; a
+    /// duplicate is dropped; a jump is held and the mirror primed again.
+    pub fn receive_sequenced(&self, topic: &Arc<Topic>, offset: u64, epoch: &str, frame: OutFrame) {
+        let Some(history) = topic.history.as_ref() else {
+            return;
+        };
+        let now = Instant::now();
+        let mut events = Vec::new();
+        let mut stream = history.lock();
+        let epoch = if **stream.epoch() == *epoch {
+            stream.epoch().clone()
+        } else {
+            Arc::from(epoch)
+        };
+        let (frame, _) = self.numbered(frame, offset);
+        let arrival = Arrival {
+            offset,
+            epoch,
+            frame,
+        };
+        // a jump in a primed mirror asks for a priming; an unprimed one has one coming
+        let was_primed = stream.is_primed();
+        let resync = stream.append(arrival, now, &mut events) && was_primed;
+        self.send_events(topic, events);
+        drop(stream);
+        if resync && let Some(uplink) = &self.uplink {
+            uplink.resync(topic.clone());
+        }
+    }
+
+    /// Primes the mirror of `topic` with what the other nodes' stream has (`epoch`, its
+    /// `last` offset, the messages after the mirror's last one as `(offset, frame without its
+    /// offset)`): what the subscribers missed goes to them in order, or a gap notice. Returns
+    /// false when the mirror needs another priming (an offset jumped among the messages
+    /// that arrived meanwhile).
+    pub fn prime(
+        &self,
+        topic: &Arc<Topic>,
+        epoch: &str,
+        last: u64,
+        messages: Vec<(u64, OutFrame)>,
+    ) -> bool {
+        let Some(history) = topic.history.as_ref() else {
+            return true;
+        };
+        let entries = messages
+            .into_iter()
+            .map(|(o, f)| (o, self.numbered(f, o).0))
+            .collect();
+        let mut events = Vec::new();
+        let mut stream = history.lock();
+        let again = stream.prime(epoch, last, entries, Instant::now(), &mut events);
+        self.send_events(topic, events);
+        !again
+    }
+
+    /// The mirror of `topic` stops following the other nodes' stream (this node stopped
+    /// listening, or its link was replaced) until primed again.
+    pub fn unprime(&self, topic: &Topic) {
+        if let Some(history) = &topic.history {
+            history.lock().unprime();
+        }
+    }
+
+    /// Pushes what a mirror says its subscribers get to every worker with subscribers, in
+    /// order. A gap notice is a delivery of offset 0 on a topic with history.
+    fn send_events(&self, topic: &Arc<Topic>, events: Vec<Event>) {
+        for event in events {
+            match event {
+                Event::Message(offset, frame) => {
+                    let v2 = (frame.plain().opcode() == OpCode::Binary).then(|| {
+                        self.share(message::binary_delivery_at(frame.plain().payload(), offset))
+                    });
+                    self.push_to_workers(usize::MAX, topic, &frame, offset, v2.as_ref());
+                }
+                Event::Gap => {
+                    let gap = self.share(message::gap_frame(topic.name()));
+                    self.push_to_workers(usize::MAX, topic, &gap, 0, None);
+                }
+            }
+        }
     }
 
     /// Sends `frame` to every worker other than `from` that has subscribers of `topic`.

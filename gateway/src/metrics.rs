@@ -180,6 +180,9 @@ labels! {
         BadProxyHeader => "bad_proxy_header",
         /// A `POST /publish` while the inboxes it publishes to are full (503).
         InboxFull => "inbox_full",
+        /// A `POST /publish` to a topic whose history Redis keeps, while Redis is out of reach
+        /// (503).
+        Unavailable => "unavailable",
     }
 }
 
@@ -231,6 +234,7 @@ impl Failure {
             | E::InvalidRecover(_)
             | E::RateLimited
             | E::TooManyTopics(_) => Failure::BadRequest,
+            E::Unavailable(_) => Failure::Unavailable,
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use super::receiver::Receiver;
 use super::resp::{self, Addr, Resp, write_bulk};
-use super::{Cluster, ENVELOPE_ROOM, MAX_BACKOFF, MIN_BACKOFF, Outgoing, envelope, slots};
+use super::{Cluster, ENVELOPE_ROOM, MAX_BACKOFF, MIN_BACKOFF, Outgoing, envelope, scripts, slots};
 use crate::hub::{Hub, Topic};
 use redis::Value;
 use std::collections::HashMap;
@@ -76,6 +76,9 @@ struct Shard {
     batch: Vec<u8>,
     /// Publishes sent and not yet answered, in order.
     unanswered: Vec<Outgoing>,
+    /// The SHA1 digests of [`scripts::PUBLISH`] and [`scripts::PRIME`], loaded on this server.
+    publish_sha: String,
+    prime_sha: String,
 }
 
 /// The connections to Redis: one shard, or one per master of a Redis Cluster.
@@ -165,6 +168,7 @@ impl Bridge {
             let result = self
                 .subscribe_changes(changed)
                 .and_then(|()| self.check_unsubscribed())
+                .and_then(|()| self.prime_waiting())
                 .and_then(|()| self.publish_batch());
             let state = self
                 .link
@@ -184,7 +188,10 @@ impl Bridge {
                     {
                         self.backoff = MIN_BACKOFF;
                     }
-                    if self.cluster.outgoing.is_empty() && self.cluster.interest.is_empty() {
+                    if self.cluster.outgoing.is_empty()
+                        && self.cluster.interest.is_empty()
+                        && self.cluster.to_prime.is_empty()
+                    {
                         std::thread::park_timeout(Duration::from_secs(1));
                     }
                 }
@@ -229,6 +236,8 @@ impl Bridge {
                 }
                 (false, true) => {
                     topic.set_remote_ready(false);
+                    // nothing reaches the mirror now: it is primed again when listened to
+                    self.hub().unprime(&topic);
                     if let Some(held) = self.wanted.remove(&name) {
                         self.hub().release(held);
                     }
@@ -309,12 +318,17 @@ impl Bridge {
             std::thread::Builder::new()
                 .name("wsgate-redis-rx".into())
                 .spawn(move || receiver.run())?;
+            let mut publisher = publisher;
+            let publish_sha = load_script(&mut publisher, scripts::PUBLISH)?;
+            let prime_sha = load_script(&mut publisher, scripts::PRIME)?;
             link.shards.push(Shard {
                 addr: master,
                 publisher,
                 subscriber: writer,
                 batch: Vec::new(),
                 unanswered: Vec::new(),
+                publish_sha,
+                prime_sha,
             });
         }
         let mut hard_limit = usize::MAX;
@@ -329,6 +343,8 @@ impl Bridge {
         }
         for topic in self.wanted.values() {
             topic.set_remote_ready(false);
+            // what was published while the link was down comes with the next priming
+            self.hub.unprime(topic);
         }
         let all: Vec<Arc<str>> = self.wanted.keys().cloned().collect();
         self.send_subscriptions(&mut link, &all, true)?;
@@ -480,6 +496,87 @@ impl Bridge {
         Ok(())
     }
 
+    /// Primes the mirrors of the topics whose subscription Redis confirmed (or whose offsets
+    /// jumped) from their streams in Redis, then lets the subscribes that waited for them be
+    /// answered.
+    fn prime_waiting(&mut self) -> Result<(), LinkError> {
+        let mut waiting = Vec::new();
+        while let Some(topic) = self.cluster.to_prime.pop() {
+            waiting.push(topic);
+        }
+        let mut waiting = waiting.into_iter();
+        while let Some(topic) = waiting.next() {
+            let result = self.prime(&topic);
+            if result.is_err() {
+                // the link failed: they are primed after the next connection's subscribes
+                for rest in std::iter::once(topic).chain(waiting) {
+                    self.hub.release(rest);
+                }
+                return result;
+            }
+            self.hub.release(topic);
+        }
+        Ok(())
+    }
+
+    fn prime(&mut self, topic: &Arc<Topic>) -> Result<(), LinkError> {
+        if !self.wanted.contains_key(topic.name()) {
+            return Ok(()); // no longer listened to: primed when it is again
+        }
+        let Some(link) = self.link.as_mut() else {
+            return Ok(());
+        };
+        let channel = self.cluster.channel(topic.name());
+        let Some((meta, stream)) = scripts::keys(&channel) else {
+            unkeyed(topic.name());
+            self.hub.confirm_remote(topic);
+            return Ok(());
+        };
+        let (Some((last, epoch)), Some((_, ttl))) =
+            (topic.history_position(), topic.history_limits())
+        else {
+            return Ok(());
+        };
+        let i = link.shard_of(channel.as_bytes());
+        let shard = &mut link.shards[i];
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&shard.prime_sha)
+            .arg(2)
+            .arg(meta)
+            .arg(stream)
+            .arg(last)
+            .arg(&*epoch)
+            .arg(ttl.as_millis().max(1) as u64);
+        let reply = shard.publisher.call(&cmd)?;
+        match reply {
+            Value::ServerError(e) if matches!(e.code(), "MOVED" | "ASK") => {
+                self.cluster.prime_later(topic.clone());
+                return Err(LinkError::Moved(format!("priming {:?}", &**topic.name())));
+            }
+            Value::ServerError(e) => {
+                tracing::warn!(
+                    "redis refused to read the history of {:?}: {e:?}",
+                    &**topic.name()
+                );
+            }
+            reply => match scripts::primed(reply) {
+                Some(p) => {
+                    if !self.hub.prime(topic, &p.epoch, p.last, p.messages) {
+                        self.cluster.prime_later(topic.clone());
+                    }
+                }
+                None => tracing::warn!(
+                    "redis' history of {:?} is not wsgate's: left unread",
+                    &**topic.name()
+                ),
+            },
+        }
+        // the subscribes that waited for the mirror are answered (from it when primed; a
+        // mirror that could not be is refused by them as unavailable)
+        self.hub.confirm_remote(topic);
+        Ok(())
+    }
+
     /// Sends up to [`BATCH`] waiting publishes (redirected ones first), pipelined to each
     /// one's shard, and reads the replies. Returns how many went.
     fn publish_batch(&mut self) -> Result<usize, LinkError> {
@@ -510,9 +607,50 @@ impl Bridge {
                 let channel = self.cluster.channel(&o.topic);
                 let i = link.shard_of(channel.as_bytes());
                 let shard = &mut link.shards[i];
-                let head = envelope::head(&self.cluster.node, &o.frame);
                 let payload = o.frame.payload();
                 let b = &mut shard.batch;
+                if let Some((size, ttl)) = o.history {
+                    let Some((meta, stream)) = scripts::keys(&channel) else {
+                        unkeyed(&o.topic);
+                        self.cluster
+                            .stats
+                            .dropped_history
+                            .fetch_add(1, Ordering::Relaxed);
+                        shard.unanswered.push(o);
+                        // answered by nobody: a placeholder the reply loop skips
+                        shard.batch.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
+                        continue;
+                    };
+                    let head = envelope::sequenced_head(&self.cluster.node, &o.frame);
+                    b.extend_from_slice(b"*11\r\n");
+                    write_bulk(b, b"EVALSHA");
+                    write_bulk(b, shard.publish_sha.as_bytes());
+                    write_bulk(b, b"2");
+                    write_bulk(b, meta.as_bytes());
+                    write_bulk(b, stream.as_bytes());
+                    write_bulk(b, &head);
+                    b.extend_from_slice(format!("${}\r\n", payload.len()).as_bytes());
+                    let tail = [
+                        size.to_string(),
+                        ttl.as_millis().max(1).to_string(),
+                        channel.clone(),
+                        String::from(if self.cluster.sharded { "1" } else { "0" }),
+                    ];
+                    if payload.len() < COPY_LIMIT {
+                        b.extend_from_slice(payload);
+                    } else {
+                        shard.publisher.stream.write_all(b)?;
+                        b.clear();
+                        shard.publisher.stream.write_all(payload)?;
+                    }
+                    b.extend_from_slice(b"\r\n");
+                    for arg in &tail {
+                        write_bulk(b, arg.as_bytes());
+                    }
+                    shard.unanswered.push(o);
+                    continue;
+                }
+                let head = envelope::head(&self.cluster.node, &o.frame);
                 b.extend_from_slice(b"*3\r\n");
                 write_bulk(b, verb);
                 write_bulk(b, channel.as_bytes());
@@ -545,6 +683,17 @@ impl Bridge {
                     match shard.publisher.read()? {
                         Value::ServerError(e) if matches!(e.code(), "MOVED" | "ASK") => {
                             redirected.push(o)
+                        }
+                        // a script that failed for its topic (and no other): counted, logged
+                        Value::ServerError(e) if o.history.is_some() => {
+                            self.cluster
+                                .stats
+                                .dropped_history
+                                .fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(
+                                "redis did not keep a message of topic {:?}: {e:?}",
+                                &*o.topic
+                            );
                         }
                         Value::ServerError(e) => refused = Some(e),
                         _ => {}
@@ -588,5 +737,28 @@ impl Bridge {
                 Err(LinkError::Io(e))
             }
         }
+    }
+}
+
+/// Loads a script on a server; returns its digest.
+fn load_script(conn: &mut Resp, script: &str) -> io::Result<String> {
+    match conn.call(redis::cmd("SCRIPT").arg("LOAD").arg(script))? {
+        Value::BulkString(sha) => String::from_utf8(sha).map_err(io::Error::other),
+        Value::SimpleString(sha) => Ok(sha),
+        other => Err(io::Error::other(format!(
+            "redis did not load wsgate's history script: {other:?}"
+        ))),
+    }
+}
+
+/// Logs (once) a topic whose history cannot be kept in a Redis Cluster: its name has a `}` and
+/// no hash tag, so no key can be named in its channel's slot.
+fn unkeyed(topic: &str) {
+    static LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !LOGGED.swap(true, Ordering::Relaxed) {
+        tracing::error!(
+            "the history of topic {topic:?} cannot be kept in redis: a name with '}}' needs a \
+             hash tag ({{tag}}) in a redis cluster; its publishes are dropped"
+        );
     }
 }

@@ -73,8 +73,6 @@ pub(crate) fn open(bytes: &Bytes) -> Option<Opened<'_>> {
 /// A sequenced envelope read back.
 #[derive(Debug)]
 pub(crate) struct Sequenced<'a> {
-    /// The publishing node's id.
-    pub(crate) node: &'a [u8],
     /// The offset Redis gave the message.
     pub(crate) offset: u64,
     /// The epoch of the topic's stream in Redis.
@@ -88,7 +86,6 @@ pub(crate) struct Sequenced<'a> {
 pub(crate) fn open_sequenced(bytes: &Bytes) -> Option<Sequenced<'_>> {
     let rest = bytes.strip_prefix(&SEQUENCED[..])?;
     let (&len, rest) = rest.split_first()?;
-    let node = rest.get(..len as usize)?;
     let (&kind, rest) = rest.get(len as usize..)?.split_first()?;
     let colon = rest.iter().position(|&b| b == b':')?;
     let digits = std::str::from_utf8(&rest[..colon]).ok()?;
@@ -112,7 +109,6 @@ pub(crate) fn open_sequenced(bytes: &Bytes) -> Option<Sequenced<'_>> {
         _ => return None,
     };
     Some(Sequenced {
-        node,
         offset,
         epoch,
         frame: OutFrame::new(opcode, payload),
@@ -139,7 +135,7 @@ mod tests {
         let head = sequenced_head(b"node-a", &text);
         let wire = completed(&head, "42", "e1f", text.payload());
         let s = open_sequenced(&wire).expect("opens");
-        assert_eq!((s.node, s.offset, s.epoch), (&b"node-a"[..], 42, "e1f"));
+        assert_eq!((s.offset, s.epoch), (42, "e1f"));
         assert_eq!(s.frame.payload(), text.payload());
         assert_eq!(s.frame.opcode(), OpCode::Text);
         assert!(std::ptr::eq(

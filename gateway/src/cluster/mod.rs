@@ -27,6 +27,7 @@ mod bridge;
 pub(crate) mod envelope;
 mod receiver;
 mod resp;
+mod scripts;
 pub(crate) mod slots;
 
 use crate::hub::{Hub, Topic, Uplink};
@@ -67,6 +68,9 @@ pub(crate) struct ClusterStats {
     /// Publishes that did not go to other nodes because they are larger than Redis lets a
     /// subscriber's output buffer grow ([`Cluster::max_message`]).
     pub(crate) dropped_too_large: AtomicU64,
+    /// Publishes to a topic with history that Redis did not number (its script failed, or the
+    /// topic's keys cannot be named in a cluster): nobody got them.
+    pub(crate) dropped_history: AtomicU64,
     /// Successful connections to Redis after the first.
     pub(crate) reconnects: AtomicU64,
     /// Messages from Redis that were not a well-formed wsgate envelope.
@@ -80,6 +84,9 @@ struct Outgoing {
     topic: Arc<str>,
     frame: OutFrame,
     size: usize,
+    /// For a topic with history: its size and ttl. Redis numbers the message, keeps it and
+    /// publishes it ([`scripts::PUBLISH`]).
+    history: Option<(usize, Duration)>,
 }
 
 /// The workers' side of the bridge: queues to it, and its counters.
@@ -91,6 +98,8 @@ pub(crate) struct Cluster {
     outgoing: SegQueue<Outgoing>,
     pending_bytes: AtomicUsize,
     interest: SegQueue<Arc<Topic>>,
+    /// Topics with history whose mirror waits to be primed from Redis' stream.
+    to_prime: SegQueue<Arc<Topic>>,
     /// Shard channels Redis said this node is no longer subscribed to, for the bridge to tell
     /// its own unsubscribes from a slot that moved.
     unsubscribed: SegQueue<Vec<u8>>,
@@ -126,6 +135,7 @@ impl Cluster {
             outgoing: SegQueue::new(),
             pending_bytes: AtomicUsize::new(0),
             interest: SegQueue::new(),
+            to_prime: SegQueue::new(),
             unsubscribed: SegQueue::new(),
             bridge: OnceLock::new(),
             max_message: AtomicUsize::new(DEFAULT_PUBSUB_HARD_LIMIT - ENVELOPE_ROOM),
@@ -158,11 +168,22 @@ impl Cluster {
     /// Hands a publish made on this node to the bridge, which sends it to Redis. While Redis is
     /// unreachable, or past `--redis-max-pending`, the publish stays local and is counted.
     pub(crate) fn publish(&self, topic: &Topic, frame: &OutFrame) {
+        self.enqueue(topic, frame, None);
+    }
+
+    /// Hands a publish to a topic with history to the bridge, which has Redis number, keep
+    /// and publish it. False when it cannot go now (counted as for [`publish`](Self::publish)).
+    pub(crate) fn publish_sequenced(&self, topic: &Topic, frame: &OutFrame) -> bool {
+        let limits = topic.history_limits();
+        limits.is_some() && self.enqueue(topic, frame, limits)
+    }
+
+    fn enqueue(&self, topic: &Topic, frame: &OutFrame, history: Option<(usize, Duration)>) -> bool {
         if !self.up() {
             self.stats
                 .dropped_redis_down
                 .fetch_add(1, Ordering::Relaxed);
-            return;
+            return false;
         }
         let max = self.max_message();
         if frame.payload().len() > max {
@@ -176,7 +197,7 @@ impl Cluster {
                     max + ENVELOPE_ROOM
                 );
             }
-            return;
+            return false;
         }
         let size = frame.payload().len() + topic.name().len() + 64;
         if self.pending_bytes.fetch_add(size, Ordering::AcqRel) + size > self.max_pending {
@@ -184,13 +205,21 @@ impl Cluster {
             self.stats
                 .dropped_queue_full
                 .fetch_add(1, Ordering::Relaxed);
-            return;
+            return false;
         }
         self.outgoing.push(Outgoing {
             topic: topic.name().clone(),
             frame: frame.clone(),
             size,
+            history,
         });
+        self.wake();
+        true
+    }
+
+    /// Asks the bridge to prime the mirror of `topic`'s history from Redis.
+    pub(crate) fn prime_later(&self, topic: Arc<Topic>) {
+        self.to_prime.push(topic);
         self.wake();
     }
 
@@ -237,6 +266,14 @@ impl Uplink for Cluster {
 
     fn outages(&self) -> u64 {
         self.stats.reconnects.load(Ordering::Acquire)
+    }
+
+    fn publish_sequenced(&self, topic: &Topic, frame: &OutFrame) -> bool {
+        Cluster::publish_sequenced(self, topic, frame)
+    }
+
+    fn resync(&self, topic: Arc<Topic>) {
+        self.prime_later(topic);
     }
 }
 
@@ -285,6 +322,7 @@ impl Cluster {
             ("redis_down", &s.dropped_redis_down),
             ("queue_full", &s.dropped_queue_full),
             ("too_large", &s.dropped_too_large),
+            ("history_refused", &s.dropped_history),
         ] {
             out.sample(name, Some(("reason", reason)), get(counter));
         }

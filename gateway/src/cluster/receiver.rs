@@ -113,8 +113,13 @@ impl Receiver {
         };
         let hub = &self.hub;
         if let Some(topic) = hub.find(name) {
-            hub.confirm_remote(&topic);
-            hub.release(topic);
+            if topic.is_mirrored() {
+                // its mirror is primed first (the bridge confirms it then)
+                self.cluster.prime_later(topic);
+            } else {
+                hub.confirm_remote(&topic);
+                hub.release(topic);
+            }
         }
     }
 
@@ -134,6 +139,15 @@ impl Receiver {
         let topic = channel
             .strip_prefix(self.cluster.prefix.as_bytes())
             .and_then(|t| std::str::from_utf8(t).ok());
+        if payload.starts_with(envelope::SEQUENCED) {
+            match (topic, envelope::open_sequenced(&payload)) {
+                (Some(topic), Some(s)) => self.deliver_sequenced(topic, s),
+                _ => {
+                    stats.bad_messages.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            return;
+        }
         let (Some(topic), Some(opened)) = (topic, envelope::open(&payload)) else {
             stats.bad_messages.fetch_add(1, Ordering::Relaxed);
             return;
@@ -144,17 +158,41 @@ impl Receiver {
         }
         let hub = &self.hub;
         let topic = hub.topic(topic);
-        if hub.is_congested(usize::MAX, &topic) {
-            // a worker's inbox is full: stop reading Redis (it holds what comes meanwhile)
-            // until there is room, rather than drop or queue without bound
-            stats.receive_waits.fetch_add(1, Ordering::Relaxed);
-            while hub.is_congested(usize::MAX, &topic) && !self.cluster.is_stopping() {
-                std::thread::park_timeout(Duration::from_millis(1));
-            }
-        }
+        self.wait_for_room(&topic);
         // counted before the workers have it, so that whoever sees the message sees it counted
         stats.received.fetch_add(1, Ordering::Relaxed);
         hub.publish_remote(usize::MAX, &topic, &hub.share(opened.frame));
         hub.release(topic);
+    }
+
+    /// A message of a topic with history, numbered by Redis: this node's own too (it reached
+    /// nobody before), into the topic's mirror, which sends it on in offset order.
+    fn deliver_sequenced(&self, topic: &str, s: envelope::Sequenced<'_>) {
+        let stats = &self.cluster.stats;
+        let hub = &self.hub;
+        let topic = hub.topic(topic);
+        self.wait_for_room(&topic);
+        stats.received.fetch_add(1, Ordering::Relaxed);
+        if topic.is_mirrored() {
+            hub.receive_sequenced(&topic, s.offset, s.epoch, s.frame);
+        } else {
+            // this node keeps no history of the topic (its rules differ): a plain delivery
+            hub.publish_remote(usize::MAX, &topic, &hub.share(s.frame));
+        }
+        hub.release(topic);
+    }
+
+    /// Waits while a worker's inbox that `topic` goes to is full.
+    fn wait_for_room(&self, topic: &std::sync::Arc<crate::hub::Topic>) {
+        let stats = &self.cluster.stats;
+        let hub = &self.hub;
+        if hub.is_congested(usize::MAX, topic) {
+            // a worker's inbox is full: stop reading Redis (it holds what comes meanwhile)
+            // until there is room, rather than drop or queue without bound
+            stats.receive_waits.fetch_add(1, Ordering::Relaxed);
+            while hub.is_congested(usize::MAX, topic) && !self.cluster.is_stopping() {
+                std::thread::park_timeout(Duration::from_millis(1));
+            }
+        }
     }
 }

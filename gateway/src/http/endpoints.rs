@@ -134,6 +134,15 @@ pub(crate) fn congested(keep_alive: bool) -> Answer {
     }
 }
 
+/// The answer to a publish that cannot be made now (`why`): try again in a second.
+pub(crate) fn unavailable(why: &str, keep_alive: bool) -> Answer {
+    Answer {
+        response: text(503, why, keep_alive, &[("Retry-After", "1")]),
+        keep_alive,
+        refused: Some(Failure::Unavailable),
+    }
+}
+
 /// The answer to a publish that reached `delivered` subscribers on this node.
 pub(crate) fn published(delivered: usize, keep_alive: bool) -> Answer {
     let reply = format!("{{\"delivered\":{delivered}}}");

@@ -16,7 +16,7 @@ mod route;
 mod upgrade;
 
 pub(crate) use answer::{Answer, text};
-pub(crate) use endpoints::{congested, publish_body, published};
+pub(crate) use endpoints::{congested, publish_body, published, unavailable};
 
 use crate::auth::Grants;
 use crate::metrics::Failure;

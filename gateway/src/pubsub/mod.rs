@@ -167,6 +167,36 @@ impl<K: Copy + Eq + Hash> PubSub<K> {
         )
     }
 
+    /// The subscribers of `topic` whose subscribe has been answered: all but those held back
+    /// from everything ([`set_floor`](Self::set_floor) at `u64::MAX`) until it is. `None`
+    /// with no subscribers here.
+    pub(crate) fn answered(&self, topic: &str) -> Option<HashSet<K>> {
+        let local = self.topics.get(topic)?;
+        Some(
+            local
+                .subscribers
+                .iter()
+                .copied()
+                .filter(|who| local.floors.get(who) != Some(&u64::MAX))
+                .collect(),
+        )
+    }
+
+    /// Drops the floors of `topic` but those of subscribes not answered yet: after a gap
+    /// notice offsets may start again (a new epoch), and floors of the old one mean nothing.
+    pub(crate) fn clear_floors(&mut self, topic: &str) {
+        if let Some(local) = self.topics.get_mut(topic) {
+            local.floors.retain(|_, floor| *floor == u64::MAX);
+        }
+    }
+
+    /// Whether `who` is subscribed to `topic` on this worker.
+    pub(crate) fn is_subscribed(&self, who: K, topic: &str) -> bool {
+        self.topics
+            .get(topic)
+            .is_some_and(|local| local.subscribers.contains(&who))
+    }
+
     /// Unsubscribes `who` from `topic`; false when it was not subscribed.
     pub(crate) fn unsubscribe(&mut self, who: K, subs: &mut Subscriptions, topic: &str) -> bool {
         let Some(i) = subs.0.iter().position(|t| &**t == topic) else {

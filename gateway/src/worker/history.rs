@@ -1,14 +1,58 @@
 //! Topics with history, as the worker serves them: numbered publishes, what a subscribe there
 //! is answered with (the position, or a recovery), and the gap notices after an outage of the
 //! link to other nodes.
+//!
+//! In a cluster a topic's history is a mirror of its stream in Redis. A subscribe to it while
+//! the mirror is not primed (this node just started listening to the topic, its link to Redis
+//! came back) waits for the priming, held back from every message meanwhile, and is answered
+//! from the primed mirror; after [`JOIN_WAIT`] it is answered from what the mirror has if it
+//! ever had a position (the messages it lacks follow when it is primed), or refused as
+//! `unavailable`.
 
 use super::Worker;
 use crate::conn::ConnId;
 use crate::history::Refusal;
+use crate::hub::Topic;
 use crate::metrics::{Counter, MessageKind};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use wsgate_core::deflate::SharedFrame;
+use wsgate_core::error::Error;
 use wsgate_core::frame::{OpCode, OutFrame};
 use wsgate_core::message::{self, Recover, RecoverFailure};
+
+/// Longest a subscribe to a topic with history waits for its mirror to be primed from Redis.
+pub(super) const JOIN_WAIT: Duration = Duration::from_secs(2);
+/// Subscribes one worker holds at most while they wait; past it they are refused as
+/// unavailable.
+const MAX_JOINS: usize = 16_384;
+
+/// A subscribe to a topic with history that waits for the topic's mirror to be primed.
+#[derive(Debug)]
+pub(super) struct Join {
+    id: ConnId,
+    topic: Arc<str>,
+    ack: Option<i64>,
+    recover: Option<Recover<'static>>,
+    fresh: bool,
+    since: Instant,
+}
+
+/// The subscribes a worker holds until their topics' mirrors are primed, oldest first.
+#[derive(Debug, Default)]
+pub(super) struct Joins {
+    waiting: Vec<Join>,
+    /// The hub's count of confirmations when they were last looked at.
+    confirmations: u64,
+}
+
+impl Joins {
+    /// When to look again, if any waits.
+    pub(super) fn deadline(&self, now: Instant) -> Option<Instant> {
+        let oldest = self.waiting.first()?.since;
+        Some((oldest + JOIN_WAIT).min(now + Duration::from_millis(50)))
+    }
+}
 
 impl Worker {
     /// After `id` subscribed to `topic` (`fresh`: it was not subscribed before): on a topic
@@ -26,6 +70,97 @@ impl Worker {
         fresh: bool,
     ) -> Option<Option<OutFrame>> {
         let shared = self.pubsub.history_topic(topic)?.clone();
+        if self.node.hub.is_sequenced(&shared) && !shared.history_primed() {
+            if self.joins.waiting.len() >= MAX_JOINS {
+                return Some(Some(self.refuse_join(id, topic, ack, recover.is_some())));
+            }
+            if fresh || recover.is_some() {
+                // nothing until the answer, which says where it starts
+                self.pubsub.set_floor(id, topic, u64::MAX);
+            }
+            self.joins.waiting.push(Join {
+                id,
+                topic: Arc::from(topic),
+                ack,
+                recover: recover.map(Recover::into_owned),
+                fresh,
+                since: self.now,
+            });
+            return Some(None);
+        }
+        Some(self.answer_join(id, topic, &shared, ack, recover, fresh))
+    }
+
+    /// Answers the subscribes that waited for their mirror, once it is primed (or the wait is
+    /// over).
+    pub(super) fn settle_joins(&mut self) {
+        let Some(oldest) = self.joins.waiting.first().map(|j| j.since) else {
+            return;
+        };
+        let confirmations = self.node.hub.confirmations();
+        if confirmations == self.joins.confirmations && self.now < oldest + JOIN_WAIT {
+            return;
+        }
+        self.joins.confirmations = confirmations;
+        for j in std::mem::take(&mut self.joins.waiting) {
+            let Some(shared) = self
+                .pubsub
+                .is_subscribed(j.id, &j.topic)
+                .then(|| self.pubsub.history_topic(&j.topic).cloned())
+                .flatten()
+            else {
+                continue; // it left meanwhile
+            };
+            let over = self.now >= j.since + JOIN_WAIT;
+            let reply = if shared.history_primed() || (over && shared.history_has_position()) {
+                self.answer_join(j.id, &j.topic, &shared, j.ack, j.recover, j.fresh)
+            } else if over {
+                Some(self.refuse_join(j.id, &j.topic, j.ack, j.recover.is_some()))
+            } else {
+                self.joins.waiting.push(j);
+                continue;
+            };
+            if let Some(reply) = reply
+                && self.conns.get(j.id).is_some_and(|c| c.is_open_session())
+            {
+                self.send(j.id, reply);
+            }
+        }
+    }
+
+    /// Refuses a subscribe to a topic whose history cannot be read now: the subscription goes,
+    /// and the answer says why.
+    fn refuse_join(
+        &mut self,
+        id: ConnId,
+        topic: &str,
+        ack: Option<i64>,
+        recover: bool,
+    ) -> OutFrame {
+        if let Some(ws) = self.conns.get_mut(id).and_then(|c| c.ws()) {
+            self.pubsub.unsubscribe(id, &mut ws.subscriptions, topic);
+        }
+        if recover {
+            self.metrics.inc(Counter::RecoveriesFailed);
+        }
+        self.metrics.inc(Counter::MessageErrors);
+        message::error_frame(
+            ack,
+            &Error::Unavailable("the topic's history is kept in redis, out of reach now"),
+        )
+    }
+
+    /// The answer to a subscribe to a topic with history whose stream can be read: the
+    /// position, or the recovery (sent now) and the acknowledgement that goes after it.
+    fn answer_join(
+        &mut self,
+        id: ConnId,
+        topic: &str,
+        shared: &Arc<Topic>,
+        ack: Option<i64>,
+        recover: Option<Recover<'_>>,
+        fresh: bool,
+    ) -> Option<OutFrame> {
         // after the subscribe: a message past `last` reaches this worker's inbox; one up to it
         // that is still there is held back from this subscriber (it has it, or came after it)
         let (last, epoch, recovery) = match recover {
@@ -67,11 +202,11 @@ impl Worker {
             }
         };
         if ack.is_none() && recovery.is_none() {
-            return Some(None);
+            return None;
         }
-        Some(Some(message::subscribe_ack_frame(
+        Some(message::subscribe_ack_frame(
             ack, topic, last, &epoch, recovery,
-        )))
+        ))
     }
 
     /// Queues a kept message of `offset` to a recovering connection: its compressed variant
@@ -105,28 +240,25 @@ impl Worker {
 
     /// Publishes to a topic with history: the message gets the topic's next offset (a text
     /// delivery carries it as `"offset"`), is kept, and reaches every worker's subscribers
-    /// through its inbox, this worker's too, in offset order.
+    /// through its inbox, this worker's too, in offset order. In a cluster Redis numbers it
+    /// and brings it back to every node with subscribers, this one too; `None` when Redis is
+    /// out of reach (nobody gets it).
     pub(super) fn publish_numbered(
         &mut self,
         topic: &str,
         frame: OutFrame,
         publisher: Option<ConnId>,
-    ) -> usize {
+    ) -> Option<usize> {
         let hub = self.node.hub.clone();
-        let make = |offset| match frame.opcode() {
-            OpCode::Text => {
-                let numbered = message::text_delivery_with_offset(frame.payload(), offset);
-                (hub.share(numbered.unwrap_or(frame)), None)
-            }
-            // a binary delivery is the same for everyone but wsgate.v2 clients, whose copy
-            // has the offset in front
-            _ => {
-                let v2 = hub.share(message::binary_delivery_at(frame.payload(), offset));
-                (hub.share(frame), Some(v2))
-            }
-        };
+        let shared = self.pubsub.topic(topic).clone();
+        if hub.is_sequenced(&shared) {
+            return hub
+                .publish_sequenced(&shared, &frame)
+                .then(|| shared.subscribers());
+        }
+        let make = |offset| hub.numbered(frame, offset);
         let Some((_, on_node, congested)) = self.pubsub.publish_at(topic, self.now, make) else {
-            return 0;
+            return Some(0);
         };
         // this worker's subscribers get it now, after what its inbox held before
         self.take_inbox();
@@ -136,7 +268,7 @@ impl Worker {
         {
             self.metrics.inc(Counter::PublishersPaused);
         }
-        on_node
+        Some(on_node)
     }
 
     /// After an outage of the link to other nodes: tells every subscriber of this worker, for
@@ -149,6 +281,13 @@ impl Worker {
         }
         self.outages_told = outages;
         for (topic, subscribers) in self.pubsub.subscribed() {
+            if self
+                .pubsub
+                .history_topic(&topic)
+                .is_some_and(|t| self.node.hub.is_sequenced(t))
+            {
+                continue; // its mirror fills what was missed, or tells of the gap itself
+            }
             let gap = message::gap_frame(&topic);
             for id in subscribers {
                 if self.conns.get(id).is_some_and(|c| c.is_open_session()) {

@@ -150,10 +150,13 @@ impl Worker {
             http::congested(body.keep_alive)
         } else {
             match http::publish_body(&body, &bytes) {
-                Ok(frame) => {
-                    let delivered = self.publish(&body.topic, frame, None);
-                    http::published(delivered, body.keep_alive)
-                }
+                Ok(frame) => match self.publish(&body.topic, frame, None) {
+                    Some(delivered) => http::published(delivered, body.keep_alive),
+                    None => http::unavailable(
+                        "the topic's history is kept in redis, unreachable now; try again",
+                        body.keep_alive,
+                    ),
+                },
                 Err(refusal) => refusal,
             }
         };

@@ -65,6 +65,8 @@ pub(crate) struct Worker {
     drain: Drain,
     /// The outages of the link to other nodes this worker has told its subscribers of.
     outages_told: u64,
+    /// Subscribes to topics with history waiting for their mirror to be primed.
+    joins: history::Joins,
 }
 
 impl Worker {
@@ -92,6 +94,7 @@ impl Worker {
             now: Instant::now(),
             drain: Drain::Running,
             outages_told,
+            joins: history::Joins::default(),
         }
     }
 
@@ -140,6 +143,7 @@ impl Worker {
             self.take_inbox();
             self.resume_publishers();
             self.send_due_acks();
+            self.settle_joins();
             if self.follow_drain() {
                 return Ok(());
             }
@@ -173,6 +177,7 @@ impl Worker {
         let next = [
             self.timers.next_deadline(),
             self.pubsub.next_ack_deadline(self.now),
+            self.joins.deadline(self.now),
             room,
         ]
         .into_iter()

@@ -239,10 +239,14 @@ impl Worker {
                 topic,
                 frame,
                 id: ack,
-            } => {
-                self.publish(&topic, frame, Some(id));
-                (ack.map(message::ack_frame), None)
-            }
+            } => match self.publish(&topic, frame, Some(id)) {
+                Some(_) => (ack.map(message::ack_frame), None),
+                None => {
+                    let refused =
+                        Error::Unavailable("the topic's history is kept in redis, unreachable");
+                    (Some(self.refusal(&refused, ack)), None)
+                }
+            },
             Action::Refuse { error, id: ack } => (Some(self.refusal(&error, ack)), None),
             Action::RefuseAndClose {
                 error,
@@ -272,7 +276,8 @@ impl Worker {
     }
 
     /// Publishes a frame: to other workers and nodes by reference, to this worker's
-    /// subscribers directly. Returns the subscribers on this node.
+    /// subscribers directly. Returns the subscribers on this node; `None` when the publish
+    /// could not be made (a topic whose history Redis keeps, while Redis is out of reach).
     /// `publisher`, when given, stops being read if an inbox the frame went to is over its
     /// bound, until they all have room.
     pub(super) fn publish(
@@ -280,7 +285,7 @@ impl Worker {
         topic: &str,
         frame: OutFrame,
         publisher: Option<ConnId>,
-    ) -> usize {
+    ) -> Option<usize> {
         self.metrics.inc(Counter::Publishes);
         if self.pubsub.topic(topic).has_history() {
             return self.publish_numbered(topic, frame, publisher);
@@ -299,7 +304,7 @@ impl Worker {
         {
             self.metrics.inc(Counter::PublishersPaused);
         }
-        on_node
+        Some(on_node)
     }
 
     /// Lets the publishers that waited for room go on, once every inbox has room.
@@ -315,6 +320,22 @@ impl Worker {
     /// Queues a frame another worker or node published to this worker's subscribers.
     pub(super) fn deliver(&mut self, delivery: Delivery) {
         let limit = self.node.config.limits.outbox_limit;
+        if delivery.offset == 0 && delivery.topic.has_history() {
+            // a gap notice: for every subscriber but those whose subscribe is not answered
+            // yet (the answer starts where the notice would point)
+            let Some(told) = self.pubsub.answered(delivery.topic.name()) else {
+                return;
+            };
+            self.pubsub.clear_floors(delivery.topic.name());
+            self.metrics.add(Counter::GapNotices, told.len() as u64);
+            self.conns.finish_batch();
+            let audience = Audience::of(&told, self.pubsub.generation());
+            self.conns
+                .deliver(&told, audience, &delivery.frame, None, limit);
+            self.conns.finish_batch();
+            self.settle_deliveries();
+            return;
+        }
         if delivery.offset > 0
             && let Some(some) = self
                 .pubsub
