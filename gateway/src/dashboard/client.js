@@ -29,6 +29,10 @@
  * application refetches its state. A delivery whose offset is not the next one also emits
  * `gap` (reason "jump"; the message is delivered); one at or below the last offset is a
  * duplicate, dropped (counted in `client.duplicates`). Topics without history: nothing of this.
+ * In a cluster the offsets are the same on every node, so the recovery works on whichever node
+ * the client reconnects to. A resubscribe refused as `unavailable` (the gateway cannot read the
+ * topic's history from Redis yet) is tried again, from 250 ms doubling to 10 s, while the socket
+ * lasts.
  *
  * Promises: subscribe, unsubscribe and publish send an `id` and settle on the gateway's answer:
  * `{"type":"ack","id":N}` resolves, `{"type":"error","id":N,...}` rejects with an Error whose
@@ -190,13 +194,24 @@
       const queuedSubscribes = new Set(
         this._queue.filter((r) => r.msg && r.msg.type === "subscribe").map((r) => r.msg.topic),
       );
-      for (const topic of this.topics) {
-        if (queuedSubscribes.has(topic)) continue;
+      // a topic whose history the gateway cannot read yet (its Redis out of reach) is asked
+      // again, with backoff, for as long as this connection lasts
+      const resubscribe = (topic, wait) => {
         this._sendRequest({ type: "subscribe", topic }, null).catch((error) => {
+          if (error.code === "unavailable" && this.ws === ws && this.topics.has(topic)) {
+            setTimeout(() => {
+              if (this.ws === ws && this.topics.has(topic)) resubscribe(topic, Math.min(wait * 2, 10000));
+            }, wait);
+            return;
+          }
           if (error.code !== "disconnected" && error.code !== "closed") {
             this._emit("error", { error, topic });
           }
         });
+      };
+      for (const topic of this.topics) {
+        if (queuedSubscribes.has(topic)) continue;
+        resubscribe(topic, 250);
       }
       const queued = this._queue;
       this._queue = [];
