@@ -12,6 +12,9 @@
 # add one more: the publisher on one node and every subscriber on the other, straight to the
 # nodes, so that every delivery crosses Redis (unpaced, nothing slows such a publisher down to
 # what the other node delivers: pub/sub has no backpressure across nodes).
+# With HISTORY_RULE set (e.g. HISTORY_RULE='topics = "*", size = 1000, ttl = "1m"'), two more
+# nodes joined by the same Redis keep a history of every topic (Redis numbers each message), and
+# the cluster runs are made against them too, to tell what a history costs across nodes.
 # Needs redis-server and haproxy (deploy/test-setup.sh installs them).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -54,6 +57,14 @@ b=$(start_node b --redis "redis://127.0.0.1:$redis_port" --node-id b \
   --proxy-protocol true --trusted-proxies 127.0.0.1/32)
 single=$(start_node single)
 [ -n "$a" ] && [ -n "$b" ] && [ -n "$single" ] || { echo "a node did not start" >&2; exit 1; }
+history="${HISTORY_RULE:-}"
+if [ -n "$history" ]; then
+  c=$(start_node c --redis "redis://127.0.0.1:$redis_port" --node-id c \
+    --proxy-protocol true --trusted-proxies 127.0.0.1/32 --history "$history")
+  d=$(start_node d --redis "redis://127.0.0.1:$redis_port" --node-id d \
+    --proxy-protocol true --trusted-proxies 127.0.0.1/32 --history "$history")
+  [ -n "$c" ] && [ -n "$d" ] || { echo "a history node did not start" >&2; exit 1; }
+fi
 
 lb_port=$(free_port)
 lb_single_port=$(free_port)
@@ -81,6 +92,19 @@ backend single
   option httpchk GET /readyz
   server single $single check inter 1s
 EOF
+lb_history_port=$(free_port)
+if [ -n "$history" ]; then
+  cat >>"$dir/haproxy.cfg" <<EOF
+frontend ws_history
+  bind 127.0.0.1:$lb_history_port
+  default_backend history
+backend history
+  balance roundrobin
+  option httpchk GET /readyz
+  server c $c check inter 1s send-proxy-v2
+  server d $d check inter 1s send-proxy-v2
+EOF
+fi
 haproxy -f "$dir/haproxy.cfg" -db >"$dir/haproxy.log" 2>&1 &
 pids+=($!)
 # both nodes in rotation: two health checks passed through the frontend's port
@@ -89,6 +113,12 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 curl -sf "http://127.0.0.1:$lb_port/readyz" >/dev/null || { cat "$dir/haproxy.log" >&2; exit 1; }
+if [ -n "$history" ]; then
+  for _ in $(seq 100); do
+    curl -sf "http://127.0.0.1:$lb_history_port/readyz" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+fi
 sleep 1
 
 run() { # label, url, extra arguments...
@@ -109,10 +139,19 @@ for r in $(seq "$rounds"); do
     # from 127.0.0.2: the nodes expect a PROXY header from 127.0.0.1 (HAProxy) only
     run across "ws://$b" --publish-url "ws://$a" --source-ips 127.0.0.2-127.0.0.2
   fi
+  if [ -n "$history" ]; then
+    echo "== round $r: two nodes through HAProxy and Redis, a topic with history" >&2
+    run cluster_history "ws://127.0.0.1:$lb_history_port"
+    if [ "$rate" != 0 ]; then
+      echo "== round $r: history topic, publisher on node c, subscribers on node d" >&2
+      run across_history "ws://$d" --publish-url "ws://$c" --source-ips 127.0.0.2-127.0.0.2
+    fi
+  fi
 done
-python3 - "$dir" "$rounds" "$subs" "$rate" <<'PY'
+python3 - "$dir" "$rounds" "$subs" "$rate" "$history" <<'PY'
 import json, statistics, sys
 d, rounds, subs, rate = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+history = sys.argv[5]
 def load(label):
     return [json.load(open(f"{d}/{label}.{r}.json")) for r in range(1, rounds + 1)]
 rows = {
@@ -122,6 +161,11 @@ rows = {
 }
 if rate:
     rows["two nodes, publisher on one, every subscriber on the other"] = load("across")
+if history:
+    rows["two nodes through HAProxy, joined by Redis, topic with history"] = load("cluster_history")
+    if rate:
+        rows["two nodes, publisher on one, every subscriber on the other, topic with history"] = \
+            load("across_history")
 pace = f", {rate} publishes/s" if rate else ", unpaced"
 print(f"| fanout, 1 publisher{pace}, {subs} subscribers, 64 B | deliveries/s (median of {rounds}) | p50 | p99 |")
 print("| --- | --- | --- | --- |")
@@ -135,6 +179,13 @@ for name, runs in rows.items():
 two = med["two nodes through HAProxy, joined by Redis"]
 print(f"two nodes through HAProxy / one node: {two / med['one node']:.2f}x; "
       f"/ one node through HAProxy: {two / med['one node through HAProxy']:.2f}x")
+if history:
+    h = med["two nodes through HAProxy, joined by Redis, topic with history"]
+    print(f"two nodes, topic with history / without: {h / two:.2f}x")
+    if rate:
+        a = med["two nodes, publisher on one, every subscriber on the other"]
+        ah = med["two nodes, publisher on one, every subscriber on the other, topic with history"]
+        print(f"publisher on one node, subscribers on the other, with history / without: {ah / a:.2f}x")
 ok = all(x["ok"] for runs in rows.values() for x in runs)
 print("correctness:", "ok (no loss, no reorder)" if ok else "FAILED")
 sys.exit(0 if ok else 1)
