@@ -799,6 +799,100 @@ mod tests {
             .with_history(Arc::new(Rules), Arc::new(Budget::new(1 << 20)))
     }
 
+    /// An uplink that numbers nothing and counts the mirrors it is asked to prime again.
+    #[derive(Default)]
+    struct Resyncs(std::sync::Mutex<Vec<Arc<str>>>);
+    impl Uplink for Resyncs {
+        fn publish(&self, _: &Topic, _: &OutFrame) {}
+        fn interest_changed(&self, _: Arc<Topic>) {}
+        fn is_up(&self) -> bool {
+            true
+        }
+        fn resync(&self, topic: Arc<Topic>) {
+            self.0.lock().unwrap().push(topic.name().clone());
+        }
+    }
+
+    fn text(data: &str) -> OutFrame {
+        let body = format!(r#"{{"type":"message","topic":"chat.a","data":{data}}}"#);
+        OutFrame::new(OpCode::Text, Bytes::from(body))
+    }
+
+    /// What worker `w` has in its inbox: `o3` for a delivery of offset 3 (its text checked),
+    /// `gap` for a gap notice.
+    fn taken(hub: &Hub, w: usize) -> Vec<String> {
+        let mut got = Vec::new();
+        hub.drain(w, |d| {
+            let text = std::str::from_utf8(d.frame.plain().payload())
+                .unwrap()
+                .to_string();
+            if d.offset == 0 {
+                assert_eq!(text, r#"{"type":"gap","topic":"chat.a"}"#);
+                got.push("gap".to_string());
+            } else {
+                let want = format!(r#""offset":{},"#, d.offset);
+                assert!(text.contains(&want), "{text}");
+                got.push(format!("o{}", d.offset));
+            }
+        });
+        got
+    }
+
+    #[test]
+    fn in_a_cluster_a_history_topic_mirrors_redis_numbers_in_order_and_tells_of_gaps() {
+        let counts: Vec<Arc<Count>> = (0..2).map(|_| Arc::new(Count::new(0))).collect();
+        let wakers = counts
+            .iter()
+            .map(|c| Box::new(Counter(c.clone())) as Box<dyn Wake>)
+            .collect();
+        let uplink = Arc::new(Resyncs::default());
+        let hub = Hub::with_uplink(wakers, Some(uplink.clone()))
+            .with_history(Arc::new(Rules), Arc::new(Budget::new(1 << 20)));
+        let t = hub.topic("chat.a");
+        assert!(hub.is_sequenced(&t) && !hub.is_sequenced(&hub.topic("news")));
+        assert!(!t.history_primed() && !t.history_has_position());
+        hub.subscribed(0, &t, true);
+        hub.subscribed(1, &t, true);
+
+        // arrivals before the priming are held; the priming keeps Redis' 1..=2 and sends what
+        // follows them
+        hub.receive_sequenced(&t, 3, "E", text("3"));
+        assert!(taken(&hub, 0).is_empty());
+        assert!(
+            uplink.0.lock().unwrap().is_empty(),
+            "a first priming is coming anyway"
+        );
+        assert!(hub.prime(&t, "E", 2, vec![(1, text("1")), (2, text("2"))]));
+        assert_eq!(taken(&hub, 0), ["o3"]);
+        assert_eq!(taken(&hub, 1), ["o3"]);
+        assert_eq!(t.history_position().unwrap(), (3, Arc::from("E")));
+        assert_eq!(
+            t.recover(0, "E", Instant::now())
+                .unwrap()
+                .messages
+                .unwrap()
+                .len(),
+            3
+        );
+
+        // a duplicate is dropped; a jump asks the uplink for a priming and is held
+        hub.receive_sequenced(&t, 3, "E", text("3"));
+        hub.receive_sequenced(&t, 6, "E", text("6"));
+        assert!(taken(&hub, 0).is_empty());
+        assert_eq!(*uplink.0.lock().unwrap(), [Arc::<str>::from("chat.a")]);
+        assert!(!t.history_primed());
+        assert!(hub.prime(&t, "E", 5, vec![(4, text("4")), (5, text("5"))]));
+        assert_eq!(taken(&hub, 1), ["o4", "o5", "o6"]);
+
+        // Redis lost the stream: a gap notice, then the new epoch's offsets
+        hub.receive_sequenced(&t, 1, "F", text("1"));
+        assert_eq!(taken(&hub, 0), ["o4", "o5", "o6", "gap", "o1"]);
+        assert_eq!(t.history_position().unwrap(), (1, Arc::from("F")));
+
+        // a publish goes to the uplink to be numbered; this one refuses it
+        assert!(!hub.publish_sequenced(&t, &text("x")));
+    }
+
     #[test]
     fn topics_matching_a_rule_number_their_messages_in_every_inbox_in_order() {
         let hub = Arc::new(history_hub(3));

@@ -108,6 +108,8 @@ pub(crate) struct Cluster {
     max_message: AtomicUsize,
     /// Whether a publish over `max_message` has been logged.
     too_large_logged: AtomicBool,
+    /// Whether a plain message on a topic this node keeps a history of has been logged.
+    mixed_rules_logged: AtomicBool,
     /// Set when the node stops: the bridge thread ends.
     stopping: AtomicBool,
     /// The counters.
@@ -140,6 +142,7 @@ impl Cluster {
             bridge: OnceLock::new(),
             max_message: AtomicUsize::new(DEFAULT_PUBSUB_HARD_LIMIT - ENVELOPE_ROOM),
             too_large_logged: AtomicBool::new(false),
+            mixed_rules_logged: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             stats: ClusterStats::default(),
         }

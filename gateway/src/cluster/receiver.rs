@@ -158,6 +158,25 @@ impl Receiver {
         }
         let hub = &self.hub;
         let topic = hub.topic(topic);
+        if topic.is_mirrored() {
+            // a node whose rules keep no history of the topic: its message has no offset, and
+            // this node's subscribers of the topic get only numbered ones
+            stats.bad_messages.fetch_add(1, Ordering::Relaxed);
+            if !self
+                .cluster
+                .mixed_rules_logged
+                .swap(true, Ordering::Relaxed)
+            {
+                tracing::warn!(
+                    "node {:?} publishes to {:?} without history, which this node's [[history]] \
+                     rules keep one of: give every node the same rules; its messages are dropped",
+                    String::from_utf8_lossy(opened.node),
+                    &**topic.name()
+                );
+            }
+            hub.release(topic);
+            return;
+        }
         self.wait_for_room(&topic);
         // counted before the workers have it, so that whoever sees the message sees it counted
         stats.received.fetch_add(1, Ordering::Relaxed);
