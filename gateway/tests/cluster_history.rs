@@ -20,7 +20,8 @@ const SETTLE: Duration = Duration::from_secs(15);
 
 const RULE: &str = r#"topics = "h.*", size = 100, ttl = "5m""#;
 
-/// A node with two workers, joined to `redis` as `id`, keeping history of `h.*`.
+/// A node with two workers, joined to `redis` as `id`, keeping history of `h.*`; returns once
+/// its link to Redis is up.
 fn node(redis: &Redis, id: &str, extra: &[&str]) -> Gateway {
     let url = redis.url();
     let mut args = vec![
@@ -34,7 +35,13 @@ fn node(redis: &Redis, id: &str, extra: &[&str]) -> Gateway {
         RULE,
     ];
     args.extend_from_slice(extra);
-    Gateway::start(&args)
+    let gw = Gateway::start(&args);
+    // publishes to a history topic are refused until the node's link to Redis is up
+    assert!(
+        eventually(SETTLE, || gw.metric("wsgate_cluster_up") == 1.0),
+        "node {id} never joined Redis"
+    );
+    gw
 }
 
 fn parse(text: &str) -> Value {
@@ -170,7 +177,6 @@ fn a_client_recovers_on_another_node_after_its_node_drains() {
         &["--drain-grace", "0s", "--drain-timeout", "5s"],
     );
     let b = node(&redis, "b", &[]);
-    assert!(eventually(SETTLE, || b.metric("wsgate_cluster_up") == 1.0));
     let mut client = ws(a.addr, "/ws");
     let (offset, epoch) = join(&mut client, "h.room", 1);
     assert_eq!(offset, 0);
@@ -277,4 +283,37 @@ fn a_redis_restart_is_a_gap_notice_and_a_new_epoch_never_silence() {
     assert_ne!(new_epoch, epoch, "Redis lost the stream: a new epoch");
     let (ack, _) = subscribe(&mut late, "h.t", 9, Some((3, &epoch)));
     assert_eq!(ack["reason"], json!("epoch"), "{ack}");
+}
+
+#[test]
+fn a_quiet_topic_with_subscribers_keeps_its_epoch_past_its_ttl() {
+    // Redis lets a topic's keys expire `ttl` after its last publish; a node with subscribers
+    // keeps the epoch alive, so a quiet topic is not a new stream (which would be a gap)
+    let redis = Redis::start_new();
+    let rule = r#"topics = "q.*", size = 10, ttl = "1500ms""#;
+    let a = node(&redis, "a", &["--history", rule]);
+    let b = node(&redis, "b", &["--history", rule]);
+    let mut sa = ws(a.addr, "/ws");
+    let (_, epoch) = join(&mut sa, "q.t", 1);
+    assert_eq!(publish_http(b.addr, "q.t", "1"), 202);
+    assert_eq!(ws_text(&mut sa), delivery("q.t", 1, "1"));
+    // quiet for twice the ttl: the message has expired, the epoch has not
+    std::thread::sleep(Duration::from_millis(3000));
+    let ttl = redis.command(&["PTTL", "{wsgate:q.t}:meta"]);
+    assert!(matches!(ttl, lb::Resp::Int(ms) if ms > 0), "{ttl:?}");
+    assert_eq!(publish_http(b.addr, "q.t", "2"), 202);
+    assert_eq!(
+        ws_text(&mut sa),
+        delivery("q.t", 2, "2"),
+        "no gap, the same stream"
+    );
+    let mut late = ws(b.addr, "/ws");
+    assert_eq!(join(&mut late, "q.t", 2), (2, epoch.clone()));
+    // the expired message is no longer recovered; what followed it is
+    let (ack, before) = subscribe(&mut late, "q.t", 3, Some((0, &epoch)));
+    assert!(before.is_empty(), "{before:?}");
+    assert_eq!(ack["reason"], json!("too_old"), "{ack}");
+    let (ack, before) = subscribe(&mut late, "q.t", 4, Some((1, &epoch)));
+    assert_eq!(before, [delivery("q.t", 2, "2")]);
+    assert_eq!(ack["recovered"], json!(true), "{ack}");
 }

@@ -64,6 +64,11 @@ pub(super) struct Bridge {
     retry: Vec<Outgoing>,
     /// No connection attempt before this.
     retry_at: Option<Instant>,
+    /// When the epoch of each listened-to topic with history was last kept alive in Redis
+    /// ([`Bridge::keep_epochs`]).
+    kept_alive: HashMap<Arc<str>, Instant>,
+    /// When to look at them next.
+    next_keep_alive: Instant,
 }
 
 /// The connections to one Redis server (one master of a cluster).
@@ -131,6 +136,8 @@ impl Bridge {
             unsubscribing: HashMap::new(),
             retry: Vec::new(),
             retry_at: None,
+            kept_alive: HashMap::new(),
+            next_keep_alive: Instant::now(),
         }
     }
 
@@ -169,6 +176,7 @@ impl Bridge {
                 .subscribe_changes(changed)
                 .and_then(|()| self.check_unsubscribed())
                 .and_then(|()| self.prime_waiting())
+                .and_then(|()| self.keep_epochs())
                 .and_then(|()| self.publish_batch());
             let state = self
                 .link
@@ -574,6 +582,62 @@ impl Bridge {
         // the subscribes that waited for the mirror are answered (from it when primed; a
         // mirror that could not be is refused by them as unavailable)
         self.hub.confirm_remote(topic);
+        Ok(())
+    }
+
+    /// Keeps the epochs of the topics with history that this node listens to alive in Redis
+    /// (their hash expires `ttl` after the last publish): a quiet topic with subscribers keeps
+    /// its epoch, as on one node, instead of starting a new one, which would tell every
+    /// subscriber of a gap. Each is refreshed every third of its ttl, at most once a second.
+    fn keep_epochs(&mut self) -> Result<(), LinkError> {
+        let now = Instant::now();
+        if now < self.next_keep_alive {
+            return Ok(());
+        }
+        self.next_keep_alive = now + Duration::from_secs(1);
+        let Some(link) = self.link.as_mut() else {
+            return Ok(());
+        };
+        self.kept_alive
+            .retain(|name, _| self.wanted.contains_key(name));
+        let mut sent = vec![0usize; link.shards.len()];
+        for (name, topic) in &self.wanted {
+            let Some((_, ttl)) = topic.history_limits() else {
+                continue;
+            };
+            if !topic.is_mirrored()
+                || self
+                    .kept_alive
+                    .get(name)
+                    .is_some_and(|at| now.duration_since(*at) < ttl / 3)
+            {
+                continue;
+            }
+            let channel = self.cluster.channel(name);
+            let Some((meta, _)) = scripts::keys(&channel) else {
+                continue;
+            };
+            let i = link.shard_of(channel.as_bytes());
+            let mut cmd = redis::cmd("PEXPIRE");
+            cmd.arg(meta).arg(ttl.as_millis().max(1) as u64);
+            cmd.write_packed_command(&mut link.shards[i].batch);
+            sent[i] += 1;
+            self.kept_alive.insert(name.clone(), now);
+        }
+        for (shard, n) in link.shards.iter_mut().zip(sent) {
+            if n == 0 {
+                continue;
+            }
+            shard.publisher.stream.write_all(&shard.batch)?;
+            shard.batch.clear();
+            for _ in 0..n {
+                if let Value::ServerError(e) = shard.publisher.read()?
+                    && matches!(e.code(), "MOVED" | "ASK")
+                {
+                    return Err(LinkError::Moved("keeping an epoch alive".into()));
+                }
+            }
+        }
         Ok(())
     }
 
