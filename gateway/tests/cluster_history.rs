@@ -317,3 +317,36 @@ fn a_quiet_topic_with_subscribers_keeps_its_epoch_past_its_ttl() {
     assert_eq!(before, [delivery("q.t", 2, "2")]);
     assert_eq!(ack["recovered"], json!(true), "{ack}");
 }
+
+#[test]
+fn redis_keeps_the_last_size_messages_and_a_node_new_to_the_topic_recovers_from_them() {
+    let redis = Redis::start_new();
+    let rule = r#"topics = "s.*", size = 5, ttl = "5m""#;
+    let a = node(&redis, "a", &["--history", rule]);
+    let b = node(&redis, "b", &["--history", rule]);
+    let mut sa = ws(a.addr, "/ws");
+    let (_, epoch) = join(&mut sa, "s.t", 1);
+    for i in 1..=8u64 {
+        assert_eq!(publish_http(a.addr, "s.t", &i.to_string()), 202);
+    }
+    assert_eq!(texts(&mut sa, 8)[7], delivery("s.t", 8, "8"));
+    let len = redis.command(&["XLEN", "{wsgate:s.t}:stream"]);
+    assert!(matches!(len, lb::Resp::Int(5)), "{len:?}");
+
+    // node b has never listened to the topic: its mirror is primed from Redis' stream
+    let mut c = ws(b.addr, "/ws");
+    let (ack, before) = subscribe(&mut c, "s.t", 2, Some((3, &epoch)));
+    let want: Vec<String> = (4..=8)
+        .map(|i| delivery("s.t", i, &i.to_string()))
+        .collect();
+    assert_eq!(before, want);
+    assert_eq!(ack["recovered"], json!(true), "{ack}");
+    let mut d = ws(b.addr, "/ws");
+    let (ack, before) = subscribe(&mut d, "s.t", 3, Some((2, &epoch)));
+    assert!(
+        before.is_empty(),
+        "never a part presented as the whole: {before:?}"
+    );
+    assert_eq!(ack["reason"], json!("too_old"), "{ack}");
+    assert_eq!(ack["offset"], json!(8), "{ack}");
+}
