@@ -171,11 +171,11 @@ print(f"| fanout, 1 publisher{pace}, {subs} subscribers, 64 B | deliveries/s (me
 print("| --- | --- | --- | --- |")
 med = {}
 for name, runs in rows.items():
-    rate = statistics.median(x["deliveries_per_sec"] for x in runs)
+    dps = statistics.median(x["deliveries_per_sec"] for x in runs)
     p50 = statistics.median(x["latency_us"]["p50"] for x in runs)
     p99 = statistics.median(x["latency_us"]["p99"] for x in runs)
-    med[name] = rate
-    print(f"| {name} | {rate:,.0f} | {p50/1000:.2f} ms | {p99/1000:.2f} ms |")
+    med[name] = dps
+    print(f"| {name} | {dps:,.0f} | {p50/1000:.2f} ms | {p99/1000:.2f} ms |")
 two = med["two nodes through HAProxy, joined by Redis"]
 print(f"two nodes through HAProxy / one node: {two / med['one node']:.2f}x; "
       f"/ one node through HAProxy: {two / med['one node through HAProxy']:.2f}x")
