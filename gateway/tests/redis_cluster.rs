@@ -663,13 +663,10 @@ fn history_across_the_masters_of_a_redis_cluster_sharded() {
     history_across_masters(true);
 }
 
-/// Plain mode (SUBSCRIBE, PUBLISH) against a Redis Cluster: fails until the bridge reads the
-/// cluster's layout in plain mode too (`Bridge::connect` reads `CLUSTER SLOTS` only with
-/// `--redis-sharded`), so that a history topic's script goes to the master of its keys' slot;
-/// as it is, the node joined through another master gets MOVED for it, reconnects without end,
-/// and refuses the topic's subscribes as unavailable.
+/// Plain mode (SUBSCRIBE, PUBLISH) against a Redis Cluster: the bridge reads the cluster's
+/// layout in this mode too, so that a history topic's script goes to the master of its keys'
+/// slot (its PUBLISH reaches every master's subscribers).
 #[test]
-#[ignore = "plain mode sends every history script to the one server of --redis: MOVED in a Redis Cluster (bridge.rs fix pending)"]
 fn history_across_the_masters_of_a_redis_cluster_plain() {
     history_across_masters(false);
 }

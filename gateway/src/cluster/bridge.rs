@@ -221,11 +221,18 @@ impl Bridge {
         self.went_down(e);
     }
 
-    /// Drops the link to read a Redis Cluster's layout again: not an outage.
+    /// Drops the link to read a Redis Cluster's layout again: not an outage. A link redirected
+    /// again before it lasted [`STABLE`] (the layout read says what the redirect contradicts,
+    /// a migration in progress) is made again only after the backoff, not in a tight loop.
     fn relayout(&mut self, why: &str) {
         // publishes queue meanwhile: the next link sends them
         tracing::info!("redis cluster layout changed ({why}): reading it again");
-        self.link = None;
+        if let Some(link) = self.link.take()
+            && link.since.elapsed() < STABLE
+        {
+            self.retry_at = Some(Instant::now() + self.backoff);
+            self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        }
     }
 
     /// Takes every change of interest: returns the channels to subscribe to and to
@@ -264,11 +271,10 @@ impl Bridge {
         let addr = resp::url_addr(&info)?;
         let mut first = Resp::connect(&info, &addr)?;
         first.ping()?;
-        let layout = if self.cluster.sharded {
-            resp::cluster_slots(&mut first, &addr.0)?
-        } else {
-            None
-        };
+        // a Redis Cluster's layout is read in both modes: shard channels live on their slot's
+        // master, and a history topic's script runs where its keys' slot lives (its PUBLISH
+        // reaches every master's subscribers); a plain Redis answers None
+        let layout = resp::cluster_slots(&mut first, &addr.0)?;
         self.unsubscribing.clear();
         while self.cluster.unsubscribed.pop().is_some() {}
         let state = Arc::new(AtomicU8::new(ALIVE));
