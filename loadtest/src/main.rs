@@ -87,22 +87,31 @@ enum Command {
     /// was wrong or missing, 2 on bad arguments or an unreachable gateway.
     Abuse(abuse::Args),
     /// Subscribers that keep dropping their connections and recovering, on a topic with
-    /// history: every message published must reach every subscriber once, in order, whole.
+    /// history: every message published must reach every subscriber once, in order, whole. Works
+    /// against one gateway or a cluster behind a load balancer, through node drains and Redis
+    /// restarts.
     ///
     /// One publisher publishes JSON data carrying a sequence number, a send time and a checksum
     /// (`{"seq":N,"t":T,"sum":..,"pad":..}`) to --topic at --rate for --duration, once every
-    /// subscriber has its first ack. Each subscriber drops its connection every --drop-every
-    /// (jittered 0.5x to 1.5x; --drop-with fin, rst or close-frame), stays away
-    /// --reconnect-after, and reconnects to --url with `recover` from the last offset and
-    /// epoch it saw. After the publisher stops and the subscribers catch up (at most --drain),
-    /// it reports, over all subscribers: deliveries expected and received, lost, duplicated,
-    /// reordered, mismatched (data), offset_mismatched (an offset not the publisher's first
-    /// offset + seq - 1), recoveries with recovered:true and recovered:false by reason, and
-    /// gap notices.
+    /// subscriber has its first ack. A publish refused with code `unavailable` (a cluster's
+    /// node while Redis is out of reach) is sent again with the same N after 100 ms, alone, and
+    /// nothing newer goes before it (publish_retries; 30 s of refusals fail the run); when its
+    /// connection ends (close 1001 from a draining node, a reset) it reconnects to --url and
+    /// sends again what had no answer (publisher_reconnects, publishes_resent). Each subscriber
+    /// drops its connection every --drop-every (jittered 0.5x to 1.5x; --drop-with fin, rst or
+    /// close-frame), stays away --reconnect-after, and reconnects to --url with `recover` from
+    /// the last offset and epoch it saw; a connection the gateway ends is reconnected too (a
+    /// failed reconnect is retried, counted as connect_failures), and a subscribe refused as
+    /// `unavailable` is made again (subscribes_refused). After the publisher stops and the
+    /// subscribers catch up (at most --drain), it reports, over all subscribers: deliveries
+    /// expected and received, lost, duplicated, reordered, mismatched (data), offset_mismatched
+    /// (within an epoch, offset - seq must be the same for every delivery; a new epoch, after a
+    /// gap notice or an ack with recovered:false, is learned afresh), recoveries with
+    /// recovered:true and recovered:false by reason, gap notices and the epochs seen.
     ///
-    /// Exit 1 on any loss, duplicate, reordering or mismatch, on a refused publish, and on any
-    /// recovered:false or gap notice unless --allow-gaps (then what they cost is counted as
-    /// lost_after_gap).
+    /// Exit 1 on any loss, duplicate, reordering or mismatch, on a publish refused (other than
+    /// as `unavailable`) or overtaken by a newer one, and on any recovered:false or gap notice
+    /// unless --allow-gaps (then what they cost is counted as lost_after_gap).
     Recover(recover::Args),
     /// A raw TCP echo server (one thread, edge-triggered epoll): the baseline that
     /// `echo --raw-tcp` and `large --raw-tcp` measure. Prints `listening on ADDR`, runs until

@@ -1,30 +1,58 @@
 //! `loadtest recover`: one publisher on a topic with history, subscribers that keep dropping
 //! their connections and coming back with `recover`, and a check, per subscriber, that the
-//! stream it saw across all its connections is the publisher's, whole, once, in order.
+//! stream it saw across all its connections is the publisher's, whole, once, in order. The
+//! target is one gateway, or a cluster (`--redis`, Redis numbering the messages) behind a load
+//! balancer, through node drains and Redis restarts.
 //!
 //! The publisher subscribes to the topic first (its ack gives the epoch and the offset the run
 //! starts after), waits until every subscriber has its first ack, then publishes
 //! `{"seq":N,"t":T,"sum":"..","pad":".."}` (N from 1, T microseconds since the run began, `pad`
-//! `--size` characters chosen by N, `sum` a FNV-1a checksum of the rest) with an `id` at
-//! `--rate` a second for `--duration`. Every delivery is rebuilt from its `seq` and `t` and
-//! compared byte for byte, and its offset must be the publisher's first offset + N - 1: with one
-//! publisher, offsets and sequence numbers go up together.
+//! `--size` characters chosen by N, `sum` a FNV-1a checksum of the rest) with the `id` N at
+//! `--rate` a second for `--duration`. No sequence number is skipped, repeated or sent out of
+//! order:
+//!
+//! - a publish refused with the code `unavailable` (a cluster's node while Redis is out of
+//!   reach) is sent again with the same N after 100 ms, alone, and nothing newer goes before it
+//!   is acknowledged (`publish_retries`); refused so for 30 s in a row, the run fails. Any other
+//!   refusal fails the run. A publish acknowledged after an older one was refused as
+//!   `unavailable` overtook it (`publishes_overtaken`, a failure: the link came back between
+//!   two publishes in flight).
+//! - when its connection ends (close 1001 from a draining node, a reset), it reconnects to
+//!   `--url` (every 100 ms, for 30 s at most; `publisher_reconnects`), subscribes again, and
+//!   sends the publishes that had no answer again, first and one at a time
+//!   (`publishes_resent`). After a close frame an unanswered publish was never published (the
+//!   gateway drops what a closing connection sends); after a reset it may have been, and its
+//!   second copy shows as `duplicated`.
+//!
+//! Every delivery is rebuilt from its `seq` and `t` and compared byte for byte, and its offset
+//! must go with its sequence number: with one publisher, offsets and sequence numbers go up
+//! together within an epoch, so `offset - seq` is the same for every delivery of an epoch, for
+//! every subscriber, on every node (the first value seen for an epoch is shared by the run; the
+//! publisher's ack gives the first epoch's). A new epoch (a cluster's Redis restarted and lost
+//! its data: offsets start again from 1) is learned from an ack (of a recovery answered
+//! `recovered:false`); after a gap notice the epoch of what follows is unknown until the next
+//! ack, and `offset - seq` is learned from the first delivery and held for the rest. A
+//! delivery that breaks it is `offset_mismatched`. The report counts the `epochs` seen.
 //!
 //! Each subscriber drops its connection every `--drop-every` (jittered from half to one and a
 //! half times, per drop) in the way `--drop-with` says, waits `--reconnect-after` (jittered the
 //! same way) and reconnects to `--url` with `"recover":{"offset":LAST,"epoch":E}`, LAST the
-//! highest offset it has seen (from a delivery or an ack). When the publisher stops, drops stop
-//! and the run waits (at most `--drain`) until every subscriber is subscribed and has the last
-//! message.
+//! highest offset it has seen (from a delivery or an ack; after a gap notice, the last one), E
+//! the epoch of its last ack. A connection the gateway ends (a close frame is answered) is
+//! reconnected the same way; a reconnect that fails (a draining node refuses the upgrade) is
+//! tried again after 20 ms, doubling to 500 ms (`connect_failures`, an error only before the
+//! subscriber's first ack); a subscribe refused as `unavailable` reconnects after 100 ms
+//! (`subscribes_refused`). When the publisher stops, drops stop and the run waits (at most
+//! `--drain`) until every subscriber is subscribed and has the last message.
 //!
 //! Per subscriber, every sequence number from the one after its first ack to the last published
 //! is owed: one missing is `lost`, or `lost_after_gap` when it falls in a hole that the gateway
 //! announced (an ack with `"recovered":false`, or a `gap` notice: from the subscriber's highest
 //! sequence number to the next one it received). One received twice is `duplicated`; one below
 //! the highest already seen is `reordered`; data not what was published with its sequence
-//! number is `mismatched`, an offset that does not match its sequence number
-//! `offset_mismatched`. The run fails on any of these, on refused publishes, and, without
-//! `--allow-gaps`, on any `recovered:false` or gap notice.
+//! number is `mismatched`, an offset that does not go with its sequence number
+//! `offset_mismatched`. The run fails on any of these, on refused or overtaken publishes, and,
+//! without `--allow-gaps`, on any `recovered:false` or gap notice.
 
 use crate::client::{Client, ClientError, Target, xorshift};
 use crate::common::{Common, check_file_limit, first_source, target};
@@ -34,7 +62,7 @@ use crate::stats::Stats;
 use hdrhistogram::Histogram;
 use mio::{Events, Interest, Poll, Token};
 use serde_json::json;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -43,6 +71,22 @@ use std::time::{Duration, Instant};
 use wsgate_core::frame::{Message, OpCode};
 use wsgate_core::message::{Ack, RecoverFailure, Recovery, ServerMessage, parse_server_message};
 use wsgate_core::units::{parse_duration, parse_size};
+
+/// How long a publish refused as `unavailable` waits before it is sent again.
+const RETRY_WAIT: Duration = Duration::from_millis(100);
+/// How long the publisher waits before it reconnects, and between failed attempts.
+const RECONNECT_WAIT: Duration = Duration::from_millis(100);
+/// How long the publisher may go on being refused as `unavailable`, or without a connection,
+/// before the run fails.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(30);
+/// How long a subscriber whose subscribe was refused as `unavailable` stays away.
+const REFUSED_WAIT: Duration = Duration::from_millis(100);
+/// The first wait after a subscriber's reconnect failed; it doubles to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(20);
+const MAX_BACKOFF: Duration = Duration::from_millis(500);
+/// The error code of a publish or subscribe that the gateway cannot serve now (a cluster's
+/// node while Redis is out of reach).
+const UNAVAILABLE: &str = "unavailable";
 
 /// The options of `loadtest recover`.
 #[derive(clap::Args)]
@@ -79,8 +123,9 @@ pub(crate) struct Args {
     /// After the publisher stops, how long the subscribers have to come back and catch up.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     drain: Duration,
-    /// Accept `recovered:false` and gap notices: what they cost is counted as
-    /// `lost_after_gap`, not `lost`, and does not fail the run.
+    /// Accept `recovered:false` and gap notices (a history too short for the reconnects, a
+    /// cluster's Redis restarted): what they cost is counted as `lost_after_gap`, not `lost`,
+    /// and does not fail the run.
     #[arg(long)]
     allow_gaps: bool,
 }
@@ -156,7 +201,8 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, String> {
     if let Some(fatal) = shared.fatal.lock().expect("not poisoned").clone() {
         return Err(fatal);
     }
-    report(a, &publisher, tally).print()
+    let epochs = shared.deltas.lock().expect("not poisoned").len();
+    report(a, &publisher, tally, epochs).print()
 }
 
 /// What every thread of a run shares.
@@ -164,11 +210,11 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, String> {
 struct Shared {
     /// When the run began (the clock of the `t` in each message).
     run_start: Instant,
-    /// The epoch and the offset of the publisher's ack: message N has offset `base + N`.
-    base: Mutex<Option<(String, u64)>>,
+    /// Offset minus sequence number in each epoch seen, as first seen.
+    deltas: Mutex<HashMap<String, i128>>,
     /// Subscribers that have their first ack.
     subscribed: AtomicUsize,
-    /// Publishes sent so far (the sequence number of the last one).
+    /// The highest sequence number published so far.
     published: AtomicU64,
     /// The publisher has stopped and its publishes are answered: `published` is final.
     published_all: AtomicBool,
@@ -176,7 +222,7 @@ struct Shared {
     stopped_us: AtomicU64,
     /// Every subscriber thread is done: the publisher may go.
     subscribers_done: AtomicBool,
-    /// Why the run cannot go on (the topic has no history, the publisher's connection ended).
+    /// Why the run cannot go on (the topic has no history, the publisher cannot reconnect).
     fatal: Mutex<Option<String>>,
 }
 
@@ -184,7 +230,7 @@ impl Shared {
     fn new() -> Shared {
         Shared {
             run_start: Instant::now(),
-            base: Mutex::new(None),
+            deltas: Mutex::new(HashMap::new()),
             subscribed: AtomicUsize::new(0),
             published: AtomicU64::new(0),
             published_all: AtomicBool::new(false),
@@ -204,9 +250,32 @@ impl Shared {
         self.fatal.lock().expect("not poisoned").is_some()
     }
 
-    /// The publisher's epoch and base offset, once it has its ack.
-    fn base(&self) -> Option<(String, u64)> {
-        self.base.lock().expect("not poisoned").clone()
+    /// The offset minus the sequence number of `epoch`'s messages, once someone saw one.
+    fn delta(&self, epoch: &str) -> Option<i128> {
+        self.deltas
+            .lock()
+            .expect("not poisoned")
+            .get(epoch)
+            .copied()
+    }
+
+    /// Records that a message of `epoch` had offset - seq `d`, unless the epoch has a value
+    /// already; returns the epoch's value.
+    fn learn(&self, epoch: &str, d: i128) -> i128 {
+        *self
+            .deltas
+            .lock()
+            .expect("not poisoned")
+            .entry(epoch.to_string())
+            .or_insert(d)
+    }
+
+    /// Ends publishing: `published` is final, and the subscribers' drain starts now.
+    fn stop_publishing(&self, now: Instant) {
+        if !self.published_all.load(Ordering::Acquire) {
+            self.stopped_us.store(self.micros(now), Ordering::Release);
+            self.published_all.store(true, Ordering::Release);
+        }
     }
 
     /// The last sequence number, once the publisher is done.
@@ -219,6 +288,37 @@ impl Shared {
     /// Microseconds from the start of the run to `now`.
     fn micros(&self, now: Instant) -> u64 {
         (now - self.run_start).as_micros() as u64
+    }
+}
+
+/// A stretch of deliveries of one epoch, as one connection sees them: after an ack, its epoch;
+/// after a gap notice, an epoch not known (it may be a new one) until the next ack.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Segment {
+    epoch: Option<String>,
+    /// Offset minus sequence number, once known.
+    delta: Option<i128>,
+}
+
+impl Segment {
+    /// The deliveries in `epoch` (after an ack, or in a recovery from it).
+    fn of(epoch: &str, shared: &Shared) -> Segment {
+        Segment {
+            epoch: Some(epoch.to_string()),
+            delta: shared.delta(epoch),
+        }
+    }
+
+    /// Whether `offset` goes with `seq`: the same offset - seq as every delivery before it in
+    /// the segment and, in a known epoch, as everyone saw in that epoch. The first delivery of
+    /// a segment whose epoch has no value yet sets it.
+    fn check(&mut self, shared: &Shared, offset: u64, seq: u64) -> bool {
+        let d = i128::from(offset) - i128::from(seq);
+        let want = *self.delta.get_or_insert_with(|| match &self.epoch {
+            Some(e) => shared.learn(e, d),
+            None => d,
+        });
+        want == d
     }
 }
 
@@ -363,17 +463,33 @@ impl Io {
     }
 }
 
-/// Reads what `c` has: the messages, and `Err` when the connection ended (`None` inside:
-/// after a close frame).
+/// Reads what `c` has: the messages, `Err` when the connection ended (`None` inside: with a
+/// close frame, answered), and whether it opened with this read. Pings are answered.
 fn read(
     c: &mut Client,
     scratch: &mut [u8],
 ) -> (Vec<Message>, Result<(), Option<ClientError>>, bool) {
     let was_open = c.open;
     let mut inbox = Vec::new();
-    let end = match c.read(scratch, |m| inbox.push(m)) {
+    let result = c.read(scratch, |m| inbox.push(m));
+    let mut closed = false;
+    for m in &inbox {
+        match m {
+            Message::Ping(p) => c.send(OpCode::Pong, p),
+            // answered at once, so that the gateway closes now rather than after its close
+            // timeout (a draining node waits for its sessions)
+            Message::Close(frame) if !closed => {
+                closed = true;
+                let code = frame.as_ref().map(|f| f.code.0.to_be_bytes());
+                c.send(OpCode::Close, code.as_ref().map_or(&[][..], |b| &b[..]));
+                let _ = c.flush();
+            }
+            _ => {}
+        }
+    }
+    let end = match result {
+        _ if closed => Err(None),
         Ok(true) => Ok(()),
-        Ok(false) if inbox.iter().any(|m| matches!(m, Message::Close(_))) => Err(None),
         Ok(false) if !c.open => Err(Some(ClientError::Io("closed before the upgrade".into()))),
         Ok(false) => Err(Some(ClientError::Io(
             "the server closed the connection".into(),
@@ -383,150 +499,410 @@ fn read(
     (inbox, end, !was_open && c.open)
 }
 
+/// The publisher's sequence numbers in flight and to send again.
+#[derive(Debug, Default)]
+struct Outbox {
+    /// The highest sequence number sent so far; the next new one is this + 1.
+    sent: u64,
+    /// Sent on the current connection and not answered yet.
+    inflight: BTreeSet<u64>,
+    /// To send again, lowest first: refused as `unavailable`, or unanswered when a connection
+    /// ended.
+    again: BTreeSet<u64>,
+    /// Nothing is sent again before this (after a refusal).
+    again_at: Option<Instant>,
+    /// After a refusal or a connection's end, until every publish sent is acknowledged: one
+    /// publish in flight at a time, so that none can overtake one refused.
+    one_at_a_time: bool,
+    /// Since when publishes have been refused as `unavailable` with none acknowledged.
+    refused_since: Option<Instant>,
+    /// Publishes acknowledged.
+    acked: u64,
+    /// Refusals as `unavailable` (each sent again).
+    retries: u64,
+    /// Publishes unanswered when their connection ended (each sent again).
+    resent: u64,
+    /// Publishes acknowledged while an older one waited to be sent again.
+    overtaken: u64,
+}
+
+impl Outbox {
+    /// The next publish to send: one to send again, once its wait is over; when none waits, a
+    /// new one while fewer than `allowed` were sent. Nothing new goes before what waits to be
+    /// sent again, and after a refusal or a connection's end one goes at a time until all are
+    /// acknowledged, so the gateway gets the sequence numbers in order.
+    fn next(&mut self, now: Instant, allowed: u64) -> Option<u64> {
+        if self.one_at_a_time && !self.inflight.is_empty() {
+            return None;
+        }
+        if let Some(&seq) = self.again.first() {
+            if self.again_at.is_some_and(|at| now < at) {
+                return None;
+            }
+            self.again.remove(&seq);
+            self.inflight.insert(seq);
+            return Some(seq);
+        }
+        if self.sent >= allowed {
+            return None;
+        }
+        self.sent += 1;
+        self.inflight.insert(self.sent);
+        Some(self.sent)
+    }
+
+    /// `seq` was acknowledged.
+    fn ack(&mut self, seq: u64) {
+        if self.inflight.remove(&seq) {
+            self.acked += 1;
+            self.refused_since = None;
+            if self.again.first().is_some_and(|&a| a < seq) {
+                self.overtaken += 1;
+            }
+            self.one_at_a_time &= !self.idle();
+        }
+    }
+
+    /// `seq` was refused as `unavailable`: it goes again after [`RETRY_WAIT`].
+    fn unavailable(&mut self, seq: u64, now: Instant) {
+        if self.inflight.remove(&seq) {
+            self.again.insert(seq);
+            self.retries += 1;
+            self.again_at = Some(now + RETRY_WAIT);
+            self.refused_since.get_or_insert(now);
+            self.one_at_a_time = true;
+        }
+    }
+
+    /// `seq` was refused for good.
+    fn refused(&mut self, seq: u64) {
+        self.inflight.remove(&seq);
+        self.one_at_a_time &= !self.idle();
+    }
+
+    /// The connection ended: what it had in flight goes again on the next one (the gateway
+    /// drops what a closing connection sends).
+    fn connection_ended(&mut self) {
+        self.resent += self.inflight.len() as u64;
+        self.again.append(&mut self.inflight);
+        self.one_at_a_time = !self.again.is_empty();
+    }
+
+    /// Whether every publish sent is answered and none waits.
+    fn idle(&self) -> bool {
+        self.inflight.is_empty() && self.again.is_empty()
+    }
+}
+
 /// What the publisher saw.
 #[derive(Debug, Default)]
 struct Published {
-    /// Publishes sent.
+    /// The highest sequence number published.
     sent: u64,
     /// Publishes acknowledged.
     acked: u64,
-    /// Publishes refused, with the first few errors.
+    /// Publishes refused (other than as `unavailable`), with the first few errors.
     refused: u64,
     refusals: Vec<String>,
-    /// Its own messages back, and those wrong (data, order or offset).
+    /// See [`Outbox`].
+    retries: u64,
+    resent: u64,
+    overtaken: u64,
+    /// Connections opened after the first, and attempts that failed.
+    reconnects: u64,
+    connect_failures: u64,
+    /// Its own subscribes refused as `unavailable` (sent again).
+    subscribes_refused: u64,
+    /// Its own messages back, and those wrong (data or offset).
     back: u64,
     back_wrong: u64,
-    /// The epoch and offset of its ack.
+    /// The epoch and offset of its first ack.
     epoch: String,
     base: u64,
+}
+
+/// The publisher: its connection, what it has sent, what it saw.
+struct Publisher<'a> {
+    plan: &'a Plan,
+    shared: &'a Shared,
+    io: Io,
+    client: Option<Client>,
+    rng: u64,
+    /// No connection: the next attempt is then.
+    connect_at: Option<Instant>,
+    /// Since when it has had no open connection, and the last reason.
+    down_since: Option<Instant>,
+    last_error: String,
+    /// Connections opened.
+    opened: u64,
+    /// Its first subscribe was acknowledged (`p.epoch` and `p.base` are set).
+    based: bool,
+    /// Its subscribe goes again then (refused as `unavailable`).
+    resubscribe_at: Option<Instant>,
+    /// Its own deliveries.
+    segment: Segment,
+    outbox: Outbox,
+    p: Published,
 }
 
 /// The publisher's thread: subscribes (for the epoch and base offset, and to hold the topic),
 /// waits for the subscribers, publishes at the rate for the duration, then stays until the
 /// subscribers are done.
 fn publish(plan: &Plan, shared: &Shared, counters: &Counters) -> Result<Published, String> {
-    let mut io = Io::new()?;
-    let mut c = io.connect(plan, 0, 0x5eed).map_err(|e| e.to_string())?;
-    let mut p = Published::default();
-    let mut acked_subscribe = false;
-    let mut window: Option<(Instant, Instant)> = None;
-    let mut stopped: Option<Instant> = None;
+    let mut me = Publisher {
+        plan,
+        shared,
+        io: Io::new()?,
+        client: None,
+        rng: 0x5eed,
+        connect_at: None,
+        down_since: None,
+        last_error: String::new(),
+        opened: 0,
+        based: false,
+        resubscribe_at: None,
+        segment: Segment::default(),
+        outbox: Outbox::default(),
+        p: Published::default(),
+    };
     let began = Instant::now();
-    let mut ended = false;
+    me.connect(began);
+    let mut window: Option<(Instant, Instant)> = None;
     while !shared.subscribers_done.load(Ordering::Acquire) {
-        let ready = io.wait()?;
+        let ready = me.io.wait()?;
         let now = Instant::now();
-        if !ended && ready.contains(&0) {
-            let (inbox, end, opened) = read(&mut c, &mut io.scratch);
-            if opened {
-                c.send(OpCode::Text, plan.subscribe(0, None).as_bytes());
-            }
-            counters
-                .received
-                .fetch_add(inbox.len() as u64, Ordering::Relaxed);
-            for m in inbox {
-                let Message::Text(text) = m else { continue };
-                match parse_server_message(&text) {
-                    Ok(ServerMessage::Ack(Ack {
-                        id: Some(0),
-                        offset,
-                        epoch,
-                        ..
-                    })) => {
-                        let (Some(offset), Some(epoch)) = (offset, epoch) else {
-                            shared.fail(no_history(plan));
-                            break;
-                        };
-                        p.epoch = epoch.into_owned();
-                        p.base = offset;
-                        *shared.base.lock().expect("not poisoned") =
-                            Some((p.epoch.clone(), offset));
-                        acked_subscribe = true;
-                    }
-                    Ok(ServerMessage::Ack(Ack { id: Some(_), .. })) => p.acked += 1,
-                    Ok(ServerMessage::Error { code, message, .. }) => {
-                        p.refused += 1;
-                        if p.refusals.len() < 5 {
-                            p.refusals.push(format!("{code}: {message}"));
-                        }
-                    }
-                    Ok(ServerMessage::Message {
-                        offset,
-                        data,
-                        topic,
-                    }) => {
-                        p.back += 1;
-                        let ok = topic == plan.topic
-                            && check_data(data.get(), plan.size)
-                                .is_some_and(|(seq, _)| offset == Some(p.base + seq));
-                        p.back_wrong += u64::from(!ok);
-                    }
-                    _ => p.back_wrong += 1,
-                }
-            }
-            if let Err(e) = end {
-                ended = true;
-                if stopped.is_none() || shared.final_seq().is_none() {
-                    shared.fail(format!(
-                        "the publisher's connection ended: {}",
-                        e.map_or("a close frame".into(), |e| e.to_string())
-                    ));
-                }
-            }
+        if ready.contains(&0) {
+            me.on_readable(now, counters);
         }
         if shared.failed() {
             break;
         }
+        if me.client.is_none() && me.connect_at.is_some_and(|at| now >= at) {
+            me.connect(now);
+        }
+        me.resubscribe(now);
         // publishing starts once every subscriber has its first ack
         if window.is_none()
-            && acked_subscribe
+            && me.based
             && (shared.subscribed.load(Ordering::Acquire) >= plan.subscribers
                 || now - began >= plan.connect_deadline)
         {
             window = Some((now, now + plan.duration));
         }
-        if let Some((start, end)) = window
-            && !ended
-        {
-            if now < end {
-                let allowed = ((now - start).as_secs_f64() * plan.rate) as u64 + 1;
-                let mut burst = 0;
-                while p.sent < allowed && burst < 1000 {
-                    p.sent += 1;
-                    burst += 1;
-                    let t = shared.micros(now);
-                    let m = format!(
-                        r#"{{"type":"publish","topic":{},"data":{},"id":{}}}"#,
-                        json!(plan.topic),
-                        data(p.sent, t, plan.size),
-                        p.sent
-                    );
-                    c.send(OpCode::Text, m.as_bytes());
-                    shared.published.store(p.sent, Ordering::Release);
-                }
-                counters.sent.store(p.sent, Ordering::Relaxed);
-            } else if stopped.is_none() {
-                stopped = Some(now);
-                shared
-                    .stopped_us
-                    .store(shared.micros(now), Ordering::Release);
+        if let Some((start, end)) = window {
+            me.send_publishes(now, start, end);
+            counters.sent.store(me.outbox.sent, Ordering::Relaxed);
+            // every publish answered: the subscribers know what they are owed; a gateway that
+            // leaves some unanswered has a few seconds more
+            let answered = me.outbox.idle()
+                || (me.outbox.again.is_empty() && now >= end + Duration::from_secs(5));
+            if now >= end && answered {
+                shared.stop_publishing(now);
             }
         }
-        // every publish answered (or a few seconds): the subscribers know what they are owed
-        if let Some(at) = stopped
-            && !shared.published_all.load(Ordering::Acquire)
-            && (p.acked + p.refused >= p.sent || now - at >= Duration::from_secs(5))
-        {
-            shared.published_all.store(true, Ordering::Release);
-        }
-        if !ended && let Err(e) = io.flush(0, &mut c) {
-            shared.fail(format!("the publisher's connection ended: {e}"));
-            break;
-        }
+        me.give_up_if_stuck(now);
+        me.flush(now);
     }
     // the subscribers may be waiting for this
-    shared.published_all.store(true, Ordering::Release);
+    shared.stop_publishing(Instant::now());
+    let o = &me.outbox;
+    let mut p = me.p;
+    (p.sent, p.acked, p.retries, p.resent, p.overtaken) =
+        (o.sent, o.acked, o.retries, o.resent, o.overtaken);
     Ok(p)
+}
+
+impl Publisher<'_> {
+    /// Starts a connection; a failure is tried again after [`RECONNECT_WAIT`].
+    fn connect(&mut self, now: Instant) {
+        self.connect_at = None;
+        let seed = xorshift(&mut self.rng);
+        match self.io.connect(self.plan, 0, seed) {
+            Ok(c) => self.client = Some(c),
+            Err(e) => self.connection_failed(now, format!("connect: {e}")),
+        }
+    }
+
+    fn connection_failed(&mut self, now: Instant, why: String) {
+        self.p.connect_failures += 1;
+        self.last_error = why;
+        self.down_since.get_or_insert(now);
+        self.connect_at = Some(now + RECONNECT_WAIT);
+    }
+
+    /// The connection ended (or never opened): what was in flight goes again on the next one.
+    fn ended(&mut self, now: Instant, why: Option<ClientError>) {
+        let Some(mut c) = self.client.take() else {
+            return;
+        };
+        let _ = self.io.poll.registry().deregister(&mut c.stream);
+        self.outbox.connection_ended();
+        let why = why.map_or_else(|| "a close frame".into(), |e| e.to_string());
+        if !c.open {
+            return self.connection_failed(now, why);
+        }
+        self.last_error = why;
+        if !self.shared.published_all.load(Ordering::Acquire) {
+            self.down_since.get_or_insert(now);
+            self.connect_at = Some(now + RECONNECT_WAIT);
+        }
+    }
+
+    fn on_readable(&mut self, now: Instant, counters: &Counters) {
+        let Some(c) = self.client.as_mut() else {
+            return;
+        };
+        let (inbox, end, opened) = read(c, &mut self.io.scratch);
+        if opened {
+            self.opened += 1;
+            self.p.reconnects = self.opened - 1;
+            self.down_since = None;
+            c.send(OpCode::Text, self.plan.subscribe(0, None).as_bytes());
+        }
+        counters
+            .received
+            .fetch_add(inbox.len() as u64, Ordering::Relaxed);
+        for m in inbox {
+            if let Message::Text(text) = m {
+                self.on_text(&text, now);
+            }
+        }
+        if let Err(e) = end {
+            self.ended(now, e);
+        }
+    }
+
+    fn on_text(&mut self, text: &[u8], now: Instant) {
+        let (plan, shared) = (self.plan, self.shared);
+        match parse_server_message(text) {
+            Ok(ServerMessage::Ack(Ack {
+                id: Some(0),
+                offset,
+                epoch,
+                ..
+            })) => {
+                let (Some(offset), Some(epoch)) = (offset, epoch) else {
+                    shared.fail(no_history(plan));
+                    return;
+                };
+                if !self.based {
+                    self.based = true;
+                    self.p.epoch = epoch.to_string();
+                    self.p.base = offset;
+                    shared.learn(&epoch, i128::from(offset));
+                }
+                self.segment = Segment::of(&epoch, shared);
+            }
+            Ok(ServerMessage::Ack(Ack { id: Some(id), .. })) if id > 0 => {
+                self.outbox.ack(id as u64);
+            }
+            Ok(ServerMessage::Error {
+                id: Some(id), code, ..
+            }) if code == UNAVAILABLE => {
+                if id == 0 {
+                    self.p.subscribes_refused += 1;
+                    self.resubscribe_at = Some(now + RETRY_WAIT);
+                } else if id > 0 {
+                    self.outbox.unavailable(id as u64, now);
+                }
+            }
+            Ok(ServerMessage::Error { id, code, message }) => {
+                self.p.refused += 1;
+                if self.p.refusals.len() < 5 {
+                    self.p.refusals.push(format!("{code}: {message}"));
+                }
+                if let Some(id) = id.filter(|&i| i > 0) {
+                    self.outbox.refused(id as u64);
+                }
+            }
+            Ok(ServerMessage::Message {
+                offset,
+                data,
+                topic,
+            }) => {
+                self.p.back += 1;
+                let ok = topic == plan.topic
+                    && match (check_data(data.get(), plan.size), offset) {
+                        (Some((seq, _)), Some(offset)) => self.segment.check(shared, offset, seq),
+                        _ => false,
+                    };
+                self.p.back_wrong += u64::from(!ok);
+            }
+            Ok(ServerMessage::Gap { topic }) if topic == plan.topic => {
+                self.segment = Segment::default();
+            }
+            _ => self.p.back_wrong += 1,
+        }
+    }
+
+    /// Sends its subscribe again when it was refused as `unavailable`.
+    fn resubscribe(&mut self, now: Instant) {
+        if self.resubscribe_at.is_some_and(|at| now >= at)
+            && let Some(c) = self.client.as_mut().filter(|c| c.open)
+        {
+            self.resubscribe_at = None;
+            c.send(OpCode::Text, self.plan.subscribe(0, None).as_bytes());
+        }
+    }
+
+    /// Sends what is due: what waits to be sent again, then new publishes at the rate until
+    /// `end`.
+    fn send_publishes(&mut self, now: Instant, start: Instant, end: Instant) {
+        let Some(c) = self.client.as_mut().filter(|c| c.open) else {
+            return;
+        };
+        let allowed = if now < end {
+            ((now - start).as_secs_f64() * self.plan.rate) as u64 + 1
+        } else {
+            self.outbox.sent
+        };
+        let mut burst = 0;
+        while burst < 1000
+            && let Some(seq) = self.outbox.next(now, allowed)
+        {
+            burst += 1;
+            let t = self.shared.micros(now);
+            let m = format!(
+                r#"{{"type":"publish","topic":{},"data":{},"id":{seq}}}"#,
+                json!(self.plan.topic),
+                data(seq, t, self.plan.size),
+            );
+            c.send(OpCode::Text, m.as_bytes());
+        }
+        self.shared
+            .published
+            .store(self.outbox.sent, Ordering::Release);
+    }
+
+    /// Fails the run when publishes have been refused, or the connection gone, for too long.
+    fn give_up_if_stuck(&mut self, now: Instant) {
+        if let Some(since) = self.outbox.refused_since
+            && now - since >= GIVE_UP_AFTER
+        {
+            self.shared.fail(format!(
+                "publishes to '{}' refused as unavailable for {GIVE_UP_AFTER:?} in a row (the \
+                 gateway's Redis out of reach?)",
+                self.plan.topic
+            ));
+        }
+        if let Some(since) = self.down_since
+            && now - since >= GIVE_UP_AFTER
+        {
+            self.shared.fail(format!(
+                "the publisher could not reconnect to {} for {GIVE_UP_AFTER:?}: {}",
+                self.plan.target.addr(),
+                self.last_error
+            ));
+        }
+    }
+
+    fn flush(&mut self, now: Instant) {
+        if let Some(c) = self.client.as_mut()
+            && let Err(e) = self.io.flush(0, c)
+        {
+            self.ended(now, Some(e));
+        }
+    }
 }
 
 /// The error of a topic without history.
@@ -558,9 +934,15 @@ struct Sub {
     rng: u64,
     /// The id of its current subscribe.
     id: i64,
-    /// The epoch and the highest offset it has seen: where it recovers from.
+    /// It had its first ack.
+    acked: bool,
+    /// The epoch of its last ack and the highest offset it has seen since (after a gap
+    /// notice, the last one): where it recovers from.
     position: Option<(String, u64)>,
-    /// The first sequence number it is owed (set by its first ack).
+    /// The deliveries it gets now: their epoch, and offset - seq.
+    segment: Segment,
+    /// The first sequence number it is owed: after its first ack, or the first it received
+    /// when that ack's epoch could not be told in sequence numbers.
     owed_from: Option<u64>,
     /// Sequence numbers received (bit N), and the highest.
     seen: Vec<u64>,
@@ -569,10 +951,10 @@ struct Sub {
     open_gap: Option<u64>,
     /// Holes announced, as inclusive ranges of sequence numbers.
     gaps: Vec<(u64, u64)>,
-    /// Offset minus sequence number within its epoch, for epochs that are not the publisher's.
-    delta: Option<(String, i128)>,
     /// Messages received before the ack of its current recovering subscribe.
     recovered_now: u64,
+    /// Reconnects that failed in a row.
+    failures: u32,
 }
 
 impl Sub {
@@ -590,14 +972,22 @@ impl Sub {
     }
 
     /// Whether it is subscribed and has everything up to `last` (or its ack says the stream is
-    /// past it: the end fell in a hole), `base` the publisher's epoch and base offset.
-    fn caught_up(&self, last: u64, base: Option<&(String, u64)>) -> bool {
-        let past = match (&self.position, base) {
-            (Some((e, at)), Some((epoch, base))) => e == epoch && *at >= base + last,
+    /// past it: the end fell in a hole).
+    fn caught_up(&self, last: u64, shared: &Shared) -> bool {
+        if !matches!(self.phase, Phase::Live { .. }) {
+            return false;
+        }
+        if self.highest >= last || self.owed_from.is_some_and(|f| f > last) {
+            return true;
+        }
+        match (&self.position, &self.segment.epoch) {
+            (Some((e, at)), Some(epoch)) if e == epoch => self
+                .segment
+                .delta
+                .or_else(|| shared.delta(e))
+                .is_some_and(|d| i128::from(*at) - d >= i128::from(last)),
             _ => false,
-        };
-        matches!(self.phase, Phase::Live { .. })
-            && (self.highest >= last || self.owed_from.is_some_and(|f| f > last) || past)
+        }
     }
 
     /// Opens a hole from the sequence number after the highest it has (unless one is open).
@@ -621,6 +1011,8 @@ struct Tally {
     ended_by_server: u64,
     connects: u64,
     connect_failures: u64,
+    /// Subscribes answered with the error `unavailable`.
+    subscribes_refused: u64,
     recovered: u64,
     recovered_messages: u64,
     failed: BTreeMap<&'static str, u64>,
@@ -645,6 +1037,7 @@ impl Default for Tally {
             ended_by_server: 0,
             connects: 0,
             connect_failures: 0,
+            subscribes_refused: 0,
             recovered: 0,
             recovered_messages: 0,
             failed: RecoverFailure::ALL
@@ -670,6 +1063,7 @@ impl Tally {
         self.ended_by_server += o.ended_by_server;
         self.connects += o.connects;
         self.connect_failures += o.connect_failures;
+        self.subscribes_refused += o.subscribes_refused;
         self.recovered += o.recovered;
         self.recovered_messages += o.recovered_messages;
         for (k, v) in o.failed {
@@ -696,8 +1090,6 @@ struct Subscribers<'a> {
     subs: Vec<Sub>,
     ids: Vec<usize>,
     tally: Tally,
-    /// The publisher's epoch and base offset, once known.
-    base: Option<(String, u64)>,
 }
 
 /// A subscriber thread: runs its subscribers until they have everything or the drain is over.
@@ -712,9 +1104,6 @@ fn subscribe(
     loop {
         let ready = s.io.wait()?;
         let now = Instant::now();
-        if s.base.is_none() {
-            s.base = shared.base();
-        }
         for i in ready {
             s.on_readable(i, now, counters);
         }
@@ -725,7 +1114,7 @@ fn subscribe(
         if let Some(last) = shared.final_seq() {
             let stopped =
                 shared.run_start + Duration::from_micros(shared.stopped_us.load(Ordering::Acquire));
-            let done = s.subs.iter().all(|u| u.caught_up(last, s.base.as_ref()));
+            let done = s.subs.iter().all(|u| u.caught_up(last, shared));
             if done {
                 // a moment more for anything repeated after the last message
                 let since = *caught_up_since.get_or_insert(now);
@@ -758,19 +1147,20 @@ impl<'a> Subscribers<'a> {
                     phase: Phase::Away(start),
                     rng: 0x9e37_79b9_7f4a_7c15 ^ (i as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d),
                     id: 0,
+                    acked: false,
                     position: None,
+                    segment: Segment::default(),
                     owed_from: None,
                     seen: Vec::new(),
                     highest: 0,
                     open_gap: None,
                     gaps: Vec::new(),
-                    delta: None,
                     recovered_now: 0,
+                    failures: 0,
                 })
                 .collect(),
             ids,
             tally: Tally::default(),
-            base: None,
         })
     }
 
@@ -791,12 +1181,7 @@ impl<'a> Subscribers<'a> {
                                 recovering: sub.position.is_some(),
                             };
                         }
-                        Err(e) => {
-                            self.tally.connect_failures += 1;
-                            self.tally.stats.error(format!("connect: {e}"));
-                            let delay = jittered(self.plan.reconnect_after, &mut sub.rng);
-                            sub.phase = Phase::Away(now + delay.max(Duration::from_millis(20)));
-                        }
+                        Err(e) => self.failed_to_connect(i, ClientError::Io(e.to_string()), now),
                     }
                 }
                 Phase::Live { drop_at }
@@ -813,6 +1198,23 @@ impl<'a> Subscribers<'a> {
                 self.ended(i, Some(e), now);
             }
         }
+    }
+
+    /// Subscriber `i`'s connection attempt failed: it tries again after a wait that doubles
+    /// with each failure in a row. An error only before its first ack (a reconnect may meet a
+    /// draining node, or a balancer that has not noticed it yet).
+    fn failed_to_connect(&mut self, i: usize, e: ClientError, now: Instant) {
+        self.tally.connect_failures += 1;
+        let sub = &mut self.subs[i];
+        if !sub.acked {
+            self.tally.stats.error(e.to_string());
+        }
+        let backoff = FIRST_BACKOFF
+            .saturating_mul(1 << sub.failures.min(10))
+            .min(MAX_BACKOFF);
+        sub.failures += 1;
+        let delay = jittered(self.plan.reconnect_after, &mut sub.rng).max(backoff);
+        sub.phase = Phase::Away(now + delay);
     }
 
     /// Subscriber `i` drops its connection.
@@ -836,24 +1238,21 @@ impl<'a> Subscribers<'a> {
         sub.phase = Phase::Away(now + away);
     }
 
-    /// Subscriber `i`'s connection ended without it dropping it: it comes back as after a drop.
+    /// Subscriber `i`'s connection ended without it dropping it: it comes back as after a drop
+    /// (after a wait when the connection never opened).
     fn ended(&mut self, i: usize, error: Option<ClientError>, now: Instant) {
         let sub = &mut self.subs[i];
         let opened = sub.client.as_ref().is_some_and(|c| c.open);
         if let Some(mut c) = sub.client.take() {
             let _ = self.io.poll.registry().deregister(&mut c.stream);
         }
-        if opened {
-            self.tally.ended_by_server += 1;
-        } else {
-            self.tally.connect_failures += 1;
-            if let Some(e) = error {
-                self.tally.stats.error(e.to_string());
-            }
+        if !opened {
+            let e = error.unwrap_or_else(|| ClientError::Io("closed before the upgrade".into()));
+            return self.failed_to_connect(i, e, now);
         }
-        let delay = jittered(self.plan.reconnect_after, &mut self.subs[i].rng)
-            .max(Duration::from_millis(if opened { 0 } else { 20 }));
-        self.subs[i].phase = Phase::Away(now + delay);
+        self.tally.ended_by_server += 1;
+        let delay = jittered(self.plan.reconnect_after, &mut sub.rng);
+        sub.phase = Phase::Away(now + delay);
     }
 
     fn on_readable(&mut self, i: usize, now: Instant, counters: &Counters) {
@@ -863,16 +1262,20 @@ impl<'a> Subscribers<'a> {
         };
         let (inbox, end, opened) = read(c, &mut self.io.scratch);
         if opened {
-            sub.id += 1;
-            let position = sub.position.as_ref().map(|(e, o)| (e.as_str(), *o));
-            let m = self.plan.subscribe(sub.id, position);
-            c.send(OpCode::Text, m.as_bytes());
+            let m = self.joined(i);
+            if let Some(c) = self.subs[i].client.as_mut() {
+                c.send(OpCode::Text, m.as_bytes());
+            }
             counters.open.fetch_add(1, Ordering::Relaxed);
         }
         counters
             .received
             .fetch_add(inbox.len() as u64, Ordering::Relaxed);
         for m in inbox {
+            // a subscribe refused drops the connection: what follows is not read
+            if self.subs[i].client.is_none() {
+                break;
+            }
             match m {
                 Message::Text(text) => self.on_text(i, &text, now),
                 Message::Close(c) => self
@@ -883,12 +1286,28 @@ impl<'a> Subscribers<'a> {
                 _ => {}
             }
         }
-        if let Err(e) = end {
+        if let Err(e) = end
+            && self.subs[i].client.is_some()
+        {
             if self.subs[i].client.as_ref().is_some_and(|c| c.open) {
                 counters.open.fetch_sub(1, Ordering::Relaxed);
             }
             self.ended(i, e, now);
         }
+    }
+
+    /// Subscriber `i`'s connection opened: its subscribe, with `recover` from its position
+    /// once it has one.
+    fn joined(&mut self, i: usize) -> String {
+        let sub = &mut self.subs[i];
+        sub.id += 1;
+        sub.failures = 0;
+        let position = sub.position.as_ref().map(|(e, o)| (e.as_str(), *o));
+        if let Some((epoch, _)) = position {
+            // what comes before the ack is the recovery, in the epoch it recovers from
+            sub.segment = Segment::of(epoch, self.shared);
+        }
+        self.plan.subscribe(sub.id, position)
     }
 
     fn on_text(&mut self, i: usize, text: &[u8], now: Instant) {
@@ -912,7 +1331,28 @@ impl<'a> Subscribers<'a> {
             ServerMessage::Ack(ack) if ack.id == Some(self.subs[i].id) => self.on_ack(i, ack, now),
             ServerMessage::Gap { topic } if topic == self.plan.topic => {
                 self.tally.gaps += 1;
-                self.subs[i].open_gap();
+                let sub = &mut self.subs[i];
+                sub.open_gap();
+                // what follows may be in a new epoch: its offsets are learned again
+                sub.segment = Segment::default();
+            }
+            ServerMessage::Error { id, code, message }
+                if id == Some(self.subs[i].id)
+                    && matches!(self.subs[i].phase, Phase::Joining { .. }) =>
+            {
+                if code == UNAVAILABLE {
+                    // not subscribed: it comes back a moment later and asks again
+                    self.tally.subscribes_refused += 1;
+                    let sub = &mut self.subs[i];
+                    if let Some(mut c) = sub.client.take() {
+                        let _ = self.io.poll.registry().deregister(&mut c.stream);
+                    }
+                    sub.phase = Phase::Away(now + REFUSED_WAIT);
+                } else {
+                    self.shared.fail(format!(
+                        "the gateway refused a subscribe: {code}: {message}"
+                    ));
+                }
             }
             ServerMessage::Error { code, message, .. } => {
                 self.tally
@@ -928,20 +1368,22 @@ impl<'a> Subscribers<'a> {
             self.shared.fail(no_history(self.plan));
             return;
         };
+        let shared = self.shared;
         let sub = &mut self.subs[i];
         let Phase::Joining { since, recovering } = sub.phase else {
             self.tally.stats.unexpected += 1;
             return;
         };
-        if sub.owed_from.is_none() {
+        if !sub.acked {
+            sub.acked = true;
             // owed: what follows the ack's offset (everything when publishing has not begun)
-            let first = match &self.base {
-                Some((e, base)) if *e == epoch && offset > *base => offset - base + 1,
-                _ => 1,
+            sub.owed_from = match shared.delta(&epoch) {
+                Some(d) => Some(u64::try_from(i128::from(offset) - d + 1).map_or(1, |f| f.max(1))),
+                None if shared.published.load(Ordering::Acquire) == 0 => Some(1),
+                None => None,
             };
-            sub.owed_from = Some(first);
-            sub.highest = first - 1;
-            self.shared.subscribed.fetch_add(1, Ordering::AcqRel);
+            sub.highest = sub.owed_from.map_or(0, |f| f - 1);
+            shared.subscribed.fetch_add(1, Ordering::AcqRel);
         }
         match ack.recovery {
             Some(Recovery::Recovered) => {
@@ -949,12 +1391,14 @@ impl<'a> Subscribers<'a> {
                 self.tally
                     .recovery_time
                     .saturating_record(((now - since).as_micros() as u64).max(1));
-                // the ack names the last offset sent: the one it has, or where it recovered from
-                if sub.position.as_ref().map(|(_, o)| *o) != Some(offset) {
+                // in the epoch it recovered from, the ack naming the last offset sent: the one
+                // it has, or where it recovered to
+                let at = sub.position.as_ref().map(|(e, o)| (e.as_str(), *o));
+                if at != Some((&epoch, offset)) {
                     self.tally.offset_mismatched += 1;
                     self.tally.stats.error(format!(
-                        "a recovery ack at offset {offset}, the subscriber at {:?}",
-                        sub.position
+                        "a recovery ack at offset {offset} of epoch {epoch}, the subscriber at \
+                         {at:?}"
                     ));
                 }
             }
@@ -966,6 +1410,7 @@ impl<'a> Subscribers<'a> {
             None => {}
         }
         self.tally.recovered_messages += std::mem::take(&mut sub.recovered_now);
+        sub.segment = Segment::of(&epoch, shared);
         sub.position = Some((epoch.into_owned(), offset));
         let every = self.plan.drop_every;
         sub.phase = Phase::Live {
@@ -995,39 +1440,33 @@ impl<'a> Subscribers<'a> {
             }
             Phase::Away(_) => {}
         }
-        // the offset goes with the sequence number: the publisher's base + seq in its epoch,
-        // a constant difference in any other
-        let epoch = sub
-            .position
-            .as_ref()
-            .map(|(e, _)| e.clone())
-            .unwrap_or_default();
         match offset {
             None => self.tally.offset_mismatched += 1,
             Some(offset) => {
-                let d = i128::from(offset) - i128::from(seq);
-                let ok = match &self.base {
-                    Some((e, base)) if *e == epoch => d == i128::from(*base),
-                    _ => match &sub.delta {
-                        Some((e, x)) if *e == epoch => *x == d,
-                        _ => {
-                            sub.delta = Some((epoch.clone(), d));
-                            true
-                        }
-                    },
-                };
-                if !ok {
+                if !sub.segment.check(self.shared, offset, seq) {
                     self.tally.offset_mismatched += 1;
                     if self.tally.offset_mismatched <= 3 {
-                        self.tally
-                            .stats
-                            .error(format!("sequence number {seq} at offset {offset}"));
+                        self.tally.stats.error(format!(
+                            "sequence number {seq} at offset {offset} (epoch {:?}: offset - seq \
+                             was {:?})",
+                            sub.segment.epoch, sub.segment.delta
+                        ));
                     }
                 }
-                if let Some((_, at)) = sub.position.as_mut() {
-                    *at = (*at).max(offset);
+                if let Some((epoch, at)) = sub.position.as_mut() {
+                    match &sub.segment.epoch {
+                        Some(e) if e == epoch => *at = (*at).max(offset),
+                        // after a gap notice: the last offset, in an epoch it cannot name (a
+                        // recovery from it fails if the epoch changed, and goes on if not)
+                        None => *at = offset,
+                        Some(_) => {}
+                    }
                 }
             }
+        }
+        if sub.acked && sub.owed_from.is_none() {
+            sub.owed_from = Some(seq);
+            sub.highest = seq - 1;
         }
         let Some(owed_from) = sub.owed_from else {
             self.tally.stats.unexpected += 1;
@@ -1059,14 +1498,20 @@ impl<'a> Subscribers<'a> {
         let last = self.shared.published.load(Ordering::Acquire);
         for i in 0..self.subs.len() {
             let sub = &mut self.subs[i];
-            let Some(from) = sub.owed_from else {
+            if !sub.acked {
                 self.tally.never_subscribed += 1;
                 self.tally
                     .stats
                     .error(format!("subscriber {} never had an ack", self.ids[i]));
                 continue;
-            };
+            }
             self.tally.stats.opened += 1;
+            if !sub.caught_up(last, self.shared) {
+                self.tally.behind += 1;
+            }
+            let Some(from) = sub.owed_from else {
+                continue; // nothing received, nothing it could be told it is owed
+            };
             if let Some(gap_from) = sub.open_gap.take()
                 && gap_from <= last
             {
@@ -1074,9 +1519,6 @@ impl<'a> Subscribers<'a> {
             }
             if last >= from {
                 self.tally.expected += last - from + 1;
-            }
-            if !sub.caught_up(last, self.base.as_ref()) {
-                self.tally.behind += 1;
             }
             for seq in from..=last {
                 if !sub.has(seq) {
@@ -1091,9 +1533,8 @@ impl<'a> Subscribers<'a> {
         self.tally
     }
 }
-
 /// The report of a run.
-fn report(a: &Args, p: &Published, t: Tally) -> Report {
+fn report(a: &Args, p: &Published, t: Tally, epochs: usize) -> Report {
     let mut stats = t.stats.clone();
     stats.sent = p.sent;
     let gaps_seen = t.recovered_false() + t.gaps;
@@ -1112,6 +1553,11 @@ fn report(a: &Args, p: &Published, t: Tally) -> Report {
     );
     r = count(r, "connections_ended_by_server", t.ended_by_server);
     r = count(r, "connect_failures", t.connect_failures);
+    r = count(
+        r,
+        "subscribes_refused",
+        t.subscribes_refused + p.subscribes_refused,
+    );
     r = count(r, "recovered_true", t.recovered);
     r = count(r, "recovered_messages", t.recovered_messages);
     r = count(r, "recovered_false", t.recovered_false());
@@ -1139,6 +1585,12 @@ fn report(a: &Args, p: &Published, t: Tally) -> Report {
     );
     r = count(r, "gaps", t.gaps);
     r = count(r, "publishes_refused", p.refused);
+    r = count(r, "publish_retries", p.retries);
+    r = count(r, "publishes_resent", p.resent);
+    r = count(r, "publishes_overtaken", p.overtaken);
+    r = count(r, "publisher_reconnects", p.reconnects);
+    r = count(r, "publisher_connect_failures", p.connect_failures);
+    r = count(r, "epochs", epochs as u64);
     r = count(r, "subscribers_behind", t.behind);
     r = r
         .with_json("epoch", json!(p.epoch))
@@ -1175,6 +1627,13 @@ fn report(a: &Args, p: &Published, t: Tally) -> Report {
         why.push(format!(
             "{} publishes refused (start the gateway with --publish-rate 0, or lower --rate)",
             p.refused
+        ));
+    }
+    if p.overtaken > 0 {
+        why.push(format!(
+            "{} publishes were acknowledged while an older one waited to be sent again after \
+             being refused as unavailable: they overtook it",
+            p.overtaken
         ));
     }
     if p.back_wrong > 0 {
@@ -1253,12 +1712,11 @@ mod tests {
             connect_deadline: Duration::from_secs(1),
         };
         let shared = Shared::new();
-        *shared.base.lock().unwrap() = Some(("E".into(), 10));
+        shared.learn("E", 10);
         let mut s = Subscribers::new(&plan, &shared, vec![0]).expect("a poll");
-        s.base = shared.base();
         let now = Instant::now();
         let join = |s: &mut Subscribers<'_>, recovering| {
-            s.subs[0].id += 1;
+            s.joined(0);
             s.subs[0].phase = Phase::Joining {
                 since: now,
                 recovering,
@@ -1316,6 +1774,139 @@ mod tests {
         assert_eq!((t.recovered, t.recovered_messages), (1, 1));
         assert_eq!(t.stats.unexpected, 0);
         assert_eq!(t.behind, 1, "the last it has is 13 of 15");
+    }
+
+    /// A plan for the tests that feed subscribers by hand.
+    fn hand_plan() -> Plan {
+        Plan {
+            target: Target::parse("ws://127.0.0.1:9/ws").expect("a URL"),
+            source: None,
+            topic: "chat.t".into(),
+            size: 8,
+            rate: 1.0,
+            duration: Duration::from_secs(1),
+            drop_every: Duration::from_secs(1),
+            drop_with: DropWith::Fin,
+            reconnect_after: Duration::ZERO,
+            drain: Duration::from_secs(1),
+            subscribers: 1,
+            connect_deadline: Duration::from_secs(1),
+        }
+    }
+
+    /// Offsets across a Redis restart: after a gap notice offset - seq is learned again from
+    /// the next delivery; a recovery from the old epoch fails and the ack names the new one,
+    /// whose value is shared; within each stretch a wrong offset is still caught.
+    #[test]
+    fn offsets_are_checked_per_epoch_across_a_gap_and_a_new_epoch() {
+        let plan = hand_plan();
+        let shared = Shared::new();
+        shared.learn("E", 10);
+        let mut s = Subscribers::new(&plan, &shared, vec![0]).expect("a poll");
+        let now = Instant::now();
+        let join = |s: &mut Subscribers<'_>| {
+            let m = s.joined(0);
+            s.subs[0].phase = Phase::Joining {
+                since: now,
+                recovering: s.subs[0].position.is_some(),
+            };
+            m
+        };
+        let deliver = |s: &mut Subscribers<'_>, seq: u64, offset: u64| {
+            let d = data(seq, 5, 8);
+            let m =
+                format!(r#"{{"type":"message","topic":"chat.t","offset":{offset},"data":{d}}}"#);
+            s.on_text(0, m.as_bytes(), now);
+        };
+        join(&mut s);
+        s.on_text(
+            0,
+            br#"{"type":"ack","id":1,"topic":"chat.t","offset":10,"epoch":"E"}"#,
+            now,
+        );
+        for seq in 1..=3 {
+            deliver(&mut s, seq, seq + 10);
+        }
+        // Redis restarted: a gap notice, then offsets from 1 in an epoch not named yet
+        s.on_text(0, br#"{"type":"gap","topic":"chat.t"}"#, now);
+        deliver(&mut s, 4, 1);
+        deliver(&mut s, 5, 2);
+        deliver(&mut s, 6, 9); // wrong in its stretch
+        assert_eq!(s.tally.offset_mismatched, 1);
+        assert_eq!(s.subs[0].position, Some(("E".into(), 9)), "the last offset");
+        // it reconnects from the old epoch: refused, the ack names the new one
+        let m = join(&mut s);
+        assert!(m.contains(r#""recover":{"epoch":"E","offset":9}"#), "{m}");
+        s.on_text(
+            0,
+            br#"{"type":"ack","id":2,"topic":"chat.t","offset":7,"epoch":"F","recovered":false,
+                "reason":"epoch"}"#,
+            now,
+        );
+        deliver(&mut s, 8, 8);
+        deliver(&mut s, 9, 9);
+        deliver(&mut s, 10, 11); // wrong in F
+        assert_eq!(shared.delta("F"), Some(0), "learned, for everyone");
+        assert_eq!(shared.deltas.lock().unwrap().len(), 2);
+        // a recovery in F is checked against what was learned
+        join(&mut s);
+        deliver(&mut s, 11, 11);
+        s.on_text(
+            0,
+            br#"{"type":"ack","id":3,"topic":"chat.t","offset":11,"epoch":"F","recovered":true}"#,
+            now,
+        );
+        shared.published.store(11, Ordering::Release);
+        let t = s.finish();
+        assert_eq!(t.offset_mismatched, 2, "6 at 9, 10 at 11");
+        assert_eq!((t.gaps, t.failed["epoch"], t.recovered), (1, 1, 1));
+        assert_eq!(t.lost_after_gap, 1, "7, published while away, in the hole");
+        assert_eq!(t.stats.lost + t.duplicated + t.stats.reordered, 0);
+        assert_eq!(t.stats.unexpected, 0);
+        assert_eq!((t.expected, t.behind), (11, 0));
+    }
+
+    /// The publisher's bookkeeping: a refused publish goes again alone after the wait, nothing
+    /// new goes before it, and what a connection left unanswered goes again first on the next.
+    #[test]
+    fn the_publisher_skips_and_reorders_nothing_through_refusals_and_reconnects() {
+        let mut o = Outbox::default();
+        let t0 = Instant::now();
+        let all = |o: &mut Outbox, at: Instant, allowed: u64| -> Vec<u64> {
+            std::iter::from_fn(|| o.next(at, allowed)).collect()
+        };
+        assert_eq!(all(&mut o, t0, 3), [1, 2, 3], "pipelined at the rate");
+        o.ack(1);
+        o.unavailable(2, t0);
+        assert_eq!(all(&mut o, t0, 9), [0u64; 0], "3 still in flight");
+        o.unavailable(3, t0);
+        assert_eq!(all(&mut o, t0 + RETRY_WAIT / 2, 9), [0u64; 0], "the wait");
+        assert_eq!(all(&mut o, t0 + RETRY_WAIT, 9), [2], "alone");
+        o.ack(2);
+        assert_eq!(all(&mut o, t0 + RETRY_WAIT, 9), [3]);
+        o.ack(3);
+        assert_eq!(
+            all(&mut o, t0 + RETRY_WAIT, 6),
+            [4, 5, 6],
+            "pipelined again"
+        );
+        assert_eq!((o.retries, o.overtaken), (2, 0));
+        // the connection ends with 5 and 6 unanswered: they go first, one at a time
+        o.ack(4);
+        o.connection_ended();
+        assert_eq!(o.resent, 2);
+        assert_eq!(all(&mut o, t0 + RETRY_WAIT, 9), [5]);
+        o.ack(5);
+        assert_eq!(all(&mut o, t0 + RETRY_WAIT, 9), [6]);
+        o.ack(6);
+        assert!(o.idle());
+        assert_eq!(all(&mut o, t0 + RETRY_WAIT, 8), [7, 8]);
+        // one acknowledged after an older one was refused overtook it
+        o.unavailable(7, t0 + RETRY_WAIT);
+        o.ack(8);
+        assert_eq!(o.overtaken, 1);
+        assert_eq!((o.sent, o.acked), (8, 7));
+        assert_eq!(o.refused_since, None, "an ack ends a run of refusals");
     }
 
     #[test]
