@@ -11,7 +11,7 @@
 //! runs each WebSocket through a `session` (wsgate-core's protocol session plus the gateway's
 //! echo and pub/sub), publishes and delivers through `pubsub` and the [`hub`], and writes
 //! through each connection's [`outbox`]. `node` holds what the workers share, `cluster` is the
-//! hub's uplink to other nodes, `sys` every `unsafe`.
+//! hub's uplink to other nodes, [`tls`] the certificates of a TLS port, `sys` every `unsafe`.
 #![deny(missing_docs)]
 
 mod auth;
@@ -33,6 +33,7 @@ mod pubsub;
 pub mod server;
 mod session;
 mod sys;
+pub mod tls;
 mod worker;
 
 pub use sys::{Allocator, raise_file_limit};

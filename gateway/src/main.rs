@@ -43,9 +43,10 @@ fn main() -> ExitCode {
         }
     };
     let addr = server.local_addr();
-    tracing::info!(workers, %addr, "wsgate started");
+    let tls = if server.is_tls() { " (tls)" } else { "" };
+    tracing::info!(workers, %addr, tls = !tls.is_empty(), "wsgate started");
     let mut stdout = std::io::stdout();
-    let _ = writeln!(stdout, "listening on {addr}");
+    let _ = writeln!(stdout, "listening on {addr}{tls}");
     let _ = stdout.flush();
     match server.run_until_signal() {
         Ok(()) => ExitCode::SUCCESS,

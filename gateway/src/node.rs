@@ -38,6 +38,8 @@ pub(crate) struct Node {
     pub(crate) limits: ConnectionLimits,
     /// The token verifier, when authentication is on.
     pub(crate) auth: Option<Authenticator>,
+    /// The TLS of the listening port, when it serves TLS.
+    pub(crate) tls: Option<crate::tls::Tls>,
     /// What every WebSocket session enforces, and its timers.
     pub(crate) session: Arc<SessionConfig>,
     /// The same for sessions that negotiated permessage-deflate: without, and with, the
@@ -129,6 +131,7 @@ impl Node {
                 .auth
                 .authenticator()
                 .map_err(|e| io::Error::other(e.0))?,
+            tls: config.tls.load().map_err(|e| io::Error::other(e.0))?,
             session,
             config,
             drain: DrainState::new(),

@@ -4,6 +4,10 @@
 //! 2. After the drain grace: CLOSING, every session gets close 1001.
 //! 3. When every session has closed, or the drain timeout has passed: STOPPING, workers exit,
 //!    the process exits 0. A second signal at any point exits at once.
+//!
+//! SIGHUP, and a change of the certificate or key file (looked at every few seconds), load
+//! the TLS certificate again for new connections ([`crate::tls::Tls::reload`]); a bad new file
+//! keeps the current one, and says why in the log.
 
 use crate::config::Config;
 use crate::drain::Drain;
@@ -11,7 +15,7 @@ use crate::hub::Wake;
 use crate::node::Node;
 use crate::worker::{self, Worker};
 use mio::{Events, Interest, Poll, Token, Waker};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use std::io;
 use std::net::SocketAddr;
@@ -33,7 +37,7 @@ impl Server {
     /// Binds the sockets and starts one worker thread per configured worker. From here on
     /// SIGTERM and SIGINT are caught for [`run_until_signal`](Self::run_until_signal).
     pub fn start(config: Config) -> io::Result<Server> {
-        let signals = Signals::new([SIGTERM, SIGINT])?;
+        let signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
         let listeners = crate::listener::bind_all(
             config.server.listen,
             config.server.workers,
@@ -78,30 +82,48 @@ impl Server {
         self.local_addr
     }
 
+    /// Whether the listening port serves TLS.
+    pub fn is_tls(&self) -> bool {
+        self.node.tls.is_some()
+    }
+
     /// Waits for SIGTERM or SIGINT, drains, and returns when the workers have stopped.
     pub fn run_until_signal(mut self) -> io::Result<()> {
         let mut signals = match self.signals.take() {
             Some(s) => s,
-            None => Signals::new([SIGTERM, SIGINT])?,
+            None => Signals::new([SIGTERM, SIGINT, SIGHUP])?,
         };
+        let mut files = self.tls_files();
         let mut poll = Poll::new()?;
         poll.registry()
             .register(&mut signals, Token(0), Interest::READABLE)?;
         let mut events = Events::with_capacity(4);
-        // wait for the first signal
-        loop {
-            if let Err(e) = poll.poll(&mut events, None) {
+        // wait for the first signal (SIGHUP and changed files: a TLS reload)
+        'wait: loop {
+            let every = files.as_ref().map(|_| FILE_CHECK);
+            if let Err(e) = poll.poll(&mut events, every) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
                 return Err(e);
             }
-            if let Some(sig) = signals.pending().next() {
+            for sig in signals.pending() {
+                if sig == SIGHUP {
+                    self.reload_tls("SIGHUP");
+                    continue;
+                }
                 tracing::info!(
                     signal = sig,
                     "draining: /readyz answers 503, new sessions are refused"
                 );
-                break;
+                break 'wait;
+            }
+            if let Some(seen) = &mut files {
+                let now = tls_files_state(&self.node);
+                if now != *seen {
+                    *seen = now;
+                    self.reload_tls("a changed file");
+                }
             }
         }
         let c = &self.node.config;
@@ -110,7 +132,7 @@ impl Server {
         let second_signal =
             |poll: &mut Poll, events: &mut Events, signals: &mut Signals, wait: Duration| {
                 let _ = poll.poll(events, Some(wait));
-                signals.pending().next().is_some()
+                signals.pending().any(|s| s != SIGHUP)
             };
         while started.elapsed() < c.timeouts.drain_grace.min(c.timeouts.drain_timeout) {
             let wait = c.timeouts.drain_grace.saturating_sub(started.elapsed());
@@ -137,6 +159,25 @@ impl Server {
             );
         }
         self.stop()
+    }
+
+    /// The modification times of the TLS files, when the port serves TLS.
+    fn tls_files(&self) -> Option<FilesState> {
+        self.node.tls.as_ref().map(|_| tls_files_state(&self.node))
+    }
+
+    /// Loads the TLS certificate again (`why`: what asked), keeping the current one on error.
+    fn reload_tls(&self, why: &str) {
+        let Some(tls) = &self.node.tls else {
+            tracing::info!("{why}: no TLS to reload");
+            return;
+        };
+        match tls.reload() {
+            Ok(()) => tracing::info!("{why}: TLS certificate loaded again for new connections"),
+            Err(e) => {
+                tracing::error!("{why}: TLS certificate not reloaded, the current one stays: {e}")
+            }
+        }
     }
 
     /// Open WebSocket sessions.
@@ -166,6 +207,24 @@ impl Server {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// How often the TLS files are looked at for a change.
+const FILE_CHECK: Duration = Duration::from_secs(2);
+
+/// What tells a change of the TLS files: their modification times and sizes.
+type FilesState = Vec<Option<(std::time::SystemTime, u64)>>;
+
+fn tls_files_state(node: &Node) -> FilesState {
+    let t = &node.config.tls;
+    [&t.tls_cert, &t.tls_key]
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let m = std::fs::metadata(p).ok()?;
+            Some((m.modified().ok()?, m.len()))
+        })
+        .collect()
 }
 
 fn exit_at_once() -> ! {

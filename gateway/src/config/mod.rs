@@ -50,6 +50,18 @@ settings! {
         log: String as Text = "info", "FILTER";
     }
 
+    /// TLS on the listening port.
+    tls: Tls {
+        /// The certificate chain (PEM) of the listening port: with --tls-key, `listen` serves TLS (wss://, https://).
+        tls_cert: Option<PathBuf> as Optional<File> = "" ("none"), "FILE";
+        /// The private key (PEM: PKCS#8, RSA or EC) of --tls-cert.
+        tls_key: Option<PathBuf> as Optional<File> = "" ("none"), "FILE";
+        /// The oldest TLS version accepted: 1.2 or 1.3.
+        tls_min_version: String as Text = "1.2", "VERSION";
+        /// A second, plaintext port beside the TLS one (health checks, metrics on a private network).
+        plain_listen: Option<SocketAddr> as Optional<Address> = "" ("none"), "ADDR";
+    }
+
     /// What one peer may send, queue and hold.
     limits: Limits {
         /// Largest message a client may send, up to 2GiB.
@@ -303,6 +315,7 @@ impl Config {
             return bad("--history-memory", "must be at least 1MiB");
         }
         history::check(&self.history).map_err(ConfigError)?;
+        self.tls.check(self.server.listen)?;
         if l.max_topics_per_connection == 0 {
             return bad("--max-topics-per-connection", "must be at least 1");
         }
@@ -429,6 +442,53 @@ impl Limits {
             n => n,
         };
         usize::try_from(n).unwrap_or(usize::MAX)
+    }
+}
+
+impl Tls {
+    /// The TLS of the listening port, loaded from the files, when --tls-cert and --tls-key
+    /// are set. The error names the setting at fault.
+    pub fn load(&self) -> Result<Option<crate::tls::Tls>, ConfigError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => crate::tls::Tls::load(cert, key, &self.tls_min_version)
+                .map(Some)
+                .map_err(ConfigError),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(ConfigError(
+                "invalid value for --tls-cert: it needs --tls-key (the certificate's private key)"
+                    .into(),
+            )),
+            (None, Some(_)) => Err(ConfigError(
+                "invalid value for --tls-key: it needs --tls-cert (the certificate chain)".into(),
+            )),
+        }
+    }
+
+    /// The rules of the TLS settings: the files load (see [`load`](Self::load)), and a
+    /// plaintext port goes beside a TLS one, on another address.
+    fn check(&self, listen: SocketAddr) -> Result<(), ConfigError> {
+        if !crate::tls::VERSIONS.contains(&self.tls_min_version.as_str()) {
+            return Err(ConfigError(format!(
+                "invalid value for --tls-min-version: '{}' (1.2 or 1.3)",
+                self.tls_min_version
+            )));
+        }
+        let tls = self.load()?;
+        if let Some(plain) = self.plain_listen {
+            if tls.is_none() {
+                return Err(ConfigError(
+                    "invalid value for --plain-listen: it adds a plaintext port beside a TLS one; \
+                     set --tls-cert and --tls-key (or use --listen alone)"
+                        .into(),
+                ));
+            }
+            if plain == listen && plain.port() != 0 {
+                return Err(ConfigError(format!(
+                    "invalid value for --plain-listen: {plain} is --listen's address"
+                )));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -9,9 +9,11 @@
 mod batch;
 mod slots;
 mod table;
+mod transport;
 
 pub(crate) use batch::Audience;
 pub(crate) use table::{ConnId, Connections};
+pub(crate) use transport::{Got, Transport};
 
 use crate::http::PendingBody;
 use crate::outbox::Outbox;
@@ -19,7 +21,6 @@ use crate::session::Ws;
 use crate::sys::LARGE_BLOCK;
 use bytes::BytesMut;
 use mio::Interest;
-use mio::net::TcpStream;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 use wsgate_core::framing::{FramingLimits, RequestFramer};
@@ -103,8 +104,8 @@ pub(crate) enum Expiry {
 /// One connection.
 #[derive(Debug)]
 pub(crate) struct Conn {
-    /// The socket.
-    pub(crate) stream: TcpStream,
+    /// The socket, plain or TLS.
+    pub(crate) stream: Transport,
     /// The client's address: the peer's, or the one a trusted proxy gave.
     pub(crate) client: IpAddr,
     /// The client's address is counted against `max-connections-per-ip`.
@@ -143,7 +144,7 @@ pub(crate) struct Conn {
 
 impl Conn {
     /// A new connection from `client` in `phase`.
-    pub(crate) fn new(stream: TcpStream, client: IpAddr, phase: Phase) -> Conn {
+    pub(crate) fn new(stream: Transport, client: IpAddr, phase: Phase) -> Conn {
         Conn {
             stream,
             client,
@@ -304,7 +305,11 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let _client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (server, peer) = l.accept().unwrap();
-        Conn::new(TcpStream::from_std(server), peer.ip(), phase)
+        Conn::new(
+            Transport::Plain(mio::net::TcpStream::from_std(server)),
+            peer.ip(),
+            phase,
+        )
     }
 
     /// What an idle WebSocket costs the worker's heap: the slab entry and the boxed session.

@@ -356,7 +356,7 @@ mod tests {
         let _c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (s, peer) = l.accept().unwrap();
         Conn::new(
-            mio::net::TcpStream::from_std(s),
+            crate::conn::Transport::Plain(mio::net::TcpStream::from_std(s)),
             peer.ip(),
             Phase::Flushing {
                 deadline: Instant::now(),

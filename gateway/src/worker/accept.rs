@@ -3,6 +3,7 @@
 //! `X-Forwarded-For`).
 
 use super::Worker;
+use crate::conn::Transport;
 use crate::conn::{Conn, ConnId, HttpConn, Phase};
 use crate::http::Answer;
 use crate::limits::Refusal;
@@ -75,6 +76,20 @@ impl Worker {
                     };
                     let _ = stream.set_nodelay(true);
                     let id = self.conns.vacant_id();
+                    let mut stream = match &self.node.tls {
+                        Some(tls) => match Transport::tls(stream, tls.config().clone(), proxied) {
+                            Ok(t) => t,
+                            Err(e) => {
+                                tracing::warn!("cannot start TLS: {e}");
+                                self.node.limits.release_total();
+                                if ip_counted {
+                                    self.node.limits.release_ip(peer.ip());
+                                }
+                                continue;
+                            }
+                        },
+                        None => Transport::Plain(stream),
+                    };
                     if let Err(e) =
                         self.poll
                             .registry()

@@ -3,7 +3,7 @@
 //! linger, or at once.
 
 use super::Worker;
-use crate::conn::{ConnId, Phase};
+use crate::conn::{ConnId, Got, Phase};
 use crate::metrics::{Counter, MessageKind};
 use bytes::{Bytes, BytesMut};
 use mio::Interest;
@@ -46,15 +46,21 @@ impl Worker {
                 )
             };
             let conn = self.conns.get_mut(id).expect("present");
-            match crate::sys::read_into(&conn.stream, &mut buf, max) {
-                Ok(0) => {
+            let got = conn.stream.read_into(&mut buf, max);
+            if conn.stream.wants_write() {
+                // TLS records to send (the handshake's answers, an alert): this turn's flush
+                self.conns.mark_dirty(id);
+            }
+            let conn = self.conns.get_mut(id).expect("present");
+            match got {
+                Ok(Got { bytes: 0, .. }) => {
                     self.put_back(id, buf, own);
                     self.close_now(id);
                     return;
                 }
-                Ok(n) => {
+                Ok(Got { bytes: n, drained }) => {
                     budget = budget.saturating_sub(n);
-                    if n < max && !conn.read_closed {
+                    if drained && !conn.read_closed {
                         conn.readable = false;
                     }
                     self.process(id, &mut buf, !own);
@@ -247,14 +253,17 @@ impl Worker {
             return;
         };
         let finishing = matches!(conn.phase, Phase::Flushing { .. });
-        if conn.outbox.is_empty() && !finishing {
+        if conn.outbox.is_empty() && !finishing && !conn.stream.wants_write() {
             return;
         }
         match conn.outbox.flush(&mut conn.stream) {
             Ok(done) => self.metrics.add(Counter::BytesOut, done.bytes as u64),
             Err(_) => return self.close_now(id),
         }
-        let wants_write = !conn.outbox.is_empty();
+        if conn.stream.send_pending().is_err() {
+            return self.close_now(id);
+        }
+        let wants_write = !conn.outbox.is_empty() || conn.stream.wants_write();
         if wants_write != conn.interest.is_writable() {
             let interest = if wants_write {
                 Interest::READABLE | Interest::WRITABLE
@@ -280,7 +289,7 @@ impl Worker {
         }
         if finishing {
             // everything is out: half-close and wait for the peer to close its side
-            let _ = conn.stream.shutdown(std::net::Shutdown::Write);
+            conn.stream.shutdown_write();
             conn.phase = Phase::Linger {
                 deadline: self.now + close,
             };

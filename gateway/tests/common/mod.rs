@@ -95,7 +95,10 @@ impl Gateway {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
-                    if let Some(addr) = line.strip_prefix("listening on ") {
+                    if let Some(addr) = line
+                        .strip_prefix("listening on ")
+                        .map(|rest| rest.split(' ').next().unwrap_or(rest))
+                    {
                         break addr
                             .trim()
                             .parse()
