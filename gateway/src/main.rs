@@ -43,7 +43,11 @@ fn main() -> ExitCode {
         }
     };
     let addr = server.local_addr();
-    let tls = if server.is_tls() { " (tls)" } else { "" };
+    let tls = match (server.is_tls(), server.plain_addr()) {
+        (true, Some(plain)) => format!(" (tls); plain on {plain}"),
+        (true, None) => " (tls)".to_string(),
+        _ => String::new(),
+    };
     tracing::info!(workers, %addr, tls = !tls.is_empty(), "wsgate started");
     let mut stdout = std::io::stdout();
     let _ = writeln!(stdout, "listening on {addr}{tls}");

@@ -28,6 +28,8 @@ pub struct Server {
     node: Arc<Node>,
     threads: Vec<JoinHandle<io::Result<()>>>,
     local_addr: SocketAddr,
+    /// Where `plain-listen` listens, when set.
+    plain_addr: Option<SocketAddr>,
     /// SIGTERM and SIGINT, caught from the start: a signal that comes as soon as the
     /// `listening on` line is out must drain, not kill the process.
     signals: Option<Signals>,
@@ -44,6 +46,14 @@ impl Server {
             config.server.backlog,
         )?;
         let local_addr = listeners[0].local_addr()?;
+        let mut plain = match config.tls.plain_listen {
+            Some(addr) => {
+                crate::listener::bind_all(addr, config.server.workers, config.server.backlog)?
+            }
+            None => Vec::new(),
+        };
+        let plain_addr = plain.first().map(|l| l.local_addr()).transpose()?;
+        let tls = config.tls.tls_cert.is_some();
         let mut polls = Vec::new();
         let mut wakers: Vec<Box<dyn Wake>> = Vec::new();
         for _ in 0..config.server.workers {
@@ -56,8 +66,11 @@ impl Server {
             crate::cluster::spawn(node.hub.clone(), cluster.clone(), url)?;
         }
         let mut threads = Vec::new();
+        let mut plain = plain.drain(..);
         for (id, (poll, listener)) in polls.into_iter().zip(listeners).enumerate() {
-            let worker = Worker::new(id, poll, listener, node.clone());
+            let mut sockets = vec![(listener, tls)];
+            sockets.extend(plain.next().map(|l| (l, false)));
+            let worker = Worker::new(id, poll, sockets, node.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("wsgate-worker-{id}"))
                 .spawn(move || {
@@ -73,6 +86,7 @@ impl Server {
             node,
             threads,
             local_addr,
+            plain_addr,
             signals: Some(signals),
         })
     }
@@ -80,6 +94,11 @@ impl Server {
     /// The address the workers listen on (with the real port when 0 was asked).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where `plain-listen` listens (with the real port when 0 was asked), when set.
+    pub fn plain_addr(&self) -> Option<SocketAddr> {
+        self.plain_addr
     }
 
     /// Whether the listening port serves TLS.

@@ -394,3 +394,50 @@ fn each_bad_configuration_is_refused_with_exit_2_naming_the_setting() {
         );
     }
 }
+
+#[test]
+fn a_plain_port_beside_the_tls_one_serves_the_same_node() {
+    let pki = Pki::new("plain");
+    pki.issue(&rcgen::PKCS_ECDSA_P256_SHA256);
+    let gw = start(&pki, &["--plain-listen", "127.0.0.1:0"]);
+    let plain = gw
+        .plain_addr
+        .expect("`plain on ADDR` in the listening line");
+    assert_ne!(plain, gw.addr);
+    let r = common::get(plain, "/healthz");
+    assert_eq!(r.status, 200, "{r:?}");
+
+    // a subscriber over TLS gets what a plain publisher sends, and the other way round
+    let mut secure = wss(&pki, gw.addr, "/ws");
+    secure
+        .send(Message::text(r#"{"type":"subscribe","topic":"t","id":1}"#))
+        .unwrap();
+    assert_eq!(text(&mut secure), r#"{"type":"ack","id":1}"#);
+    let mut clear = common::ws(plain, "/ws");
+    common::ws_send(&mut clear, r#"{"type":"subscribe","topic":"t","id":1}"#);
+    assert_eq!(common::ws_text(&mut clear), r#"{"type":"ack","id":1}"#);
+    common::ws_send(
+        &mut clear,
+        r#"{"type":"publish","topic":"t","data":"from plain"}"#,
+    );
+    let want = r#"{"type":"message","topic":"t","data":"from plain"}"#;
+    assert_eq!(text(&mut secure), want);
+    assert_eq!(common::ws_text(&mut clear), want);
+    secure
+        .send(Message::text(
+            r#"{"type":"publish","topic":"t","data":"from tls"}"#,
+        ))
+        .unwrap();
+    let want = r#"{"type":"message","topic":"t","data":"from tls"}"#;
+    assert_eq!(common::ws_text(&mut clear), want);
+    assert_eq!(text(&mut secure), want);
+
+    // the TLS port stays TLS only
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.contains("speaks TLS"), "{answer:?}");
+}

@@ -23,6 +23,8 @@ const ACCEPT_BUDGET: usize = 256;
 pub(super) struct Acceptor {
     listener: TcpListener,
     worker: usize,
+    /// Its connections speak TLS.
+    tls: bool,
     /// When an accept error was last logged (they are logged once a minute at most).
     error_logged: Option<Instant>,
     /// The budget ran out with connections possibly still waiting: accept again next turn.
@@ -30,10 +32,12 @@ pub(super) struct Acceptor {
 }
 
 impl Acceptor {
-    pub(super) fn new(worker: usize, listener: std::net::TcpListener) -> Acceptor {
+    /// The worker's socket `listener`; `tls`: its connections speak TLS.
+    pub(super) fn new(worker: usize, listener: std::net::TcpListener, tls: bool) -> Acceptor {
         Acceptor {
             listener: TcpListener::from_std(listener),
             worker,
+            tls,
             error_logged: None,
             more: false,
         }
@@ -50,11 +54,16 @@ impl Acceptor {
 }
 
 impl Worker {
-    /// Accepts every connection waiting on the listening socket.
-    pub(super) fn accept(&mut self) {
-        self.acceptor.more = false;
+    /// Accepts every connection waiting on the listening socket `which` (0: `listen`; 1:
+    /// `plain-listen`).
+    pub(super) fn accept(&mut self, which: usize) {
+        let Some(acceptor) = self.acceptors.get_mut(which) else {
+            return;
+        };
+        acceptor.more = false;
+        let tls = acceptor.tls;
         for _ in 0..ACCEPT_BUDGET {
-            match self.acceptor.listener.accept() {
+            match self.acceptors[which].listener.accept() {
                 Ok((mut stream, peer)) => {
                     let proxy = &self.node.config.proxy;
                     let proxied = proxy.expects_proxy_header(peer.ip());
@@ -76,7 +85,7 @@ impl Worker {
                     };
                     let _ = stream.set_nodelay(true);
                     let id = self.conns.vacant_id();
-                    let mut stream = match &self.node.tls {
+                    let mut stream = match self.node.tls.as_ref().filter(|_| tls) {
                         Some(tls) => match Transport::tls(stream, tls.config().clone(), proxied) {
                             Ok(t) => t,
                             Err(e) => {
@@ -115,7 +124,7 @@ impl Worker {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // out of file descriptors, usually: say so at most once a minute
-                    let a = &mut self.acceptor;
+                    let a = &mut self.acceptors[which];
                     let quiet = a
                         .error_logged
                         .is_some_and(|t| self.now < t + Duration::from_secs(60));
@@ -128,7 +137,7 @@ impl Worker {
             }
         }
         // the budget is spent and more may wait: no event comes for them, so next turn
-        self.acceptor.more = true;
+        self.acceptors[which].more = true;
     }
 
     /// Counts a new connection against `max-connections`, and against its address's limit

@@ -42,6 +42,8 @@ use wsgate_core::frame::OutFrame;
 const LISTENER: Token = Token(usize::MAX - 1);
 /// The poll token of a worker's waker.
 pub(crate) const WAKER: Token = Token(usize::MAX - 2);
+/// The token of the `plain-listen` socket.
+const PLAIN_LISTENER: Token = Token(usize::MAX - 3);
 
 /// Deliveries from other workers (and nodes) taken in one turn of the loop at most: a flood is
 /// worked through between reads, writes and timers, not ahead of them.
@@ -50,7 +52,8 @@ const INBOX_BUDGET: usize = 1024;
 /// One worker and everything it owns.
 pub(crate) struct Worker {
     poll: Poll,
-    acceptor: Acceptor,
+    /// The worker's listening sockets: `listen`'s, and `plain-listen`'s when set.
+    acceptors: Vec<Acceptor>,
     node: Arc<Node>,
     metrics: Arc<WorkerMetrics>,
     conns: Connections,
@@ -70,11 +73,12 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
-    /// Worker `id` over its poll (whose waker the hub holds) and its listening socket.
+    /// Worker `id` over its poll (whose waker the hub holds) and its listening sockets, each
+    /// with whether it speaks TLS (`listen`'s first, then `plain-listen`'s).
     pub(crate) fn new(
         id: usize,
         poll: Poll,
-        listener: std::net::TcpListener,
+        listeners: Vec<(std::net::TcpListener, bool)>,
         node: Arc<Node>,
     ) -> Worker {
         let outages_told = node.hub.uplink_outages();
@@ -84,7 +88,10 @@ impl Worker {
         }
         Worker {
             poll,
-            acceptor: Acceptor::new(id, listener),
+            acceptors: listeners
+                .into_iter()
+                .map(|(listener, tls)| Acceptor::new(id, listener, tls))
+                .collect(),
             metrics: node.metrics[id].clone(),
             readbuf: BytesMut::with_capacity(node.config.limits.read_buffer_size),
             pubsub: PubSub::new(id, node.hub.clone()),
@@ -100,7 +107,9 @@ impl Worker {
 
     /// Runs the event loop until the node stops.
     pub(crate) fn run(mut self) -> stdio::Result<()> {
-        self.acceptor.register(self.poll.registry(), LISTENER)?;
+        for (i, acceptor) in self.acceptors.iter_mut().enumerate() {
+            acceptor.register(self.poll.registry(), [LISTENER, PLAIN_LISTENER][i])?;
+        }
         let mut events = Events::with_capacity(1024);
         loop {
             let timeout = self.poll_timeout();
@@ -113,12 +122,15 @@ impl Worker {
             // before anything this turn brings: what comes after a gap notice is after it
             self.tell_gaps();
             self.read_deferred();
-            if self.acceptor.has_more() {
-                self.accept();
+            for which in 0..self.acceptors.len() {
+                if self.acceptors[which].has_more() {
+                    self.accept(which);
+                }
             }
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept(),
+                    LISTENER => self.accept(0),
+                    PLAIN_LISTENER => self.accept(1),
                     WAKER => {}
                     token => {
                         let id = ConnId::from_token(token);
@@ -163,7 +175,7 @@ impl Worker {
         if self.node.hub.inbox_depth(worker) > 0
             || self.conns.has_dirty()
             || self.conns.has_deferred_reads()
-            || self.acceptor.has_more()
+            || self.acceptors.iter().any(Acceptor::has_more)
         {
             // work left from this turn, for which no event may come
             return Some(Duration::ZERO);

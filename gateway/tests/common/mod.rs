@@ -22,6 +22,8 @@ pub(crate) struct Gateway {
     child: Child,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where `--plain-listen` listens, when it was given (`; plain on ADDR` in the line).
+    pub plain_addr: Option<SocketAddr>,
     log: Arc<Mutex<String>>,
 }
 
@@ -91,18 +93,22 @@ impl Gateway {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(15);
-        let addr = loop {
+        let (addr, plain_addr) = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
-                    if let Some(addr) = line
-                        .strip_prefix("listening on ")
-                        .map(|rest| rest.split(' ').next().unwrap_or(rest))
-                    {
-                        break addr
-                            .trim()
-                            .parse()
-                            .expect("an address after `listening on`");
+                    if let Some(rest) = line.strip_prefix("listening on ") {
+                        let addr = rest.split(' ').next().unwrap_or(rest);
+                        let plain = rest
+                            .split("plain on ")
+                            .nth(1)
+                            .map(|a| a.trim().parse().expect("an address after `plain on`"));
+                        break (
+                            addr.trim()
+                                .parse()
+                                .expect("an address after `listening on`"),
+                            plain,
+                        );
                     }
                 }
                 Err(_) => {
@@ -113,7 +119,12 @@ impl Gateway {
                 }
             }
         };
-        Gateway { child, addr, log }
+        Gateway {
+            child,
+            addr,
+            plain_addr,
+            log,
+        }
     }
 
     /// The process id.
