@@ -147,6 +147,67 @@ impl ConnectionLimits {
     }
 }
 
+/// Addresses one shard of [`HandshakeRate`] keeps at most; past it, those idle for a while are
+/// forgotten (and, if that is not enough, all of them: a flood of addresses costs bounded
+/// memory, at worst some lenience).
+const RATE_ENTRIES_PER_SHARD: usize = 4096;
+
+/// TLS connections a second per client address (`tls-handshakes-per-ip`): a token bucket per
+/// address (counted as [`ConnectionLimits`] counts them), with a burst of four seconds' worth.
+#[derive(Debug)]
+pub(crate) struct HandshakeRate {
+    rate: u32,
+    v6_mask: u128,
+    shards: Box<[Mutex<HashMap<IpAddr, TokenBucket>>]>,
+}
+
+impl HandshakeRate {
+    /// `rate` handshakes a second per address (0: no limit); IPv6 counted by `v6_prefix` bits.
+    pub(crate) fn new(rate: u32, v6_prefix: u8) -> HandshakeRate {
+        let bits = u32::from(v6_prefix.clamp(1, 128));
+        HandshakeRate {
+            rate,
+            v6_mask: u128::MAX << (128 - bits),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+
+    fn burst(&self) -> u32 {
+        self.rate.saturating_mul(4).max(1)
+    }
+
+    /// Whether a TLS handshake from `ip` may start at `now`.
+    pub(crate) fn allow(&self, ip: IpAddr, now: Instant) -> bool {
+        if self.rate == 0 {
+            return true;
+        }
+        let key = match ip {
+            IpAddr::V4(_) => ip,
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6((u128::from(v6) & self.v6_mask).into()),
+            },
+        };
+        let h = match key {
+            IpAddr::V4(v4) => u32::from(v4) as usize,
+            IpAddr::V6(v6) => u128::from(v6) as usize,
+        };
+        let (rate, burst) = (self.rate, self.burst());
+        let mut table = self.shards[h.wrapping_mul(0x9E37_79B9) % SHARDS].lock();
+        if table.len() >= RATE_ENTRIES_PER_SHARD && !table.contains_key(&key) {
+            // a full bucket is one that has not been used for its burst's time: forget those
+            table.retain(|_, b| b.tokens_at(rate, burst, now) < burst as f32);
+            if table.len() >= RATE_ENTRIES_PER_SHARD {
+                table.clear();
+            }
+        }
+        table
+            .entry(key)
+            .or_insert_with(|| TokenBucket::new(burst, now))
+            .take(rate, burst, now)
+    }
+}
+
 /// A token bucket: `rate` tokens a second, at most `burst` saved up (16 bytes: every session
 /// keeps one).
 #[derive(Debug, Clone, Copy)]
@@ -162,6 +223,14 @@ impl TokenBucket {
             tokens: burst as f32,
             last: Stamp::of(now),
         }
+    }
+
+    /// The tokens the bucket holds at `now`.
+    fn tokens_at(&self, rate: u32, burst: u32, now: Instant) -> f32 {
+        let dt = now
+            .saturating_duration_since(self.last.instant())
+            .as_secs_f32();
+        (self.tokens + dt * rate as f32).min(burst as f32)
     }
 
     /// Takes one token if there is one.
@@ -310,5 +379,39 @@ mod tests {
         assert!(!origin_allowed("https://x.dev.test", &p));
         assert!(!origin_allowed("null", &p));
         assert!(origin_allowed("https://anything", &[]));
+    }
+
+    #[test]
+    fn tls_handshakes_are_limited_per_address_with_bounded_memory() {
+        let t0 = Instant::now();
+        let off = HandshakeRate::new(0, 64);
+        assert!((0..1000).all(|_| off.allow("10.0.0.1".parse().unwrap(), t0)));
+
+        let rate = HandshakeRate::new(5, 64);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        assert_eq!(
+            (0..30).filter(|_| rate.allow(a, t0)).count(),
+            20,
+            "a burst of 4 s"
+        );
+        assert!(rate.allow(b, t0), "another address has its own bucket");
+        assert!(!rate.allow(a, t0 + Duration::from_millis(100)));
+        assert!(
+            rate.allow(a, t0 + Duration::from_millis(250)),
+            "refilled at 5 a second"
+        );
+        // one /64 is one client
+        let v6a: IpAddr = "2001:db8::1".parse().unwrap();
+        let v6b: IpAddr = "2001:db8::2".parse().unwrap();
+        assert_eq!((0..20).filter(|_| rate.allow(v6a, t0)).count(), 20);
+        assert!(!rate.allow(v6b, t0));
+
+        // a flood of addresses: the table stays bounded
+        for i in 0..200_000u32 {
+            rate.allow(IpAddr::V4(i.into()), t0);
+        }
+        let held: usize = rate.shards.iter().map(|s| s.lock().len()).sum();
+        assert!(held <= SHARDS * RATE_ENTRIES_PER_SHARD, "{held}");
     }
 }

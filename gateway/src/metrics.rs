@@ -180,6 +180,8 @@ labels! {
         BadProxyHeader => "bad_proxy_header",
         /// A `POST /publish` while the inboxes it publishes to are full (503).
         InboxFull => "inbox_full",
+        /// A TLS connection over `tls-handshakes-per-ip` (closed at once).
+        TlsRate => "tls_rate",
         /// A `POST /publish` to a topic whose history Redis keeps, while Redis is out of reach
         /// (503).
         Unavailable => "unavailable",

@@ -40,6 +40,8 @@ pub(crate) struct Node {
     pub(crate) auth: Option<Authenticator>,
     /// The TLS of the listening port, when it serves TLS.
     pub(crate) tls: Option<crate::tls::Tls>,
+    /// TLS handshakes a second per client address.
+    pub(crate) handshakes: crate::limits::HandshakeRate,
     /// What every WebSocket session enforces, and its timers.
     pub(crate) session: Arc<SessionConfig>,
     /// The same for sessions that negotiated permessage-deflate: without, and with, the
@@ -132,6 +134,10 @@ impl Node {
                 .authenticator()
                 .map_err(|e| io::Error::other(e.0))?,
             tls: config.tls.load().map_err(|e| io::Error::other(e.0))?,
+            handshakes: crate::limits::HandshakeRate::new(
+                config.tls.tls_handshakes_per_ip,
+                config.limits.ipv6_prefix,
+            ),
             session,
             config,
             drain: DrainState::new(),

@@ -441,3 +441,45 @@ fn a_plain_port_beside_the_tls_one_serves_the_same_node() {
     let _ = s.read_to_string(&mut answer);
     assert!(answer.contains("speaks TLS"), "{answer:?}");
 }
+
+#[test]
+fn tls_handshakes_per_address_are_limited() {
+    let pki = Pki::new("rate");
+    pki.issue(&rcgen::PKCS_ECDSA_P256_SHA256);
+    // 1 a second, a burst of 4
+    let gw = start(&pki, &["--tls-handshakes-per-ip", "1"]);
+    let try_handshake = || {
+        let tcp = TcpStream::connect(gw.addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let conn = rustls::ClientConnection::new(pki.client_config(), name).unwrap();
+        let mut s = rustls::StreamOwned::new(conn, tcp);
+        let mut ok = true;
+        while s.conn.is_handshaking() {
+            if s.conn.complete_io(&mut s.sock).is_err() {
+                ok = false;
+                break;
+            }
+        }
+        ok
+    };
+    let started = Instant::now();
+    let results: Vec<bool> = (0..10).map(|_| try_handshake()).collect();
+    let done = results.iter().filter(|&&ok| ok).count();
+    // 4 from the burst, and at most one more per second that passed
+    let allowed = 4 + started.elapsed().as_secs() as usize + 1;
+    assert!(
+        done >= 4 && done <= allowed,
+        "{results:?} in {:?}",
+        started.elapsed()
+    );
+    // the metrics over TLS: wait for the bucket to have a token again
+    std::thread::sleep(Duration::from_millis(1100));
+    let (status, body) = https_get(&pki, gw.addr, "/metrics");
+    assert_eq!(status, 200);
+    let refused = common::metric(
+        &body,
+        "wsgate_handshake_failures_total{reason=\"tls_rate\"}",
+    );
+    assert_eq!(refused, (10 - done) as f64, "{body}");
+}

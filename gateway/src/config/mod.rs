@@ -60,6 +60,8 @@ settings! {
         tls_min_version: String as Text = "1.2", "VERSION";
         /// A second, plaintext port beside the TLS one (health checks, metrics on a private network).
         plain_listen: Option<SocketAddr> as Optional<Address> = "" ("none"), "ADDR";
+        /// TLS connections one client address may open a second (a burst of four seconds' worth); 0 for no limit.
+        tls_handshakes_per_ip: u32 as Count<u32> = "0", "N";
     }
 
     /// What one peer may send, queue and hold.

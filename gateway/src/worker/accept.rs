@@ -71,6 +71,13 @@ impl Worker {
                     // or X-Forwarded-For, and is counted then; otherwise it is the peer's,
                     // counted now
                     let by_address = !proxied && !proxy.trusts_forwarded_for(peer.ip());
+                    // a TLS handshake costs the node far more than the client: per address,
+                    // bounded (behind a trusted proxy the address is the proxy's: not counted)
+                    if tls && !proxied && !self.node.handshakes.allow(peer.ip(), self.now) {
+                        self.metrics.failure(crate::metrics::Failure::TlsRate);
+                        drop(stream);
+                        continue;
+                    }
                     let ip_counted = match self.admit(peer.ip(), by_address) {
                         Ok(counted) => counted,
                         Err(refusal) => {
