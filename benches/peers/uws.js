@@ -5,7 +5,7 @@
 //   GET /ws[?subscribe=T]      ws.subscribe(T) at open; a binary message [L][topic][payload]
 //                              is app.publish(topic, message, true)
 // Usage: node uws.js [--port N] [--max-payload BYTES] [--max-backpressure BYTES]
-//                    [--compression shared]
+//                    [--compression shared] [--tls-cert FILE --tls-key FILE]
 //   prints "listening on 127.0.0.1:PORT" (0 picks a free port); maxPayloadLength is 64 MiB and
 //   maxBackpressure 8 MiB unless given (compare.sh's large scenario raises both: a message is
 //   echoed whole, so the backpressure limit must hold it). `--compression shared` (or
@@ -13,7 +13,8 @@
 //   uWS.SHARED_COMPRESSOR | uWS.SHARED_DECOMPRESSOR: no context kept either way, so app.publish
 //   (called with compress = true) compresses a message once for every subscriber, and echoes
 //   are sent with compress = true. Without it compression is uWS.DISABLED: an offer is
-//   declined.
+//   declined. With --tls-cert and --tls-key (PEM) it is a uWS.SSLApp: wss:// and https://,
+//   its TLS done by uSockets' OpenSSL/BoringSSL inside the binary.
 const path = require('path');
 
 // Load the native binary directly: the package's entry point silently falls back to a
@@ -29,19 +30,23 @@ let maxPayload = 64 * 1024 * 1024;
 // (uWS's default skips, i.e. silently drops, what a slow receiver cannot take)
 let maxBackpressure = 8 * 1024 * 1024;
 let compression = process.env.UWS_COMPRESSION || 'off';
+let tlsCert = null;
+let tlsKey = null;
 const args = process.argv.slice(2);
 for (let i = 0; i < args.length; i += 2) {
   if (args[i] === '--port') port = Number(args[i + 1]);
   else if (args[i] === '--max-payload') maxPayload = Number(args[i + 1]);
   else if (args[i] === '--max-backpressure') maxBackpressure = Number(args[i + 1]);
   else if (args[i] === '--compression') compression = args[i + 1];
+  else if (args[i] === '--tls-cert') tlsCert = args[i + 1];
+  else if (args[i] === '--tls-key') tlsKey = args[i + 1];
   else {
     compression = 'usage';
     break;
   }
 }
-if (compression !== 'off' && compression !== 'shared') {
-  console.error('usage: node uws.js [--port N] [--max-payload BYTES] [--max-backpressure BYTES] [--compression shared]');
+if ((compression !== 'off' && compression !== 'shared') || (tlsCert === null) !== (tlsKey === null)) {
+  console.error('usage: node uws.js [--port N] [--max-payload BYTES] [--max-backpressure BYTES] [--compression shared] [--tls-cert FILE --tls-key FILE]');
   process.exit(2);
 }
 const compress = compression === 'shared';
@@ -54,7 +59,9 @@ const common = {
   closeOnBackpressureLimit: true,
 };
 
-const app = uWS.App();
+const app = tlsCert
+  ? uWS.SSLApp({ cert_file_name: tlsCert, key_file_name: tlsKey })
+  : uWS.App();
 
 app.ws('/echo', {
   ...common,
@@ -101,5 +108,6 @@ app.listen('127.0.0.1', port, (listenSocket) => {
     console.error(`uws.js: cannot listen on 127.0.0.1:${port}`);
     process.exit(1);
   }
-  console.log(`listening on 127.0.0.1:${uWS.us_socket_local_port(listenSocket)}`);
+  const tls = tlsCert ? ' (tls)' : '';
+  console.log(`listening on 127.0.0.1:${uWS.us_socket_local_port(listenSocket)}${tls}`);
 });
