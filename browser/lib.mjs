@@ -22,8 +22,11 @@ export const CHROMIUM_ARGS = [
   "--disable-sync",
 ];
 
-/** Launches Chromium with a fresh --user-data-dir; returns {context, page, close()}. */
-export async function launch({ viewport = { width: 1280, height: 900 } } = {}) {
+/**
+ * Launches Chromium with a fresh --user-data-dir; returns {context, page, close()}. `args`: flags
+ * besides CHROMIUM_ARGS (the TLS test pins its certificate's key with one).
+ */
+export async function launch({ viewport = { width: 1280, height: 900 }, args = [] } = {}) {
   if (!fs.existsSync(CHROMIUM)) {
     throw new Error(`${CHROMIUM} is missing: run browser/setup.sh`);
   }
@@ -31,7 +34,7 @@ export async function launch({ viewport = { width: 1280, height: 900 } } = {}) {
   const context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: CHROMIUM,
     headless: true,
-    args: CHROMIUM_ARGS,
+    args: [...CHROMIUM_ARGS, ...args],
     viewport,
     timeout: 30_000,
   });

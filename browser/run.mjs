@@ -4,6 +4,8 @@
 //
 //   node browser/run.mjs --url http://127.0.0.1:PORT [--only NAME[,NAME]] [--bin PATH]
 //                        [--pid PID] [--screenshot FILE] [--size BYTES]
+//   node browser/run.mjs --url https://localhost:PORT --only tls --spki BASE64
+//                        --untrusted https://localhost:PORT2
 //
 // --url         the gateway under test (the websocket, large, huge, compression and dashboard
 //               tests)
@@ -12,6 +14,9 @@
 // --pid         the gateway's process id: the close test sends it SIGTERM (close 1001)
 // --screenshot  where the dashboard test saves its screenshot (default target/dashboard.png)
 // --size        the message of the huge test, in bytes (default 256 MiB)
+// --spki        the tls test: base64 SHA-256 of the SubjectPublicKeyInfo of the --url gateway's
+//               certificate (an https:// URL), the one key Chromium is told to accept
+// --untrusted   the tls test: another TLS gateway, whose certificate Chromium must refuse
 //
 // Prints one PASS or FAIL line per test and exits 1 when any failed. Each test has a time
 // limit, so nothing hangs.
@@ -31,6 +36,7 @@ const TESTS = {
   recovery: { file: "./tests/recovery.mjs", limit: 60_000, needs: ["bin"] },
   dashboard: { file: "./tests/dashboard.mjs", limit: 60_000, needs: ["url"] },
   compression: { file: "./tests/compression.mjs", limit: 90_000, needs: ["url", "bin"] },
+  tls: { file: "./tests/tls.mjs", limit: 60_000, needs: ["url", "spki", "untrusted"] },
 };
 
 const { values } = parseArgs({
@@ -41,6 +47,8 @@ const { values } = parseArgs({
     pid: { type: "string" },
     screenshot: { type: "string", default: path.join(here, "..", "target", "dashboard.png") },
     size: { type: "string" },
+    spki: { type: "string" },
+    untrusted: { type: "string" },
   },
 });
 
@@ -57,6 +65,8 @@ const options = {
   pid: values.pid && Number(values.pid),
   screenshot: path.resolve(values.screenshot),
   size: values.size && Number(values.size),
+  spki: values.spki,
+  untrusted: values.untrusted && values.untrusted.replace(/\/+$/, ""),
 };
 
 let failed = 0;
