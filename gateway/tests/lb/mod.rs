@@ -454,9 +454,101 @@ listen stats
     stats refresh 1s
 "
         );
+        Haproxy::launch(&bin, dir, addr, stats, &config, backends.len())
+    }
+
+    /// HAProxy passing TLS through to nodes that terminate it themselves: `mode tcp`, round
+    /// robin, a PROXY v2 header first on every connection (`send-proxy-v2`: in the clear, before
+    /// the client's ClientHello), and an HTTP check of `GET /readyz` on each node's plain port
+    /// (`port`), with a PROXY header too (`check-send-proxy`), every 100 ms, out after one
+    /// failure and back after two successes. `nodes`: the TLS address and the plain address of
+    /// servers `n0`, `n1`, ... (the plain one on the same host). Waits until every server is UP
+    /// with a passed check.
+    pub(crate) fn start_tls_passthrough(nodes: &[(SocketAddr, SocketAddr)]) -> Haproxy {
+        let servers: String = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, (tls, plain))| {
+                assert_eq!(
+                    tls.ip(),
+                    plain.ip(),
+                    "the check port is on the node's address"
+                );
+                format!("    server n{i} {tls} port {}\n", plain.port())
+            })
+            .collect();
+        Haproxy::start_sections(
+            "    mode tcp
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    # the gateway's pings keep a WebSocket busy well within this
+    timeout tunnel 1h
+    timeout client-fin 1s
+    timeout server-fin 1s
+    timeout check 1s
+",
+            &format!(
+                "    balance roundrobin
+    option httpchk
+    http-check send meth GET uri /readyz ver HTTP/1.1 hdr Host haproxy
+    http-check expect status 200
+    default-server check inter 100ms fastinter 100ms downinter 100ms fall 1 rise 2 send-proxy-v2 check-send-proxy
+{servers}"
+            ),
+            nodes.len(),
+        )
+    }
+
+    /// HAProxy with the body of its `defaults` section and of `backend gateways` as given (the
+    /// backend's servers named `n0` .. `n{servers - 1}`), a frontend that sends everything to
+    /// that backend, and the stats page. Waits until every server is UP with a passed check.
+    pub(crate) fn start_sections(defaults: &str, backend: &str, servers: usize) -> Haproxy {
+        let bin = require("haproxy");
+        let dir = TempDir::new("haproxy");
+        let addr = local(free_port());
+        let stats = local(free_port());
+        let config = format!(
+            "global
+    maxconn 4096
+    nbthread 2
+
+defaults
+{defaults}
+frontend fe
+    bind {addr}
+    default_backend gateways
+
+backend gateways
+{backend}
+listen stats
+    mode http
+    bind {stats}
+    stats enable
+    stats uri /stats
+    stats refresh 1s
+"
+        );
+        let h = Haproxy::launch(&bin, dir, addr, stats, &config, servers);
+        for i in 0..servers {
+            h.wait_checked(i);
+        }
+        h
+    }
+
+    /// Writes `config`, has HAProxy check it, starts it and waits until it listens and every
+    /// one of its `servers` is UP.
+    fn launch(
+        bin: &Path,
+        dir: TempDir,
+        addr: SocketAddr,
+        stats: SocketAddr,
+        config: &str,
+        servers: usize,
+    ) -> Haproxy {
         let cfg = dir.path().join("haproxy.cfg");
-        std::fs::write(&cfg, &config).unwrap();
-        let check = Command::new(&bin)
+        std::fs::write(&cfg, config).unwrap();
+        let check = Command::new(bin)
             .arg("-c")
             .arg("-f")
             .arg(&cfg)
@@ -468,7 +560,7 @@ listen stats
             String::from_utf8_lossy(&check.stdout),
             String::from_utf8_lossy(&check.stderr)
         );
-        let mut command = Command::new(&bin);
+        let mut command = Command::new(bin);
         command.arg("-db").arg("-f").arg(&cfg);
         let mut proc = Proc::spawn("haproxy", command);
         wait_listening(addr, &mut proc);
@@ -479,7 +571,7 @@ listen stats
             _dir: dir,
             proc,
         };
-        for i in 0..backends.len() {
+        for i in 0..servers {
             h.wait_status(i, "UP");
         }
         h
@@ -488,6 +580,17 @@ listen stats
     /// The rows of `/stats;csv` for the servers of the backend, as (name, status, total
     /// sessions).
     pub(crate) fn servers(&self) -> Vec<(String, String, u64)> {
+        self.server_rows()
+            .into_iter()
+            .map(|row| {
+                let stot = row["stot"].parse().unwrap_or(0);
+                (row["svname"].clone(), row["status"].clone(), stot)
+            })
+            .collect()
+    }
+
+    /// The rows of `/stats;csv` for the servers of the backend, each by column name.
+    fn server_rows(&self) -> Vec<std::collections::HashMap<String, String>> {
         let r = crate::common::get(self.stats, "/stats;csv");
         assert_eq!(r.status, 200, "{r:?}");
         let text = if r
@@ -505,19 +608,56 @@ listen stats
             .trim_start_matches("# ")
             .split(',')
             .collect();
-        let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
-        let (px, sv, status, stot) = (col("pxname"), col("svname"), col("status"), col("stot"));
         lines
-            .map(|l| l.split(',').collect::<Vec<_>>())
-            .filter(|f| f.len() > stot && f[px] == "gateways" && f[sv].starts_with('n'))
-            .map(|f| {
-                (
-                    f[sv].to_string(),
-                    f[status].to_string(),
-                    f[stot].parse().unwrap_or(0),
-                )
+            .map(|l| {
+                header
+                    .iter()
+                    .zip(l.split(','))
+                    .map(|(h, v)| (h.to_string(), v.to_string()))
+                    .collect::<std::collections::HashMap<_, _>>()
+            })
+            .filter(|row| {
+                row.contains_key("stot")
+                    && row.get("pxname").is_some_and(|p| p == "gateways")
+                    && row.get("svname").is_some_and(|s| s.starts_with('n'))
             })
             .collect()
+    }
+
+    /// A column of server `n{i}`'s row of `/stats;csv` (`check_status`, `scur`, ...).
+    pub(crate) fn server_field(&self, i: usize, column: &str) -> String {
+        let name = format!("n{i}");
+        let row = self
+            .server_rows()
+            .into_iter()
+            .find(|row| row["svname"] == name)
+            .unwrap_or_else(|| panic!("no server {name} in HAProxy's stats"));
+        row.get(column)
+            .unwrap_or_else(|| panic!("no column {column} in HAProxy's stats"))
+            .clone()
+    }
+
+    /// Waits (5 s at most) until server `n{i}` is UP and its last health check passed (`L7OK`:
+    /// HAProxy starts a server UP before any check has run).
+    pub(crate) fn wait_checked(&self, i: usize) {
+        let mut last = (String::new(), String::new());
+        let ok = eventually(Duration::from_secs(5), || {
+            last = (
+                self.status(i),
+                self.server_field(i, "check_status")
+                    .trim_start_matches("* ")
+                    .to_string(),
+            );
+            last.0 == "UP" && last.1 == "L7OK"
+        });
+        assert!(
+            ok,
+            "HAProxy's server n{i} is {:?} after a check {:?}, not UP after L7OK; HAProxy \
+             said:\n{}",
+            last.0,
+            last.1,
+            self.proc.log()
+        );
     }
 
     /// The status of server `n{i}` (`UP`, `DOWN`, `UP 1/2`, ...).
