@@ -262,24 +262,16 @@ fn echo(ws: &mut Wss, text: &str) {
 /// Checks a connection refused for `src`'s address being over `--max-connections-per-ip`;
 /// returns the node that refused when the client can tell.
 ///
-/// The answer is a 429 over TLS when the client's ClientHello reaches the node with the PROXY
-/// header. Behind HAProxy the header usually comes alone first (HAProxy sends it as soon as it
-/// has connected to the node, the ClientHello when the client's arrives): the node refuses on
-/// the header, before the TLS handshake has begun, and the 429 is lost: the connection ends
-/// during the TLS handshake, or right after it without an HTTP answer (a gateway issue,
-/// reported). Each is accepted here; the nodes' logs and metrics say who was refused.
+/// The answer is a 429 over TLS. Behind HAProxy the PROXY header usually comes alone first
+/// (HAProxy sends it as soon as it has connected to the node, the ClientHello when the
+/// client's arrives): the node refuses on the header, before the TLS handshake has begun, and
+/// its answer goes once the handshake is done.
 fn over_the_limit(src: IpAddr, got: Got) -> Option<usize> {
     match got {
-        Got::Refused(n, 429) => {
-            eprintln!("{src}: refused by node {n} with 429 over TLS");
-            Some(n)
-        }
+        Got::Refused(n, 429) => Some(n),
         Got::Refused(n, status) => panic!("{src} refused by node {n} with {status}, not 429"),
         Got::Session(n, _) => panic!("node {n} took a session of {src} over its limit"),
-        Got::Ended(n, why) => {
-            eprintln!("{src}: refused by node {n:?} without the 429: {why}");
-            n
-        }
+        Got::Ended(n, why) => panic!("{src}: refused by node {n:?} without the 429: {why}"),
     }
 }
 

@@ -117,6 +117,15 @@ impl Transport {
         }
     }
 
+    /// Whether a TLS handshake is under way (what is written now waits in rustls until it is
+    /// done).
+    pub(crate) fn is_handshaking(&self) -> bool {
+        match self {
+            Transport::Plain(_) => false,
+            Transport::Tls(t) => t.session.is_handshaking(),
+        }
+    }
+
     /// Whether records wait to be written (the handshake's answers, encrypted data, an alert).
     pub(crate) fn wants_write(&self) -> bool {
         match self {

@@ -85,8 +85,12 @@ impl Worker {
                             // counted; then best effort, a short answer that fits any socket
                             // buffer, and close
                             self.metrics.failure(refusal.failure());
-                            let answer = Answer::refusal(refusal);
-                            let _ = io::Write::write(&mut stream, &answer.response);
+                            if !tls {
+                                // a TLS client could not read a plain answer: it only sees
+                                // the close (a handshake to say more is what a flood wants)
+                                let answer = Answer::refusal(refusal);
+                                let _ = io::Write::write(&mut stream, &answer.response);
+                            }
                             continue;
                         }
                     };

@@ -280,9 +280,10 @@ impl Worker {
             }
             conn.interest = interest;
         }
-        if wants_write {
+        if wants_write || (finishing && conn.stream.is_handshaking()) {
             if finishing {
-                // the peer has the close timeout to take what is left
+                // the peer has the close timeout to take what is left (an answer given before
+                // the TLS handshake is done, a refusal after a PROXY header, goes once it is)
                 self.schedule(id);
             }
             return;
