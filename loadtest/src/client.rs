@@ -1,14 +1,18 @@
 //! One client WebSocket connection on a mio socket: the opening handshake, masked frames out,
 //! server frames in, decoded with wsgate-core's client-role decoder; with `--compression`,
-//! permessage-deflate offered, checked in the answer, and applied both ways ([`deflate`]).
+//! permessage-deflate offered, checked in the answer, and applied both ways ([`deflate`]); for
+//! a `wss://` URL, over TLS ([`tls`]).
 
 use crate::deflate::{self, Offer};
 use crate::stats::Traffic;
+use crate::tls::{self, Endpoint, Session, TlsArgs};
 use bytes::{Buf, BytesMut};
 use mio::net::TcpStream;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
 use wsgate_core::frame::{
     DecoderConfig, Message, MessageDecoder, OpCode, RSV1, encode_client_frame,
 };
@@ -27,22 +31,33 @@ pub(crate) struct Target {
     query: Option<String>,
     /// permessage-deflate to offer and require (`--compression`).
     deflate: Option<Offer>,
+    /// TLS, for a `wss://` URL.
+    tls: Option<Arc<Endpoint>>,
 }
 
 impl Target {
-    /// Parses a `ws://host:port/path?query` URL.
-    pub(crate) fn parse(s: &str) -> Result<Target, String> {
+    /// Parses a `ws://host:port/path?query` or `wss://host:port/path?query` URL; a `wss://`
+    /// one takes its trust and resumption settings from `tls`.
+    pub(crate) fn parse(s: &str, tls: &TlsArgs) -> Result<Target, String> {
         let url = url::Url::parse(s).map_err(|e| format!("bad --url '{s}': {e}"))?;
-        if url.scheme() != "ws" {
-            return Err(format!(
-                "bad --url '{s}': only ws:// is supported (terminate TLS in front)"
-            ));
-        }
+        let secure = match url.scheme() {
+            "ws" => false,
+            "wss" => true,
+            _ => {
+                return Err(format!(
+                    "bad --url '{s}': only ws:// and wss:// are supported"
+                ));
+            }
+        };
         let host = url
             .host_str()
             .ok_or_else(|| format!("bad --url '{s}': no host"))?
             .to_string();
-        let port = url.port().unwrap_or(80);
+        let port = url.port().unwrap_or(if secure { 443 } else { 80 });
+        let tls = match (secure, url.host()) {
+            (true, Some(h)) => Some(Arc::new(Endpoint::new(tls.config()?, &h)?)),
+            _ => None,
+        };
         let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
             .map_err(|e| format!("cannot resolve {host}: {e}"))?
             .next()
@@ -53,6 +68,7 @@ impl Target {
             path: url.path().to_string(),
             query: url.query().map(str::to_string),
             deflate: None,
+            tls,
         })
     }
 
@@ -133,12 +149,15 @@ impl std::fmt::Display for ClientError {
 
 /// One client connection.
 pub(crate) struct Client {
-    /// The socket.
+    /// The socket (registered with the thread's poll, also under TLS).
     pub stream: TcpStream,
     /// The 101 arrived.
     pub open: bool,
     /// WRITABLE interest is registered.
     pub wants_write: bool,
+    /// TLS over the socket, for a `wss://` target; `None`: the bytes go to the socket as
+    /// they are.
+    tls: Option<Box<Session>>,
     accept: String,
     inbuf: BytesMut,
     decoder: MessageDecoder,
@@ -162,6 +181,10 @@ impl Client {
         seed: u64,
     ) -> io::Result<Client> {
         let stream = start_connect(target.addr, source)?;
+        let tls = match &target.tls {
+            Some(endpoint) => Some(Box::new(Session::new(endpoint)?)),
+            None => None,
+        };
         let mut rng = seed | 1;
         let mut key = [0u8; 16];
         for b in &mut key {
@@ -178,6 +201,7 @@ impl Client {
             stream,
             open: false,
             wants_write: false,
+            tls,
             accept: accept_key(&key),
             inbuf: BytesMut::with_capacity(4096),
             decoder: MessageDecoder::new(decoder),
@@ -264,13 +288,35 @@ impl Client {
         self.count_sent(before, data, len, false);
     }
 
-    /// Bytes queued and not written yet.
+    /// Bytes queued and not written yet (not counting TLS records waiting).
     pub(crate) fn pending(&self) -> usize {
         self.out.len() - self.out_pos
     }
 
-    /// Writes what is queued; returns true when everything went out.
+    /// Whether [`Client::flush`] has something to write: bytes queued, or TLS records (the
+    /// handshake's, or what a read answered).
+    pub(crate) fn has_output(&self) -> bool {
+        self.pending() > 0 || self.tls.as_ref().is_some_and(|t| t.wants_write())
+    }
+
+    /// The TLS handshake's duration (from the ClientHello sent to the server's Finished read),
+    /// and whether it resumed a session; `None` without TLS or before the handshake ended.
+    pub(crate) fn tls_handshake(&self) -> Option<(Duration, bool)> {
+        let t = self.tls.as_ref()?;
+        Some((t.handshake_time()?, t.resumed()?))
+    }
+
+    /// Writes what is queued; returns true when everything went out (TLS records included).
     pub(crate) fn flush(&mut self) -> io::Result<bool> {
+        if let Some(tls) = self.tls.as_deref_mut() {
+            let (n, done) = tls.write(&mut self.stream, &self.out[self.out_pos..])?;
+            self.out_pos += n;
+            if self.out_pos == self.out.len() {
+                self.out.clear();
+                self.out_pos = 0;
+            }
+            return Ok(done);
+        }
         while self.out_pos < self.out.len() {
             match self.stream.write(&self.out[self.out_pos..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -294,20 +340,26 @@ impl Client {
         mut on_message: impl FnMut(Message),
     ) -> Result<bool, ClientError> {
         loop {
-            let n = match self.stream.read(scratch) {
-                Ok(0) => return Ok(false),
-                Ok(n) => n,
+            let read = match self.tls.as_deref_mut() {
+                None => self.stream.read(scratch).map(|n| {
+                    if n > 0 {
+                        append(&mut self.inbuf, &self.decoder, &scratch[..n]);
+                    }
+                    (n > 0).then_some(n)
+                }),
+                Some(tls) => tls.fill(&mut self.stream, scratch, |chunk| {
+                    append(&mut self.inbuf, &self.decoder, chunk)
+                }),
+            };
+            let n = match read {
+                Ok(None) => return Ok(false),
+                // TLS records that carried no data (the handshake's)
+                Ok(Some(0)) => continue,
+                Ok(Some(n)) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(ClientError::Io(e.to_string())),
             };
-            if self.inbuf.is_empty() && self.inbuf.capacity() < n {
-                let want = usize::try_from(self.decoder.wanted())
-                    .unwrap_or(0)
-                    .min(64 << 20);
-                self.inbuf.reserve(n.max(want));
-            }
-            self.inbuf.extend_from_slice(&scratch[..n]);
             if self.open {
                 self.traffic.wire_in += n as u64;
             } else {
@@ -419,6 +471,17 @@ impl Client {
     }
 }
 
+/// Adds `bytes` read to a connection's buffer, making room for all of a large frame at once
+/// when the buffer is empty.
+fn append(inbuf: &mut BytesMut, decoder: &MessageDecoder, bytes: &[u8]) {
+    let n = bytes.len();
+    if inbuf.is_empty() && inbuf.capacity() < n {
+        let want = usize::try_from(decoder.wanted()).unwrap_or(0).min(64 << 20);
+        inbuf.reserve(n.max(want));
+    }
+    inbuf.extend_from_slice(bytes);
+}
+
 /// The `Sec-WebSocket-Extensions` lines of an answer's headers.
 fn extension_lines<'h>(headers: &[httparse::Header<'h>]) -> Vec<&'h [u8]> {
     headers
@@ -478,21 +541,43 @@ pub(crate) fn start_connect(addr: SocketAddr, source: Option<IpAddr>) -> io::Res
 
 /// Checks, before a run, that the target answers a WebSocket upgrade (and, when the target
 /// offers permessage-deflate, that the server accepts it: a run with `--compression` never
-/// measures the uncompressed path by mistake): one blocking connection with a short timeout.
-/// Returns the permessage-deflate agreement, when there is one; the error is one line that
-/// says what is wrong.
+/// measures the uncompressed path by mistake): one blocking connection with a short timeout,
+/// over TLS for a `wss://` target (its handshake checks the trust settings). Returns the
+/// permessage-deflate agreement, when there is one; the error is one line that says what is
+/// wrong.
 pub(crate) fn preflight(
     target: &Target,
     source: Option<IpAddr>,
 ) -> Result<Option<deflate::Agreed>, String> {
-    use std::io::{Read as _, Write as _};
-    use std::time::Duration;
     let timeout = Duration::from_secs(3);
-    let mut s = connect_blocking(target.addr, source, timeout)
+    let s = connect_blocking(target.addr, source, timeout)
         .map_err(|e| format!("cannot connect to {}: {e}", target.addr))?;
     s.set_read_timeout(Some(timeout)).ok();
+    s.set_write_timeout(Some(timeout)).ok();
+    match &target.tls {
+        None => upgrade_blocking(target, s),
+        Some(endpoint) => {
+            let s = tls::connect_blocking(endpoint, s).map_err(|e| {
+                let name = target.host.rsplit_once(':').map_or("", |(h, _)| h);
+                if target.addr.ip().to_string() == name {
+                    format!("{}: {e}", target.addr)
+                } else {
+                    format!("{} ({}): {e}", target.host, target.addr)
+                }
+            })?;
+            upgrade_blocking(target, s)
+        }
+    }
+}
+
+/// The upgrade of [`preflight`] over `s`, a connection made.
+fn upgrade_blocking(
+    target: &Target,
+    mut s: impl Read + Write,
+) -> Result<Option<deflate::Agreed>, String> {
     let request = target.request("dGhlIHNhbXBsZSBub25jZQ==");
     s.write_all(request.as_bytes())
+        .and_then(|()| s.flush())
         .map_err(|e| format!("cannot send to {}: {e}", target.addr))?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -515,9 +600,16 @@ pub(crate) fn preflight(
                 }
                 return Ok(agreed);
             }
-            Ok(httparse::Status::Complete(_)) => {
+            Ok(httparse::Status::Complete(len)) => {
+                // a gateway serving TLS answers a plain request with a plain 400 that says so
+                let body = String::from_utf8_lossy(&buf[len..]);
+                let hint = if body.contains("speaks TLS") {
+                    ": the port speaks TLS, use a wss:// URL"
+                } else {
+                    ": is this a wsgate gateway, and the right path?"
+                };
                 return Err(format!(
-                    "{} answered {} {} to a WebSocket upgrade of {}: is this a wsgate gateway, and the right path?",
+                    "{} answered {} {} to a WebSocket upgrade of {}{hint}",
                     target.addr,
                     resp.code.unwrap_or(0),
                     resp.reason.unwrap_or(""),
@@ -575,15 +667,33 @@ mod tests {
 
     #[test]
     fn urls() {
-        let t = Target::parse("ws://127.0.0.1:9000/ws?subscribe=a").unwrap();
+        let t = Target::parse("ws://127.0.0.1:9000/ws?subscribe=a", &TlsArgs::default()).unwrap();
         assert_eq!(t.addr, "127.0.0.1:9000".parse().unwrap());
         assert_eq!(t.request_target(), "/ws?subscribe=a");
         assert!(
-            Target::parse("http://127.0.0.1/")
+            Target::parse("http://127.0.0.1/", &TlsArgs::default())
                 .unwrap_err()
                 .contains("ws://")
         );
-        assert!(Target::parse("not a url").unwrap_err().contains("--url"));
+        assert!(
+            Target::parse("not a url", &TlsArgs::default())
+                .unwrap_err()
+                .contains("--url")
+        );
+    }
+
+    #[test]
+    fn wss_urls_need_a_trust_setting() {
+        let e = Target::parse("wss://localhost/ws", &TlsArgs::default()).unwrap_err();
+        assert!(e.contains("--ca") && e.contains("--insecure"), "{e}");
+        let mut insecure = TlsArgs::default();
+        insecure.insecure = true;
+        let t = Target::parse("wss://127.0.0.1/ws", &insecure).unwrap();
+        assert_eq!(t.addr, "127.0.0.1:443".parse().unwrap());
+        assert!(t.tls.is_some() && insecure.in_use());
+        let t = Target::parse("ws://127.0.0.1/ws", &TlsArgs::default()).unwrap();
+        assert_eq!(t.addr, "127.0.0.1:80".parse().unwrap());
+        assert!(t.tls.is_none());
     }
 
     /// A server frame (unmasked) with `rsv` bits.
@@ -616,7 +726,9 @@ mod tests {
         use std::time::{Duration, Instant};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("ws://{}/echo", listener.local_addr().unwrap());
-        let target = Target::parse(&url).unwrap().offering(offer);
+        let target = Target::parse(&url, &TlsArgs::default())
+            .unwrap()
+            .offering(offer);
         let mut c = Client::connect(&target, None, 7).unwrap();
         let (server, _) = listener.accept().unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);

@@ -5,6 +5,7 @@
 use crate::client::{self, Target};
 use crate::deflate;
 use crate::driver::Plan;
+use crate::tls::TlsArgs;
 use clap::Args;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
@@ -14,7 +15,8 @@ use wsgate_core::units::parse_duration;
 /// Options every subcommand takes.
 #[derive(Args, Clone)]
 pub(crate) struct Common {
-    /// The gateway: ws://HOST:PORT (the path is chosen by the subcommand unless given).
+    /// The gateway: ws://HOST:PORT, or wss://HOST:PORT for TLS (with --ca or --insecure); the
+    /// path is chosen by the subcommand unless given.
     #[arg(long, default_value = "ws://127.0.0.1:8080")]
     pub(crate) url: String,
     /// How long to run.
@@ -44,6 +46,9 @@ pub(crate) struct Common {
     /// the bytes on the wire against the bytes of the messages.
     #[arg(long)]
     pub(crate) compression: bool,
+    /// TLS for wss:// URLs.
+    #[command(flatten)]
+    pub(crate) tls: TlsArgs,
 }
 
 impl Common {
@@ -54,7 +59,7 @@ impl Common {
         let offer = self.compression.then_some(deflate::Offer {
             max_message: deflate::DEFAULT_MAX_MESSAGE,
         });
-        Ok(Target::parse(url)?.offering(offer))
+        Ok(Target::parse(url, &self.tls)?.offering(offer))
     }
 }
 

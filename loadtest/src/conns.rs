@@ -1,7 +1,10 @@
 //! `loadtest conns`: open K idle connections at a rate, hold them, and report the connect
 //! rate, handshake latency and (with `--server-pid`) the gateway's memory per connection. It
 //! sends no messages, so its report has no message counts; without a connection opened it has
-//! no connect rate nor memory per connection either.
+//! no connect rate nor memory per connection either. Over `wss://` it adds the TLS handshakes'
+//! duration (`tls_handshake_us`: from the ClientHello sent to the server's Finished read, within
+//! the handshake latency, which runs from the connect to the 101) and how many resumed a
+//! session.
 
 use crate::client::{Client, ClientError};
 use crate::common::{Common, plans_to, rss_of};
@@ -9,6 +12,7 @@ use crate::driver::{self, Scenario, split};
 use crate::progress::{Counters, Progress};
 use crate::report::Report;
 use crate::stats::Stats;
+use hdrhistogram::Histogram;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -74,6 +78,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, String> {
                         sc.first,
                         sc.last_open,
                         clients.err().map(|e| e.to_string()),
+                        sc.tls,
                     )
                 })
             })
@@ -99,8 +104,10 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, String> {
     let (results, rss_after) = results?;
     let mut stats = Stats::new();
     let (mut first, mut last) = (None::<Instant>, None::<Instant>);
-    for (s, f, l, err) in &results {
+    let mut tls = Tls::default();
+    for (s, f, l, err, t) in &results {
         stats.merge(s);
+        tls.merge(t);
         first = [first, *f].into_iter().flatten().min();
         last = [last, *l].into_iter().flatten().max();
         if let Some(e) = err {
@@ -118,6 +125,12 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, String> {
         .with("opened", stats.opened as f64);
     if stats.opened > 0 {
         report = report.with("connects_per_sec", stats.opened as f64 / open_secs);
+    }
+    if common.tls.in_use() {
+        report = report
+            .with("tls_resumed", tls.resumed as f64)
+            .with("tls_full_handshakes", tls.full as f64)
+            .with_percentiles("tls_handshake_us", "tls handshake", &tls.handshake);
     }
     if let (Some(b), Some(a)) = (rss_before, rss_after) {
         report = report
@@ -145,6 +158,33 @@ struct Conns {
     last_open: Option<Instant>,
     /// Results (latency = handshake time).
     stats: Stats,
+    /// The TLS handshakes, over `wss://`.
+    tls: Tls,
+}
+
+/// TLS handshakes: their duration in microseconds, resumed or full.
+struct Tls {
+    handshake: Histogram<u64>,
+    resumed: u64,
+    full: u64,
+}
+
+impl Default for Tls {
+    fn default() -> Tls {
+        Tls {
+            handshake: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
+            resumed: 0,
+            full: 0,
+        }
+    }
+}
+
+impl Tls {
+    fn merge(&mut self, o: &Tls) {
+        let _ = self.handshake.add(&o.handshake);
+        self.resumed += o.resumed;
+        self.full += o.full;
+    }
 }
 
 impl Conns {
@@ -158,6 +198,7 @@ impl Conns {
             first: None,
             last_open: None,
             stats: Stats::new(),
+            tls: Tls::default(),
         }
     }
 
@@ -175,8 +216,18 @@ impl Scenario for Conns {
         self.first.get_or_insert(now);
     }
 
-    fn on_open(&mut self, i: usize, _client: &mut Client, now: Instant) {
+    fn on_open(&mut self, i: usize, client: &mut Client, now: Instant) {
         self.stats.opened += 1;
+        if let Some((took, resumed)) = client.tls_handshake() {
+            self.tls
+                .handshake
+                .saturating_record(took.as_micros() as u64);
+            if resumed {
+                self.tls.resumed += 1;
+            } else {
+                self.tls.full += 1;
+            }
+        }
         if let Some(t) = self.started[i] {
             self.stats.record((now - t).as_micros() as u64);
         }

@@ -172,7 +172,7 @@ pub(crate) fn drive<S: Scenario>(
             if let Some(t) = scenario.traffic() {
                 t.add(&client.take_traffic());
             }
-            if client.pending() == 0 && !client.wants_write {
+            if !client.has_output() && !client.wants_write {
                 continue;
             }
             match client.flush() {

@@ -9,7 +9,8 @@
 //! attack and fails only on its neighbour's correctness).
 //!
 //! Each subcommand's module holds its options (`Args`) and its `run`; the options they all take
-//! are in [`common`].
+//! are in [`common`]. A `wss://` URL speaks TLS, trusting `--ca FILE` or, with `--insecure`, any
+//! certificate ([`tls`]).
 #![deny(missing_docs)]
 
 mod abuse;
@@ -30,6 +31,7 @@ mod report;
 mod soak;
 mod stats;
 mod tcp_echo;
+mod tls;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

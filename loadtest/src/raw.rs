@@ -26,7 +26,18 @@ const SCRATCH: usize = 256 * 1024;
 /// accepts a TCP connection.
 fn endpoints(common: &Common, count: usize) -> Result<Vec<(SocketAddr, Option<IpAddr>)>, String> {
     check_file_limit(count)?;
-    let target = Target::parse(&common.url)?;
+    if common
+        .url
+        .get(..6)
+        .is_some_and(|s| s.eq_ignore_ascii_case("wss://"))
+    {
+        return Err(format!(
+            "--raw-tcp measures plain TCP against a TCP echo server: give it a ws:// --url, not \
+             '{}'",
+            common.url
+        ));
+    }
+    let target = Target::parse(&common.url, &common.tls)?;
     let addr = target.addr();
     connect_blocking(addr, first_source(common), Duration::from_secs(3))
         .map_err(|e| format!("cannot connect to {addr}: {e}"))?;

@@ -422,7 +422,7 @@ impl Io {
 
     /// Writes what `c` has queued; an error ends the connection.
     fn flush(&self, i: usize, c: &mut Client) -> Result<(), ClientError> {
-        if c.pending() == 0 && !c.wants_write {
+        if !c.has_output() && !c.wants_write {
             return Ok(());
         }
         let done = c.flush().map_err(|e| ClientError::Io(e.to_string()))?;
@@ -1698,7 +1698,8 @@ mod tests {
     #[test]
     fn each_fault_is_counted_where_it_belongs() {
         let plan = Plan {
-            target: Target::parse("ws://127.0.0.1:9/ws").expect("a URL"),
+            target: Target::parse("ws://127.0.0.1:9/ws", &crate::tls::TlsArgs::default())
+                .expect("a URL"),
             source: None,
             topic: "chat.t".into(),
             size: 8,
@@ -1779,7 +1780,8 @@ mod tests {
     /// A plan for the tests that feed subscribers by hand.
     fn hand_plan() -> Plan {
         Plan {
-            target: Target::parse("ws://127.0.0.1:9/ws").expect("a URL"),
+            target: Target::parse("ws://127.0.0.1:9/ws", &crate::tls::TlsArgs::default())
+                .expect("a URL"),
             source: None,
             topic: "chat.t".into(),
             size: 8,

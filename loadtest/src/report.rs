@@ -37,9 +37,13 @@ pub(crate) struct Report {
     extra: Vec<(String, f64)>,
     fields: Vec<(String, serde_json::Value)>,
     rows: Vec<String>,
+    /// Lines of the table shown after the latency (other timings), not in the JSON's details.
+    timings: Vec<String>,
     failed: bool,
     /// `--compression` was given.
     compression: bool,
+    /// The run spoke TLS (`wss://`), and with session resumption.
+    tls: Option<bool>,
 }
 
 impl Report {
@@ -68,9 +72,47 @@ impl Report {
             extra: Vec::new(),
             fields: Vec::new(),
             rows: Vec::new(),
+            timings: Vec::new(),
             failed: stats.correctness_failures() > 0 || error_rate > common.max_error_rate,
             compression: common.compression,
+            tls: common.tls.in_use().then_some(!common.tls.no_resumption),
         }
+    }
+
+    /// Whether the run spoke TLS: `tls` in the JSON (true or false) and, when it did, what the
+    /// check before the run negotiated and whether sessions were resumed.
+    fn with_tls(self) -> Report {
+        let Some(resumption) = self.tls else {
+            return self.with_json("tls", json!(false));
+        };
+        let negotiated = crate::tls::negotiated().unwrap_or("not negotiated");
+        let resumption = if resumption { "on" } else { "off" };
+        self.row(format!(
+            "{:<28} {negotiated}, resumption {resumption}",
+            "tls"
+        ))
+        .with_json("tls", json!(true))
+        .with_json("tls_negotiated", json!(negotiated))
+        .with_json("tls_resumption", json!(resumption == "on"))
+    }
+
+    /// Adds the percentiles of `h`, in microseconds: lines named `label` in the table, after
+    /// the latency's, and an object under `key` in the JSON (`null` without a sample).
+    pub(crate) fn with_percentiles(mut self, key: &str, label: &str, h: &Histogram<u64>) -> Report {
+        if h.is_empty() {
+            self.timings.push(format!("{label:<28} none measured"));
+            return self.with_json(key, serde_json::Value::Null);
+        }
+        let ps = percentiles(h);
+        let object: serde_json::Map<_, _> = ps
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), json!(v)))
+            .collect();
+        for (k, v) in ps {
+            self.timings
+                .push(format!("{:<28} {v} us", format!("{label} {k}")));
+        }
+        self.with_json(key, json!(object))
     }
 
     /// The bytes on the wire against the bytes of the messages, when the scenario counted
@@ -232,6 +274,9 @@ impl Report {
             }
             None => {}
         }
+        for line in &self.timings {
+            out.push(format!("  {line}"));
+        }
         out.push(format!(
             "  {:<28} lost {} / reordered {} / mismatched {} / unexpected {}",
             of("correctness"),
@@ -306,7 +351,7 @@ impl Report {
 
     /// Prints the report (and writes the `--report` page); exit code 1 when the run failed.
     pub(crate) fn print(self) -> Result<ExitCode, String> {
-        self.with_traffic().print_as_is()
+        self.with_traffic().with_tls().print_as_is()
     }
 
     fn print_as_is(self) -> Result<ExitCode, String> {

@@ -26,9 +26,11 @@ impl Server {
         BufReader::new(child.stdout.take().expect("stdout"))
             .read_line(&mut line)
             .expect("a line");
+        // `listening on ADDR`, or `listening on ADDR (tls)` from a gateway serving TLS
         let addr = line
             .trim()
             .strip_prefix("listening on ")
+            .and_then(|rest| rest.split_whitespace().next())
             .unwrap_or_else(|| panic!("{what} did not start: {line:?}"))
             .to_string();
         Server { child, addr }
