@@ -25,7 +25,7 @@ use mio::event::Source;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use rustls::ServerConnection;
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, BufRead, IoSlice, Read, Write};
 use std::net::Shutdown;
 use std::sync::Arc;
 
@@ -202,25 +202,32 @@ impl Tls {
         }
     }
 
-    /// Reads decrypted bytes into `buf`; 0 when there are none now (or the peer closed).
+    /// Appends at most `max` decrypted bytes to `buf`; 0 when there are none now (or the peer
+    /// closed). Taken from rustls' buffer as it is (`fill_buf`): nothing is zeroed beforehand,
+    /// however much a large frame asks for.
     fn read_plaintext(&mut self, buf: &mut BytesMut, max: usize) -> io::Result<usize> {
         if buf.capacity() - buf.len() < max {
+            // the room a large frame was given, at once, as on a plain socket
             buf.reserve(max);
         }
-        let start = buf.len();
-        buf.resize(start + max, 0);
-        let result = self.session.reader().read(&mut buf[start..]);
-        let n = match result {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-            // the socket closed without close_notify: the end, as a plain socket's
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => 0,
-            Err(e) => {
-                buf.truncate(start);
-                return Err(e);
+        let mut reader = self.session.reader();
+        let mut n = 0;
+        while n < max {
+            let chunk = match reader.fill_buf() {
+                Ok(chunk) => chunk,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // the socket closed without close_notify: the end, as a plain socket's
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+                Err(e) => return Err(e),
+            };
+            if chunk.is_empty() {
+                break; // close_notify
             }
-        };
-        buf.truncate(start + n);
+            let take = chunk.len().min(max - n);
+            buf.extend_from_slice(&chunk[..take]);
+            reader.consume(take);
+            n += take;
+        }
         Ok(n)
     }
 
