@@ -3,7 +3,10 @@
 #   wsgate (--workers 1); native uWebSockets (C++, a binary built by hand, given with
 #   --uws-native PATH); a raw TCP echo (`loadtest tcp-echo-server`, the baseline of the echo
 #   and large scenarios); tokio-tungstenite (1 worker thread; with tungstenite's default 128 KiB
-#   read buffer, and with a 4 KiB one); uWebSockets.js; Node ws.
+#   read buffer, and with a 4 KiB one); uWebSockets.js; Node ws. Over TLS: wsgate-tls (wsgate
+#   with --tls-cert/--tls-key) and uws-tls (uWebSockets.js' SSLApp), with an ECDSA P-256
+#   certificate of a CA both made here with openssl for the run; loadtest speaks wss:// and
+#   trusts that CA (--ca); session resumption is left on (loadtest's default).
 # Every server is pinned to one core (taskset -c $SERVER_CPU, default 0) and the `loadtest`
 # binary to another ($LOAD_CPU, default 1). For each scenario the servers run in alternation,
 # A B C D A B C D ..., a fresh server process per run, so slow drifts of a shared machine hit
@@ -45,7 +48,7 @@
 #
 # Usage: benches/peers/compare.sh [--quick] [--duration SECS] [--rounds N]
 #          [--servers "wsgate wsgate-base uws-native tcp-echo tokio-tungstenite
-#                      tokio-tungstenite-4k uws ws"]
+#                      tokio-tungstenite-4k uws ws wsgate-tls uws-tls"]
 #          [--scenarios "echo echo16 echo16k fanout1k fanout fanout-rate conns large
 #                        fanout-plain1k fanout-deflate1k fanout-plain16k fanout-deflate16k"]
 #          [--uws-native PATH] [--reference SERVER] [--subscribers N] [--window N]
@@ -145,7 +148,7 @@ if [ -z "$large_bytes" ] || [ "$large_bytes" -lt 16 ] || [ "$large_bytes" -gt $(
 fi
 for s in $servers; do
     case "$s" in
-        wsgate | wsgate-base | uws-native | tcp-echo | tokio-tungstenite | tokio-tungstenite-4k | uws | ws) ;;
+        wsgate | wsgate-base | uws-native | tcp-echo | tokio-tungstenite | tokio-tungstenite-4k | uws | ws | wsgate-tls | uws-tls) ;;
         *) echo "compare.sh: unknown server '$s'" >&2; exit 2 ;;
     esac
 done
@@ -232,6 +235,21 @@ case " $servers " in *" wsgate-base "*)
     cp "$WSGATE_BASE_BIN" "$out/bin/wsgate-base" ;;
 esac
 loadtest="$out/bin/loadtest"
+case " $servers " in *"-tls "*)
+    # a CA and a server certificate for 127.0.0.1, for this run only
+    mkdir -p "$out/tls"
+    (
+        cd "$out/tls"
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+            -subj "/CN=compare.sh CA" -keyout ca.key -out ca.pem
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+            -subj "/CN=localhost" -keyout key.pem -out server.csr
+        printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >ext.cnf
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+            -extfile ext.cnf -out cert.pem
+    ) >"$out/tls/openssl.log" 2>&1 || { echo "compare.sh: openssl could not make a certificate" >&2; exit 1; }
+    ;;
+esac
 case " $servers " in *" tokio-tungstenite"*)
     cp "$here/tokio-tungstenite/target/release/peer-tokio-tungstenite" "$out/bin/" 2>/dev/null ||
         log "the tokio-tungstenite peer is not built (drop --no-build): reported as not started" ;;
@@ -270,6 +288,8 @@ server_cmd() {
         # the load generator publishes as a trusted backend would: no per-connection rate
         wsgate) echo "$out/bin/wsgate --listen 127.0.0.1:0 --workers 1 --log warn --publish-rate 0$wsgate_extra" ;;
         wsgate-base) echo "$out/bin/wsgate-base --listen 127.0.0.1:0 --workers 1 --log warn --publish-rate 0$wsgate_extra" ;;
+        wsgate-tls) echo "$out/bin/wsgate --listen 127.0.0.1:0 --workers 1 --log warn --publish-rate 0 --tls-cert $out/tls/cert.pem --tls-key $out/tls/key.pem$wsgate_extra" ;;
+        uws-tls) echo "node $here/uws.js --port 0 --tls-cert $out/tls/cert.pem --tls-key $out/tls/key.pem$uws_extra" ;;
         uws-native) echo "$out/bin/uws-native --port 0$uws_extra" ;;
         tcp-echo) echo "$out/bin/loadtest tcp-echo-server --listen 127.0.0.1:0" ;;
         tokio-tungstenite) echo "$out/bin/peer-tokio-tungstenite --port 0 --threads 1" ;;
@@ -322,7 +342,7 @@ start_server() {
     pid=$!
     addr=""
     for _ in $(seq 200); do
-        addr=$(sed -n 's/^listening on //p' "$slog" | head -n 1)
+        addr=$(sed -n 's/^listening on \([^ ]*\).*/\1/p' "$slog" | head -n 1)
         [ -n "$addr" ] && return 0
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.05
@@ -354,6 +374,8 @@ run_one() {
     fi
     local url="ws://$addr" limit=$((duration * 2 + 120)) raw=()
     [ "$name" = tcp-echo ] && raw=(--raw-tcp)
+    local tls=()
+    case "$name" in *-tls) url="wss://$addr" tls=(--ca "$out/tls/ca.pem") ;; esac
     local -a cmd
     case "$scenario" in
         echo) cmd=(echo --url "$url" --conns 100 --size 20 --window 1 --duration "${duration}s" "${raw[@]}") ;;
@@ -376,6 +398,7 @@ run_one() {
         # --duration is how long loadtest waits for the message to come back
         large) cmd=(large --url "$url" --size "$large_bytes" --duration 60s --server-pid "$pid" "${raw[@]}") ;;
     esac
+    cmd+=("${tls[@]}")
     log "$scenario round $round/$rounds: $name"
     local rc=0 t0 t1 c0 c1
     c0=$(cpu_ticks "$pid") || c0=""
