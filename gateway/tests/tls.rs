@@ -262,6 +262,25 @@ fn a_reloaded_certificate_serves_new_connections_and_keeps_established_ones() {
     let mut old = wss(&pki, gw.addr, "/echo");
     old.send(Message::text("before")).unwrap();
     assert_eq!(text(&mut old), "before");
+    // load: connections echoing without pause all through the reloads below
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let busy: Vec<_> = (0..8)
+        .map(|i| {
+            let mut ws = wss(&pki, gw.addr, "/echo");
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let msg = format!("{i}:{n}");
+                    ws.send(Message::text(msg.clone()))
+                        .expect("send during the reload");
+                    assert_eq!(text(&mut ws), msg, "echo during the reload");
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
 
     // SIGHUP
     let second = pki.issue(&rcgen::PKCS_ECDSA_P384_SHA384);
@@ -311,6 +330,13 @@ fn a_reloaded_certificate_serves_new_connections_and_keeps_established_ones() {
     );
     old.send(Message::text("still")).unwrap();
     assert_eq!(text(&mut old), "still");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in busy {
+        let echoed = t
+            .join()
+            .expect("a busy connection failed during the reloads");
+        assert!(echoed > 0);
+    }
 }
 
 fn libc_sighup() -> i32 {
