@@ -550,3 +550,45 @@ fn a_large_message_over_tls_costs_one_copy() {
         "the resident set grew {growth:.3}x the message"
     );
 }
+
+#[test]
+fn behind_a_trusted_proxy_the_handshake_rate_counts_the_client_of_the_proxy_header() {
+    let pki = Pki::new("rate-proxy");
+    pki.issue(&rcgen::PKCS_ECDSA_P256_SHA256);
+    let gw = start(
+        &pki,
+        &[
+            "--tls-handshakes-per-ip",
+            "1",
+            "--proxy-protocol",
+            "true",
+            "--trusted-proxies",
+            "127.0.0.1/32",
+        ],
+    );
+    // a PROXY v1 header for `client`, in the clear, then the TLS handshake
+    let handshake_as = |client: &str| {
+        let mut tcp = TcpStream::connect(gw.addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(tcp, "PROXY TCP4 {client} 127.0.0.1 40000 443\r\n").unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let conn = rustls::ClientConnection::new(pki.client_config(), name).unwrap();
+        let mut s = rustls::StreamOwned::new(conn, tcp);
+        while s.conn.is_handshaking() {
+            if s.conn.complete_io(&mut s.sock).is_err() {
+                return false;
+            }
+        }
+        true
+    };
+    let started = Instant::now();
+    let first: Vec<bool> = (0..8).map(|_| handshake_as("10.9.8.7")).collect();
+    let done = first.iter().filter(|&&ok| ok).count();
+    let allowed = 4 + started.elapsed().as_secs() as usize + 1;
+    assert!(done >= 4 && done <= allowed, "{first:?}");
+    // another client behind the same proxy has its own bucket
+    assert!(
+        handshake_as("10.9.8.6"),
+        "the proxy's other clients are not refused"
+    );
+}

@@ -117,6 +117,11 @@ impl Transport {
         }
     }
 
+    /// Whether the connection speaks TLS.
+    pub(crate) fn is_tls(&self) -> bool {
+        matches!(self, Transport::Tls(_))
+    }
+
     /// Whether a TLS handshake is under way (what is written now waits in rustls until it is
     /// done).
     pub(crate) fn is_handshaking(&self) -> bool {

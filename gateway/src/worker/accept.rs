@@ -174,6 +174,13 @@ impl Worker {
             return true;
         };
         conn.client = source.ip();
+        if conn.stream.is_tls() && !self.node.handshakes.allow(conn.client, self.now) {
+            // the client's TLS handshake is still to come: over its address's rate, it ends
+            // here, at the cost of the header only
+            self.metrics.failure(crate::metrics::Failure::TlsRate);
+            self.close_now(id);
+            return false;
+        }
         match self.node.limits.admit_ip(conn.client) {
             Ok(counted) => {
                 conn.ip_counted = counted;
