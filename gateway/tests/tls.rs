@@ -406,6 +406,18 @@ fn each_bad_configuration_is_refused_with_exit_2_naming_the_setting() {
             "--plain-listen",
             "beside a TLS one",
         ),
+        (
+            vec![
+                "--tls-cert",
+                cert,
+                "--tls-key",
+                key,
+                "--admin-on-plain",
+                "true",
+            ],
+            "--admin-on-plain",
+            "needs --plain-listen",
+        ),
     ];
     for (args, setting, why) in cases {
         let (code, stderr) = refused(&args);
@@ -591,4 +603,30 @@ fn behind_a_trusted_proxy_the_handshake_rate_counts_the_client_of_the_proxy_head
         handshake_as("10.9.8.6"),
         "the proxy's other clients are not refused"
     );
+}
+
+#[test]
+fn admin_endpoints_can_be_kept_to_the_plain_port() {
+    let pki = Pki::new("admin");
+    pki.issue(&rcgen::PKCS_ECDSA_P256_SHA256);
+    let gw = start(
+        &pki,
+        &["--plain-listen", "127.0.0.1:0", "--admin-on-plain", "true"],
+    );
+    let plain = gw.plain_addr.expect("a plain port");
+    for path in ["/metrics", "/stats", "/"] {
+        assert_eq!(https_get(&pki, gw.addr, path).0, 404, "{path} over TLS");
+        assert_eq!(
+            common::get(plain, path).status,
+            200,
+            "{path} on the plain port"
+        );
+    }
+    for path in ["/healthz", "/readyz", "/client.js"] {
+        assert_eq!(https_get(&pki, gw.addr, path).0, 200, "{path} over TLS");
+    }
+    // sessions are unchanged on the TLS port
+    let mut echo = wss(&pki, gw.addr, "/echo");
+    echo.send(Message::text("still here")).unwrap();
+    assert_eq!(text(&mut echo), "still here");
 }

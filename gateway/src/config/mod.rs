@@ -60,6 +60,8 @@ settings! {
         tls_min_version: String as Text = "1.2", "VERSION";
         /// A second, plaintext port beside the TLS one (health checks, metrics on a private network).
         plain_listen: Option<SocketAddr> as Optional<Address> = "" ("none"), "ADDR";
+        /// Serve /metrics, /stats and the dashboard on the --plain-listen port only (404 on the TLS port, which may face the internet).
+        admin_on_plain: bool as Flag = "false", "BOOL";
         /// TLS connections one client address may open a second (a burst of four seconds' worth); 0 for no limit.
         tls_handshakes_per_ip: u32 as Count<u32> = "0", "N";
     }
@@ -476,6 +478,13 @@ impl Tls {
             )));
         }
         let tls = self.load()?;
+        if self.admin_on_plain && self.plain_listen.is_none() {
+            return Err(ConfigError(
+                "invalid value for --admin-on-plain: it needs --plain-listen (the port that \
+                 serves them)"
+                    .into(),
+            ));
+        }
         if let Some(plain) = self.plain_listen {
             if tls.is_none() {
                 return Err(ConfigError(

@@ -92,18 +92,41 @@ pub(crate) fn framing_limits(node: &Node) -> FramingLimits {
 
 /// What to answer to `req`, whose body is `body_len` bytes (the framer read that from its
 /// head), at `now`. A `HEAD` gets what a `GET` would, without the body.
+#[cfg(test)]
 pub(crate) fn respond(req: &Request<'_>, body_len: u64, node: &Node, now: Instant) -> Outcome {
-    let outcome = decide(req, body_len, node, now);
+    respond_on(req, body_len, node, now, false)
+}
+
+/// [`respond`] for a request that came on the TLS port (`tls`): with `admin-on-plain`,
+/// `/metrics`, `/stats` and the dashboard are not found there.
+pub(crate) fn respond_on(
+    req: &Request<'_>,
+    body_len: u64,
+    node: &Node,
+    now: Instant,
+    tls: bool,
+) -> Outcome {
+    let outcome = decide(
+        req,
+        body_len,
+        node,
+        now,
+        tls && node.config.tls.admin_on_plain,
+    );
     match outcome {
         Outcome::Answer(a) if req.method() == "HEAD" => Outcome::Answer(a.without_body()),
         other => other,
     }
 }
 
-fn decide(req: &Request<'_>, body_len: u64, node: &Node, now: Instant) -> Outcome {
+fn decide(req: &Request<'_>, body_len: u64, node: &Node, now: Instant, no_admin: bool) -> Outcome {
     let keep_alive = route::keep_alive(req);
     let server = &node.config.server;
-    match route::route(req, server.echo, server.dashboard) {
+    let route = match route::route(req, server.echo, server.dashboard && !no_admin) {
+        Route::Metrics | Route::Stats if no_admin => Route::NotFound,
+        route => route,
+    };
+    match route {
         Route::Upgrade(_) if body_len > 0 => Outcome::Answer(Answer::refuse(
             Failure::BadRequest,
             text(400, "an upgrade request has no body", false, &[]),

@@ -66,7 +66,8 @@ impl Worker {
                         buf.clear();
                         return self.answer(id, refusal);
                     }
-                    let outcome = http::respond(&request, body_len, &node, self.now);
+                    let tls = self.conns.get(id).is_some_and(|c| c.stream.is_tls());
+                    let outcome = http::respond_on(&request, body_len, &node, self.now, tls);
                     buf.advance(used);
                     if !self.on_request(id, outcome, body_len, buf) {
                         return;
