@@ -473,6 +473,13 @@ fn redis_restart_cross_node_delivery_resumes() {
             "node {name}"
         );
         assert_eq!(must(gw, "wsgate_gap_notices_total"), 1.0, "node {name}");
+        // the log comes from the process' stderr through another thread, and the line is
+        // written just after the link is marked up: wait for it before counting
+        assert!(
+            eventually(SETTLE, || gw.log().contains("redis reconnected")),
+            "node {name} never said `redis reconnected`:\n{}",
+            gw.log()
+        );
         let log = gw.log();
         let unreachable = log
             .lines()

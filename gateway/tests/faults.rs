@@ -25,6 +25,13 @@ fn a_panic_closes_only_its_connection_with_1011() {
     }
     assert_eq!(gw.metric("wsgate_internal_errors_total"), 3.0);
     assert_eq!(get(gw.addr, "/healthz").status, 200);
+    // the log is read from the process' stderr by another thread: wait for the line to be there
+    let logged = |gw: &Gateway| gw.log().matches("internal error (a bug)").count();
+    assert!(
+        common::eventually(std::time::Duration::from_secs(5), || logged(&gw) >= 1),
+        "never logged:\n{}",
+        gw.log()
+    );
     let log = gw.log();
     assert_eq!(
         log.matches("internal error (a bug)").count(),
