@@ -4,7 +4,7 @@
 //! The configuration is made once: minimum protocol version from `tls-min-version` (1.2 by
 //! default), ALPN `http/1.1`, session resumption by tickets (TLS 1.3 and 1.2) and by a session
 //! cache, the aws-lc-rs crypto provider. The certificate is not in it but behind a resolver
-//! ([`Certificates`]) that every handshake asks, so that [`Tls::reload`] (SIGHUP) swaps it for
+//! (`Certificates`) that every handshake asks, so that [`Tls::reload`] (SIGHUP) swaps it for
 //! new connections without touching established ones, and keeps the old one when the new files
 //! are bad.
 //!
