@@ -316,14 +316,23 @@ impl Tls {
     }
 }
 
+/// Plain writes are `send(2)` and `sendmsg(2)`, not `write(2)` and `writev(2)`: the socket calls
+/// skip the file layer (the position lock, the area check, the notification hook), a tenth of
+/// the server's CPU in a fanout to 1,000 subscribers on loopback.
 impl Write for Transport {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.write_vectored(&[IoSlice::new(buf)])
+        match self {
+            // std's TcpStream::write is send(2) with MSG_NOSIGNAL
+            Transport::Plain(s) => s.write(buf),
+            Transport::Tls(_) => self.write_vectored(&[IoSlice::new(buf)]),
+        }
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
-            Transport::Plain(s) => s.write_vectored(bufs),
+            Transport::Plain(s) => {
+                socket2::SockRef::from(&*s).send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL)
+            }
             Transport::Tls(t) => {
                 // room first: what rustls holds is bounded
                 t.send_records()?;
