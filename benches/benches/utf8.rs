@@ -1,6 +1,7 @@
 //! UTF-8 validation: wsgate's incremental validator against `std::str::from_utf8`, on ASCII,
 //! mixed European text with emoji, and CJK, whole, and (for wsgate) in 1,500-byte pieces, one TCP
-//! segment each, so most pieces end in the middle of a character.
+//! segment each, so most pieces end in the middle of a character. `simdutf8` is the library
+//! alone, without wsgate's AVX-512BW scan of the ASCII prefix: what the scan is worth on a CPU.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
@@ -19,6 +20,9 @@ fn validate(c: &mut Criterion) {
             group.throughput(Throughput::Bytes(bytes.len() as u64));
             group.bench_with_input(BenchmarkId::new("std", kind), bytes, |b, bytes| {
                 b.iter(|| std::str::from_utf8(black_box(bytes)).is_ok())
+            });
+            group.bench_with_input(BenchmarkId::new("simdutf8", kind), bytes, |b, bytes| {
+                b.iter(|| simdutf8::basic::from_utf8(black_box(bytes)).is_ok())
             });
             group.bench_with_input(BenchmarkId::new("wsgate", kind), bytes, |b, bytes| {
                 b.iter(|| {
