@@ -37,12 +37,14 @@ use wsgate_core::deflate::SharedFrame;
 /// references.
 pub const ENTRY_COST: usize = 64;
 
-/// The memory every stream of the node shares.
+/// The memory every stream of the node shares: what the streams keep, and, apart from it,
+/// what mirrors hold while they wait to be primed; each bounded by the limit.
 #[derive(Debug)]
 pub struct Budget {
     limit: usize,
     held: AtomicUsize,
     evicted: AtomicU64,
+    waiting: AtomicUsize,
 }
 
 impl Budget {
@@ -52,6 +54,7 @@ impl Budget {
             limit,
             held: AtomicUsize::new(0),
             evicted: AtomicU64::new(0),
+            waiting: AtomicUsize::new(0),
         }
     }
 
@@ -63,6 +66,11 @@ impl Budget {
     /// Messages given up to stay within the budget, so far.
     pub fn evicted(&self) -> u64 {
         self.evicted.load(Ordering::Relaxed)
+    }
+
+    /// Bytes the mirrors of the node hold while they wait to be primed.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     fn over(&self) -> bool {
@@ -128,8 +136,8 @@ struct Mirror {
 }
 
 /// Arrivals a mirror holds at most while it waits to be primed; past them (or
-/// [`MAX_HELD_BYTES`]) it lets them go, and the priming fills the hole from Redis (or tells of
-/// a gap).
+/// [`MAX_HELD_BYTES`], or when the node's mirrors together would hold more than the budget's
+/// limit) it lets them go, and the priming fills the hole from Redis (or tells of a gap).
 pub const MAX_HELD: usize = 65_536;
 /// Payload bytes a mirror holds at most while it waits to be primed.
 pub const MAX_HELD_BYTES: usize = 64 << 20;
@@ -232,17 +240,32 @@ impl Stream {
     }
 
     fn hold(&mut self, arrival: Arrival) {
+        let size = arrival.frame.plain().payload().len() + ENTRY_COST;
+        let Some(m) = &self.mirror else {
+            return;
+        };
+        let node_full = self.budget.waiting() + size > self.budget.limit;
+        if m.held.len() >= MAX_HELD || m.held_bytes + size > MAX_HELD_BYTES || node_full {
+            // the priming reads them from Redis (or tells of a gap)
+            drop(self.take_held());
+        }
         let Some(m) = &mut self.mirror else {
             return;
         };
-        let size = arrival.frame.plain().payload().len();
-        if m.held.len() >= MAX_HELD || m.held_bytes + size > MAX_HELD_BYTES {
-            // the priming reads them from Redis (or tells of a gap)
-            m.held.clear();
-            m.held_bytes = 0;
-        }
         m.held_bytes += size;
+        self.budget.waiting.fetch_add(size, Ordering::Relaxed);
         m.held.push_back(arrival);
+    }
+
+    /// Takes what the mirror held, giving its bytes back to the node's budget.
+    fn take_held(&mut self) -> VecDeque<Arrival> {
+        let Some(m) = &mut self.mirror else {
+            return VecDeque::new();
+        };
+        self.budget
+            .waiting
+            .fetch_sub(std::mem::take(&mut m.held_bytes), Ordering::Relaxed);
+        std::mem::take(&mut m.held)
     }
 
     /// Forgets every kept message and starts over in `epoch` after offset `last`.
@@ -303,14 +326,10 @@ impl Stream {
         // what Redis dropped from the end (ttl) is older than its last: the mirror is at it
         self.last = self.last.max(last);
         self.touched = Some(now);
-        let held = match &mut self.mirror {
-            Some(m) => {
-                m.primed = true;
-                m.held_bytes = 0;
-                std::mem::take(&mut m.held)
-            }
-            None => VecDeque::new(),
-        };
+        if let Some(m) = &mut self.mirror {
+            m.primed = true;
+        }
+        let held = self.take_held();
         let mut held = held.into_iter();
         while let Some(arrival) = held.next() {
             if self.append(arrival, now, out) {
@@ -447,6 +466,7 @@ impl Stream {
 
 impl Drop for Stream {
     fn drop(&mut self) {
+        drop(self.take_held());
         while !self.entries.is_empty() {
             self.pop();
         }
@@ -764,6 +784,56 @@ mod tests {
         assert!(!m.prime("E", last, entries(4..=last), t, &mut out));
         assert_eq!(out.len(), MAX_HELD + 10);
         assert!(matches!(out.last(), Some(Event::Message(o, _)) if *o == last));
+    }
+
+    #[test]
+    fn what_the_node_s_mirrors_hold_together_is_bounded_by_the_budget() {
+        let t = Instant::now();
+        let cost = 8 + ENTRY_COST; // each arrival: 8 bytes of payload and its entry
+        let budget = Arc::new(Budget::new(100 * cost));
+        let ttl = Duration::from_secs(60);
+        let (mut a, mut b) = (
+            Stream::mirror(1000, ttl, budget.clone()),
+            Stream::mirror(1000, ttl, budget.clone()),
+        );
+        let mut out = Vec::new();
+        for o in 1..=80 {
+            assert!(a.append(arrival(o, "E"), t, &mut out), "held");
+        }
+        assert_eq!(budget.waiting(), 80 * cost);
+        // b was primed before (at offset 0 of F) and waits for a priming again
+        assert!(!b.prime("F", 0, Vec::new(), t, &mut out));
+        b.unprime();
+        // b pushes the node past its limit: what b held is let go, never more than the limit
+        for o in 1..=300 {
+            b.append(arrival(o, "F"), t, &mut out);
+            assert!(budget.waiting() <= 100 * cost, "{}", budget.waiting());
+        }
+        assert!(out.is_empty(), "nothing delivered before a priming");
+        // a's priming hands out what it held, in order, and gives its bytes back
+        assert!(!a.prime("E", 0, Vec::new(), t, &mut out));
+        assert_eq!(out.len(), 80);
+        let b_held = b.mirror.as_ref().unwrap().held.len();
+        assert!(b_held < 300, "b let some go: {b_held}");
+        assert_eq!(budget.waiting(), b_held * cost);
+        // b's priming fills the hole from Redis' stream: every offset once, in order
+        out.clear();
+        assert!(!b.prime("F", 300, entries(1..=300), t, &mut out));
+        let got: Vec<u64> = out
+            .iter()
+            .filter_map(|e| match e {
+                Event::Message(o, _) => Some(*o),
+                Event::Gap => None,
+            })
+            .collect();
+        assert_eq!(got, (1..=300).collect::<Vec<_>>());
+        assert_eq!(budget.waiting(), 0);
+        // a dropped mirror gives back what it held
+        a.unprime();
+        a.append(arrival(81, "E"), t, &mut out);
+        assert_eq!(budget.waiting(), cost);
+        drop(a);
+        assert_eq!(budget.waiting(), 0);
     }
 
     #[test]

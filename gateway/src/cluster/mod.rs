@@ -98,7 +98,8 @@ pub(crate) struct Cluster {
     outgoing: SegQueue<Outgoing>,
     pending_bytes: AtomicUsize,
     interest: SegQueue<Arc<Topic>>,
-    /// Topics with history whose mirror waits to be primed from Redis' stream.
+    /// Topics with history whose mirror waits to be primed from Redis' stream, each at most
+    /// once ([`Topic::queue_priming`]): bounded by the node's topics.
     to_prime: SegQueue<Arc<Topic>>,
     /// Shard channels Redis said this node is no longer subscribed to, for the bridge to tell
     /// its own unsubscribes from a slot that moved.
@@ -222,7 +223,9 @@ impl Cluster {
 
     /// Asks the bridge to prime the mirror of `topic`'s history from Redis.
     pub(crate) fn prime_later(&self, topic: Arc<Topic>) {
-        self.to_prime.push(topic);
+        if topic.queue_priming() {
+            self.to_prime.push(topic);
+        }
         self.wake();
     }
 
@@ -404,6 +407,29 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use wsgate_core::frame::OpCode;
+
+    #[test]
+    fn a_topic_waits_in_the_priming_queue_once_until_the_bridge_takes_it() {
+        let cluster = Cluster::new("a", "wsgate:", false, 1 << 20);
+        let hub = crate::hub::Hub::new(Vec::new());
+        let (t, u) = (hub.topic("chat.1"), hub.topic("chat.2"));
+        for _ in 0..1000 {
+            cluster.prime_later(t.clone()); // a confirmation, then offset jumps
+        }
+        cluster.prime_later(u.clone());
+        assert_eq!(cluster.to_prime.len(), 2, "each topic once");
+        // the bridge takes it: a request after that (a jump during the priming) queues it again
+        let taken = cluster.to_prime.pop().unwrap();
+        taken.dequeue_priming();
+        assert!(Arc::ptr_eq(&taken, &t));
+        cluster.prime_later(t.clone());
+        cluster.prime_later(t.clone());
+        assert_eq!(cluster.to_prime.len(), 2);
+        let order: Vec<_> = std::iter::from_fn(|| cluster.to_prime.pop())
+            .map(|t| t.name().to_string())
+            .collect();
+        assert_eq!(order, ["chat.2", "chat.1"]);
+    }
 
     #[test]
     fn envelopes_round_trip_and_share_the_payload() {

@@ -20,6 +20,9 @@ pub struct Topic {
     pub(super) subscribers: AtomicUsize,
     /// In a cluster: Redis has confirmed this node's subscription to the topic's channel.
     remote_ready: AtomicBool,
+    /// In a cluster: the topic waits in the bridge's queue of mirrors to prime (it is queued
+    /// once however often it is asked for, so the queue is bounded by the topics).
+    prime_queued: AtomicBool,
     /// The topic's history, when a rule gives it one. Its lock also orders publishes: an
     /// offset is given and the delivery pushed to every inbox under it.
     pub(super) history: Option<Mutex<Stream>>,
@@ -34,8 +37,21 @@ impl Topic {
                 .collect(),
             subscribers: AtomicUsize::new(0),
             remote_ready: AtomicBool::new(false),
+            prime_queued: AtomicBool::new(false),
             history: history.map(Mutex::new),
         }
+    }
+
+    /// Marks the topic as queued for the bridge to prime its mirror: false when it already
+    /// was (and has not been taken from the queue since), so it is not queued twice.
+    pub(crate) fn queue_priming(&self) -> bool {
+        !self.prime_queued.swap(true, Ordering::AcqRel)
+    }
+
+    /// Takes the mark of [`queue_priming`](Self::queue_priming) off as the bridge takes the
+    /// topic from its queue, before priming it: a later request queues it again.
+    pub(crate) fn dequeue_priming(&self) {
+        self.prime_queued.store(false, Ordering::Release);
     }
 
     /// Whether the topic keeps a history (its messages have offsets).

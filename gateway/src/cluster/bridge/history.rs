@@ -17,6 +17,7 @@ impl Bridge {
     pub(super) fn prime_waiting(&mut self) -> Result<(), LinkError> {
         let mut waiting = Vec::new();
         while let Some(topic) = self.cluster.to_prime.pop() {
+            topic.dequeue_priming();
             waiting.push(topic);
         }
         let mut waiting = waiting.into_iter();
