@@ -32,7 +32,7 @@
 use crate::close::{self, CloseCode, CloseFrame};
 use crate::error::Error;
 use crate::frame::{CloseMessage, DecoderConfig, Message, MessageDecoder, OpCode, OutFrame, Role};
-use crate::timer::{Stamp, Timer, TimerTable};
+use crate::timer::{Now, Timer, TimerTable};
 use bytes::{Buf, Bytes, BytesMut};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -134,7 +134,7 @@ impl Session {
             state: State::Open,
             pending: None,
         };
-        session.heard_from_peer(now);
+        session.heard_from_peer(Now::from(now));
         session
     }
 
@@ -151,8 +151,10 @@ impl Session {
     /// Decodes the next message from the front of `input` (the bytes received and not consumed
     /// yet), consuming what it used. `None` when `input` holds no whole message, or when the
     /// session is closed (then `input` is emptied: nothing after the close is read). Bytes
-    /// from the peer, whole message or not, push the ping and idle timers back.
-    pub fn read(&mut self, input: &mut BytesMut, now: Instant) -> Option<Event> {
+    /// from the peer, whole message or not, push the ping and idle timers back. `now` is an
+    /// `Instant` or, for many reads at one instant, a [`Now`] made once.
+    pub fn read(&mut self, input: &mut BytesMut, now: impl Into<Now>) -> Option<Event> {
+        let now = now.into();
         match self.state {
             State::Closed => {
                 input.clear();
@@ -279,7 +281,7 @@ impl Session {
     pub fn read_small<R>(
         &mut self,
         input: &mut BytesMut,
-        now: Instant,
+        now: impl Into<Now>,
         use_it: impl FnOnce(bool, &[u8]) -> R,
     ) -> Option<R> {
         if self.state == State::Closed {
@@ -287,7 +289,7 @@ impl Session {
         }
         let (text, len) = self.small_frame(input)?;
         if self.state == State::Open {
-            self.heard_from_peer(now);
+            self.heard_from_peer(now.into());
         }
         let result = use_it(text, &input[6..6 + len]);
         input.advance(6 + len);
@@ -367,13 +369,13 @@ impl Session {
         self.decoder.as_ref().map_or(0, |d| d.assembled_len())
     }
 
-    fn heard_from_peer(&mut self, now: Instant) {
-        // once per message: `now` is turned into a stamp once, and the deadlines added to it
+    fn heard_from_peer(&mut self, now: Now) {
+        // once per message: the deadlines are added to the stamp the caller made
         let (ping, idle) = (self.config.ping_interval, self.config.idle_timeout);
         if ping.is_none() && idle.is_none() {
             return;
         }
-        let now = Stamp::of(now);
+        let now = now.stamp();
         if let Some(ping) = ping {
             self.timers.set_stamp(Timer::Ping, now.after(ping));
         }
@@ -481,6 +483,27 @@ mod tests {
         assert_eq!(s.state(), State::Closed);
         assert_eq!(s.poll_timeout(), None);
         assert!(sent(&mut s).is_empty());
+    }
+
+    #[test]
+    fn a_now_made_once_pushes_the_timers_back_as_its_instant_does() {
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_secs(7);
+        let (mut a, mut b) = (Session::new(config(), t0), Session::new(config(), t0));
+        let now = Now::from(t1);
+        assert_eq!(now.instant(), t1);
+        let mut input = client(true, OpCode::Binary, b"one");
+        input.extend_from_slice(&client(true, OpCode::Text, b"two"));
+        let mut same = input.clone();
+        assert!(a.read(&mut input, t1).is_some());
+        assert!(b.read(&mut same, now).is_some());
+        assert_eq!(
+            b.read_small(&mut same, now, |text, p| (text, p.to_vec())),
+            Some((true, b"two".to_vec()))
+        );
+        assert!(a.read(&mut input, t1).is_some());
+        assert_eq!(a.poll_timeout(), Some(t1 + PING));
+        assert_eq!(b.poll_timeout(), a.poll_timeout());
     }
 
     #[test]

@@ -46,6 +46,37 @@ impl Timer {
     }
 }
 
+/// An instant with its [`Stamp`] worked out once: what a caller that reads many messages at
+/// the same instant hands to [`Session::read`](crate::session::Session::read) and
+/// [`Session::read_small`](crate::session::Session::read_small), which otherwise convert it
+/// for every message. Made from an `Instant` with `From`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    instant: Instant,
+    stamp: Stamp,
+}
+
+impl Now {
+    /// The instant.
+    pub fn instant(&self) -> Instant {
+        self.instant
+    }
+
+    /// Its stamp.
+    pub fn stamp(&self) -> Stamp {
+        self.stamp
+    }
+}
+
+impl From<Instant> for Now {
+    fn from(instant: Instant) -> Now {
+        Now {
+            instant,
+            stamp: Stamp::of(instant),
+        }
+    }
+}
+
 /// An instant in 8 bytes: signed nanoseconds from a point fixed the first time any stamp is
 /// made in the process (an `Instant` takes 16). Converting an `Instant` to a stamp and back
 /// gives the same `Instant`, for any instant within 292 years of that point.

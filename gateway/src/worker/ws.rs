@@ -16,7 +16,7 @@ use wsgate_core::close::CloseCode;
 use wsgate_core::frame::{MAX_HEADER_LEN, OpCode, OutFrame};
 use wsgate_core::message;
 use wsgate_core::session::Event;
-use wsgate_core::timer::Timer;
+use wsgate_core::timer::{Now, Timer};
 
 impl Worker {
     /// Hands the bytes at the front of `buf` to the session and acts on what comes out, until
@@ -26,6 +26,8 @@ impl Worker {
     /// [`COPY_OUT_MAX`]) counted as holding all of it.
     pub(super) fn read_session(&mut self, id: ConnId, buf: &mut BytesMut, shared: bool) {
         let buffer = if shared { buf.capacity() } else { 0 };
+        // every message of this read arrived at the same instant: its stamp is made once
+        let now = Now::from(self.now);
         loop {
             let Some(conn) = self.conns.get_mut(id) else {
                 buf.clear();
@@ -42,13 +44,13 @@ impl Worker {
                 return;
             };
             let echo = ws.kind == SessionKind::Echo;
-            if echo && small_stays_plain && ws.protocol.is_open() && self.echo_small(id, buf) {
+            if echo && small_stays_plain && ws.protocol.is_open() && self.echo_small(id, buf, now) {
                 continue;
             }
             let Some(ws) = self.conns.get_mut(id).and_then(|c| c.ws()) else {
                 return;
             };
-            match ws.protocol.read(buf, self.now) {
+            match ws.protocol.read(buf, now) {
                 None => return,
                 Some(Event::Text(t)) => {
                     let (t, held) = copy_out(t, buffer, echo);
@@ -67,7 +69,7 @@ impl Worker {
     /// outbox: a small whole text or binary frame at the front of `buf` is unmasked in place,
     /// checked, copied into the outbox and consumed, with no `Bytes` made of it. False, with
     /// nothing done, for anything else (then the session reads it as usual).
-    fn echo_small(&mut self, id: ConnId, buf: &mut BytesMut) -> bool {
+    fn echo_small(&mut self, id: ConnId, buf: &mut BytesMut, now: Now) -> bool {
         #[cfg(feature = "fault-injection")]
         if buf.len() > 6 && buf[0] == 0x81 {
             return false; // the fault-injection hook looks at text messages in `on_data`
@@ -83,7 +85,7 @@ impl Worker {
         else {
             return false;
         };
-        let Some((kind, len)) = ws.protocol.read_small(buf, self.now, |text, payload| {
+        let Some((kind, len)) = ws.protocol.read_small(buf, now, |text, payload| {
             let (opcode, kind) = if text {
                 (OpCode::Text, MessageKind::Text)
             } else {
