@@ -145,17 +145,20 @@ fn nothing_more(ws: &mut Ws, id: i64) {
 }
 
 /// Publishes `data` (JSON text) to `topic` with `id` from a client that subscribes to nothing:
-/// the plain ack is the next message.
-fn publish_ws(ws: &mut Ws, topic: &str, data: &str, id: i64) {
+/// the ack is the next message. Returns the offset and epoch it gives (a topic with history),
+/// or `None` (a plain ack).
+fn publish_ws(ws: &mut Ws, topic: &str, data: &str, id: i64) -> Option<(u64, String)> {
     ws_send(
         ws,
         &format!(r#"{{"type":"publish","topic":"{topic}","data":{data},"id":{id}}}"#),
     );
-    assert_eq!(parse(&ws_text(ws)), json!({"type":"ack","id":id}));
+    let ack = parse(&ws_text(ws));
+    position(&ack, json!({"type":"ack","id":id}))
 }
 
-/// `POST /publish/{topic}` with a JSON body; 202.
-fn publish_http(addr: SocketAddr, topic: &str, data: &str) {
+/// `POST /publish/{topic}` with a JSON body; 202. Returns the offset and epoch the answer
+/// gives (a topic with history), or `None` (`{"delivered":N}` alone).
+fn publish_http(addr: SocketAddr, topic: &str, data: &str) -> Option<(u64, String)> {
     let r = post(
         addr,
         &format!("/publish/{topic}"),
@@ -163,6 +166,20 @@ fn publish_http(addr: SocketAddr, topic: &str, data: &str) {
         data.as_bytes(),
     );
     assert_eq!(r.status, 202, "{r:?}");
+    let answer: Value = serde_json::from_slice(&r.body).unwrap();
+    let delivered = json!({"delivered": answer["delivered"].as_u64().expect("delivered")});
+    position(&answer, delivered)
+}
+
+/// The offset and epoch of a publish's answer, which is `plain` with them or without them.
+fn position(answer: &Value, mut plain: Value) -> Option<(u64, String)> {
+    let (offset, epoch) = (answer["offset"].as_u64(), answer["epoch"].as_str());
+    if let (Some(o), Some(e)) = (offset, epoch) {
+        plain["offset"] = json!(o);
+        plain["epoch"] = json!(e);
+    }
+    assert_eq!(*answer, plain, "the answer to a publish");
+    Some((offset?, epoch?.to_string()))
 }
 
 /// The offset of a delivery, read as a client does.
@@ -199,7 +216,9 @@ fn a_dropped_subscriber_recovers_exactly_what_it_missed_then_the_live_stream() {
     assert_eq!(last, 0, "a new topic");
     let mut publisher = ws(gw.addr, "/ws");
     for n in 1..=5 {
-        publish_ws(&mut publisher, t, &data(n), n as i64);
+        // the publisher learns where its message is in the stream
+        let at = publish_ws(&mut publisher, t, &data(n), n as i64);
+        assert_eq!(at, Some((n, epoch.clone())));
     }
     for n in 1..=5 {
         assert_eq!(ws_text(&mut sub), delivery(t, n, &data(n)));
@@ -211,7 +230,7 @@ fn a_dropped_subscriber_recovers_exactly_what_it_missed_then_the_live_stream() {
         publish_ws(&mut publisher, t, &data(n), n as i64);
     }
     for n in 9..=10 {
-        publish_http(gw.addr, t, &data(n));
+        assert_eq!(publish_http(gw.addr, t, &data(n)), Some((n, epoch.clone())));
     }
     let mut back = ws(gw.addr, "/ws");
     let (ack, before) = subscribe(&mut back, t, 2, Some((5, &epoch)));
@@ -614,8 +633,8 @@ fn topics_without_a_rule_have_no_offsets_and_plain_acks_even_when_recover_is_ask
         assert_eq!(ack, json!({"type":"ack","id":id}), "{topic}");
     }
     let mut publisher = ws(gw.addr, "/ws");
-    publish_ws(&mut publisher, "news", r#"{"a": 1}"#, 1);
-    publish_http(gw.addr, "chat", "[2]");
+    assert_eq!(publish_ws(&mut publisher, "news", r#"{"a": 1}"#, 1), None);
+    assert_eq!(publish_http(gw.addr, "chat", "[2]"), None);
     let text = ws_text(&mut c);
     assert_eq!(text, r#"{"type":"message","topic":"news","data":{"a": 1}}"#);
     assert_eq!(offset_of(&text), None);

@@ -114,7 +114,10 @@ pub use delivery::{
     json_body_delivery_at, parse_binary_delivery_at, parse_binary_publish, text_delivery,
     text_delivery_at, text_delivery_with_offset,
 };
-pub use reply::{RecoverFailure, Recovery, ack_frame, error_frame, gap_frame, subscribe_ack_frame};
+pub use reply::{
+    RecoverFailure, Recovery, ack_frame, error_frame, gap_frame, publish_ack_frame,
+    subscribe_ack_frame,
+};
 pub use url::{decode_topic_path, parse_subscribe_query};
 
 use crate::{Error, Result};

@@ -15,6 +15,22 @@ pub fn ack_frame(id: i64) -> OutFrame {
     OutFrame::new(OpCode::Text, Bytes::from(v))
 }
 
+/// The text frame `{"type":"ack","id":N,"offset":O,"epoch":"E"}`: the answer to a publish
+/// to a topic with history that the gateway numbered at once (on one node), with the offset
+/// and epoch its message was given, so that a publisher can find it in the topic's stream.
+/// `epoch` is JSON-escaped; `offset` is a bare decimal integer of the whole `u64` range.
+pub fn publish_ack_frame(id: i64, offset: u64, epoch: &str) -> OutFrame {
+    let mut v = Vec::with_capacity(64 + epoch.len());
+    v.extend_from_slice(br#"{"type":"ack","id":"#);
+    push_i64(&mut v, id);
+    v.extend_from_slice(br#","offset":"#);
+    push_u64(&mut v, offset);
+    v.extend_from_slice(br#","epoch":"#);
+    push_json_string(&mut v, epoch);
+    v.push(b'}');
+    OutFrame::new(OpCode::Text, Bytes::from(v))
+}
+
 /// The text frame `{"type":"error","id":N,"code":"...","message":"..."}`, without the `id`
 /// member when `id` is `None`. `code` is [`Error::code`], `message` the error's `Display`, both
 /// JSON-escaped.
@@ -170,6 +186,27 @@ mod tests {
             let frame = ack_frame(id);
             assert_eq!(text_of(&frame), format!(r#"{{"type":"ack","id":{id}}}"#));
             assert_eq!(json_of(&frame), serde_json::json!({"type":"ack","id":id}));
+        }
+    }
+
+    #[test]
+    fn publish_ack_frames_carry_the_offset_and_the_escaped_epoch() {
+        let frame = publish_ack_frame(7, u64::MAX, "ab\"c");
+        assert_eq!(
+            text_of(&frame),
+            format!(
+                r#"{{"type":"ack","id":7,"offset":{},"epoch":"ab\"c"}}"#,
+                u64::MAX
+            )
+        );
+        // a client reads it as an ack of its id, with the position
+        match crate::message::parse_server_message(text_of(&frame).as_bytes()) {
+            Ok(crate::message::ServerMessage::Ack(a)) => {
+                assert_eq!((a.id, a.offset), (Some(7), Some(u64::MAX)));
+                assert_eq!(a.epoch.as_deref(), Some("ab\"c"));
+                assert_eq!((a.topic, a.recovery), (None, None));
+            }
+            other => panic!("{other:?}"),
         }
     }
 

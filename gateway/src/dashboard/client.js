@@ -12,7 +12,9 @@
  *   const client = new WsgateClient("ws://localhost:8080/ws");
  *   client.on("message", ({ topic, data }) => console.log(topic, data));
  *   await client.subscribe("news");                   // resolves on the gateway's ack
- *   await client.publish("news", { hello: "world" }); // JSON data, acked too
+ *   await client.publish("news", { hello: "world" }); // JSON data, acked too: on a topic
+ *                                                     // with history (one node), the ack
+ *                                                     // resolves to { id, offset, epoch }
  *   client.publishBinary("files", new Uint8Array([1, 2, 3]));  // or an ArrayBuffer or a Blob
  *
  * Connection: opened at once; when it drops (anything but close()), it is opened again after

@@ -143,9 +143,21 @@ pub(crate) fn unavailable(why: &str, keep_alive: bool) -> Answer {
     }
 }
 
-/// The answer to a publish that reached `delivered` subscribers on this node.
-pub(crate) fn published(delivered: usize, keep_alive: bool) -> Answer {
-    let reply = format!("{{\"delivered\":{delivered}}}");
+/// The answer to a publish that reached `delivered` subscribers on this node:
+/// `{"delivered":N}`, and `"offset"` and `"epoch"` when the node numbered it (a topic with
+/// history on one node).
+pub(crate) fn published(
+    delivered: usize,
+    position: Option<(u64, std::sync::Arc<str>)>,
+    keep_alive: bool,
+) -> Answer {
+    let reply = match position {
+        None => format!("{{\"delivered\":{delivered}}}"),
+        Some((offset, epoch)) => format!(
+            "{{\"delivered\":{delivered},\"offset\":{offset},\"epoch\":{}}}",
+            serde_json::Value::from(&*epoch)
+        ),
+    };
     Answer::ok(
         with_type(202, "application/json", reply.as_bytes(), keep_alive),
         keep_alive,

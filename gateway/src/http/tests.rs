@@ -191,10 +191,18 @@ fn publish_heads_are_checked_before_their_body_is_read() {
         &frame.payload()[..],
         br#"{"type":"message","topic":"a b","data":42}"#
     );
-    let a = published(3, true);
+    let a = published(3, None, true);
     assert_eq!(
         (status(&a), body_of(&a)),
         (202, r#"{"delivered":3}"#.to_string())
+    );
+    let a = published(2, Some((17, "q\"e".into())), true);
+    assert_eq!(
+        (status(&a), body_of(&a)),
+        (
+            202,
+            r#"{"delivered":2,"offset":17,"epoch":"q\"e"}"#.to_string()
+        )
     );
 }
 

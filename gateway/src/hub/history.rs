@@ -15,7 +15,7 @@ impl Hub {
     /// offset, makes its frame with it (`make`), keeps it in the history and pushes it to
     /// every worker that has subscribers, `from` included, so that every worker takes the
     /// topic's messages in offset order (the publishing worker takes its own from its inbox,
-    /// after those published before). Returns the frame and its offset; `None` for a topic
+    /// after those published before). Returns the frame, its offset and the epoch; `None` for a topic
     /// without history (use [`publish`](Self::publish)).
     /// `make` may also give the frame for clients of the `wsgate.v2` subprotocol (a binary
     /// message with its offset in front); the history keeps the plain one.
@@ -24,9 +24,10 @@ impl Hub {
         topic: &Arc<Topic>,
         now: Instant,
         make: impl FnOnce(u64) -> (SharedFrame, Option<SharedFrame>),
-    ) -> Option<(SharedFrame, u64)> {
+    ) -> Option<(SharedFrame, u64, Arc<str>)> {
         let mut stream = topic.history.as_ref()?.lock();
         let offset = stream.next_offset();
+        let epoch = stream.epoch().clone();
         let (frame, v2) = make(offset);
         stream.push(frame.clone(), now);
         self.push_to_workers(usize::MAX, topic, &frame, offset, v2.as_ref());
@@ -34,7 +35,7 @@ impl Hub {
         if let Some(uplink) = &self.uplink {
             uplink.publish(topic, frame.plain());
         }
-        Some((frame, offset))
+        Some((frame, offset, epoch))
     }
 
     /// The frames of a message of offset `offset` on a topic with history: a text delivery

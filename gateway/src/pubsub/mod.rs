@@ -253,18 +253,18 @@ impl<K: Copy + Eq + Hash> PubSub<K> {
     /// Publishes to a topic with history ([`Hub::publish_at`]): the frame `make` builds with
     /// the message's offset goes to every worker's inbox, this one's included (this worker's
     /// subscribers get it when the worker takes its inbox, after what was published before).
-    /// Returns the offset, the node's subscribers and whether an inbox is over its bound;
-    /// `None` when the topic keeps no history.
+    /// Returns the offset, the epoch, the node's subscribers and whether an inbox is over its
+    /// bound; `None` when the topic keeps no history.
     pub(crate) fn publish_at(
         &mut self,
         topic: &str,
         now: Instant,
         make: impl FnOnce(u64) -> (SharedFrame, Option<SharedFrame>),
-    ) -> Option<(u64, usize, bool)> {
+    ) -> Option<(u64, Arc<str>, usize, bool)> {
         let shared = self.cached(topic).topic.clone();
-        let (_, offset) = self.hub.publish_at(&shared, now, make)?;
+        let (_, offset, epoch) = self.hub.publish_at(&shared, now, make)?;
         let congested = self.hub.is_congested(self.worker, &shared);
-        Some((offset, shared.subscribers(), congested))
+        Some((offset, epoch, shared.subscribers(), congested))
     }
 
     fn cached(&mut self, topic: &str) -> &LocalTopic<K> {

@@ -10,6 +10,7 @@
 //! `unavailable`.
 
 use super::Worker;
+use super::ws::Published;
 use crate::conn::ConnId;
 use crate::history::Refusal;
 use crate::hub::Topic;
@@ -241,24 +242,30 @@ impl Worker {
     /// Publishes to a topic with history: the message gets the topic's next offset (a text
     /// delivery carries it as `"offset"`), is kept, and reaches every worker's subscribers
     /// through its inbox, this worker's too, in offset order. In a cluster Redis numbers it
-    /// and brings it back to every node with subscribers, this one too; `None` when Redis is
-    /// out of reach (nobody gets it).
+    /// and brings it back to every node with subscribers, this one too (then the answer has no
+    /// offset: Redis gives it later); `None` when Redis is out of reach (nobody gets it).
     pub(super) fn publish_numbered(
         &mut self,
         topic: &str,
         frame: OutFrame,
         publisher: Option<ConnId>,
-    ) -> Option<usize> {
+    ) -> Option<Published> {
         let hub = self.node.hub.clone();
         let shared = self.pubsub.topic(topic).clone();
         if hub.is_sequenced(&shared) {
-            return hub
-                .publish_sequenced(&shared, &frame)
-                .then(|| shared.subscribers());
+            return hub.publish_sequenced(&shared, &frame).then(|| Published {
+                delivered: shared.subscribers(),
+                position: None,
+            });
         }
         let make = |offset| hub.numbered(frame, offset);
-        let Some((_, on_node, congested)) = self.pubsub.publish_at(topic, self.now, make) else {
-            return Some(0);
+        let Some((offset, epoch, on_node, congested)) =
+            self.pubsub.publish_at(topic, self.now, make)
+        else {
+            return Some(Published {
+                delivered: 0,
+                position: None,
+            });
         };
         // this worker's subscribers get it now, after what its inbox held before
         self.take_inbox();
@@ -268,7 +275,10 @@ impl Worker {
         {
             self.metrics.inc(Counter::PublishersPaused);
         }
-        Some(on_node)
+        Some(Published {
+            delivered: on_node,
+            position: Some((offset, epoch)),
+        })
     }
 
     /// After an outage of the link to other nodes: tells every subscriber of this worker, for

@@ -152,7 +152,7 @@ impl Worker {
         } else {
             match http::publish_body(&body, &bytes) {
                 Ok(frame) => match self.publish(&body.topic, frame, None) {
-                    Some(delivered) => http::published(delivered, body.keep_alive),
+                    Some(p) => http::published(p.delivered, p.position, body.keep_alive),
                     None => http::unavailable(
                         "the topic's history is kept in redis, unreachable now; try again",
                         body.keep_alive,

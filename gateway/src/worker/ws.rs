@@ -10,6 +10,7 @@ use crate::outbox::COPY_MAX;
 use crate::pubsub::ACKS_HELD_MAX;
 use crate::session::{Action, Data, SessionKind};
 use bytes::{Bytes, BytesMut};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use wsgate_core::Error;
 use wsgate_core::close::CloseCode;
@@ -17,6 +18,14 @@ use wsgate_core::frame::{MAX_HEADER_LEN, OpCode, OutFrame};
 use wsgate_core::message;
 use wsgate_core::session::Event;
 use wsgate_core::timer::{Now, Timer};
+
+/// What a publish did ([`Worker::publish`]).
+pub(super) struct Published {
+    /// The subscribers it reached on this node.
+    pub(super) delivered: usize,
+    /// On a topic with history numbered on this node: the message's offset and the epoch.
+    pub(super) position: Option<(u64, Arc<str>)>,
+}
 
 impl Worker {
     /// Hands the bytes at the front of `buf` to the session and acts on what comes out, until
@@ -242,6 +251,13 @@ impl Worker {
                 frame,
                 id: ack,
             } => match self.publish(&topic, frame, Some(id)) {
+                Some(Published {
+                    position: Some((offset, epoch)),
+                    ..
+                }) => (
+                    ack.map(|n| message::publish_ack_frame(n, offset, &epoch)),
+                    None,
+                ),
                 Some(_) => (ack.map(message::ack_frame), None),
                 None => {
                     let refused =
@@ -278,8 +294,8 @@ impl Worker {
     }
 
     /// Publishes a frame: to other workers and nodes by reference, to this worker's
-    /// subscribers directly. Returns the subscribers on this node; `None` when the publish
-    /// could not be made (a topic whose history Redis keeps, while Redis is out of reach).
+    /// subscribers directly. Returns the subscribers on this node and, on a topic with history
+    /// numbered here, the message's offset and epoch; `None` when the publish could not be made (a topic whose history Redis keeps, while Redis is out of reach).
     /// `publisher`, when given, stops being read if an inbox the frame went to is over its
     /// bound, until they all have room.
     pub(super) fn publish(
@@ -287,7 +303,7 @@ impl Worker {
         topic: &str,
         frame: OutFrame,
         publisher: Option<ConnId>,
-    ) -> Option<usize> {
+    ) -> Option<Published> {
         self.metrics.inc(Counter::Publishes);
         if self.pubsub.topic(topic).has_history() {
             return self.publish_numbered(topic, frame, publisher);
@@ -306,7 +322,10 @@ impl Worker {
         {
             self.metrics.inc(Counter::PublishersPaused);
         }
-        Some(on_node)
+        Some(Published {
+            delivered: on_node,
+            position: None,
+        })
     }
 
     /// Lets the publishers that waited for room go on, once every inbox has room.
