@@ -760,6 +760,13 @@ fn redis_address_that_accepts_then_closes_is_one_outage_not_a_reconnect_loop() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     acceptor.join().unwrap();
     let attempts = accepted.load(std::sync::atomic::Ordering::Relaxed);
+    // the log comes from the process' stderr through another thread: the outage's line was
+    // written two seconds ago, but a loaded machine may not have handed it over yet
+    assert!(
+        eventually(SETTLE, || a.log().contains("unreachable")),
+        "the outage was never logged:\n{}",
+        a.log()
+    );
     let log = a.log();
     let count = |what: &str| {
         log.lines()
