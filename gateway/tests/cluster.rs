@@ -882,8 +882,9 @@ fn a_message_over_redis_pubsub_buffer_limit_stays_local() {
         1 + 3 + 500_000,
         "the smaller one crosses; the larger one never came"
     );
+    // the log is read from stderr by another thread: the line may still be on its way
     assert!(
-        a.log().contains("client-output-buffer-limit"),
+        eventually(SETTLE, || a.log().contains("client-output-buffer-limit")),
         "{}",
         a.log()
     );

@@ -295,8 +295,9 @@ fn sharded_pubsub_follows_a_redis_cluster_through_a_slot_migration() {
         );
         assert!(!gw.log().contains("unreachable"), "{}", gw.log());
     }
+    // the log is read from stderr by another thread: the line may still be on its way
     assert!(
-        b.log().contains("layout changed"),
+        eventually(SETTLE, || b.log().contains("layout changed")),
         "b saw the migration: {}",
         b.log()
     );
