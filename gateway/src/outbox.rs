@@ -211,6 +211,40 @@ impl Outbox {
         self.push_chunk(Chunk::Frames(frames));
     }
 
+    /// [`push_frames`](Self::push_frames), but written to `out` at once when nothing is
+    /// queued before them (an idle subscriber): what `out` takes is never queued, so the
+    /// common delivery costs one `send` and no queue entry. What it does not take (it would
+    /// block, or took a part) is queued as after a partial flush. Returns the bytes written;
+    /// an error is returned with the frames queued, for the next flush to meet again.
+    pub fn write_frames<W: Write>(&mut self, frames: &Bytes, out: &mut W) -> io::Result<usize> {
+        if !self.is_empty() || frames.is_empty() {
+            self.push_frames(frames.clone());
+            return Ok(0);
+        }
+        let written = loop {
+            match out.write(frames) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                result => break result,
+            }
+        };
+        match written {
+            Ok(n) if n >= frames.len() => Ok(frames.len()),
+            Ok(n) => {
+                self.push_frames(frames.clone());
+                self.advance(n);
+                Ok(n)
+            }
+            Err(e) => {
+                self.push_frames(frames.clone());
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    Ok(0)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
     /// Queues raw bytes (an HTTP answer).
     pub fn push_raw(&mut self, bytes: Bytes) {
         self.push_chunk(Chunk::Raw(bytes));
@@ -477,6 +511,48 @@ mod tests {
         (0..300)
             .map(|i| OutFrame::new(OpCode::Binary, Bytes::from(vec![i as u8; i * 37 % 3000])))
             .collect()
+    }
+
+    #[test]
+    fn frames_written_straight_leave_only_what_the_socket_did_not_take() {
+        let one = OutFrame::new(OpCode::Binary, Bytes::from(vec![1u8; 100]));
+        let two = OutFrame::new(OpCode::Binary, Bytes::from(vec![2u8; 100]));
+        let mut batch = one.to_vec();
+        batch.extend(two.to_vec());
+        let batch = Bytes::from(batch);
+        let mut w = Trickle {
+            got: Vec::new(),
+            chunk: usize::MAX,
+            budget: usize::MAX,
+            calls: 0,
+        };
+        // all taken: nothing queued
+        let mut outbox = Outbox::new();
+        assert_eq!(outbox.write_frames(&batch, &mut w).unwrap(), batch.len());
+        assert!(outbox.is_empty() && outbox.held_bytes() == 0);
+        assert_eq!(w.got, batch);
+        // a part taken: the rest queued as if flushed that far; cut for a slow consumer, the
+        // started frame still completes
+        w.got.clear();
+        w.budget = 30;
+        assert_eq!(outbox.write_frames(&batch, &mut w).unwrap(), 30);
+        assert_eq!(outbox.queued_bytes(), batch.len() - 30);
+        outbox.drop_unstarted();
+        w.budget = usize::MAX;
+        outbox.flush(&mut w).unwrap();
+        assert_eq!(w.got, one.to_vec(), "the started frame, whole");
+        // nothing taken (it would block): all queued; something queued before: no write
+        let mut outbox = Outbox::new();
+        w.budget = 0;
+        let calls = w.calls;
+        assert_eq!(outbox.write_frames(&batch, &mut w).unwrap(), 0);
+        assert_eq!(outbox.queued_bytes(), batch.len());
+        assert_eq!(outbox.write_frames(&batch, &mut w).unwrap(), 0);
+        assert_eq!(w.calls, calls + 1, "queued behind, not written");
+        w.got.clear();
+        w.budget = usize::MAX;
+        outbox.flush(&mut w).unwrap();
+        assert_eq!(w.got, [&batch[..], &batch[..]].concat());
     }
 
     #[test]

@@ -165,11 +165,17 @@ pub(crate) struct Reached {
     pub(crate) deflate_before: u64,
     /// The same payloads as queued (compressed, or plain when that was not smaller).
     pub(crate) deflate_after: u64,
+    /// Bytes written straight to idle subscribers' sockets, never queued.
+    pub(crate) bytes_out: u64,
 }
 
 impl Reached {
     /// Whether nothing was reached.
     pub(crate) fn is_empty(&self) -> bool {
-        self.text == 0 && self.binary == 0 && self.over.is_empty() && self.compressions == 0
+        self.text == 0
+            && self.binary == 0
+            && self.over.is_empty()
+            && self.compressions == 0
+            && self.bytes_out == 0
     }
 }

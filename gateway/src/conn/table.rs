@@ -1,9 +1,9 @@
 //! The worker's connections: a slab, the ids that name its entries across reuse, and the list
 //! of connections with something to send this turn.
 
-use super::Conn;
 use super::batch::{Audience, Batch, Reached};
 use super::slots::Slots;
+use super::{Conn, Phase};
 use crate::outbox::COPY_MAX;
 use mio::Token;
 use std::collections::HashSet;
@@ -311,6 +311,7 @@ impl Connections {
             else {
                 continue;
             };
+            reached += 1;
             if conn.deflate {
                 let d = deflated.get_or_insert_with(|| {
                     let d = batch.deflated(&bytes);
@@ -320,10 +321,18 @@ impl Connections {
                 self.reached.deflate_before += batch.payload as u64;
                 self.reached.deflate_after += d.payload as u64;
                 conn.outbox.push_frames(d.frames.clone());
+            } else if !conn.stream.is_tls() && matches!(conn.phase, Phase::Ws(_)) {
+                // an idle plain subscriber gets the batch straight away, one send and nothing
+                // queued; a write error leaves it queued, for the flush to meet
+                if let Ok(n) = conn.outbox.write_frames(&bytes, &mut conn.stream) {
+                    self.reached.bytes_out += n as u64;
+                }
+                if conn.outbox.is_empty() {
+                    continue;
+                }
             } else {
                 conn.outbox.push_frames(bytes.clone());
             }
-            reached += 1;
             if conn.outbox.held_bytes() > batch.limit {
                 self.reached.over.push(id);
             }
@@ -362,6 +371,77 @@ mod tests {
                 deadline: Instant::now(),
             },
         )
+    }
+
+    /// An open pub/sub connection over a loopback pair, and the peer's end.
+    fn subscriber() -> (Conn, std::net::TcpStream) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer_end = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, peer) = l.accept().unwrap();
+        let now = Instant::now();
+        let config = std::sync::Arc::new(wsgate_core::session::SessionConfig::default());
+        let policy = crate::session::Policy {
+            max_topics: 10,
+            publish_rate: 0,
+            publish_burst: 0,
+        };
+        let ws = crate::session::Ws::new(
+            wsgate_core::session::Session::new(config, now),
+            crate::session::SessionKind::PubSub,
+            None,
+            &policy,
+            now,
+        );
+        let conn = Conn::new(
+            crate::conn::Transport::Plain(mio::net::TcpStream::from_std(s)),
+            peer.ip(),
+            Phase::Ws(Box::new(ws)),
+        );
+        (conn, peer_end)
+    }
+
+    #[test]
+    fn a_batch_goes_straight_to_an_idle_subscriber_and_after_what_a_busy_one_holds() {
+        use std::io::Read;
+        let mut conns = Connections::new();
+        let idle = conns.vacant_id();
+        let (conn, mut idle_end) = subscriber();
+        conns.insert(idle, conn);
+        let busy = conns.vacant_id();
+        let (conn, mut busy_end) = subscriber();
+        conns.insert(busy, conn);
+        let first = OutFrame::new(OpCode::Text, Bytes::from_static(b"first"));
+        conns.queue(busy, first.clone(), 0).unwrap();
+        conns.take_dirty(); // as a flush would leave it: `first` still queued
+        let both = HashSet::from([idle, busy]);
+        let frames: Vec<SharedFrame> = ["x", "yy"]
+            .iter()
+            .map(|t| OutFrame::new(OpCode::Text, Bytes::from_static(t.as_bytes())).into())
+            .collect();
+        for f in &frames {
+            conns.deliver(&both, Audience::of(&both, 0), f, None, 1 << 20);
+        }
+        conns.finish_batch();
+        let batch: Vec<u8> = frames.iter().flat_map(|f| f.plain().to_vec()).collect();
+        // the idle one: written at once, nothing queued, nothing to flush
+        let c = conns.get(idle).unwrap();
+        assert!(c.outbox.is_empty() && !c.flush_listed);
+        let mut got = vec![0u8; batch.len()];
+        idle_end.read_exact(&mut got).unwrap();
+        assert_eq!(got, batch);
+        // the busy one: queued behind what it held, listed to flush
+        let c = conns.get(busy).unwrap();
+        assert_eq!(c.outbox.queued_bytes(), first.wire_len() + batch.len());
+        assert!(c.flush_listed);
+        let reached = conns.take_reached();
+        assert_eq!((reached.text, reached.bytes_out), (4, batch.len() as u64));
+        let c = conns.get_mut(busy).unwrap();
+        c.outbox.flush(&mut c.stream).unwrap();
+        let mut got = vec![0u8; first.wire_len() + batch.len()];
+        busy_end.read_exact(&mut got).unwrap();
+        let mut expected = first.to_vec();
+        expected.extend_from_slice(&batch);
+        assert_eq!(got, expected, "in order");
     }
 
     #[test]

@@ -394,6 +394,7 @@ impl Worker {
         }
         self.metrics.delivered(MessageKind::Text, reached.text);
         self.metrics.delivered(MessageKind::Binary, reached.binary);
+        self.metrics.add(Counter::BytesOut, reached.bytes_out);
         if reached.deflate_before > 0 || reached.compressions > 0 {
             self.metrics
                 .add(Counter::Compressions, reached.compressions);
