@@ -1,5 +1,6 @@
 //! A connection's write queue: small frames copied into a buffer of the connection, large
-//! ones as (inline header, shared payload) pairs, flushed with one `write` or `writev`.
+//! ones as (inline header, shared payload) pairs, flushed with one `write` or a vectored write
+//! (on a plain socket `send` and `sendmsg`).
 //!
 //! A frame of at most [`COPY_MAX`] bytes is copied, header and payload, onto the end of the
 //! queue's last buffer (uWebSockets calls this corking): sixteen echoed messages or deliveries
@@ -7,7 +8,9 @@
 //! slot of their own. The buffers come from, and go back to, a small pool of the worker
 //! thread. A larger frame is never copied: a fanout of one large message to ten thousand
 //! connections queues ten thousand references to one buffer. A flush gathers up to
-//! [`MAX_IOVECS`] slices into one `writev` call and resumes a partial write where it stopped.
+//! [`MAX_IOVECS`] slices into one vectored write and resumes a partial write where it stopped.
+//! A batch of deliveries to a connection with nothing queued is written at once
+//! ([`Outbox::write_frames`]), and only what the socket does not take is queued.
 //!
 //! The queue counts what it makes the node hold ([`Outbox::held_bytes`]): each item's bytes
 //! (a buffer's capacity), its slot ([`ENTRY_COST`]), and a larger buffer its payload keeps

@@ -1,5 +1,5 @@
 //! Reading, writing and closing: bytes from a socket go to the phase that reads them, queued
-//! bytes go out with one `writev`, and a connection ends with a flush, a half-close and a
+//! bytes go out with one `send` or `sendmsg`, and a connection ends with a flush, a half-close and a
 //! linger, or at once.
 
 use super::Worker;

@@ -7,7 +7,7 @@
 //! the bytes mean (the HTTP room for a request, the session for frames, pub/sub for a
 //! publish), does what they say, takes the deliveries other workers queued, fires due timers,
 //! then flushes every connection that got something to send, so that many frames leave in one
-//! `writev`. Its files:
+//! `send`. Its files:
 //!
 //! - [`accept`]: new connections, their admission, and who they come from (PROXY header,
 //!   `X-Forwarded-For`);
