@@ -9,7 +9,7 @@ use std::os::fd::AsRawFd;
 use std::ptr;
 
 /// The global allocator of the `wsgate` binary: mimalloc, except for blocks of
-/// [`LARGE_BLOCK`] bytes and more (the buffers of large messages), which are mapped from the
+/// `LARGE_BLOCK` bytes and more (the buffers of large messages), which are mapped from the
 /// kernel on their own, as glibc's malloc does past its mmap threshold:
 ///
 /// - they grow with `mremap`, which moves page tables and never copies: a buffer that doubles
@@ -20,10 +20,10 @@ use std::ptr;
 ///   announced length costs only what has arrived;
 /// - freeing one unmaps it at once: mimalloc kept a freed 256 MiB block resident (its
 ///   segments are purged later, or reused), so the gateway stayed at its peak after the
-///   message was gone. Except for a few spares ([`SPARE_BYTES`] together): freed blocks kept
+///   message was gone. Except for a few spares (`SPARE_BYTES` together): freed blocks kept
 ///   for the next large buffer, whose pages are resident already (a fresh mapping is faulted
 ///   in page by page: echoing 32 MiB messages one after another took twice the CPU without
-///   them). [`release_free_memory`] unmaps them.
+///   them). `release_free_memory` unmaps them.
 ///
 /// They get 4 KiB pages, like the rest. Transparent huge pages (`MADV_HUGEPAGE` on these
 /// blocks only) were measured and left out: on the project's VM (Firecracker, free page

@@ -4,7 +4,7 @@
 //! # The shape
 //!
 //! The server always answers `server_no_context_takeover`: every message it sends is
-//! compressed on its own ([`compress`]), so one compressed copy of a publish is valid for
+//! compressed on its own ([`compress`](fn@compress)), so one compressed copy of a publish is valid for
 //! every subscriber that negotiated the extension, on every worker. The compressed variant is
 //! made once, by whoever needs it first, and shared by reference like the plain frame.
 //!

@@ -9,7 +9,7 @@
 //!   as it goes, so a bad byte fails at once even in the middle of a frame. It enforces every
 //!   framing rule that needs state: fragmentation order, control frame rules, masking by role,
 //!   and the frame and message size limits. It never allocates.
-//! - [`MessageDecoder`]: collects frames into whole messages over a [`BytesMut`] the caller
+//! - [`MessageDecoder`]: collects frames into whole messages over a [`BytesMut`](bytes::BytesMut) the caller
 //!   reads into. A message that arrives as one frame is handed out as a slice of that buffer,
 //!   without a copy; the payload of a fragmented message is appended to the message once, as
 //!   each read brings it.

@@ -2,11 +2,11 @@
 //!
 //! Every setting is declared once, in the table below: its group, its name (the flag
 //! `--max-message-size` and the TOML key `max-message-size`), how its value is written (its
-//! [`codec`]), its default and its help. A flag wins over the file, the file over the default.
+//! `codec`), its default and its help. A flag wins over the file, the file over the default.
 //! Sizes take units (`8KiB`, `64 MiB`, or plain bytes), durations take units (`10s`, `500ms`,
 //! `2m`), as [`wsgate_core::units`] reads them. A bad flag, value or file is reported with the
 //! name of what was wrong, and exit code 2. Rules that tie settings together are in
-//! [`Config::check`].
+//! `Config::check`.
 //!
 //! Besides the flat `key = value` settings, the file holds lists of tables, declared at the end
 //! of the table below: `[[history]]` rules ([`HistoryRule`], read in [`history`]) choose the
