@@ -10,52 +10,15 @@
 //! `browser/setup.sh` installs Chromium and playwright-core (`./run-tests.sh` runs it first);
 //! without them this test fails, never skips.
 
+mod browser_common;
 mod common;
 mod tls_common;
 
+use browser_common::{browser_dir, require_setup};
 use common::run_with_limit;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use tls_common::TestPki;
-
-/// The `browser/` directory of the workspace.
-fn browser_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the workspace")
-        .join("browser")
-}
-
-/// Panics with what to do when Chromium, Node or playwright-core is missing.
-fn require_setup() {
-    let chromium = std::env::var("WSGATE_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    let dir = browser_dir();
-    let mut missing = Vec::new();
-    if !Path::new(&chromium).exists() {
-        missing.push(format!("{chromium} (Debian's chromium)"));
-    }
-    if Command::new("node")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map_or(true, |s| !s.success())
-    {
-        missing.push("node (Node.js 20 or later)".into());
-    }
-    if !dir
-        .join("node_modules/playwright-core/package.json")
-        .exists()
-    {
-        missing.push(format!("{}/node_modules/playwright-core", dir.display()));
-    }
-    assert!(
-        missing.is_empty(),
-        "the browser tests need {}: run browser/setup.sh (./run-tests.sh does)",
-        missing.join(", ")
-    );
-}
 
 #[test]
 fn browser_wss_from_a_page_and_a_worker_and_the_dashboard_over_https() {
