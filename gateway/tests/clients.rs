@@ -23,24 +23,6 @@ const SUITE_TIMEOUT: Duration = Duration::from_secs(120);
 const MAX_MESSAGE_SIZE: &str = "2MiB";
 const MAX_MESSAGE_BYTES: usize = 2 * 1024 * 1024;
 
-/// The workspace root.
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the gateway crate is in the workspace")
-        .to_path_buf()
-}
-
-/// Panics with a hint to run the setup script when `path` is missing.
-fn require_installed(path: &Path, what: &str) {
-    assert!(
-        path.exists(),
-        "{what} is not installed: {} is missing. Run clients/setup.sh (or ./run-tests.sh, which \
-         runs it) first.",
-        path.display()
-    );
-}
-
 /// Starts a gateway with two workers, permessage-deflate on or off, and runs `program ARGS...
 /// --url http://ADDR --max-message-size N --compression on|off` from the workspace root,
 /// killing it after [`SUITE_TIMEOUT`]. Panics, with everything the suite printed, unless it

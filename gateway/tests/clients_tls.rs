@@ -11,32 +11,14 @@
 mod common;
 mod tls_common;
 
-use common::run_with_limit;
-use std::path::{Path, PathBuf};
+use common::{require_installed, root, run_with_limit};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use tls_common::{TestPki, base64, path_str};
 
 /// How long one suite may run before it is killed (it takes a few seconds).
 const SUITE_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// The workspace root.
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the gateway crate is in the workspace")
-        .to_path_buf()
-}
-
-/// Panics with a hint to run the setup script when `path` is missing.
-fn require_installed(path: &Path, what: &str) {
-    assert!(
-        path.exists(),
-        "{what} is not installed: {} is missing. Run clients/setup.sh (or ./run-tests.sh, which \
-         runs it) first.",
-        path.display()
-    );
-}
 
 /// Makes a test CA and certificate, starts a TLS gateway with two workers, and runs `program
 /// SCRIPT --url https://localhost:PORT --ca CA.pem` from the workspace root, killing it after

@@ -691,3 +691,21 @@ pub(crate) fn run_with_limit(
     let output = output.lock().unwrap_or_else(|e| e.into_inner()).clone();
     (status, output)
 }
+
+/// The workspace root.
+pub(crate) fn root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the gateway crate is in the workspace")
+        .to_path_buf()
+}
+
+/// Panics with a hint to run clients/setup.sh when `path` (a client library) is missing.
+pub(crate) fn require_installed(path: &std::path::Path, what: &str) {
+    assert!(
+        path.exists(),
+        "{what} is not installed: {} is missing. Run clients/setup.sh (or ./run-tests.sh, which \
+         runs it) first.",
+        path.display()
+    );
+}
