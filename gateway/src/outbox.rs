@@ -230,6 +230,15 @@ impl Outbox {
                 result => break result,
             }
         };
+        self.after_write(frames, written)
+    }
+
+    /// What [`write_frames`](Self::write_frames) does after its write, for frames written to
+    /// the socket elsewhere (one of many sends made at once) while nothing was queued:
+    /// `written` is what the write returned. What it did not take is queued; returns the
+    /// bytes written, or the error, with the frames queued for the next flush to meet again.
+    pub fn after_write(&mut self, frames: &Bytes, written: io::Result<usize>) -> io::Result<usize> {
+        debug_assert!(self.is_empty(), "written past queued bytes");
         match written {
             Ok(n) if n >= frames.len() => Ok(frames.len()),
             Ok(n) => {
@@ -239,7 +248,10 @@ impl Outbox {
             }
             Err(e) => {
                 self.push_frames(frames.clone());
-                if e.kind() == io::ErrorKind::WouldBlock {
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) {
                     Ok(0)
                 } else {
                     Err(e)

@@ -7,6 +7,7 @@
 //! two reads. Its outbox allocates only while something is queued.
 
 mod batch;
+mod send_many;
 mod slots;
 mod table;
 mod transport;

@@ -2,11 +2,14 @@
 //! of connections with something to send this turn.
 
 use super::batch::{Audience, Batch, Reached};
+use super::send_many::SendMany;
 use super::slots::Slots;
 use super::{Conn, Phase};
 use crate::outbox::COPY_MAX;
 use mio::Token;
 use std::collections::HashSet;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use wsgate_core::deflate::SharedFrame;
 use wsgate_core::frame::{OpCode, OutFrame};
 
@@ -58,12 +61,29 @@ pub(crate) struct Connections {
     batch: Option<Batch>,
     /// What the deliveries queued since the worker last asked reached.
     reached: Reached,
+    /// Writes a batch to all its idle subscribers with one system call.
+    send_many: SendMany,
+    /// Scratch of [`finish_batch`](Self::finish_batch): the idle subscribers written at once,
+    /// their sockets, what each send did.
+    direct: Vec<ConnId>,
+    direct_fds: Vec<RawFd>,
+    direct_results: Vec<io::Result<usize>>,
 }
 
 impl Connections {
-    /// No connections.
-    pub(crate) fn new() -> Connections {
-        Connections::default()
+    /// No connections. `io_uring`: write a batch to its idle subscribers with one io_uring
+    /// submission where the kernel allows it (see [`SendMany`]).
+    pub(crate) fn new(io_uring: bool) -> Connections {
+        Connections {
+            send_many: SendMany::new(io_uring),
+            ..Connections::default()
+        }
+    }
+
+    /// Whether batches go out with one submission for all their idle subscribers: sets the
+    /// ring up, on the calling thread, which must be the one that uses the connections.
+    pub(crate) fn sends_at_once(&mut self) -> bool {
+        self.send_many.available()
     }
 
     /// The id the next [`insert`](Self::insert) takes (to register the socket under it first).
@@ -303,6 +323,7 @@ impl Connections {
         let bytes = batch.take_bytes();
         let mut deflated = None;
         let mut reached = 0;
+        let at_once = !bytes.is_empty() && self.send_many.available();
         for &id in &batch.subscribers {
             let Some(conn) = self
                 .slab
@@ -322,6 +343,12 @@ impl Connections {
                 self.reached.deflate_after += d.payload as u64;
                 conn.outbox.push_frames(d.frames.clone());
             } else if !conn.stream.is_tls() && matches!(conn.phase, Phase::Ws(_)) {
+                if at_once && conn.outbox.is_empty() {
+                    // written below with the other idle subscribers, one system call for all
+                    self.direct.push(id);
+                    self.direct_fds.push(conn.stream.socket().as_raw_fd());
+                    continue;
+                }
                 // an idle plain subscriber gets the batch straight away, one send and nothing
                 // queued; a write error leaves it queued, for the flush to meet
                 if let Ok(n) = conn.outbox.write_frames(&bytes, &mut conn.stream) {
@@ -340,6 +367,29 @@ impl Connections {
                 conn.flush_listed = true;
                 self.dirty.push(id);
             }
+        }
+        if !self.direct.is_empty() {
+            self.send_many
+                .send(&bytes, &self.direct_fds, &mut self.direct_results);
+            for (k, id) in self.direct.drain(..).enumerate() {
+                let result = std::mem::replace(&mut self.direct_results[k], Ok(0));
+                let conn = self.slab.get_mut(id.key()).expect("listed above");
+                if let Ok(n) = conn.outbox.after_write(&bytes, result) {
+                    self.reached.bytes_out += n as u64;
+                }
+                if conn.outbox.is_empty() {
+                    continue;
+                }
+                if conn.outbox.held_bytes() > batch.limit {
+                    self.reached.over.push(id);
+                }
+                if !conn.flush_listed {
+                    conn.flush_listed = true;
+                    self.dirty.push(id);
+                }
+            }
+            self.direct_fds.clear();
+            self.direct_results.clear();
         }
         self.reached.text += batch.text * reached;
         self.reached.binary += batch.binary * reached;
@@ -378,6 +428,7 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let peer_end = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (s, peer) = l.accept().unwrap();
+        s.set_nonblocking(true).unwrap(); // as the worker's sockets are
         let now = Instant::now();
         let config = std::sync::Arc::new(wsgate_core::session::SessionConfig::default());
         let policy = crate::session::Policy {
@@ -402,8 +453,17 @@ mod tests {
 
     #[test]
     fn a_batch_goes_straight_to_an_idle_subscriber_and_after_what_a_busy_one_holds() {
+        straight_to_the_idle(true);
+    }
+
+    #[test]
+    fn without_io_uring_a_batch_goes_straight_to_an_idle_subscriber_all_the_same() {
+        straight_to_the_idle(false);
+    }
+
+    fn straight_to_the_idle(io_uring: bool) {
         use std::io::Read;
-        let mut conns = Connections::new();
+        let mut conns = Connections::new(io_uring);
         let idle = conns.vacant_id();
         let (conn, mut idle_end) = subscriber();
         conns.insert(idle, conn);
@@ -445,8 +505,85 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_reaches_each_of_many_idle_subscribers_once_and_waits_where_a_socket_is_full() {
+        for io_uring in [true, false] {
+            many_idle_and_one_full(io_uring);
+        }
+    }
+
+    /// 1,100 idle subscribers (more than one ring's worth of entries) and one whose socket takes
+    /// nothing: each idle one reads the batch exactly once; the full one has it queued, listed
+    /// to flush, and gets it after what filled its socket once its peer reads.
+    fn many_idle_and_one_full(io_uring: bool) {
+        use std::io::{Read, Write};
+        let mut conns = Connections::new(io_uring);
+        let mut ids = Vec::new();
+        let mut ends = Vec::new();
+        for _ in 0..1100 {
+            let id = conns.vacant_id();
+            let (conn, end) = subscriber();
+            conns.insert(id, conn);
+            ids.push(id);
+            ends.push(end);
+        }
+        let full = conns.vacant_id();
+        let (mut conn, mut full_end) = subscriber();
+        conn.stream.socket().set_nodelay(true).unwrap();
+        let mut filled = 0usize;
+        loop {
+            match conn.stream.write(&[7u8; 65536]) {
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        conns.insert(full, conn);
+        let set: HashSet<ConnId> = ids.iter().copied().chain([full]).collect();
+        let frame: SharedFrame = OutFrame::new(OpCode::Binary, Bytes::from_static(b"batch")).into();
+        conns.deliver(&set, Audience::of(&set, 0), &frame, None, 1 << 20);
+        conns.finish_batch();
+        let wire = frame.plain().to_vec();
+        for (id, end) in ids.iter().zip(&mut ends) {
+            let c = conns.get(*id).unwrap();
+            assert!(
+                c.outbox.is_empty() && !c.flush_listed,
+                "io_uring {io_uring}"
+            );
+            let mut got = vec![0u8; wire.len()];
+            end.read_exact(&mut got).unwrap();
+            assert_eq!(got, wire);
+            end.set_nonblocking(true).unwrap();
+            assert_eq!(
+                end.read(&mut [0u8; 16]).unwrap_err().kind(),
+                io::ErrorKind::WouldBlock,
+                "once only"
+            );
+        }
+        let c = conns.get_mut(full).unwrap();
+        assert!(c.flush_listed);
+        assert_eq!(c.outbox.queued_bytes(), wire.len());
+        let reached = conns.take_reached();
+        assert_eq!(reached.binary, 1101);
+        assert_eq!(reached.bytes_out, 1100 * wire.len() as u64);
+        // the peer reads what filled the socket; the flush then sends the batch after it
+        let reader = std::thread::spawn(move || {
+            let mut got = vec![0u8; filled + 7];
+            full_end.read_exact(&mut got).unwrap();
+            got
+        });
+        let c = conns.get_mut(full).unwrap();
+        while !c.outbox.is_empty() {
+            c.outbox.flush(&mut c.stream).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let got = reader.join().unwrap();
+        assert!(got[..filled].iter().all(|&b| b == 7));
+        assert_eq!(&got[filled..], &wire[..]);
+    }
+
+    #[test]
     fn an_old_id_never_reaches_the_next_connection_in_its_slot() {
-        let mut conns = Connections::new();
+        let mut conns = Connections::new(true);
         let a = conns.vacant_id();
         conns.insert(a, conn());
         assert!(conns.contains(a));
@@ -474,7 +611,7 @@ mod tests {
 
     #[test]
     fn small_deliveries_to_one_set_share_one_buffer_and_keep_each_connection_in_order() {
-        let mut conns = Connections::new();
+        let mut conns = Connections::new(true);
         let ids: Vec<ConnId> = (0..3)
             .map(|_| {
                 let id = conns.vacant_id();
@@ -575,7 +712,7 @@ mod tests {
 
     #[test]
     fn a_connection_is_listed_to_flush_once_per_turn() {
-        let mut conns = Connections::new();
+        let mut conns = Connections::new(true);
         let a = conns.vacant_id();
         conns.insert(a, conn());
         // too large to be copied: each delivery is an item of its own

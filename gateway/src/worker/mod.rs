@@ -86,6 +86,7 @@ impl Worker {
         if id == 0 && !node.config.history.is_empty() {
             timers.sweep_history_from(Instant::now());
         }
+        let io_uring = node.config.server.io_uring;
         Worker {
             poll,
             acceptors: listeners
@@ -96,7 +97,7 @@ impl Worker {
             readbuf: BytesMut::with_capacity(node.config.limits.read_buffer_size),
             pubsub: PubSub::new(id, node.hub.clone()),
             node,
-            conns: Connections::new(),
+            conns: Connections::new(io_uring),
             timers,
             now: Instant::now(),
             drain: Drain::Running,
@@ -109,6 +110,15 @@ impl Worker {
     pub(crate) fn run(mut self) -> stdio::Result<()> {
         for (i, acceptor) in self.acceptors.iter_mut().enumerate() {
             acceptor.register(self.poll.registry(), [LISTENER, PLAIN_LISTENER][i])?;
+        }
+        if self.node.config.server.io_uring {
+            // the ring is made here, on the thread that submits to it
+            static TOLD: std::sync::Once = std::sync::Once::new();
+            if !self.conns.sends_at_once() {
+                TOLD.call_once(|| {
+                    tracing::info!("io_uring refused by the kernel: fanout sends go one by one");
+                });
+            }
         }
         let mut events = Events::with_capacity(1024);
         loop {
