@@ -424,6 +424,33 @@ impl Outbox {
         Ok(total)
     }
 
+    /// The unwritten bytes when they lie in one piece (the common small queue: copied frames
+    /// only, or one buffer of frames): what one `send` can take whole. `None` when nothing is
+    /// queued, or it lies in several pieces (then [`flush`](Self::flush) writes it).
+    pub fn single_piece(&self) -> Option<&[u8]> {
+        let piece = match (self.frames.len(), self.frames.front()) {
+            (0, _) => &self.tail[..],
+            (1, Some(chunk)) if self.tail.is_empty() => match chunk.parts() {
+                [only, []] => only,
+                _ => return None,
+            },
+            _ => return None,
+        };
+        let left = piece.get(self.head_written..).unwrap_or_default();
+        (!left.is_empty()).then_some(left)
+    }
+
+    /// Marks the first `n` bytes of [`single_piece`](Self::single_piece), sent elsewhere (one
+    /// of many sends made at once), as written.
+    pub fn wrote(&mut self, n: usize) -> Flushed {
+        debug_assert!(self.single_piece().is_some_and(|p| n <= p.len()));
+        let items = self.advance(n);
+        if self.frames.is_empty() && self.frames.capacity() > 0 {
+            self.frames = VecDeque::new(); // as `flush` leaves it
+        }
+        Flushed { bytes: n, items }
+    }
+
     /// Fills `slices` with the unwritten bytes, front first; returns how many were filled.
     fn gather<'a>(&'a self, slices: &mut [IoSlice<'a>; MAX_IOVECS]) -> usize {
         let mut count = 0;
@@ -891,5 +918,42 @@ mod tests {
             outbox.flush(&mut Broken).unwrap_err().kind(),
             io::ErrorKind::BrokenPipe
         );
+    }
+
+    #[test]
+    fn a_queue_in_one_piece_is_offered_whole_and_marked_written_as_sent_elsewhere() {
+        let mut outbox = Outbox::new();
+        assert_eq!(outbox.single_piece(), None, "nothing queued");
+        // copied frames: one piece, the copy buffer
+        outbox.push(OutFrame::new(OpCode::Text, Bytes::from_static(b"ab")));
+        outbox.push(OutFrame::new(OpCode::Text, Bytes::from_static(b"cd")));
+        let wire: Vec<u8> = [b"ab", b"cd"]
+            .iter()
+            .flat_map(|p| OutFrame::new(OpCode::Text, Bytes::from_static(*p)).to_vec())
+            .collect();
+        assert_eq!(outbox.single_piece(), Some(&wire[..]));
+        assert_eq!(outbox.wrote(3), Flushed { bytes: 3, items: 0 });
+        assert_eq!(
+            outbox.single_piece(),
+            Some(&wire[3..]),
+            "resumed where it stopped"
+        );
+        assert_eq!(outbox.wrote(wire.len() - 3), Flushed { bytes: 5, items: 1 });
+        assert!(outbox.is_empty() && outbox.single_piece().is_none());
+        assert_eq!(outbox.held_bytes(), 0);
+        // one shared buffer of frames: one piece
+        let batch = Bytes::from_static(b"\x82\x01z");
+        outbox.push_frames(batch.clone());
+        assert_eq!(outbox.single_piece(), Some(&batch[..]));
+        // and something copied after it: two pieces, for `flush`
+        outbox.push(OutFrame::new(OpCode::Text, Bytes::from_static(b"e")));
+        assert_eq!(outbox.single_piece(), None);
+        outbox.flush(&mut Vec::new()).unwrap();
+        // a large frame: its header and its payload are two pieces
+        outbox.push(OutFrame::new(
+            OpCode::Binary,
+            Bytes::from(vec![0u8; COPY_MAX + 1]),
+        ));
+        assert_eq!(outbox.single_piece(), None);
     }
 }

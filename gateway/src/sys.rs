@@ -339,29 +339,29 @@ pub(crate) fn open_file_limit() -> u64 {
     rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
 }
 
-/// Sends `bytes` to each socket of `fds` through `ring`, one `send` entry per socket
+/// Sends, through `ring`, `sends(i)` (a socket and the bytes for it) for each `i` below
+/// `results.len()` (at most the ring's size): one `send` entry each
 /// (`MSG_DONTWAIT | MSG_NOSIGNAL`), submitted together, and puts each completion's result in
-/// `results` (as long as `fds`, at most the ring's size). An error means the ring failed
-/// (not a socket: those are results): the entries whose results are not in were never sent,
-/// and the ring must not be used again.
+/// `results[i]`. An error means the ring failed (not a socket: those are results): the entries
+/// whose results are not in were never sent, and the ring must not be used again.
 #[allow(unsafe_code)]
-pub(crate) fn ring_send(
+pub(crate) fn ring_send<'a>(
     ring: &mut io_uring::IoUring,
-    bytes: &[u8],
-    fds: &[std::os::fd::RawFd],
+    sends: impl Fn(usize) -> (std::os::fd::RawFd, &'a [u8]),
     results: &mut [io::Result<usize>],
 ) -> io::Result<()> {
     use io_uring::{opcode, types};
-    debug_assert_eq!(fds.len(), results.len());
-    let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+    let count = results.len();
     {
         let mut sq = ring.submission();
-        for (i, &fd) in fds.iter().enumerate() {
+        for i in 0..count {
+            let (fd, bytes) = sends(i);
+            let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
             let entry = opcode::Send::new(types::Fd(fd), bytes.as_ptr(), len)
                 .flags(libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
                 .build()
                 .user_data(i as u64);
-            // SAFETY: the entry points into `bytes`, which this function borrows: every entry
+            // SAFETY: the entry points into `bytes`, borrowed for 'a, past this call: every entry
             // completes before it returns. Each send is MSG_DONTWAIT, which io_uring completes
             // within the submission (taken, a part, or EAGAIN; never parked for later), and the
             // loop below waits for each completion. On a failed ring, entries not submitted
@@ -371,8 +371,8 @@ pub(crate) fn ring_send(
         }
     }
     let mut done = 0;
-    while done < fds.len() {
-        let waited = ring.submit_and_wait(fds.len() - done);
+    while done < count {
+        let waited = ring.submit_and_wait(count - done);
         for cqe in ring.completion() {
             let r = cqe.result();
             results[cqe.user_data() as usize] = if r >= 0 {
@@ -387,7 +387,7 @@ pub(crate) fn ring_send(
                 e.raw_os_error(),
                 Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)
             )
-            && done < fds.len()
+            && done < count
         {
             return Err(e);
         }

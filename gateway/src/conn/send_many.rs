@@ -42,14 +42,14 @@ impl std::fmt::Debug for SendMany {
 }
 
 impl SendMany {
-    /// Not set up: the first [`send`](Self::send) tries to make a ring when `enabled`.
+    /// Not set up: the first use tries to make a ring when `enabled`.
     pub(crate) fn new(enabled: bool) -> SendMany {
         SendMany {
             state: if enabled { State::Untried } else { State::Off },
         }
     }
 
-    /// Whether [`send`](Self::send) can be used (sets the ring up on first call).
+    /// Whether sends can be made at once (sets the ring up on first call).
     pub(crate) fn available(&mut self) -> bool {
         if let State::Untried = self.state {
             self.state = match IoUring::builder()
@@ -60,7 +60,7 @@ impl SendMany {
             {
                 Ok(ring) => State::Ready(Box::new(ring)),
                 Err(e) => {
-                    tracing::debug!(error = %e, "no io_uring: fanout sends go one by one");
+                    tracing::debug!(error = %e, "no io_uring: sends go one by one");
                     State::Off
                 }
             };
@@ -71,29 +71,46 @@ impl SendMany {
     /// Sends `bytes` to each socket of `fds` (nonblocking, no `SIGPIPE`) and puts in `results`
     /// (cleared first), in the order of `fds`, what each took or the error it met. Call only
     /// after [`available`](Self::available) said yes; otherwise every result is an error.
-    pub(crate) fn send(
+    pub(crate) fn send_same(
         &mut self,
         bytes: &[u8],
         fds: &[RawFd],
         results: &mut Vec<io::Result<usize>>,
     ) {
+        self.run(fds.len(), |i| (fds[i], bytes), results);
+    }
+
+    /// Sends each `(socket, bytes)` of `sends`, as [`send_same`](Self::send_same) does.
+    pub(crate) fn send_each(
+        &mut self,
+        sends: &[(RawFd, &[u8])],
+        results: &mut Vec<io::Result<usize>>,
+    ) {
+        self.run(sends.len(), |i| sends[i], results);
+    }
+
+    /// `count` sends, the `i`th being `send(i)`, in rounds of at most a ring's size.
+    fn run<'a>(
+        &mut self,
+        count: usize,
+        send: impl Fn(usize) -> (RawFd, &'a [u8]),
+        results: &mut Vec<io::Result<usize>>,
+    ) {
         results.clear();
         let State::Ready(ring) = &mut self.state else {
-            results.extend(fds.iter().map(|_| Err(io::ErrorKind::Unsupported.into())));
+            results.extend((0..count).map(|_| Err(io::ErrorKind::Unsupported.into())));
             return;
         };
-        for chunk in fds.chunks(RING_ENTRIES as usize) {
-            let base = results.len();
-            results.extend(chunk.iter().map(|_| Err(io::ErrorKind::WouldBlock.into())));
-            if let Err(e) = crate::sys::ring_send(ring, bytes, chunk, &mut results[base..]) {
+        let round = RING_ENTRIES as usize;
+        for start in (0..count).step_by(round) {
+            let end = count.min(start + round);
+            results.extend((start..end).map(|_| Err(io::ErrorKind::WouldBlock.into())));
+            if let Err(e) = crate::sys::ring_send(ring, |i| send(start + i), &mut results[start..])
+            {
                 // those not sent stay `WouldBlock`, for the caller's flush
-                tracing::warn!(error = %e, "io_uring failed: fanout sends go one by one");
+                tracing::warn!(error = %e, "io_uring failed: sends go one by one");
                 self.state = State::Off;
-                results.extend(
-                    fds[results.len()..]
-                        .iter()
-                        .map(|_| Err(io::ErrorKind::WouldBlock.into())),
-                );
+                results.extend((end..count).map(|_| Err(io::ErrorKind::WouldBlock.into())));
                 return;
             }
         }
@@ -144,7 +161,7 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         let fds = [ok.0.as_raw_fd(), full.as_raw_fd(), gone.as_raw_fd()];
         let mut results = Vec::new();
-        many.send(b"hello", &fds, &mut results);
+        many.send_same(b"hello", &fds, &mut results);
         assert_eq!(results.len(), 3);
         assert_eq!(results[0].as_ref().unwrap(), &5);
         assert_eq!(
@@ -170,7 +187,7 @@ mod tests {
         let fds: Vec<RawFd> = pairs.iter().map(|p| p.0.as_raw_fd()).collect();
         let mut results = Vec::new();
         for round in 0..3u8 {
-            many.send(&[round; 3], &fds, &mut results);
+            many.send_same(&[round; 3], &fds, &mut results);
             assert_eq!(results.len(), fds.len());
             assert!(results.iter().all(|r| matches!(r, Ok(3))));
         }
@@ -187,7 +204,7 @@ mod tests {
         assert!(!many.available());
         let (s, peer) = pair();
         let mut results = Vec::new();
-        many.send(b"x", &[s.as_raw_fd()], &mut results);
+        many.send_same(b"x", &[s.as_raw_fd()], &mut results);
         assert!(results[0].is_err());
         peer.set_nonblocking(true).unwrap();
         assert!((&peer).read(&mut [0u8; 1]).is_err(), "nothing sent");

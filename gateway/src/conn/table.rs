@@ -370,7 +370,7 @@ impl Connections {
         }
         if !self.direct.is_empty() {
             self.send_many
-                .send(&bytes, &self.direct_fds, &mut self.direct_results);
+                .send_same(&bytes, &self.direct_fds, &mut self.direct_results);
             for (k, id) in self.direct.drain(..).enumerate() {
                 let result = std::mem::replace(&mut self.direct_results[k], Ok(0));
                 let conn = self.slab.get_mut(id.key()).expect("listed above");
@@ -393,6 +393,54 @@ impl Connections {
         }
         self.reached.text += batch.text * reached;
         self.reached.binary += batch.binary * reached;
+    }
+
+    /// Writes, with one io_uring submission, what each plain connection of `ids` has queued
+    /// when it lies in one piece, and marks what each socket took as written; returns the
+    /// bytes written. The rest (TLS, several pieces, what a socket did not take, an error to
+    /// meet) is left for each connection's own flush. Nothing is done without a ring.
+    pub(crate) fn write_at_once(&mut self, ids: &[ConnId]) -> u64 {
+        if !self.send_many.available() {
+            return 0;
+        }
+        let Connections {
+            slab,
+            send_many,
+            direct,
+            direct_results,
+            ..
+        } = self;
+        let mut sends = Vec::with_capacity(ids.len());
+        for &id in ids {
+            let Some(conn) = slab
+                .get(id.key())
+                .filter(|c| c.generation == id.generation())
+            else {
+                continue;
+            };
+            if conn.stream.is_tls() {
+                continue;
+            }
+            if let Some(piece) = conn.outbox.single_piece() {
+                direct.push(id);
+                sends.push((conn.stream.socket().as_raw_fd(), piece));
+            }
+        }
+        if sends.len() > 1 {
+            send_many.send_each(&sends, direct_results);
+        }
+        drop(sends);
+        let mut written = 0;
+        for (k, id) in direct.drain(..).enumerate() {
+            if let Some(Ok(n)) = direct_results.get(k)
+                && *n > 0
+            {
+                let conn = slab.get_mut(id.key()).expect("listed above");
+                written += conn.outbox.wrote(*n).bytes as u64;
+            }
+        }
+        direct_results.clear();
+        written
     }
 
     /// What the deliveries queued since the last call reached (a batch still open is not
@@ -579,6 +627,55 @@ mod tests {
         let got = reader.join().unwrap();
         assert!(got[..filled].iter().all(|&b| b == 7));
         assert_eq!(&got[filled..], &wire[..]);
+    }
+
+    #[test]
+    fn queues_in_one_piece_are_written_at_once_and_the_rest_left_to_each_flush() {
+        use std::io::{Read, Write};
+        let mut conns = Connections::new(true);
+        if !conns.sends_at_once() {
+            eprintln!("skipped: this kernel refuses io_uring");
+            return;
+        }
+        let add = |conns: &mut Connections| {
+            let id = conns.vacant_id();
+            let (conn, end) = subscriber();
+            conns.insert(id, conn);
+            (id, end)
+        };
+        let (small, mut small_end) = add(&mut conns);
+        let (other, mut other_end) = add(&mut conns);
+        let (large, _large_end) = add(&mut conns);
+        let (full, _full_end) = add(&mut conns);
+        let frame = |p: &'static [u8]| OutFrame::new(OpCode::Text, Bytes::from_static(p));
+        conns.queue(small, frame(b"one"), 0).unwrap();
+        conns.queue(other, frame(b"two"), 0).unwrap();
+        let big = OutFrame::new(OpCode::Binary, Bytes::from(vec![1u8; COPY_MAX + 1]));
+        conns.queue(large, big.clone(), 0).unwrap();
+        let c = conns.get_mut(full).unwrap();
+        while c.stream.write(&[7u8; 65536]).is_ok() {}
+        conns.queue(full, frame(b"four"), 0).unwrap();
+        let dirty = conns.take_dirty();
+        let written = conns.write_at_once(&dirty);
+        assert_eq!(written, 2 * frame(b"one").wire_len() as u64);
+        for (id, end, f) in [
+            (small, &mut small_end, b"one"),
+            (other, &mut other_end, b"two"),
+        ] {
+            assert!(conns.get(id).unwrap().outbox.is_empty());
+            let mut got = vec![0u8; frame(f).wire_len()];
+            end.read_exact(&mut got).unwrap();
+            assert_eq!(got, frame(f).to_vec());
+        }
+        // two pieces, and a socket that took nothing: left queued, whole
+        assert_eq!(
+            conns.get(large).unwrap().outbox.queued_bytes(),
+            big.wire_len()
+        );
+        assert_eq!(
+            conns.get(full).unwrap().outbox.queued_bytes(),
+            frame(b"four").wire_len()
+        );
     }
 
     #[test]
