@@ -307,7 +307,17 @@ fn fanout_across_two_workers_reaches_every_subscriber() {
 
 #[test]
 fn one_publisher_s_messages_arrive_in_order_without_gaps() {
-    let gw = Gateway::start(&["--workers", "2"]);
+    in_order_without_gaps(&[]);
+}
+
+#[test]
+fn without_io_uring_messages_arrive_in_order_without_gaps_all_the_same() {
+    // each subscriber then gets its own send (what a kernel that refuses a ring gets)
+    in_order_without_gaps(&["--io-uring", "false"]);
+}
+
+fn in_order_without_gaps(args: &[&str]) {
+    let gw = Gateway::start(&[&["--workers", "2"], args].concat());
     const N: usize = 10_000;
     let readers: Vec<_> = (0..3)
         .map(|_| {
@@ -441,7 +451,16 @@ fn http_publish_needs_the_api_key_when_one_is_set() {
 
 #[test]
 fn a_slow_consumer_is_closed_with_1013_and_others_keep_everything() {
-    let gw = Gateway::start(&["--workers", "2", "--outbox-limit", "64KiB"]);
+    slow_consumer_closed(&[]);
+}
+
+#[test]
+fn without_io_uring_a_slow_consumer_is_closed_with_1013_all_the_same() {
+    slow_consumer_closed(&["--io-uring", "false"]);
+}
+
+fn slow_consumer_closed(args: &[&str]) {
+    let gw = Gateway::start(&[&["--workers", "2", "--outbox-limit", "64KiB"], args].concat());
     // the slow one never reads; a small receive buffer makes it fall behind sooner
     let slow_socket =
         socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
