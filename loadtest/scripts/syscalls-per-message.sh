@@ -11,8 +11,8 @@
 #   loadtest/scripts/syscalls-per-message.sh \
 #       "target/release/wsgate --listen 127.0.0.1:0 --workers 1 --publish-rate 0 --log warn" \
 #       echo --conns 100 --size 20 --window 16 --duration 6s
-# Prints messages (or deliveries) per second, per server CPU second, and per send, receive and
-# epoll_wait call. Needs perf with tracepoint access (root, or kernel.perf_event_paranoid <= 1).
+# Prints messages (or deliveries) per second, per server CPU second, and per send call,
+# io_uring_enter (wsgate's sends made at once), receive and epoll_wait call. Needs perf with tracepoint access (root, or kernel.perf_event_paranoid <= 1).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 [ $# -ge 2 ] || { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
@@ -34,6 +34,7 @@ ltpid=$!
 sleep 2.5
 cpu0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
 events=syscalls:sys_enter_sendto,syscalls:sys_enter_writev,syscalls:sys_enter_write
+events=$events,syscalls:sys_enter_sendmsg,syscalls:sys_enter_io_uring_enter
 events=$events,syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_epoll_wait
 perf stat -x, -e "$events" -p "$pid" -- sleep 3 2>"$log.perf"
 cpu1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
@@ -49,11 +50,14 @@ for line in open(base + ".perf"):
     f = line.split(",")
     if len(f) > 2 and "sys_enter_" in f[2]:
         calls[f[2].split("sys_enter_")[1]] = int(f[0]) if f[0].isdigit() else 0
-sends = calls.get("sendto", 0) + calls.get("writev", 0) + calls.get("write", 0)
+sends = sum(calls.get(k, 0) for k in ("sendto", "sendmsg", "writev", "write"))
+rings = calls.get("io_uring_enter", 0)
 reads = calls.get("recvfrom", 0) + calls.get("read", 0)
 cpu = (cpu1 - cpu0) / tck
 print(f"{rate:,.0f} messages/s, {n / cpu:,.0f} per server CPU second, ok={d.get('ok')}")
-print(f"per send call {n / max(1, sends):.1f}, per receive call {n / max(1, reads):.1f}, "
+print(f"per send call {n / max(1, sends):.1f}, per io_uring_enter (sends at once) "
+      f"{n / max(1, rings):.1f}, per send call or io_uring_enter {n / max(1, sends + rings):.1f}, "
+      f"per receive call {n / max(1, reads):.1f}, "
       f"per epoll_wait {n / max(1, calls.get('epoll_wait', 0)):.1f}")
 print("calls in 3 s:", calls)
 PY
