@@ -339,6 +339,33 @@ pub(crate) fn open_file_limit() -> u64 {
     rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
 }
 
+/// Whether `ring` completes a `MSG_DONTWAIT` send to a full socket within the submission,
+/// with `EAGAIN`, rather than parking it until the socket has room: [`ring_send`] relies on
+/// it (it waits for every completion). Tried on a socket pair filled first.
+#[allow(unsafe_code)]
+pub(crate) fn ring_send_never_waits(ring: &mut io_uring::IoUring) -> io::Result<bool> {
+    use io_uring::{opcode, types};
+    use std::io::Write;
+    /// What the probe sends: static, as a parked entry would outlive this call (until the
+    /// caller drops the ring).
+    static PROBE: [u8; 1] = [0];
+    let (mut full, _peer) = std::os::unix::net::UnixStream::pair()?;
+    full.set_nonblocking(true)?;
+    let chunk = [0u8; 16 * 1024];
+    while full.write(&chunk).is_ok() {}
+    let entry = opcode::Send::new(types::Fd(full.as_raw_fd()), PROBE.as_ptr(), 1)
+        .flags(libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+        .build()
+        .user_data(0);
+    // SAFETY: the entry points into a static; the socket it names outlives the submission,
+    // and an entry left parked ends with the ring, which the caller then drops.
+    unsafe { ring.submission().push(&entry) }
+        .map_err(|_| io::Error::other("io_uring submission queue full"))?;
+    ring.submit()?;
+    let result = ring.completion().next().map(|cqe| cqe.result());
+    Ok(result == Some(-libc::EAGAIN))
+}
+
 /// Sends, through `ring`, `sends(i)` (a socket and the bytes for it) for each `i` below
 /// `results.len()` (at most the ring's size): one `send` entry each
 /// (`MSG_DONTWAIT | MSG_NOSIGNAL`), submitted together, and puts each completion's result in

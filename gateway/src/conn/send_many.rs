@@ -58,7 +58,19 @@ impl SendMany {
                 .setup_coop_taskrun()
                 .build(RING_ENTRIES)
             {
-                Ok(ring) => State::Ready(Box::new(ring)),
+                Ok(mut ring) => match crate::sys::ring_send_never_waits(&mut ring) {
+                    Ok(true) => State::Ready(Box::new(ring)),
+                    Ok(false) => {
+                        tracing::info!(
+                            "this kernel's io_uring parks a nonblocking send: sends go one by one"
+                        );
+                        State::Off
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "io_uring probe failed: sends go one by one");
+                        State::Off
+                    }
+                },
                 Err(e) => {
                     tracing::debug!(error = %e, "no io_uring: sends go one by one");
                     State::Off
