@@ -21,179 +21,30 @@ import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import { createRequire } from 'node:module';
 import { parseArgs } from 'node:util';
-import WebSocket from 'ws';
+import {
+  binaryPublish,
+  CheckFailed,
+  Client as BaseClient,
+  expect,
+  expectEq,
+  RefusedUpgrade,
+  runChecks,
+  same,
+  show,
+  withTimeout,
+} from './harness.mjs';
 
 const wsVersion = createRequire(import.meta.url)('ws/package.json').version;
 
 const TIMEOUT_MS = 5000; // the longest any single read waits
 let ARGS;
 
-class CheckFailed extends Error {}
-
-function expect(cond, what) {
-  if (!cond) throw new CheckFailed(what);
-}
-
-function same(a, b) {
-  return JSON.stringify(sortKeys(a)) === JSON.stringify(sortKeys(b));
-}
-
-function sortKeys(v) {
-  if (Array.isArray(v)) return v.map(sortKeys);
-  if (v && typeof v === 'object') {
-    return Object.fromEntries(Object.keys(v).sort().map((k) => [k, sortKeys(v[k])]));
-  }
-  return v;
-}
-
-function show(v) {
-  if (Buffer.isBuffer(v)) return `<${v.length} bytes ${v.subarray(0, 24).toString('hex')}>`;
-  const s = typeof v === 'string' ? JSON.stringify(v) : JSON.stringify(v);
-  return s === undefined ? String(v) : s.length > 300 ? s.slice(0, 300) + '...' : s;
-}
-
-function expectEq(got, want, what) {
-  const equal = Buffer.isBuffer(got) && Buffer.isBuffer(want) ? got.equals(want) : same(got, want);
-  if (!equal) throw new CheckFailed(`${what}: got ${show(got)}, want ${show(want)}`);
-}
-
-function withTimeout(promise, ms, what) {
-  let timer;
-  return Promise.race([
-    promise,
-    new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new CheckFailed(`timed out after ${ms / 1000} s waiting for ${what}`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
-
-// ---- a client with timeouts ---------------------------------------------------------------------
-
-class RefusedUpgrade extends Error {
-  constructor(status) {
-    super(`upgrade refused with ${status}`);
-    this.status = status;
-  }
-}
-
-/** A `ws` connection whose messages are queued and whose reads time out. */
-class Client {
-  constructor(ws) {
-    this.ws = ws;
-    this.queue = [];
-    this.waiters = [];
-    this.closeInfo = null; // {code, reason} from the gateway's close frame (1006: none)
-    this.errors = [];
-    this.closed = new Promise((resolve) => {
-      ws.on('close', (code, reason) => {
-        this.closeInfo = { code, reason: reason.toString() };
-        resolve(this.closeInfo);
-        this.wake();
-      });
-    });
-    ws.on('message', (data, isBinary) => {
-      this.queue.push(isBinary ? { binary: true, data } : { binary: false, data: data.toString('utf8') });
-      this.wake();
-    });
-    ws.on('error', (e) => this.errors.push(e));
-  }
-
+/** A client of this gateway: paths are taken relative to --url. */
+class Client extends BaseClient {
   /** Connects; `options` go to `ws` (perMessageDeflate: false declines permessage-deflate). */
   static open(path = '/ws', options = {}) {
-    return new Promise((resolve, reject) => {
-      const ws = new WebSocket(ARGS.wsUrl + path, { handshakeTimeout: TIMEOUT_MS, ...options });
-      let client;
-      ws.once('upgrade', (res) => {
-        // the gateway's Sec-WebSocket-Extensions answer, undefined when it sent none
-        client.extensionsHeader = res.headers['sec-websocket-extensions'];
-      });
-      ws.once('open', () => resolve(client));
-      ws.once('unexpected-response', (req, res) => {
-        res.resume();
-        req.destroy();
-        reject(new RefusedUpgrade(res.statusCode));
-      });
-      ws.once('error', (e) => reject(e));
-      client = new Client(ws);
-    });
+    return this.connect(ARGS.wsUrl + path, options, TIMEOUT_MS);
   }
-
-  wake() {
-    for (const w of this.waiters.splice(0)) w();
-  }
-
-  async recv(what = 'a message') {
-    const deadline = Date.now() + TIMEOUT_MS;
-    while (this.queue.length === 0) {
-      if (this.closeInfo) {
-        throw new CheckFailed(`connection closed (${this.closeInfo.code} ${this.closeInfo.reason}) while waiting for ${what}`);
-      }
-      const left = deadline - Date.now();
-      if (left <= 0) throw new CheckFailed(`timed out after ${TIMEOUT_MS / 1000} s waiting for ${what}`);
-      await new Promise((resolve) => {
-        const timer = setTimeout(resolve, left);
-        this.waiters.push(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
-    }
-    return this.queue.shift();
-  }
-
-  async recvText(what = 'a text message') {
-    const m = await this.recv(what);
-    expect(!m.binary, `expected ${what}, got a binary message ${show(m.data)}`);
-    return m.data;
-  }
-
-  async recvJson(what = 'a JSON text message') {
-    const m = await this.recvText(what);
-    try {
-      return JSON.parse(m);
-    } catch {
-      throw new CheckFailed(`not JSON: ${show(m)}`);
-    }
-  }
-
-  async recvBinary(what = 'a binary message') {
-    const m = await this.recv(what);
-    expect(m.binary, `expected ${what}, got a text message ${show(m.data)}`);
-    return m.data;
-  }
-
-  /** Sends a string as text, a Buffer as binary (or as text with {binary: false}). */
-  send(data, options = {}) {
-    return new Promise((resolve, reject) => {
-      this.ws.send(data, { binary: Buffer.isBuffer(data), ...options }, (e) => (e ? reject(e) : resolve()));
-    });
-  }
-
-  sendJson(obj) {
-    return this.send(JSON.stringify(obj));
-  }
-
-  /** Sends a control message with an id; the very next message must be its exact ack. */
-  async acked(obj) {
-    await this.sendJson(obj);
-    const reply = await this.recvJson(`the ack of ${show(obj)}`);
-    expectEq(reply, { type: 'ack', id: obj.id }, `reply to ${show(obj)}`);
-  }
-
-  /** Waits for the gateway to close; returns the code and reason of its close frame. */
-  closedWith(ms = TIMEOUT_MS) {
-    return withTimeout(this.closed, ms, 'the gateway to close the connection');
-  }
-
-  async close() {
-    if (this.ws.readyState === WebSocket.OPEN) this.ws.close(1000);
-    await this.closedWith().catch(() => this.ws.terminate());
-  }
-}
-
-function binaryPublish(topic, payload) {
-  const t = Buffer.from(topic, 'utf8');
-  return Buffer.concat([Buffer.from([t.length]), t, payload]);
 }
 
 async function expectError(c, text, code, id) {
@@ -780,23 +631,7 @@ async function main() {
     process.exit(2);
   }
   console.log(`ws ${wsVersion} (node ${process.version}) against ${ARGS.url}, compression ${ARGS.compression}`);
-  let passed = 0;
-  let failed = 0;
-  for (const { name, fn } of CHECKS) {
-    if (positionals.length && !positionals.includes(name)) continue;
-    const t = Date.now();
-    try {
-      const note = await withTimeout(fn(), ARGS.checkTimeoutMs, `the whole check (${ARGS.checkTimeoutMs / 1000} s)`);
-      console.log(`PASS ${name} ${((Date.now() - t) / 1000).toFixed(2)}s${note ? ` (${note})` : ''}`);
-      passed++;
-    } catch (e) {
-      console.log(`FAIL ${name}: ${e instanceof CheckFailed ? e.message : `${e.name}: ${e.message}`}`);
-      failed++;
-    }
-  }
-  console.log(`${passed} passed, ${failed} failed`);
-  // leftover sockets of a failed check must not keep the process alive
-  process.exit(failed ? 1 : 0);
+  await runChecks(CHECKS, positionals, ARGS.checkTimeoutMs);
 }
 
 main();

@@ -17,147 +17,29 @@ import fs from 'node:fs';
 import https from 'node:https';
 import { createRequire } from 'node:module';
 import { parseArgs } from 'node:util';
-import WebSocket from 'ws';
+import { binaryPublish, CheckFailed, Client as BaseClient, expect, expectEq, runChecks, withTimeout } from './harness.mjs';
 
 const wsVersion = createRequire(import.meta.url)('ws/package.json').version;
 
 const TIMEOUT_MS = 10_000; // the longest any single read waits
 let ARGS;
 
-class CheckFailed extends Error {}
-
-function expect(cond, what) {
-  if (!cond) throw new CheckFailed(what);
-}
-
-function show(v) {
-  if (Buffer.isBuffer(v)) return `<${v.length} bytes ${v.subarray(0, 24).toString('hex')}>`;
-  const s = JSON.stringify(v);
-  return s === undefined ? String(v) : s.length > 200 ? s.slice(0, 200) + '...' : s;
-}
-
-function expectEq(got, want, what) {
-  const equal = Buffer.isBuffer(got) && Buffer.isBuffer(want) ? got.equals(want) : JSON.stringify(got) === JSON.stringify(want);
-  if (!equal) throw new CheckFailed(`${what}: got ${show(got)}, want ${show(want)}`);
-}
-
-function withTimeout(promise, ms, what) {
-  let timer;
-  return Promise.race([
-    promise,
-    new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new CheckFailed(`timed out after ${ms / 1000} s waiting for ${what}`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
-
-/** A `ws` connection over TLS whose messages are queued and whose reads time out. */
-class Client {
-  constructor(ws) {
-    this.ws = ws;
-    this.queue = [];
-    this.waiters = [];
-    this.closeInfo = null; // {code, reason} from the gateway's close frame (1006: none)
-    this.errors = [];
-    this.closed = new Promise((resolve) => {
-      ws.on('close', (code, reason) => {
-        this.closeInfo = { code, reason: reason.toString() };
-        resolve(this.closeInfo);
-        this.wake();
-      });
-    });
-    ws.on('message', (data, isBinary) => {
-      this.queue.push(isBinary ? { binary: true, data } : { binary: false, data: data.toString('utf8') });
-      this.wake();
-    });
-    ws.on('error', (e) => this.errors.push(e));
-  }
-
-  /** Connects, trusting the test CA only; `options` go to `ws` (and on to tls.connect). */
+/** A client of the TLS port that trusts the test CA only, and ends with no socket error. */
+class Client extends BaseClient {
+  /** Connects; `options` go to `ws` (and on to tls.connect); `base` replaces the --url. */
   static open(path = '/ws', { base = ARGS.wsUrl, ...options } = {}) {
-    return new Promise((resolve, reject) => {
-      const ws = new WebSocket(base + path, { handshakeTimeout: TIMEOUT_MS, maxPayload: 0, ca: ARGS.ca, ...options });
-      const client = new Client(ws);
-      ws.once('upgrade', (res) => {
-        client.tls = res.socket; // the TLSSocket under the upgrade
-      });
-      ws.once('open', () => resolve(client));
-      ws.once('unexpected-response', (req, res) => {
-        res.resume();
-        req.destroy();
-        reject(new CheckFailed(`upgrade refused with ${res.statusCode}`));
-      });
-      ws.once('error', (e) => reject(e));
-    });
+    return this.connect(base + path, { maxPayload: 0, ca: ARGS.ca, ...options }, TIMEOUT_MS);
   }
 
-  wake() {
-    for (const w of this.waiters.splice(0)) w();
-  }
-
-  async recv(what = 'a message') {
-    const deadline = Date.now() + TIMEOUT_MS;
-    while (this.queue.length === 0) {
-      if (this.closeInfo) {
-        throw new CheckFailed(`connection closed (${this.closeInfo.code} ${this.closeInfo.reason}) while waiting for ${what}`);
-      }
-      const left = deadline - Date.now();
-      if (left <= 0) throw new CheckFailed(`timed out after ${TIMEOUT_MS / 1000} s waiting for ${what}`);
-      await new Promise((resolve) => {
-        const timer = setTimeout(resolve, left);
-        this.waiters.push(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
-    }
-    return this.queue.shift();
-  }
-
-  async recvText(what = 'a text message') {
-    const m = await this.recv(what);
-    expect(!m.binary, `expected ${what}, got a binary message ${show(m.data)}`);
-    return m.data;
-  }
-
-  async recvJson(what = 'a JSON text message') {
-    const m = await this.recvText(what);
-    try {
-      return JSON.parse(m);
-    } catch {
-      throw new CheckFailed(`not JSON: ${show(m)}`);
-    }
-  }
-
-  async recvBinary(what = 'a binary message') {
-    const m = await this.recv(what);
-    expect(m.binary, `expected ${what}, got a text message ${show(m.data)}`);
-    return m.data;
-  }
-
-  /** Sends a string as text, a Buffer as binary. */
-  send(data) {
-    return new Promise((resolve, reject) => {
-      this.ws.send(data, { binary: Buffer.isBuffer(data) }, (e) => (e ? reject(e) : resolve()));
-    });
-  }
-
-  /** Sends a control message with an id; the very next message must be its exact ack. */
-  async acked(obj) {
-    await this.send(JSON.stringify(obj));
-    expectEq(await this.recvJson(`the ack of ${show(obj)}`), { type: 'ack', id: obj.id }, `reply to ${show(obj)}`);
+  /** The TLSSocket under the upgrade. */
+  get tls() {
+    return this.upgrade?.socket;
   }
 
   async close() {
-    if (this.ws.readyState === WebSocket.OPEN) this.ws.close(1000);
-    await withTimeout(this.closed, TIMEOUT_MS, 'the close').catch(() => this.ws.terminate());
+    await super.close();
     expect(this.errors.length === 0, `socket errors: ${this.errors.map((e) => e.message).join('; ')}`);
   }
-}
-
-function binaryPublish(topic, payload) {
-  const t = Buffer.from(topic, 'utf8');
-  return Buffer.concat([Buffer.from([t.length]), t, payload]);
 }
 
 /** About `n` bytes of UTF-8 text with 1- to 4-byte characters, ending in something random. */
@@ -370,22 +252,7 @@ async function main() {
     checkTimeoutMs: Number(values['check-timeout']) * 1000,
   };
   console.log(`ws ${wsVersion} (node ${process.version}, OpenSSL ${process.versions.openssl}) against ${ARGS.url}`);
-  let passed = 0;
-  let failed = 0;
-  for (const { name, fn } of CHECKS) {
-    const t = Date.now();
-    try {
-      const note = await withTimeout(fn(), ARGS.checkTimeoutMs, `the whole check (${ARGS.checkTimeoutMs / 1000} s)`);
-      console.log(`PASS ${name} ${((Date.now() - t) / 1000).toFixed(2)}s${note ? ` (${note})` : ''}`);
-      passed++;
-    } catch (e) {
-      console.log(`FAIL ${name}: ${e instanceof CheckFailed ? e.message : e.stack || `${e.name}: ${e.message}`}`);
-      failed++;
-    }
-  }
-  console.log(`${passed} passed, ${failed} failed`);
-  // leftover sockets of a failed check must not keep the process alive
-  process.exit(failed ? 1 : 0);
+  await runChecks(CHECKS, [], ARGS.checkTimeoutMs);
 }
 
 main();

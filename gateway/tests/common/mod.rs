@@ -709,3 +709,24 @@ pub(crate) fn require_installed(path: &std::path::Path, what: &str) {
         path.display()
     );
 }
+
+/// Checks a client suite's summary line, `N passed, 0 failed`, with at least one check passed
+/// and as many `PASS` lines as it counts (a suite that ran nothing does not pass).
+pub(crate) fn assert_suite_passed(name: &str, output: &str) {
+    let summary = output
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_suffix(" passed, 0 failed"))
+        .unwrap_or_else(|| {
+            panic!("the {name} suite printed no summary line; its output:\n{output}")
+        });
+    let passed: usize = summary
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("the {name} suite's summary is unreadable: {summary:?}"));
+    let lines = output.lines().filter(|l| l.starts_with("PASS ")).count();
+    assert!(
+        passed > 0 && passed == lines,
+        "the {name} suite counted {passed} passed, with {lines} PASS lines; its output:\n{output}"
+    );
+}
