@@ -24,50 +24,28 @@ import os
 import random
 import sys
 import time
-import traceback
 import urllib.error
 import urllib.parse
 import urllib.request
 
 import websockets
-from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory, PerMessageDeflate
+
+import harness
+from harness import CheckFailed, binary_publish, expect, expect_eq
 
 TIMEOUT = 5.0  # seconds: the longest any single read waits
 ARGS = None
 
 
-class CheckFailed(Exception):
-    pass
-
-
-def expect(cond, what):
-    if not cond:
-        raise CheckFailed(what)
-
-
-def expect_eq(got, want, what):
-    if got != want:
-        raise CheckFailed(f"{what}: got {got!r}, want {want!r}")
-
-
-# ---- a client with timeouts ------------------------------------------------------------------
-
-
-class Client:
-    """A `websockets` connection whose reads time out."""
-
-    def __init__(self, ws):
-        self.ws = ws
+class Client(harness.Client):
+    """A client of this gateway: paths are taken relative to --url."""
 
     @classmethod
     async def open(cls, path="/ws", **options):
         """Connects; `options` go to `connect` (compression=None declines permessage-deflate)."""
-        ws = await connect(
-            ARGS.ws_url + path, max_size=None, open_timeout=TIMEOUT, close_timeout=TIMEOUT, **options
-        )
-        return cls(ws)
+        return await cls.connect(ARGS.ws_url + path, TIMEOUT, **options)
 
     def extensions_header(self):
         """The gateway's Sec-WebSocket-Extensions answer, None when it sent none."""
@@ -76,60 +54,6 @@ class Client:
     def deflating(self):
         """Whether permessage-deflate is in use on this connection."""
         return any(isinstance(e, PerMessageDeflate) for e in self.ws.protocol.extensions)
-
-    async def recv(self, timeout=TIMEOUT, what="a message"):
-        try:
-            return await asyncio.wait_for(self.ws.recv(), timeout)
-        except asyncio.TimeoutError:
-            raise CheckFailed(f"timed out after {timeout} s waiting for {what}") from None
-        except ConnectionClosed as e:
-            raise CheckFailed(f"connection closed while waiting for {what}: {e}") from None
-
-    async def recv_text(self, what="a text message"):
-        m = await self.recv(what=what)
-        expect(isinstance(m, str), f"expected {what}, got a binary message {m[:64]!r}")
-        return m
-
-    async def recv_json(self, what="a JSON text message"):
-        m = await self.recv_text(what)
-        try:
-            return json.loads(m)
-        except ValueError:
-            raise CheckFailed(f"not JSON: {m!r}") from None
-
-    async def recv_binary(self, what="a binary message"):
-        m = await self.recv(what=what)
-        expect(isinstance(m, bytes), f"expected {what}, got a text message {m[:200]!r}")
-        return m
-
-    async def send(self, msg):
-        await self.ws.send(msg)
-
-    async def send_json(self, obj):
-        await self.ws.send(json.dumps(obj))
-
-    async def acked(self, obj):
-        """Sends a control message with an id; the very next message must be its exact ack."""
-        await self.send_json(obj)
-        reply = await self.recv_json(f"the ack of {obj}")
-        expect_eq(reply, {"type": "ack", "id": obj["id"]}, f"reply to {obj}")
-
-    async def closed_with(self, timeout=TIMEOUT):
-        """Skips data messages until the gateway closes; returns the close code it sent."""
-        try:
-            async with asyncio.timeout(timeout):
-                await self.ws.wait_closed()
-        except TimeoutError:
-            raise CheckFailed(f"the gateway did not close the connection within {timeout} s") from None
-        return self.ws.close_code, self.ws.close_reason
-
-    async def close(self):
-        await self.ws.close()
-
-
-def binary_publish(topic, payload):
-    t = topic.encode()
-    return bytes([len(t)]) + t + payload
 
 
 async def expect_error(c, text, code, id_=None):
@@ -661,29 +585,7 @@ async def deflate_metrics_count_compressions():
 
 
 async def run_all(only):
-    passed = failed = 0
-    for fn in CHECKS:
-        name = fn.__name__
-        if only and name not in only:
-            continue
-        t = time.monotonic()
-        try:
-            note = await asyncio.wait_for(fn(), ARGS.check_timeout)
-            detail = f" ({note})" if note else ""
-            print(f"PASS {name} {time.monotonic() - t:.2f}s{detail}", flush=True)
-            passed += 1
-        except CheckFailed as e:
-            print(f"FAIL {name}: {e}", flush=True)
-            failed += 1
-        except asyncio.TimeoutError:
-            print(f"FAIL {name}: the whole check took over {ARGS.check_timeout} s", flush=True)
-            failed += 1
-        except Exception as e:  # an exception from the client library: a failure too
-            tb = traceback.format_exception_only(type(e), e)[-1].strip()
-            print(f"FAIL {name}: {tb}", flush=True)
-            failed += 1
-    print(f"{passed} passed, {failed} failed")
-    return failed
+    return await harness.run_checks(CHECKS, only, ARGS.check_timeout)
 
 
 def main():

@@ -15,37 +15,22 @@ hanging it. The same checks, with the same names, as clients/node/test_tls.mjs.
 
 import argparse
 import asyncio
-import json
 import os
 import ssl
 import sys
 import time
-import traceback
 import urllib.error
 import urllib.parse
 import urllib.request
 
 import websockets
-from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
+
+import harness
+from harness import CheckFailed, binary_publish, expect, expect_eq
 
 TIMEOUT = 10.0  # seconds: the longest any single read waits
 ARGS = None
-
-
-class CheckFailed(Exception):
-    pass
-
-
-def expect(cond, what):
-    if not cond:
-        raise CheckFailed(what)
-
-
-def expect_eq(got, want, what):
-    if got != want:
-        g, w = repr(got), repr(want)
-        raise CheckFailed(f"{what}: got {g[:200]}, want {w[:200]}")
 
 
 def tls_context():
@@ -55,67 +40,17 @@ def tls_context():
     return ctx
 
 
-class Client:
-    """A `websockets` connection over TLS whose reads time out."""
-
-    def __init__(self, ws):
-        self.ws = ws
+class Client(harness.Client):
+    """A client of the TLS port that trusts the test CA only."""
 
     @classmethod
     async def open(cls, path="/ws", base=None, **options):
-        ws = await connect(
-            (base or ARGS.ws_url) + path,
-            ssl=options.pop("ssl", None) or tls_context(),
-            max_size=None,
-            open_timeout=TIMEOUT,
-            close_timeout=TIMEOUT,
-            **options,
-        )
-        return cls(ws)
+        """Connects; `options` go to `connect`; `base` replaces the --url."""
+        ssl_context = options.pop("ssl", None) or tls_context()
+        return await cls.connect((base or ARGS.ws_url) + path, TIMEOUT, ssl=ssl_context, **options)
 
     def ssl_object(self):
         return self.ws.transport.get_extra_info("ssl_object")
-
-    async def recv(self, what="a message"):
-        try:
-            return await asyncio.wait_for(self.ws.recv(), TIMEOUT)
-        except asyncio.TimeoutError:
-            raise CheckFailed(f"timed out after {TIMEOUT} s waiting for {what}") from None
-        except ConnectionClosed as e:
-            raise CheckFailed(f"connection closed while waiting for {what}: {e}") from None
-
-    async def recv_text(self, what="a text message"):
-        m = await self.recv(what)
-        expect(isinstance(m, str), f"expected {what}, got a binary message {m[:64]!r}")
-        return m
-
-    async def recv_json(self, what="a JSON text message"):
-        m = await self.recv_text(what)
-        try:
-            return json.loads(m)
-        except ValueError:
-            raise CheckFailed(f"not JSON: {m[:200]!r}") from None
-
-    async def recv_binary(self, what="a binary message"):
-        m = await self.recv(what)
-        expect(isinstance(m, bytes), f"expected {what}, got a text message {m[:200]!r}")
-        return m
-
-    async def send(self, msg):
-        await self.ws.send(msg)
-
-    async def acked(self, obj):
-        """Sends a control message with an id; the very next message must be its exact ack."""
-        await self.send(json.dumps(obj))
-        expect_eq(await self.recv_json(f"the ack of {obj}"), {"type": "ack", "id": obj["id"]}, f"reply to {obj}")
-
-    async def close(self):
-        await self.ws.close()
-
-
-def binary_publish(topic, payload):
-    t = topic.encode()
-    return bytes([len(t)]) + t + payload
 
 
 def multibyte_text(n_bytes):
@@ -297,26 +232,7 @@ async def clean_close():
 
 
 async def run_all():
-    passed = failed = 0
-    for fn in CHECKS:
-        name = fn.__name__
-        t = time.monotonic()
-        try:
-            note = await asyncio.wait_for(fn(), ARGS.check_timeout)
-            detail = f" ({note})" if note else ""
-            print(f"PASS {name} {time.monotonic() - t:.2f}s{detail}", flush=True)
-            passed += 1
-        except CheckFailed as e:
-            print(f"FAIL {name}: {e}", flush=True)
-            failed += 1
-        except asyncio.TimeoutError:
-            print(f"FAIL {name}: the whole check took over {ARGS.check_timeout} s", flush=True)
-            failed += 1
-        except Exception as e:  # an exception from the client library: a failure too
-            print(f"FAIL {name}: {traceback.format_exc()}", flush=True)
-            failed += 1
-    print(f"{passed} passed, {failed} failed")
-    return failed
+    return await harness.run_checks(CHECKS, [], ARGS.check_timeout)
 
 
 def main():
