@@ -133,6 +133,7 @@ fn every_node_gives_a_message_the_offset_redis_gave_it() {
     // those of different nodes as they reach it
     let mut pa = ws(a.addr, "/ws");
     let mut want = Vec::new();
+    let mut acked = Vec::new();
     for i in 1..=20u64 {
         let data = format!(r#"{{"i":{i}}}"#);
         if i % 2 == 0 {
@@ -142,7 +143,15 @@ fn every_node_gives_a_message_the_offset_redis_gave_it() {
                 &mut pa,
                 &json!({"type":"publish","topic":"h.x","data":{"i":i},"id":i}).to_string(),
             );
-            assert_eq!(parse(&ws_text(&mut pa)), json!({"type":"ack","id":i}));
+            // answered once Redis has numbered it: with the offset it gave, and the epoch
+            let ack = parse(&ws_text(&mut pa));
+            let offset = ack["offset"].as_u64().unwrap_or_else(|| panic!("{ack}"));
+            assert_eq!(
+                ack,
+                json!({"type":"ack","id":i,"offset":offset,"epoch":ea}),
+                "the answer to publish {i}"
+            );
+            acked.push((i, offset));
         }
         want.push(data);
     }
@@ -165,6 +174,15 @@ fn every_node_gives_a_message_the_offset_redis_gave_it() {
     seen.sort();
     want.sort();
     assert_eq!(seen, want, "every message once");
+    // each WebSocket publish was answered with the offset its message came with
+    for (i, offset) in acked {
+        let v = parse(&got[offset as usize - 1]);
+        assert_eq!(
+            v["data"],
+            json!({"i":i}),
+            "the message at the offset acked for {i}"
+        );
+    }
 
     // a subscriber that comes later on either node starts where both are
     for gw in [&a, &b] {
@@ -174,6 +192,48 @@ fn every_node_gives_a_message_the_offset_redis_gave_it() {
     // and Redis holds the stream the nodes mirror
     let len = redis.command(&["XLEN", "{wsgate:h.x}:stream"]);
     assert!(matches!(len, lb::Resp::Int(20)), "{len:?}");
+}
+
+#[test]
+fn a_publish_redis_does_not_keep_is_answered_unavailable_and_the_next_with_its_offset() {
+    let redis = Redis::start_new();
+    let a = node(&redis, "a", &[]);
+    // the topic's hash is a string: the numbering script fails on it
+    redis.command(&["SET", "{wsgate:h.broken}:meta", "not a hash"]);
+    let mut p = ws(a.addr, "/ws");
+    ws_send(
+        &mut p,
+        &json!({"type":"publish","topic":"h.broken","data":1,"id":7}).to_string(),
+    );
+    let v = parse(&ws_text(&mut p));
+    assert_eq!(
+        (&v["type"], &v["id"], &v["code"]),
+        (&json!("error"), &json!(7), &json!("unavailable")),
+        "{v}"
+    );
+    // the session goes on, and a sound topic's publish is answered with its position
+    ws_send(
+        &mut p,
+        &json!({"type":"publish","topic":"h.sound","data":2,"id":8}).to_string(),
+    );
+    let v = parse(&ws_text(&mut p));
+    assert_eq!(
+        (&v["type"], &v["id"], &v["offset"]),
+        (&json!("ack"), &json!(8), &json!(1)),
+        "{v}"
+    );
+    assert!(v["epoch"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
+    // a publish without an id gets no answer either way
+    ws_send(
+        &mut p,
+        &json!({"type":"publish","topic":"h.sound","data":3}).to_string(),
+    );
+    ws_send(
+        &mut p,
+        &json!({"type":"publish","topic":"h.sound","data":4,"id":9}).to_string(),
+    );
+    let v = parse(&ws_text(&mut p));
+    assert_eq!((&v["id"], &v["offset"]), (&json!(9), &json!(3)), "{v}");
 }
 
 #[test]

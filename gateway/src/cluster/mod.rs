@@ -30,7 +30,7 @@ mod resp;
 mod scripts;
 pub(crate) mod slots;
 
-use crate::hub::{Hub, Topic, Uplink};
+use crate::hub::{Hub, Ticket, Topic, Uplink};
 use crate::metrics::{Exposition, Kind};
 use crossbeam_queue::SegQueue;
 use resp::DEFAULT_PUBSUB_HARD_LIMIT;
@@ -87,6 +87,17 @@ struct Outgoing {
     /// For a topic with history: its size and ttl. Redis numbers the message, keeps it and
     /// publishes it ([`scripts::PUBLISH`]).
     history: Option<(usize, Duration)>,
+    /// The publisher waiting for the offset Redis gives (dropped unanswered, it is told the
+    /// publish was lost).
+    ticket: Option<Ticket>,
+}
+
+/// A publish that does not go: false, its ticket taken back unanswered (the caller answers).
+fn refused(ticket: Option<Ticket>) -> bool {
+    if let Some(t) = ticket {
+        t.cancel();
+    }
+    false
 }
 
 /// The workers' side of the bridge: queues to it, and its counters.
@@ -172,22 +183,37 @@ impl Cluster {
     /// Hands a publish made on this node to the bridge, which sends it to Redis. While Redis is
     /// unreachable, or past `--redis-max-pending`, the publish stays local and is counted.
     pub(crate) fn publish(&self, topic: &Topic, frame: &OutFrame) {
-        self.enqueue(topic, frame, None);
+        self.enqueue(topic, frame, None, None);
     }
 
     /// Hands a publish to a topic with history to the bridge, which has Redis number, keep
-    /// and publish it. False when it cannot go now (counted as for [`publish`](Self::publish)).
-    pub(crate) fn publish_sequenced(&self, topic: &Topic, frame: &OutFrame) -> bool {
-        let limits = topic.history_limits();
-        limits.is_some() && self.enqueue(topic, frame, limits)
+    /// and publish it; the bridge answers `ticket` with the offset Redis gives. False when it
+    /// cannot go now (counted as for [`publish`](Self::publish)); the ticket is then taken
+    /// back unanswered, the caller answering the publisher.
+    pub(crate) fn publish_sequenced(
+        &self,
+        topic: &Topic,
+        frame: &OutFrame,
+        ticket: Option<Ticket>,
+    ) -> bool {
+        let Some(limits) = topic.history_limits() else {
+            return refused(ticket);
+        };
+        self.enqueue(topic, frame, Some(limits), ticket)
     }
 
-    fn enqueue(&self, topic: &Topic, frame: &OutFrame, history: Option<(usize, Duration)>) -> bool {
+    fn enqueue(
+        &self,
+        topic: &Topic,
+        frame: &OutFrame,
+        history: Option<(usize, Duration)>,
+        ticket: Option<Ticket>,
+    ) -> bool {
         if !self.up() {
             self.stats
                 .dropped_redis_down
                 .fetch_add(1, Ordering::Relaxed);
-            return false;
+            return refused(ticket);
         }
         let max = self.max_message();
         if frame.payload().len() > max {
@@ -201,7 +227,7 @@ impl Cluster {
                     max + ENVELOPE_ROOM
                 );
             }
-            return false;
+            return refused(ticket);
         }
         let size = frame.payload().len() + topic.name().len() + 64;
         if self.pending_bytes.fetch_add(size, Ordering::AcqRel) + size > self.max_pending {
@@ -209,13 +235,14 @@ impl Cluster {
             self.stats
                 .dropped_queue_full
                 .fetch_add(1, Ordering::Relaxed);
-            return false;
+            return refused(ticket);
         }
         self.outgoing.push(Outgoing {
             topic: topic.name().clone(),
             frame: frame.clone(),
             size,
             history,
+            ticket,
         });
         self.wake();
         true
@@ -274,8 +301,8 @@ impl Uplink for Cluster {
         self.stats.reconnects.load(Ordering::Acquire)
     }
 
-    fn publish_sequenced(&self, topic: &Topic, frame: &OutFrame) -> bool {
-        Cluster::publish_sequenced(self, topic, frame)
+    fn publish_sequenced(&self, topic: &Topic, frame: &OutFrame, ticket: Option<Ticket>) -> bool {
+        Cluster::publish_sequenced(self, topic, frame, ticket)
     }
 
     fn resync(&self, topic: Arc<Topic>) {

@@ -8,7 +8,8 @@
 //! - [`PUBLISH`] numbers a message atomically with keeping and publishing it: a missing hash
 //!   starts a new epoch (from Redis' clock) and an empty stream, then `HINCRBY` gives the
 //!   offset, `XADD … MAXLEN size` keeps the message, `PEXPIRE` both keys, and `PUBLISH` (or
-//!   `SPUBLISH` in sharded mode) sends the completed sequenced envelope. It returns the offset.
+//!   `SPUBLISH` in sharded mode) sends the completed sequenced envelope. It returns the offset
+//!   and the epoch ([`published`]).
 //! - [`PRIME`] reads what a node's mirror needs: the epoch (made as above when missing), the
 //!   last offset, and the kept envelopes after the mirror's offset (all of them when the
 //!   mirror's epoch is another), leaving out those older than the ttl.
@@ -18,7 +19,9 @@
 
 use super::envelope;
 use super::slots;
+use crate::hub::Answer;
 use redis::Value;
+use std::sync::Arc;
 use wsgate_core::frame::OutFrame;
 
 /// Numbers, keeps and publishes one message. KEYS: meta, stream. ARGV: the envelope's head,
@@ -43,8 +46,32 @@ if ARGV[6] == '1' then
 else
   redis.call('PUBLISH', ARGV[5], env)
 end
-return o
+return {o, e}
 "#;
+
+/// What [`PUBLISH`] answered, for the publisher: the offset and the epoch; an answer of
+/// another shape (a script of an older wsgate, loaded under its own digest, answers the
+/// offset alone) says the message was kept without its position.
+pub(super) fn published(reply: &Value) -> Answer {
+    let text = |v: &Value| match v {
+        Value::BulkString(b) => std::str::from_utf8(b).ok().map(str::to_owned),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(n) => Some(n.to_string()),
+        _ => None,
+    };
+    if let Value::Array(parts) = reply
+        && let [offset, epoch] = &parts[..]
+        && let (Some(offset), Some(epoch)) = (text(offset), text(epoch))
+        && let Ok(offset) = offset.parse::<u64>()
+        && !epoch.is_empty()
+    {
+        return Answer::Numbered {
+            offset,
+            epoch: Arc::from(epoch),
+        };
+    }
+    Answer::Kept
+}
 
 /// Reads what a mirror needs. KEYS: meta, stream. ARGV: the mirror's last offset, its epoch
 /// (empty when it has none), the ttl in milliseconds. Answers the epoch, the last offset and
@@ -142,6 +169,29 @@ pub(super) fn primed(reply: Value) -> Option<Primed> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_publish_script_s_answer_gives_the_position_or_says_it_was_kept() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        assert_eq!(
+            published(&Value::Array(vec![bulk("42"), bulk("19ab")])),
+            Answer::Numbered {
+                offset: 42,
+                epoch: Arc::from("19ab")
+            }
+        );
+        // an older script's answer: the offset alone
+        assert_eq!(published(&bulk("42")), Answer::Kept);
+        assert_eq!(
+            published(&Value::Array(vec![bulk("x"), bulk("e")])),
+            Answer::Kept
+        );
+        assert_eq!(
+            published(&Value::Array(vec![bulk("1"), bulk("")])),
+            Answer::Kept
+        );
+        assert_eq!(published(&Value::Nil), Answer::Kept);
+    }
+
     use super::*;
 
     #[test]

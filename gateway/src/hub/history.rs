@@ -62,14 +62,19 @@ impl Hub {
     }
 
     /// Hands a publish to a topic with history in a cluster to the uplink, which numbers it
-    /// and brings it back (see [`Uplink::publish_sequenced`]). False: it could not be
-    /// numbered now, and nobody gets it.
+    /// and brings it back (see [`Uplink::publish_sequenced`]), answering `ticket` with its
+    /// offset. False: it could not be numbered now, and nobody gets it.
     ///
     /// [`Uplink::publish_sequenced`]: super::Uplink::publish_sequenced
-    pub fn publish_sequenced(&self, topic: &Topic, frame: &OutFrame) -> bool {
+    pub fn publish_sequenced(
+        &self,
+        topic: &Topic,
+        frame: &OutFrame,
+        ticket: Option<super::Ticket>,
+    ) -> bool {
         self.uplink
             .as_ref()
-            .is_some_and(|u| u.publish_sequenced(topic, frame))
+            .is_some_and(|u| u.publish_sequenced(topic, frame, ticket))
     }
 
     /// A numbered message from the other nodes' stream, for the mirror of `topic`: what
@@ -257,7 +262,7 @@ mod tests {
         assert_eq!(t.history_position().unwrap(), (1, Arc::from("F")));
 
         // a publish goes to the uplink to be numbered; this one refuses it
-        assert!(!hub.publish_sequenced(&t, &text("x")));
+        assert!(!hub.publish_sequenced(&t, &text("x"), None));
     }
 
     #[test]

@@ -58,6 +58,9 @@ pub(super) struct Inbox {
     congestions: AtomicU64,
     waker: Box<dyn Wake>,
     wakeups: AtomicU64,
+    /// Answers to this worker's publishers ([`Hub::answer`]), and how many are counted in.
+    pub(super) answers: SegQueue<(super::AnswerTo, super::Answer)>,
+    pub(super) answers_pending: AtomicUsize,
 }
 
 impl Inbox {
@@ -71,7 +74,15 @@ impl Inbox {
             congestions: AtomicU64::new(0),
             waker,
             wakeups: AtomicU64::new(0),
+            answers: SegQueue::new(),
+            answers_pending: AtomicUsize::new(0),
         }
+    }
+
+    /// Wakes the inbox's worker.
+    pub(super) fn wake(&self) {
+        self.wakeups.fetch_add(1, Ordering::Relaxed);
+        self.waker.wake();
     }
 }
 

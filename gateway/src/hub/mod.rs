@@ -25,6 +25,7 @@
 // - uplink: the trait of the way to other nodes and its confirmations -> topic, inbox
 // - fanout: the workers' bits of a topic and the pushes of a publish -> topic, inbox, uplink
 // - history: numbered publishes and the mirror of the cluster's streams -> topic, fanout, uplink
+mod answers;
 mod fanout;
 mod history;
 mod inbox;
@@ -33,6 +34,7 @@ mod test_support;
 mod topic;
 mod uplink;
 
+pub use answers::{Answer, AnswerTo, Ticket};
 pub use inbox::{DELIVERY_COST, Delivery, Wake};
 pub use topic::{HistoryRules, Recovery, Topic};
 pub use uplink::Uplink;

@@ -1,7 +1,7 @@
 //! The way to other nodes as the hub sees it ([`Uplink`]), and what the hub keeps of its
 //! confirmations and state.
 
-use super::{Hub, Topic};
+use super::{Hub, Ticket, Topic};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use wsgate_core::frame::OutFrame;
@@ -22,10 +22,15 @@ pub trait Uplink: Send + Sync {
         0
     }
     /// A publish to a topic with history, for the other nodes to number: the uplink gives it
-    /// its offset and brings it back to every node with subscribers, this one too. False when
-    /// it cannot be numbered now (the link is down or behind); nobody gets it.
-    fn publish_sequenced(&self, topic: &Topic, frame: &OutFrame) -> bool {
+    /// its offset and brings it back to every node with subscribers, this one too, and answers
+    /// `ticket` (when given) with the offset. False when it cannot be numbered now (the link
+    /// is down or behind); nobody gets it, and the ticket is taken back unanswered
+    /// ([`Ticket::cancel`]): the caller answers the publisher.
+    fn publish_sequenced(&self, topic: &Topic, frame: &OutFrame, ticket: Option<Ticket>) -> bool {
         let _ = (topic, frame);
+        if let Some(t) = ticket {
+            t.cancel();
+        }
         false
     }
     /// The mirror of `topic`'s history needs priming from the other nodes' stream (an offset

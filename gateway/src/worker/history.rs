@@ -13,7 +13,7 @@ use super::Worker;
 use super::ws::Published;
 use crate::conn::ConnId;
 use crate::history::Refusal;
-use crate::hub::Topic;
+use crate::hub::{Answer, AnswerTo, Ticket, Topic};
 use crate::metrics::{Counter, MessageKind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -242,21 +242,36 @@ impl Worker {
     /// Publishes to a topic with history: the message gets the topic's next offset (a text
     /// delivery carries it as `"offset"`), is kept, and reaches every worker's subscribers
     /// through its inbox, this worker's too, in offset order. In a cluster Redis numbers it
-    /// and brings it back to every node with subscribers, this one too (then the answer has no
-    /// offset: Redis gives it later); `None` when Redis is out of reach (nobody gets it).
+    /// and brings it back to every node with subscribers, this one too; a publisher that gave
+    /// an `ack` id is answered once Redis has given the offset ([`Worker::send_answers`]), and
+    /// HTTP's answer has no offset. `None` when Redis is out of reach (nobody gets it).
     pub(super) fn publish_numbered(
         &mut self,
         topic: &str,
         frame: OutFrame,
         publisher: Option<ConnId>,
+        ack: Option<i64>,
     ) -> Option<Published> {
         let hub = self.node.hub.clone();
         let shared = self.pubsub.topic(topic).clone();
         if hub.is_sequenced(&shared) {
-            return hub.publish_sequenced(&shared, &frame).then(|| Published {
-                delivered: shared.subscribers(),
-                position: None,
+            // a publisher that asked for an answer gets it once Redis gives the offset
+            let ticket = publisher.zip(ack).map(|(conn, id)| {
+                let to = AnswerTo {
+                    worker: self.pubsub.worker(),
+                    conn: conn.token().0 as u64,
+                    id,
+                };
+                Ticket::new(&hub, to)
             });
+            let answered_later = ticket.is_some();
+            return hub
+                .publish_sequenced(&shared, &frame, ticket)
+                .then(|| Published {
+                    delivered: shared.subscribers(),
+                    position: None,
+                    answered_later,
+                });
         }
         let make = |offset| hub.numbered(frame, offset);
         let Some((offset, epoch, on_node, congested)) =
@@ -265,6 +280,7 @@ impl Worker {
             return Some(Published {
                 delivered: 0,
                 position: None,
+                answered_later: false,
             });
         };
         // this worker's subscribers get it now, after what its inbox held before
@@ -278,7 +294,34 @@ impl Worker {
         Some(Published {
             delivered: on_node,
             position: Some((offset, epoch)),
+            answered_later: false,
         })
+    }
+
+    /// Sends the answers Redis gave to this worker's publishers (see [`Ticket`]): the ack with
+    /// the offset and epoch, a plain ack when the position is not known, `unavailable` when
+    /// the publish may not have been kept.
+    pub(super) fn send_answers(&mut self) {
+        let hub = self.node.hub.clone();
+        let worker = self.pubsub.worker();
+        hub.take_answers(worker, |to, answer| {
+            let id = ConnId::from_token(mio::Token(to.conn as usize));
+            if !self.conns.get(id).is_some_and(|c| c.is_open_session()) {
+                return;
+            }
+            let frame = match answer {
+                Answer::Numbered { offset, epoch } => {
+                    message::publish_ack_frame(to.id, offset, &epoch)
+                }
+                Answer::Kept => message::ack_frame(to.id),
+                Answer::Lost => {
+                    self.metrics.inc(Counter::MessageErrors);
+                    let lost = Error::Unavailable("the publish may not have been kept by redis");
+                    message::error_frame(Some(to.id), &lost)
+                }
+            };
+            self.send(id, frame);
+        });
     }
 
     /// After an outage of the link to other nodes: tells every subscriber of this worker, for

@@ -151,7 +151,7 @@ impl Worker {
             http::congested(body.keep_alive)
         } else {
             match http::publish_body(&body, &bytes) {
-                Ok(frame) => match self.publish(&body.topic, frame, None) {
+                Ok(frame) => match self.publish(&body.topic, frame, None, None) {
                     Some(p) => http::published(p.delivered, p.position, body.keep_alive),
                     None => http::unavailable(
                         "the topic's history is kept in redis, unreachable now; try again",

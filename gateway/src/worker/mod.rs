@@ -165,6 +165,7 @@ impl Worker {
             self.take_inbox();
             self.resume_publishers();
             self.send_due_acks();
+            self.send_answers();
             self.settle_joins();
             if self.follow_drain() {
                 return Ok(());

@@ -25,6 +25,9 @@ pub(super) struct Published {
     pub(super) delivered: usize,
     /// On a topic with history numbered on this node: the message's offset and the epoch.
     pub(super) position: Option<(u64, Arc<str>)>,
+    /// The publisher's answer comes later, with the offset another node's Redis gives
+    /// ([`Worker::send_answers`]).
+    pub(super) answered_later: bool,
 }
 
 impl Worker {
@@ -250,7 +253,7 @@ impl Worker {
                 topic,
                 frame,
                 id: ack,
-            } => match self.publish(&topic, frame, Some(id)) {
+            } => match self.publish(&topic, frame, Some(id), ack) {
                 Some(Published {
                     position: Some((offset, epoch)),
                     ..
@@ -258,6 +261,10 @@ impl Worker {
                     ack.map(|n| message::publish_ack_frame(n, offset, &epoch)),
                     None,
                 ),
+                Some(Published {
+                    answered_later: true,
+                    ..
+                }) => (None, None),
                 Some(_) => (ack.map(message::ack_frame), None),
                 None => {
                     let refused =
@@ -297,16 +304,18 @@ impl Worker {
     /// subscribers directly. Returns the subscribers on this node and, on a topic with history
     /// numbered here, the message's offset and epoch; `None` when the publish could not be made (a topic whose history Redis keeps, while Redis is out of reach).
     /// `publisher`, when given, stops being read if an inbox the frame went to is over its
-    /// bound, until they all have room.
+    /// bound, until they all have room. `ack`: the id of the publisher's publish, when it
+    /// wants an answer (in a cluster, one that Redis numbers gets it later).
     pub(super) fn publish(
         &mut self,
         topic: &str,
         frame: OutFrame,
         publisher: Option<ConnId>,
+        ack: Option<i64>,
     ) -> Option<Published> {
         self.metrics.inc(Counter::Publishes);
         if self.pubsub.topic(topic).has_history() {
-            return self.publish_numbered(topic, frame, publisher);
+            return self.publish_numbered(topic, frame, publisher, ack);
         }
         let frame = self.node.hub.share(frame);
         let published = self.pubsub.publish(topic, &frame);
@@ -325,6 +334,7 @@ impl Worker {
         Some(Published {
             delivered: on_node,
             position: None,
+            answered_later: false,
         })
     }
 

@@ -118,7 +118,7 @@ impl Bridge {
                 shard.publisher.stream.write_all(&shard.batch)?;
                 shard.batch.clear();
                 let mut refused = None;
-                for o in std::mem::take(&mut shard.unanswered) {
+                for mut o in std::mem::take(&mut shard.unanswered) {
                     match shard.publisher.read()? {
                         Value::ServerError(e) if matches!(e.code(), "MOVED" | "ASK") => {
                             redirected.push(o)
@@ -135,8 +135,14 @@ impl Bridge {
                             );
                         }
                         Value::ServerError(e) => refused = Some(e),
-                        _ => {}
+                        // the script's answer: the offset Redis gave, and the epoch
+                        reply => {
+                            if let Some(ticket) = o.ticket.take() {
+                                ticket.answer(scripts::published(&reply));
+                            }
+                        }
                     }
+                    // a ticket left (a refused script, a placeholder) answers that it was lost
                 }
                 if let Some(e) = refused {
                     return Err(io::Error::other(format!(
