@@ -750,6 +750,12 @@ fn redis_address_that_accepts_then_closes_is_one_outage_not_a_reconnect_loop() {
             }
         })
     };
+    // the node sees the kill first (its bridge thread may be slow to on a loaded machine)
+    assert!(
+        eventually(SETTLE, || must(&a, "wsgate_cluster_up") == 0.0),
+        "the node never noticed that redis went away:\n{}",
+        a.log()
+    );
     // two seconds of that: the node is down all along, says so once, and retries with backoff
     // (100 ms doubling: a handful of attempts, not thousands)
     let mut up_seen = Vec::new();

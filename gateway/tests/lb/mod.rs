@@ -265,14 +265,21 @@ pub(crate) struct Redis {
 }
 
 impl Redis {
+    /// Starts one on a free port (another one when the port is taken before it binds: a
+    /// test beside this one may take a port between `free_port` and redis' bind).
     pub(crate) fn start_new() -> Redis {
         let mut r = Redis {
-            port: free_port(),
+            port: 0,
             dir: TempDir::new("redis"),
             proc: None,
         };
-        r.start();
-        r
+        for _ in 0..5 {
+            r.port = free_port();
+            if r.try_start() {
+                return r;
+            }
+        }
+        panic!("redis-server did not start on any of 5 free ports");
     }
 
     /// `redis://127.0.0.1:PORT`.
@@ -280,8 +287,18 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// Starts it (again) on its port and waits until it answers PING.
+    /// Starts it again on its port and waits until it answers PING.
     pub(crate) fn start(&mut self) {
+        assert!(
+            self.try_start(),
+            "redis-server did not start again on port {}",
+            self.port
+        );
+    }
+
+    /// Starts it on its port; true once it answers PING, false (with nothing left running)
+    /// when it exits first or never answers.
+    fn try_start(&mut self) -> bool {
         assert!(self.proc.is_none(), "redis is running already");
         let mut command = Command::new(require("redis-server"));
         command
@@ -292,12 +309,26 @@ impl Redis {
             .arg(self.dir.path());
         let mut proc = Proc::spawn("redis-server", command);
         let port = self.port;
-        let ok = eventually(Duration::from_secs(10), || {
-            proc.assert_running();
-            matches!(try_command(port, &["PING"]), Ok(Resp::Simple(s)) if s == "PONG")
+        // done when it answers, or when it has exited (its port was taken): then no waiting
+        let answered = eventually(Duration::from_secs(10), || {
+            proc.exited()
+                || matches!(try_command(port, &["PING"]), Ok(Resp::Simple(s)) if s == "PONG")
         });
-        assert!(ok, "redis-server on port {port} never answered PING");
-        self.proc = Some(proc);
+        // and the server that answered is this one, not another test's on a port it took
+        let ours = format!("process_id:{}\r\n", proc.pid());
+        let up = answered
+            && !proc.exited()
+            && matches!(try_command(port, &["INFO", "server"]),
+                Ok(Resp::Bulk(Some(info))) if String::from_utf8_lossy(&info).contains(&ours));
+        if up {
+            self.proc = Some(proc);
+        } else {
+            eprintln!(
+                "redis-server did not come up on port {port}:\n{}",
+                proc.log()
+            );
+        }
+        up
     }
 
     /// Kills it (SIGKILL: its clients see their connections reset, as in a crash).
