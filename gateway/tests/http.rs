@@ -22,6 +22,7 @@ const METRICS: &[&str] = &[
     "wsgate_messages_out_total",
     "wsgate_closes_sent_total",
     "wsgate_fanout_deliveries_total",
+    "wsgate_io_uring_workers",
     "wsgate_inbox_depth",
     "wsgate_inbox_wakeups_total",
     "wsgate_topics",
@@ -66,6 +67,27 @@ fn health_readiness_and_metrics() {
     assert!(common::metric(&text, "wsgate_connections_open") >= 1.0);
     assert!(common::metric(&text, "wsgate_messages_in_total{kind=\"text\"}") >= 1.0);
     assert!(common::metric(&text, "wsgate_topics") >= 1.0);
+}
+
+#[test]
+fn the_io_uring_gauge_counts_the_workers_whose_sends_go_through_a_ring() {
+    // each worker says so as it starts: both, or none and one log line where the kernel
+    // refuses a ring
+    let gw = Gateway::start(&["--workers", "2"]);
+    let refused = || gw.log().contains("io_uring refused by the kernel");
+    assert!(
+        common::eventually(std::time::Duration::from_secs(5), || {
+            gw.metric("wsgate_io_uring_workers") == 2.0 || refused()
+        }),
+        "neither both workers on io_uring nor a refusal logged:\n{}",
+        gw.log()
+    );
+    let expected = if refused() { 0.0 } else { 2.0 };
+    assert_eq!(gw.metric("wsgate_io_uring_workers"), expected);
+    // turned off: none, and nothing to say about the kernel
+    let off = Gateway::start(&["--workers", "2", "--io-uring", "false"]);
+    assert_eq!(off.metric("wsgate_io_uring_workers"), 0.0);
+    assert!(!off.log().contains("io_uring"), "{}", off.log());
 }
 
 #[test]

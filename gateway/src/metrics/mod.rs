@@ -11,7 +11,7 @@ mod labels;
 
 pub(crate) use labels::{CloseLabel, Counter, Failure, MessageKind};
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use wsgate_core::close::CloseCode;
 
 /// One worker's counters: written by that worker only, read by any thread.
@@ -22,6 +22,8 @@ pub(crate) struct WorkerMetrics {
     connections_open: AtomicI64,
     /// Frames queued to local subscribers (shown per worker).
     fanout_deliveries: AtomicU64,
+    /// The worker sends through io_uring (`io-uring`, and the kernel allowed a ring).
+    io_uring: AtomicBool,
     counters: [AtomicU64; Counter::COUNT],
     failures: [AtomicU64; Failure::COUNT],
     messages_in: [AtomicU64; MessageKind::COUNT],
@@ -103,6 +105,11 @@ impl WorkerMetrics {
     /// Counts a connection closed.
     pub(crate) fn connection_closed(&self) {
         self.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Says whether the worker's sends go through io_uring.
+    pub(crate) fn set_io_uring(&self, on: bool) {
+        self.io_uring.store(on, Ordering::Relaxed);
     }
 
     /// Connections open now.
@@ -212,6 +219,12 @@ pub(crate) fn render_workers(out: &mut Exposition, workers: &[std::sync::Arc<Wor
         Kind::Gauge,
         "Open connections.",
         open,
+    );
+    out.single(
+        "wsgate_io_uring_workers",
+        Kind::Gauge,
+        "Workers whose sends go out in io_uring submissions (io-uring on, and the kernel allowed a ring); the others send one by one.",
+        sum(&|w| u64::from(w.io_uring.load(Ordering::Relaxed))),
     );
     for &c in Counter::ALL {
         out.single(c.text(), Kind::Counter, c.help(), sum(&|w| w.get(c)));

@@ -114,7 +114,9 @@ impl Worker {
         if self.node.config.server.io_uring {
             // the ring is made here, on the thread that submits to it
             static TOLD: std::sync::Once = std::sync::Once::new();
-            if !self.conns.sends_at_once() {
+            let ring = self.conns.sends_at_once();
+            self.metrics.set_io_uring(ring);
+            if !ring {
                 TOLD.call_once(|| {
                     tracing::info!("io_uring refused by the kernel: fanout sends go one by one");
                 });
