@@ -70,7 +70,7 @@ pub(super) fn published(reply: &Value) -> Answer {
             epoch: Arc::from(epoch),
         };
     }
-    Answer::Kept
+    Answer::Accepted
 }
 
 /// Reads what a mirror needs. KEYS: meta, stream. ARGV: the mirror's last offset, its epoch
@@ -180,16 +180,16 @@ mod tests {
             }
         );
         // an older script's answer: the offset alone
-        assert_eq!(published(&bulk("42")), Answer::Kept);
+        assert_eq!(published(&bulk("42")), Answer::Accepted);
         assert_eq!(
             published(&Value::Array(vec![bulk("x"), bulk("e")])),
-            Answer::Kept
+            Answer::Accepted
         );
         assert_eq!(
             published(&Value::Array(vec![bulk("1"), bulk("")])),
-            Answer::Kept
+            Answer::Accepted
         );
-        assert_eq!(published(&Value::Nil), Answer::Kept);
+        assert_eq!(published(&Value::Nil), Answer::Accepted);
     }
 
     use super::*;

@@ -3,8 +3,8 @@
 //! queue of answers ([`Hub::answer`], [`Hub::take_answers`]).
 //!
 //! A [`Ticket`] travels with the publish; whoever ends up with it answers it, and a ticket
-//! dropped unanswered (the publish was dropped on the way: the link broke, the queue was
-//! cleared) answers [`Answer::Lost`] by itself, so no publisher waits for ever.
+//! dropped unanswered (the publish was dropped before it reached Redis: the link was down, the
+//! queue was cleared) answers [`Answer::Lost`] by itself, so no publisher waits for ever.
 
 use super::Hub;
 use std::sync::atomic::Ordering;
@@ -32,9 +32,10 @@ pub enum Answer {
         /// The epoch the offset belongs to.
         epoch: Arc<str>,
     },
-    /// Published, its position not known (an answer without one).
-    Kept,
-    /// Not kept, or not known to be: refused, or dropped when the link broke.
+    /// Taken for delivery, its position not known: an answer without one, or the link broke
+    /// after it was sent and before Redis answered (it may or may not have been kept).
+    Accepted,
+    /// Not kept: Redis refused it, or it was dropped before it was sent.
     Lost,
 }
 
@@ -151,7 +152,7 @@ mod tests {
         };
         Ticket::new(&hub, to(1)).answer(numbered.clone());
         drop(Ticket::new(&hub, to(2)));
-        Ticket::new(&hub, to(3)).answer(Answer::Kept);
+        Ticket::new(&hub, to(3)).answer(Answer::Accepted);
         Ticket::new(&hub, to(9)).cancel(); // taken back: no answer
         assert_eq!(
             wakes.load(Ordering::Relaxed),
@@ -162,12 +163,12 @@ mod tests {
         hub.take_answers(1, |to, a| got.push((to.id, a)));
         assert_eq!(
             got,
-            vec![(1, numbered), (2, Answer::Lost), (3, Answer::Kept)],
+            vec![(1, numbered), (2, Answer::Lost), (3, Answer::Accepted)],
             "in order, each once"
         );
         hub.take_answers(1, |_, _| panic!("taken already"));
         hub.take_answers(0, |_, _| panic!("not this worker's"));
-        Ticket::new(&hub, to(4)).answer(Answer::Kept);
+        Ticket::new(&hub, to(4)).answer(Answer::Accepted);
         assert_eq!(wakes.load(Ordering::Relaxed), 2, "woken again once emptied");
     }
 

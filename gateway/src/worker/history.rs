@@ -300,7 +300,7 @@ impl Worker {
 
     /// Sends the answers Redis gave to this worker's publishers (see [`Ticket`]): the ack with
     /// the offset and epoch, a plain ack when the position is not known, `unavailable` when
-    /// the publish may not have been kept.
+    /// the publish was not kept (sending it again makes no second copy).
     pub(super) fn send_answers(&mut self) {
         let hub = self.node.hub.clone();
         let worker = self.pubsub.worker();
@@ -313,10 +313,10 @@ impl Worker {
                 Answer::Numbered { offset, epoch } => {
                     message::publish_ack_frame(to.id, offset, &epoch)
                 }
-                Answer::Kept => message::ack_frame(to.id),
+                Answer::Accepted => message::ack_frame(to.id),
                 Answer::Lost => {
                     self.metrics.inc(Counter::MessageErrors);
-                    let lost = Error::Unavailable("the publish may not have been kept by redis");
+                    let lost = Error::Unavailable("redis did not keep the publish");
                     message::error_frame(Some(to.id), &lost)
                 }
             };

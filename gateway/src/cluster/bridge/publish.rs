@@ -5,6 +5,7 @@ use super::history::unkeyed;
 use super::{Bridge, LinkError};
 use crate::cluster::resp::write_bulk;
 use crate::cluster::{Outgoing, envelope, scripts};
+use crate::hub::Answer;
 use redis::Value;
 use std::io::{self, Write};
 use std::sync::atomic::Ordering;
@@ -118,8 +119,17 @@ impl Bridge {
                 shard.publisher.stream.write_all(&shard.batch)?;
                 shard.batch.clear();
                 let mut refused = None;
-                for mut o in std::mem::take(&mut shard.unanswered) {
-                    match shard.publisher.read()? {
+                let mut waiting = std::mem::take(&mut shard.unanswered).into_iter();
+                while let Some(mut o) = waiting.next() {
+                    let reply = match shard.publisher.read() {
+                        Ok(reply) => reply,
+                        Err(e) => {
+                            // the link broke before these answers: Redis may have kept them
+                            accepted(std::iter::once(o).chain(waiting));
+                            return Err(e);
+                        }
+                    };
+                    match reply {
                         Value::ServerError(e) if matches!(e.code(), "MOVED" | "ASK") => {
                             redirected.push(o)
                         }
@@ -176,11 +186,24 @@ impl Bridge {
                     .dropped_redis_down
                     .fetch_add((n + redirected.len()) as u64, Ordering::Relaxed);
                 for shard in &mut link.shards {
-                    shard.unanswered.clear();
+                    accepted(shard.unanswered.drain(..));
                     shard.batch.clear();
                 }
                 Err(LinkError::Io(e))
             }
+        }
+    }
+}
+
+/// Answers the publishers of `written`, publishes sent to Redis (or on their way) whose answers
+/// the broken link will not bring: whether Redis kept them is not known, so each gets the
+/// plain acknowledgement, as every publish did when it was answered at once (delivery across
+/// nodes is at most once). Not `unavailable`: that says it was not kept, and a publisher that
+/// sends it again might make a second copy.
+fn accepted(written: impl Iterator<Item = Outgoing>) {
+    for mut o in written {
+        if let Some(ticket) = o.ticket.take() {
+            ticket.answer(Answer::Accepted);
         }
     }
 }
