@@ -194,6 +194,17 @@ fn every_node_gives_a_message_the_offset_redis_gave_it() {
     assert!(matches!(len, lb::Resp::Int(20)), "{len:?}");
 }
 
+/// Publishes `data` to `topic` over `p` (with `id` when given); returns the answer when an
+/// `id` asks for one.
+fn publish_ws(p: &mut Ws, topic: &str, data: i64, id: Option<i64>) -> Option<Value> {
+    let mut msg = json!({"type":"publish","topic":topic,"data":data});
+    if let Some(id) = id {
+        msg["id"] = json!(id);
+    }
+    ws_send(p, &msg.to_string());
+    id.map(|_| parse(&ws_text(p)))
+}
+
 #[test]
 fn a_publish_redis_does_not_keep_is_answered_unavailable_and_the_next_with_its_offset() {
     let redis = Redis::start_new();
@@ -201,38 +212,23 @@ fn a_publish_redis_does_not_keep_is_answered_unavailable_and_the_next_with_its_o
     // the topic's hash is a string: the numbering script fails on it
     redis.command(&["SET", "{wsgate:h.broken}:meta", "not a hash"]);
     let mut p = ws(a.addr, "/ws");
-    ws_send(
-        &mut p,
-        &json!({"type":"publish","topic":"h.broken","data":1,"id":7}).to_string(),
-    );
-    let v = parse(&ws_text(&mut p));
+    let v = publish_ws(&mut p, "h.broken", 1, Some(7)).unwrap();
     assert_eq!(
         (&v["type"], &v["id"], &v["code"]),
         (&json!("error"), &json!(7), &json!("unavailable")),
         "{v}"
     );
     // the session goes on, and a sound topic's publish is answered with its position
-    ws_send(
-        &mut p,
-        &json!({"type":"publish","topic":"h.sound","data":2,"id":8}).to_string(),
-    );
-    let v = parse(&ws_text(&mut p));
+    let v = publish_ws(&mut p, "h.sound", 2, Some(8)).unwrap();
     assert_eq!(
         (&v["type"], &v["id"], &v["offset"]),
         (&json!("ack"), &json!(8), &json!(1)),
         "{v}"
     );
     assert!(v["epoch"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
-    // a publish without an id gets no answer either way
-    ws_send(
-        &mut p,
-        &json!({"type":"publish","topic":"h.sound","data":3}).to_string(),
-    );
-    ws_send(
-        &mut p,
-        &json!({"type":"publish","topic":"h.sound","data":4,"id":9}).to_string(),
-    );
-    let v = parse(&ws_text(&mut p));
+    // a publish without an id gets no answer: the next answer is the next publish's
+    publish_ws(&mut p, "h.sound", 3, None);
+    let v = publish_ws(&mut p, "h.sound", 4, Some(9)).unwrap();
     assert_eq!((&v["id"], &v["offset"]), (&json!(9), &json!(3)), "{v}");
 }
 
