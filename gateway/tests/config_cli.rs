@@ -63,6 +63,7 @@ fn bad_flags_and_values_exit_2_naming_the_flag() {
     fails_naming(&["--listen", "nowhere"], &["--listen"]);
     fails_naming(&["--handshake-timeout", "soon"], &["--handshake-timeout"]);
     fails_naming(&["--echo", "maybe"], &["--echo"]);
+    fails_naming(&["--io-uring", "sometimes"], &["--io-uring"]);
     // values that parse but make no sense
     fails_naming(&["--max-message-size", "3GiB"], &["--max-message-size"]);
     fails_naming(&["--outbox-limit", "10"], &["--outbox-limit"]);
